@@ -1,0 +1,51 @@
+"""The ``sapo-vl`` command: one entry point, each subcommand lives in its own module.
+
+    sapo-vl train RECIPE.yaml [dotted.key=value ...]     (also under ``accelerate launch``)
+    sapo-vl eval ...                                     (``sapo-vl eval --help``)
+    sapo-vl make-tiny-model OUT_DIR [--dense] [--seed N]
+    sapo-vl plot RUN_DIR
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+# subcommand -> (module, function taking argv, one-line help)
+COMMANDS = {
+    "train": ("sapo_vl.train", "cli_main", "train a policy from a YAML recipe with dotted overrides"),
+    "eval": ("sapo_vl.evaluation.cli", "main", "score benchmarks (Pass@1, pass@k) from a model or samples file"),
+    "make-tiny-model": ("sapo_vl.models.tiny", "cli_main", "build the offline tiny Qwen3-VL(-MoE) checkpoint"),
+    "plot": ("sapo_vl.plots", "cli_main", "draw PNG curves from RUN_DIR/metrics.jsonl"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: sapo-vl COMMAND [ARGS ...]", "", "commands:"]
+    lines += [f"  {name:<16} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from sapo_vl import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"sapo-vl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    module, func, _ = COMMANDS[name]
+    result = getattr(importlib.import_module(module), func)(rest)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
