@@ -1,0 +1,168 @@
+"""Decode every image form a dataset row may hold into an RGB ``PIL.Image.Image``.
+
+Accepted forms (one image, or a list/tuple of them):
+- a file path (``str`` or ``os.PathLike``; relative paths resolve against ``base_dir``, the data file's folder;
+  a ``file://`` prefix is allowed),
+- a ``PIL.Image.Image``,
+- raw encoded bytes (``bytes`` / ``bytearray`` / ``memoryview``),
+- a dict ``{"bytes": ..., "path": ...}`` (the Hugging Face ``datasets.Image`` storage layout; bytes win when both
+  are present),
+- a base64 data URI (``"data:image/png;base64,..."``),
+- a ``numpy`` array of shape (H, W), (H, W, 3) or (H, W, 4) with dtype uint8.
+
+Images with an alpha channel are composited onto white, as qwen-vl-utils' ``fetch_image`` does, so the pixels a
+model sees do not depend on which loader decoded the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+__all__ = ["ImageDecodeError", "decode_image", "decode_images", "to_rgb"]
+
+MISSING_IMAGE = "missing_image"
+CORRUPT_IMAGE = "corrupt_image"
+
+
+class ImageDecodeError(ValueError):
+    """An image value could not be turned into a PIL image.
+
+    ``reason`` is ``"missing_image"`` (no file, empty value) or ``"corrupt_image"`` (undecodable bytes, bad
+    data URI, unsupported type).
+    """
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Return an RGB copy of ``image``; transparent pixels become white (qwen-vl-utils convention)."""
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info)
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return image.convert("RGB")
+
+
+def _open_bytes(data: bytes, origin: str) -> Image.Image:
+    if len(data) == 0:
+        raise ImageDecodeError(MISSING_IMAGE, f"empty image bytes ({origin})")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # force a full decode so truncated files fail here, not in the processor
+            return to_rgb(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(CORRUPT_IMAGE, f"cannot decode image ({origin}): {exc}") from exc
+
+
+def _decode_data_uri(uri: str) -> Image.Image:
+    header, sep, payload = uri.partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise ImageDecodeError(
+            CORRUPT_IMAGE, f"malformed data URI {uri[:40]!r}...: expected 'data:image/<fmt>;base64,<payload>'"
+        )
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageDecodeError(CORRUPT_IMAGE, f"data URI payload is not valid base64: {exc}") from exc
+    return _open_bytes(data, "data URI")
+
+
+def _resolve_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) -> Path:
+    text = os.fspath(value)
+    text = text.removeprefix("file://")
+    path = Path(text).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    return path
+
+
+def _decode_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) -> Image.Image:
+    text = os.fspath(value)
+    if text.startswith(("http://", "https://")):
+        raise ImageDecodeError(
+            MISSING_IMAGE, f"remote image URL {text!r} is not fetched by the loader; download it and use a path"
+        )
+    if not text.strip():
+        raise ImageDecodeError(MISSING_IMAGE, "empty image path")
+    path = _resolve_path(text, base_dir)
+    if not path.is_file():
+        where = f" (resolved against {base_dir})" if base_dir is not None and not Path(text).is_absolute() else ""
+        raise ImageDecodeError(MISSING_IMAGE, f"image file not found: {path}{where}")
+    return _open_bytes(path.read_bytes(), str(path))
+
+
+def _decode_array(value: Any) -> Image.Image:
+    import numpy as np
+
+    arr = np.asarray(value)
+    if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
+        raise ImageDecodeError(
+            CORRUPT_IMAGE,
+            f"numpy image must be uint8 with shape (H, W), (H, W, 3) or (H, W, 4); got {arr.dtype} {arr.shape}",
+        )
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    return to_rgb(Image.fromarray(arr))
+
+
+def decode_image(value: Any, base_dir: str | os.PathLike | None = None) -> Image.Image:
+    """Decode one image value (any accepted form) into an RGB PIL image.
+
+    Raises ``ImageDecodeError`` with ``reason`` "missing_image" or "corrupt_image" and a message saying what was
+    expected.
+    """
+    if isinstance(value, Image.Image):
+        try:
+            return to_rgb(value)
+        except (OSError, ValueError) as exc:
+            raise ImageDecodeError(CORRUPT_IMAGE, f"cannot convert PIL image to RGB: {exc}") from exc
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return _open_bytes(bytes(value), "raw bytes")
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is not None:
+            return _open_bytes(bytes(data), f"bytes of {path}" if path else "dict bytes")
+        if path:
+            return _decode_path(path, base_dir)
+        raise ImageDecodeError(MISSING_IMAGE, "image dict has neither 'bytes' nor 'path'")
+    if isinstance(value, str) and value.startswith("data:"):
+        return _decode_data_uri(value)
+    if isinstance(value, (str, os.PathLike)):
+        return _decode_path(value, base_dir)
+    if value is None:
+        raise ImageDecodeError(MISSING_IMAGE, "image is None")
+    if type(value).__module__ == "numpy":
+        return _decode_array(value)
+    raise ImageDecodeError(
+        CORRUPT_IMAGE,
+        f"unsupported image type {type(value).__name__}; expected a path, PIL image, bytes, "
+        "{'bytes','path'} dict, data URI or uint8 numpy array",
+    )
+
+
+def as_image_list(value: Any) -> list[Any]:
+    """Normalise the raw images column to a list of raw values: None -> [], one image -> [image]."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if type(value).__module__ == "numpy" and getattr(value, "dtype", None) is not None and value.dtype == object:
+        return list(value)
+    return [value]
+
+
+def decode_images(value: Any, base_dir: str | os.PathLike | None = None) -> list[Image.Image]:
+    """Decode a raw images value (None, one image, or a list) into a list of RGB PIL images."""
+    return [decode_image(v, base_dir) for v in as_image_list(value)]
