@@ -1,1 +1,55 @@
+"""Pure tensor functions for RL fine-tuning: policy losses, aggregation, advantages, KL estimators.
 
+* ``POLICY_LOSSES`` / ``policy_loss``: sapo, grpo, gspo, gspo-token, cispo (see ``losses``)
+* ``aggregate`` / ``AGGREGATION_MODES`` / ``global_normalizers``: (B, T) loss -> scalar, micro-batch exact
+* ``ADVANTAGES``: grpo, dr_grpo, rloo; ``zero_variance_groups`` for DAPO dynamic sampling
+* ``kl_penalty``: k1 / k2 / k3 to a reference policy
+* ``ALGORITHMS``: the papers' loss + aggregation + advantage combinations (e.g. dr_grpo, dapo)
+"""
+
+from sapo_vl.algos.advantages import (
+    ADVANTAGES,
+    dr_grpo_advantages,
+    grpo_advantages,
+    rloo_advantages,
+    zero_variance_groups,
+)
+from sapo_vl.algos.aggregate import AGGREGATION_MODES, aggregate, global_normalizers
+from sapo_vl.algos.kl import KL_ESTIMATORS, kl_penalty
+from sapo_vl.algos.losses import cispo_loss, grpo_loss, gspo_loss, gspo_token_loss, sapo_loss
+from sapo_vl.algos.presets import ALGORITHMS, AlgorithmPreset
+from sapo_vl.algos.registry import (
+    DEFAULT_AGGREGATION,
+    POLICY_LOSSES,
+    get_policy_loss,
+    loss_hparams,
+    policy_loss,
+)
+from sapo_vl.algos.types import PolicyLossOutput, UnknownArgumentError
+
+__all__ = [
+    "ADVANTAGES",
+    "AGGREGATION_MODES",
+    "ALGORITHMS",
+    "DEFAULT_AGGREGATION",
+    "KL_ESTIMATORS",
+    "POLICY_LOSSES",
+    "AlgorithmPreset",
+    "PolicyLossOutput",
+    "UnknownArgumentError",
+    "aggregate",
+    "cispo_loss",
+    "dr_grpo_advantages",
+    "get_policy_loss",
+    "global_normalizers",
+    "grpo_advantages",
+    "grpo_loss",
+    "gspo_loss",
+    "gspo_token_loss",
+    "kl_penalty",
+    "loss_hparams",
+    "policy_loss",
+    "rloo_advantages",
+    "sapo_loss",
+    "zero_variance_groups",
+]
