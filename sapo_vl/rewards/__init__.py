@@ -1,1 +1,41 @@
+"""Verifiable rewards shared by training and evaluation.
 
+``REWARDS`` maps a name to a TRL-compatible reward function ``fn(completions, **columns) -> list[float | None]``
+(``None`` = not applicable to that sample):
+
+- ``"math"``: final answer equivalence through math-verify (:mod:`sapo_vl.rewards.math`)
+- ``"mcq"``: multiple-choice letter (:func:`sapo_vl.rewards.vqa.mcq_reward`)
+- ``"vqa"``: free-form visual QA metrics (:func:`sapo_vl.rewards.vqa.vqa_reward`)
+- ``"format"`` / ``"format_lenient"``: ``<think>``/``<answer>`` output format (:mod:`sapo_vl.rewards.format`)
+- ``"code"``: program execution in a sandbox (:mod:`sapo_vl.rewards.code`, imported on first use)
+- ``"auto"``: routes each sample to the reward named by its ``verifier`` column
+"""
+
+from sapo_vl.rewards.format import format_reward, format_reward_lenient
+from sapo_vl.rewards.math import extract_answer, math_equal, math_reward
+from sapo_vl.rewards.registry import (
+    REWARDS,
+    CombinedReward,
+    RewardBreakdown,
+    combine_rewards,
+    get_reward,
+    register_reward,
+)
+from sapo_vl.rewards.vqa import extract_choice, mcq_reward, vqa_reward
+
+__all__ = [
+    "REWARDS",
+    "CombinedReward",
+    "RewardBreakdown",
+    "combine_rewards",
+    "extract_answer",
+    "extract_choice",
+    "format_reward",
+    "format_reward_lenient",
+    "get_reward",
+    "math_equal",
+    "math_reward",
+    "mcq_reward",
+    "register_reward",
+    "vqa_reward",
+]

@@ -1,0 +1,202 @@
+"""The reward registry, per-sample routing by verifier, and weighted combination.
+
+Every entry of :data:`REWARDS` follows the TRL reward-function contract::
+
+    fn(completions: list[str | list[dict]], **columns) -> list[float | None]
+
+TRL calls it with keyword arguments ``prompts``, ``completions``, ``completion_ids`` and every dataset column (one
+entry per completion); a function ignores the keywords it does not use. ``None`` means "not applicable to this
+sample". So any TRL reward function can be registered unchanged, and ours can be handed to TRL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from sapo_vl.rewards.format import format_reward, format_reward_lenient
+from sapo_vl.rewards.math import math_reward
+from sapo_vl.rewards.vqa import mcq_reward, vqa_reward
+
+RewardFn = Callable[..., list]
+
+
+def code(completions: list, **columns) -> list[float | None]:
+    """Code-execution reward: :func:`sapo_vl.rewards.code.code_reward`, imported on first call.
+
+    See that function for the columns it reads (tests to run against the extracted program). Example::
+
+        >>> from sapo_vl.rewards import get_reward
+        >>> fn = get_reward("code")  # doctest: +SKIP
+        >>> fn(["```python\\nprint(1)\\n```"], **columns_of_a_code_dataset)  # doctest: +SKIP
+    """
+    from sapo_vl.rewards.code import code_reward
+
+    return code_reward(completions, **columns)
+
+
+def auto(completions: list, verifier: list | None = None, **columns) -> list[float | None]:
+    """Route each sample to ``REWARDS[verifier[i]]`` (the record's ``verifier`` field); ``None`` -> ``None``.
+
+    Each registered function is called once, on its samples only, with every per-sample column subset to match.
+
+    >>> auto(["\\\\boxed{4}", "(B)", "?"], verifier=["math", "mcq", None], answer=["4", "B", "x"])
+    [1.0, 1.0, None]
+    """
+    if verifier is None:
+        raise ValueError("reward 'auto' needs the dataset column 'verifier' (a reward name per sample)")
+    n = len(completions)
+    if isinstance(verifier, str) or len(verifier) != n:
+        raise ValueError(f"reward 'auto': column 'verifier' must be a list of {n} reward names, got {verifier!r:.100}")
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(verifier):
+        if name is not None:
+            if name == "auto":
+                raise ValueError(f"reward 'auto': sample {i} names verifier 'auto', which would recurse")
+            groups.setdefault(name, []).append(i)
+    rewards: list[float | None] = [None] * n
+    for name, idx in groups.items():
+        fn = get_reward(name)
+        sub = {
+            key: [value[i] for i in idx] if isinstance(value, (list, tuple)) and len(value) == n else value
+            for key, value in columns.items()
+        }
+        values = _check_output(fn(completions=[completions[i] for i in idx], **sub), len(idx), name)
+        for i, v in zip(idx, values):
+            rewards[i] = v
+    return rewards
+
+
+REWARDS: dict[str, RewardFn] = {
+    "math": math_reward,
+    "mcq": mcq_reward,
+    "vqa": vqa_reward,
+    "format": format_reward,
+    "format_lenient": format_reward_lenient,
+    "code": code,
+    "auto": auto,
+}
+
+
+def register_reward(name: str, fn: RewardFn | None = None, *, overwrite: bool = False):
+    """Register ``fn`` under ``name`` (usable as a decorator: ``@register_reward("mine")``).
+
+    ``fn`` must follow the TRL contract (accept ``completions`` and ``**kwargs``). Re-registering a taken name
+    needs ``overwrite=True``.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"register_reward: name must be a non-empty string, got {name!r}")
+
+    def add(f: RewardFn) -> RewardFn:
+        if not callable(f):
+            raise TypeError(f"register_reward({name!r}): expected a callable, got {type(f).__name__}")
+        if name in REWARDS and REWARDS[name] is not f and not overwrite:
+            raise ValueError(f"reward {name!r} is already registered; pass overwrite=True to replace it")
+        REWARDS[name] = f
+        return f
+
+    return add if fn is None else add(fn)
+
+
+def get_reward(name: str) -> RewardFn:
+    """The reward registered as ``name``; a clear error listing the valid names otherwise."""
+    try:
+        return REWARDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown reward {name!r}; registered rewards: {', '.join(sorted(REWARDS))}") from None
+
+
+def _check_output(values: object, n: int, name: str) -> list[float | None]:
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        got = f"{len(values)} values" if isinstance(values, (list, tuple)) else type(values).__name__
+        raise ValueError(f"reward {name!r} must return a list of {n} values (one per completion), got {got}")
+    out: list[float | None] = []
+    for i, v in enumerate(values):
+        if v is None:
+            out.append(None)
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+            raise ValueError(f"reward {name!r} returned {v!r} for sample {i}; expected a number or None")
+        out.append(float(v))
+    return out
+
+
+@dataclass
+class RewardBreakdown:
+    """The combined rewards (``total``) and each component's raw values, keyed by component name."""
+
+    total: list[float | None]
+    components: dict[str, list[float | None]]
+
+
+class CombinedReward:
+    """A weighted sum of reward functions that is itself a TRL reward function.
+
+    For each sample, the total is ``sum_j w_j * r_j`` over the components ``j`` whose value ``r_j`` is not
+    ``None`` (a ``None`` component is "not applicable" and contributes nothing); with ``normalize=True`` it is
+    divided by the sum of those components' weights (a weighted mean). If no component applies, the total is
+    ``None``. :meth:`breakdown` also returns the per-component values (for logging).
+    """
+
+    def __init__(self, items: list[tuple[str, RewardFn, float]], normalize: bool = False):
+        self.items = items
+        self.normalize = normalize
+        self.__name__ = "combined(" + "+".join(name for name, _, _ in items) + ")"
+
+    def breakdown(self, completions: list, **columns) -> RewardBreakdown:
+        n = len(completions)
+        components = {
+            name: _check_output(fn(completions=completions, **columns), n, name) for name, fn, _ in self.items
+        }
+        total: list[float | None] = []
+        for i in range(n):
+            applicable = [(w, components[name][i]) for name, _, w in self.items if components[name][i] is not None]
+            if not applicable:
+                total.append(None)
+                continue
+            value = sum(w * r for w, r in applicable)
+            weight = sum(w for w, _ in applicable)
+            total.append(value / weight if self.normalize and weight != 0 else value)
+        return RewardBreakdown(total=total, components=components)
+
+    def __call__(self, completions: list, **columns) -> list[float | None]:
+        return self.breakdown(completions, **columns).total
+
+    def __repr__(self) -> str:
+        return f"CombinedReward({[(name, w) for name, _, w in self.items]}, normalize={self.normalize})"
+
+
+def combine_rewards(
+    funcs_with_weights: Mapping[str, float] | Sequence[tuple[str | RewardFn, float] | str | RewardFn],
+    *,
+    normalize: bool = False,
+) -> CombinedReward:
+    """Combine rewards into one TRL reward function (see :class:`CombinedReward` for the ``None`` rule).
+
+    Accepts ``{"math": 1.0, "format": 0.1}``, ``[("math", 1.0), (my_fn, 0.5)]`` or bare names / functions
+    (weight 1.0).
+
+    >>> combined = combine_rewards({"math": 1.0, "format": 0.5})
+    >>> combined(["<answer>4</answer>", "4"], answer=["4", None])
+    [1.5, 0.0]
+    >>> combined.breakdown(["4"], answer=[None]).components
+    {'math': [None], 'format': [0.0]}
+    """
+    entries = list(funcs_with_weights.items()) if isinstance(funcs_with_weights, Mapping) else funcs_with_weights
+    items: list[tuple[str, RewardFn, float]] = []
+    for entry in entries:
+        target, weight = entry if isinstance(entry, tuple) else (entry, 1.0)
+        fn = get_reward(target) if isinstance(target, str) else target
+        if not callable(fn):
+            raise TypeError(f"combine_rewards: {target!r} is neither a reward name nor a callable")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
+            raise ValueError(f"combine_rewards: weight of {target!r} must be a finite number, got {weight!r}")
+        base = target if isinstance(target, str) else getattr(fn, "__name__", type(fn).__name__)
+        name, k = base, 2
+        while any(name == existing for existing, _, _ in items):
+            name, k = f"{base}#{k}", k + 1
+        items.append((name, fn, float(weight)))
+    if not items:
+        raise ValueError("combine_rewards: needs at least one reward")
+    return CombinedReward(items, normalize=normalize)

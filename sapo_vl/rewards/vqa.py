@@ -1,0 +1,436 @@
+"""Visual-QA verifiers: answer normalisation, the standard VQA metrics, multiple choice, and their rewards.
+
+Metrics (each ``metric(pred: str, golds: list[str], **params) -> float`` in :data:`VQA_METRICS`):
+
+- ``"exact"``: normalised exact match (official VQA normalisation, :func:`normalize_vqa`), max over golds.
+- ``"vqa_soft"``: the VQA v2 accuracy, ``min(1, #annotators agreeing / 3)`` averaged over the leave-one-out subsets
+  of the (usually 10) human answers (Antol et al. 2015; Goyal et al. 2017). With one gold it is ``"exact"``.
+- ``"numeric"``: the prediction must hold exactly one number, within ``rel_tol`` (relative) of the gold's.
+- ``"relaxed"``: ChartQA relaxed accuracy (Masry et al. 2022): numbers within 5 % relative error, other answers by
+  normalised exact match.
+- ``"anls"``: Average Normalized Levenshtein Similarity (DocVQA, Biten et al. 2019): ``1 - NL(pred, gold)`` when
+  ``NL < 0.5``, else 0, max over golds; compared lower-cased with collapsed whitespace.
+- ``"yesno"``: the polarity of the answer ("Yes.", "yes, it is" -> yes); an answer with both or neither is wrong.
+
+No metric matches substrings: an empty answer scores 0, and "red green blue" is not "red" (a list-everything answer
+must not collect reward). Percentages in ``numeric``/``relaxed``: a number written with ``%`` matches both its value
+and its value / 100, so "12%" matches 12 and 0.12.
+
+Multiple choice: :func:`extract_choice` reads the chosen letter by fixed priority rules and returns ``None`` when
+nothing parses (scored wrong: never a guessed letter).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Callable, Sequence
+
+from sapo_vl.rewards._text import (
+    answer_span,
+    as_list,
+    clean_answer,
+    completion_text,
+    fallback_answer,
+    strip_think,
+)
+
+# --- official VQA normalisation (re-implemented from the VQA evaluation's documented behaviour) -------------------
+
+_ARTICLES = frozenset({"a", "an", "the"})
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])
+}
+_NUMBER_WORDS["none"] = "0"
+# Contractions written without the apostrophe are restored ("dont" -> "don't"). Forms that are also ordinary words
+# ("its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets") are left alone.
+_CONTRACTED = ["ain't", "aren't", "can't", "couldn't", "couldn't've", "could've", "didn't", "doesn't", "don't", "hadn't", "hasn't", "haven't", "he'd", "he'll", "he's", "how'd", "how'll", "how's", "i'm", "i've", "isn't", "it'd", "it'll", "let's", "ma'am", "mightn't", "might've", "mustn't", "must've", "needn't", "o'clock", "oughtn't", "shan't", "she'd", "she'll", "she's", "shouldn't", "should've", "somebody's", "someone's", "something's", "that's", "there's", "there're", "they'd", "they'll", "they're", "they've", "wasn't", "we'll", "we're", "we've", "weren't", "what'll", "what're", "what's", "what've", "where'd", "where's", "who'd", "who'll", "who's", "who've", "why'll", "why're", "why's", "won't", "wouldn't", "would've", "y'all", "you'd", "you'll", "you're", "you've"]
+_NOT_CONTRACTIONS = frozenset({"its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets", "shell", "cant"})
+_CONTRACTIONS = {
+    c.replace("'", ""): c for c in _CONTRACTED if c.replace("'", "") not in _NOT_CONTRACTIONS
+}
+_CONTRACTIONS["cant"] = "can't"  # "cant" as a noun is rare in VQA answers; the official list restores it too
+_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
+_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
+_PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")
+
+
+def _strip_punctuation(text: str) -> str:
+    """VQA punctuation rule: a mark next to a space (or any mark in text with a digit-comma-digit group) is
+    deleted, any other mark becomes a space; full stops are dropped unless a digit follows (decimals)."""
+    delete_all = bool(_DIGIT_COMMA_DIGIT.search(text))
+    for mark in _PUNCTUATION:
+        if mark not in text:
+            continue
+        if delete_all or f"{mark} " in text or f" {mark}" in text:
+            text = text.replace(mark, "")
+        else:
+            text = text.replace(mark, " ")
+    return _PERIOD_NOT_DECIMAL.sub("", text)
+
+
+def normalize_vqa(text: str) -> str:
+    """Official VQA answer normalisation: lower-case, punctuation, number words -> digits, articles dropped,
+    apostrophe-less contractions restored, whitespace collapsed. Applied to both prediction and golds.
+
+    >>> normalize_vqa("The Two dogs.")
+    '2 dogs'
+    >>> normalize_vqa("dont know")
+    "don't know"
+    """
+    text = " ".join(text.replace("\n", " ").replace("\t", " ").lower().split())
+    words = []
+    for word in _strip_punctuation(text).split():
+        word = _NUMBER_WORDS.get(word, word)
+        if word in _ARTICLES:
+            continue
+        words.append(_CONTRACTIONS.get(word, word))
+    return " ".join(words)
+
+
+# --- metrics -------------------------------------------------------------------------------------------------------
+
+def exact_match(pred: str, golds: Sequence[str]) -> float:
+    """1.0 if the normalised prediction equals any normalised gold, else 0.0. Empty never matches."""
+    p = normalize_vqa(pred)
+    return float(bool(p) and any(p == normalize_vqa(g) for g in golds))
+
+
+def vqa_soft_accuracy(pred: str, golds: Sequence[str]) -> float:
+    """VQA v2 accuracy: mean over each held-out annotator of ``min(1, matches among the others / 3)``."""
+    if len(golds) < 2:
+        return exact_match(pred, golds)
+    p = normalize_vqa(pred)
+    if not p:
+        return 0.0
+    hits = [normalize_vqa(g) == p for g in golds]
+    total = sum(hits)
+    return sum(min(1.0, (total - h) / 3.0) for h in hits) / len(hits)
+
+
+_NUMBER = re.compile(
+    r"(?<![\w.])[-+−]?[$€£]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:[eE][-+]?\d+)?|\.\d+)(\s*%)?(?![\d.]*\d)"
+)
+
+
+def extract_numbers(text: str) -> list[tuple[float, bool]]:
+    """Every number in ``text`` as ``(value, written_with_percent)``; thousands separators, a currency sign,
+    a unicode minus and the number words zero..ten are understood.
+
+    >>> extract_numbers("about 1,234.5 or -3%")
+    [(1234.5, False), (-3.0, True)]
+    """
+    words = [_NUMBER_WORDS.get(w.lower(), w) for w in re.split(r"(\s+)", text)]
+    out = []
+    for m in _NUMBER.finditer("".join(words)):
+        token = m.group(0).replace(",", "").replace("−", "-").replace("%", "").strip()
+        token = token.replace("$", "").replace("€", "").replace("£", "")
+        try:
+            out.append((float(token), m.group(1) is not None))
+        except ValueError:
+            continue
+    return out
+
+
+def _candidates(value: float, percent: bool) -> tuple[float, ...]:
+    return (value, value / 100.0) if percent else (value,)
+
+
+def _close(a: float, b: float, rel_tol: float) -> bool:
+    if b == 0.0:
+        return abs(a) <= 1e-12
+    return abs(a - b) <= rel_tol * abs(b)
+
+
+def _numeric_or_exact(pred: str, gold: str, rel_tol: float) -> float:
+    gold_numbers = extract_numbers(gold)
+    if len(gold_numbers) != 1 or not re.fullmatch(r"[\s\d.,%$€£+\-−eE]*", gold.strip()):
+        return exact_match(pred, [gold])  # a non-numeric gold
+    pred_numbers = extract_numbers(pred)
+    if len(pred_numbers) != 1:  # no number, or hedging over several
+        return 0.0
+    ps, gs = _candidates(*pred_numbers[0]), _candidates(*gold_numbers[0])
+    return float(any(_close(p, g, rel_tol) for p in ps for g in gs))
+
+
+def numeric_match(pred: str, golds: Sequence[str], rel_tol: float = 1e-4) -> float:
+    """1.0 if the prediction's single number is within ``rel_tol`` (relative) of a gold number; a gold that is
+    not a plain number is compared by normalised exact match."""
+    return max((_numeric_or_exact(pred, g, rel_tol) for g in golds), default=0.0)
+
+
+def relaxed_accuracy(pred: str, golds: Sequence[str], tolerance: float = 0.05) -> float:
+    """ChartQA relaxed accuracy: 5 % relative tolerance for numeric golds, normalised exact match otherwise.
+
+    >>> relaxed_accuracy("10.4", ["10"]), relaxed_accuracy("10.6", ["10"])
+    (1.0, 0.0)
+    """
+    return numeric_match(pred, golds, rel_tol=tolerance)
+
+
+def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insertions, deletions, substitutions, unit costs)."""
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def anls(pred: str, golds: Sequence[str], threshold: float = 0.5) -> float:
+    """ANLS for one question: max over golds of ``1 - NL`` if ``NL < threshold`` else 0, where ``NL`` is the
+    Levenshtein distance over the longer length (DocVQA; Biten et al. 2019, eq. 1).
+
+    >>> round(anls("helo world", ["hello world"]), 4)
+    0.9091
+    """
+    p = " ".join(pred.strip().lower().split())
+    best = 0.0
+    for gold in golds:
+        g = " ".join(gold.strip().lower().split())
+        longest = max(len(p), len(g))
+        if longest == 0:
+            continue
+        if abs(len(p) - len(g)) / longest >= threshold:  # the length gap alone already fails the threshold
+            continue
+        nl = levenshtein(p, g) / longest
+        if nl < threshold:
+            best = max(best, 1.0 - nl)
+    return best
+
+
+def yes_no(text: str) -> str | None:
+    """``"yes"`` / ``"no"`` if exactly one of the two words occurs in the answer, else ``None``.
+
+    >>> yes_no("Yes, it is."), yes_no("No."), yes_no("yes or no") is None
+    ('yes', 'no', True)
+    """
+    words = set(re.findall(r"[a-z]+", text.lower()))
+    found = words & {"yes", "no"}
+    return found.pop() if len(found) == 1 else None
+
+
+def yes_no_match(pred: str, golds: Sequence[str]) -> float:
+    """1.0 if the prediction's polarity equals a gold's."""
+    polarity = yes_no(pred)
+    return float(polarity is not None and any(polarity == yes_no(g) for g in golds))
+
+
+VQA_METRICS: dict[str, Callable[..., float]] = {
+    "exact": exact_match,
+    "vqa_soft": vqa_soft_accuracy,
+    "numeric": numeric_match,
+    "relaxed": relaxed_accuracy,
+    "anls": anls,
+    "yesno": yes_no_match,
+}
+
+
+# --- multiple choice -----------------------------------------------------------------------------------------------
+
+_WRAPPERS = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{(.*)\}$", re.DOTALL)
+_CUE = re.compile(r"(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*", re.IGNORECASE)
+# After a cue: a bracketed letter (any case), or an upper-case letter followed by the end, punctuation or a newline.
+_CUED_LETTER = re.compile(r"\*{0,2}(?:[(\[]([A-Za-z])[)\]]|([A-Z])(?=\*{0,2}(?:[.,:;)!]|[ \t]*(?:\n|$))))")
+_LEADING_MARKER = re.compile(r"^\s*\*{0,2}(?:[(\[]([A-Z])[)\]]|([A-Z])(?:[.:)]|\s+[-–]\s))")
+_BRACKETED = re.compile(r"[(\[]([A-Z])[)\]]")
+
+
+def _bare_letter(span: str) -> str | None:
+    """The letter if ``span`` is nothing but one letter, with optional markdown, brackets, ``\\text{}`` and a
+    trailing ``.``/``:``/``)``."""
+    s = span.strip().strip("*_$ ").strip()
+    m = _WRAPPERS.match(s)
+    if m:
+        s = m.group(1).strip()
+    s = s.rstrip(".:)").lstrip("(").strip()
+    if s.startswith("[") and s.endswith("]"):
+        s = s[1:-1].strip()
+    return s if len(s) == 1 and s.isalpha() else None
+
+
+def _option_text_match(scope: str, choices: Sequence[str], letters: str) -> str | None:
+    normalized = [normalize_vqa(str(c)) for c in choices]
+    for candidate in (scope, fallback_answer(scope)):
+        if not candidate:
+            continue
+        c = normalize_vqa(candidate)
+        hits = [i for i, n in enumerate(normalized) if n and n == c]
+        if len(hits) == 1 and hits[0] < len(letters):
+            return letters[hits[0]]
+    return None
+
+
+def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str | None = None) -> str | None:
+    """The option letter a completion chose, or ``None`` when nothing parses (score that as wrong).
+
+    Scope: the last ``\\boxed{}`` if any, else the last ``<answer>`` block, else the text after the think block
+    (an unclosed think block -> ``None``). Within the scope, the first rule that applies wins:
+
+    1. the scope is a lone letter: ``B``, ``(B)``, ``B.``, ``**B**``, ``\\text{B}`` (any case);
+    2. the last cue "answer/option/choice (is|:) X": X bracketed (any case), or an upper-case letter followed by
+       punctuation or the end of the line ("the answer is A cat" is not a letter answer);
+    3. the last line that is a lone upper-case letter;
+    4. the scope opens with a marker ``(B) ...``, ``B. ...``, ``B) ...``, ``B: ...`` and no other bracketed letter
+       occurs ("A cat" has no marker; "(A) or (B)" is ambiguous);
+    5. with ``choices``: the scope, or the text after an answer cue, equals exactly one option's text
+       (VQA-normalised).
+
+    Only letters in ``letters`` count (default: one per choice, else ``A``-``J``).
+
+    >>> extract_choice("<think>maybe A</think>The answer is (B).")
+    'B'
+    >>> extract_choice("A cat is on the mat.") is None
+    True
+    >>> extract_choice("a dog", choices=["a cat", "a dog"])
+    'B'
+    """
+    if letters is None:
+        letters = string.ascii_uppercase[: len(choices)] if choices else "ABCDEFGHIJ"
+    body = strip_think(text)
+    if body is None:
+        return None
+    scope = answer_span(body, fallback=False) or body.strip()
+
+    def valid(letter: str | None) -> str | None:
+        return letter.upper() if letter and letter.upper() in letters else None
+
+    found = valid(_bare_letter(scope))
+    if found is None:
+        cued = [m for cue in _CUE.finditer(scope) if (m := _CUED_LETTER.match(scope, cue.end()))]
+        found = valid(cued[-1].group(1) or cued[-1].group(2)) if cued else None
+    if found is None:
+        lines = [letter for line in scope.splitlines() if (letter := _bare_letter(line)) and letter.isupper()]
+        found = valid(lines[-1]) if lines else None
+    if found is None:
+        m = _LEADING_MARKER.match(scope)
+        if m:
+            letter = m.group(1) or m.group(2)
+            others = {x for x in _BRACKETED.findall(scope) if x != letter}
+            found = None if others else valid(letter)
+    if found is None and choices:
+        found = _option_text_match(scope, choices, letters)
+    return found
+
+
+def _gold_letter(gold: object, choices: Sequence[str] | None, letters: str, i: int) -> str:
+    if isinstance(gold, int) and not isinstance(gold, bool):
+        if 0 <= gold < len(letters):
+            return letters[gold]
+        raise ValueError(f"mcq_reward: answer of sample {i} is index {gold}, outside the {len(letters)} options")
+    if isinstance(gold, str):
+        letter = _bare_letter(gold)
+        if letter and letter.upper() in letters:
+            return letter.upper()
+        if choices:
+            match = _option_text_match(gold, choices, letters)
+            if match:
+                return match
+    raise ValueError(
+        f"mcq_reward: answer of sample {i} must be an option letter in {letters!r}, an option index, or the text "
+        f"of exactly one option; got {gold!r:.100}"
+    )
+
+
+def mcq_reward(
+    completions: list,
+    answer: list | None = None,
+    choices: list | None = None,
+    *,
+    letters: str | None = None,
+    **kwargs,
+) -> list[float | None]:
+    """Multiple-choice reward: 1.0 if the chosen letter (:func:`extract_choice`) is the gold one, else 0.0.
+
+    Columns: ``answer`` (a letter, a 0-based index, or an option's text; ``None`` -> reward ``None``) and optional
+    ``choices`` (the option texts per sample). A completion with no parsable choice scores 0.0.
+
+    >>> mcq_reward(["The answer is (B).", "A", "I am not sure"], answer=["B", "B", "A"])
+    [1.0, 0.0, 0.0]
+    """
+    if answer is None:
+        raise ValueError("mcq_reward needs the dataset column 'answer' (gold letters), which was not passed")
+    n = len(completions)
+    answers = as_list(answer, n, "answer", "mcq_reward")
+    options = as_list(choices, n, "choices", "mcq_reward") if choices is not None else [None] * n
+    rewards: list[float | None] = []
+    for i, (completion, gold, opts) in enumerate(zip(completions, answers, options)):
+        if gold is None:
+            rewards.append(None)
+            continue
+        if opts is not None and (isinstance(opts, str) or not isinstance(opts, Sequence)):
+            raise TypeError(f"mcq_reward: choices of sample {i} must be a list of option texts, got {opts!r:.100}")
+        sample_letters = letters or (string.ascii_uppercase[: len(opts)] if opts else "ABCDEFGHIJ")
+        target = _gold_letter(gold, opts, sample_letters, i)
+        chosen = extract_choice(completion_text(completion, index=i), opts, sample_letters)
+        rewards.append(float(chosen == target))
+    return rewards
+
+
+# --- free-form VQA reward ------------------------------------------------------------------------------------------
+
+def extract_vqa_answer(text: str) -> str | None:
+    """The answer span of a free-form VQA completion: last ``\\boxed{}`` > last ``<answer>`` block > answer cue >
+    the whole text after the think block; ``\\text{}`` unwrapped. ``None`` if the think block never closes.
+
+    >>> extract_vqa_answer("<think>it looks red</think>Red.")
+    'Red'
+    """
+    body = strip_think(text)
+    if body is None:
+        return None
+    span = answer_span(body) or clean_answer(body)
+    if span is None:
+        return None
+    m = _WRAPPERS.match(span)
+    return m.group(1).strip() if m else span
+
+
+def _metric_for(metric: object, i: int) -> Callable[..., float]:
+    name = "exact" if metric is None else metric
+    if name not in VQA_METRICS:
+        raise ValueError(f"vqa_reward: sample {i} asks for metric {name!r}; valid metrics: {sorted(VQA_METRICS)}")
+    return VQA_METRICS[name]
+
+
+def vqa_reward(
+    completions: list,
+    answer: list | None = None,
+    vqa_metric: str | list | None = None,
+    *,
+    metric_kwargs: dict | None = None,
+    **kwargs,
+) -> list[float | None]:
+    """Free-form VQA reward through one of :data:`VQA_METRICS` (default ``"exact"``).
+
+    Columns: ``answer`` (a string or a list of acceptable strings / human answers; ``None`` -> reward ``None``)
+    and optional ``vqa_metric``: one metric name for all samples, or a per-sample column (``None`` entries mean
+    ``"exact"``). ``metric_kwargs`` are passed to every metric call (e.g. ``{"threshold": 0.5}`` for ANLS).
+
+    >>> vqa_reward(["<answer>Two</answer>", "red green blue", "7.2"], answer=["2", "red", "7"],
+    ...            vqa_metric=["exact", "exact", "relaxed"])
+    [1.0, 0.0, 1.0]
+    """
+    if answer is None:
+        raise ValueError("vqa_reward needs the dataset column 'answer' (gold answers), which was not passed")
+    n = len(completions)
+    answers = as_list(answer, n, "answer", "vqa_reward")
+    if vqa_metric is None or isinstance(vqa_metric, str):
+        metrics = [vqa_metric] * n
+    else:
+        metrics = as_list(vqa_metric, n, "vqa_metric", "vqa_reward")
+    rewards: list[float | None] = []
+    for i, (completion, gold, metric) in enumerate(zip(completions, answers, metrics)):
+        if gold is None:
+            rewards.append(None)
+            continue
+        golds = [str(g) for g in gold] if isinstance(gold, (list, tuple)) else [str(gold)]
+        fn = _metric_for(metric, i)
+        pred = extract_vqa_answer(completion_text(completion, index=i))
+        rewards.append(0.0 if not pred else float(fn(pred, golds, **(metric_kwargs or {}))))
+    return rewards
