@@ -98,8 +98,10 @@ def _decode_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) -
         raise ImageDecodeError(MISSING_IMAGE, "empty image path")
     path = _resolve_path(text, base_dir)
     if not path.is_file():
-        where = f" (resolved against {base_dir})" if base_dir is not None and not Path(text).is_absolute() else ""
-        raise ImageDecodeError(MISSING_IMAGE, f"image file not found: {path}{where}")
+        where = ""
+        if not Path(text).is_absolute():
+            where = f" ({text!r} resolved against {base_dir if base_dir is not None else 'the working directory'})"
+        raise ImageDecodeError(MISSING_IMAGE, f"image file not found: {path.absolute()}{where}")
     return _open_bytes(path.read_bytes(), str(path))
 
 
