@@ -99,6 +99,7 @@ class FieldMap:
     answer: str = "answer"
     reward: str = "reward"
     meta: str = "meta"
+    images_required: bool = False  # True when the user named the image column: its absence is then an error
 
     @classmethod
     def from_args(cls, *, id_field=None, prompt_field=None, image_field=None, answer_field=None,
@@ -109,7 +110,7 @@ class FieldMap:
             (image_field,) if isinstance(image_field, str) else tuple(image_field))
         return cls(id=id_field or base.id, prompt=prompt_field or base.prompt, images=images,
                    answer=answer_field or base.answer, reward=reward_field or base.reward,
-                   meta=meta_field or base.meta)
+                   meta=meta_field or base.meta, images_required=image_field is not None)
 
     def image_column(self, row: dict) -> str | None:
         return next((c for c in self.images if c in row), None)
@@ -241,6 +242,9 @@ def _normalize_prompt(raw: dict, opts: RecordOptions, fail) -> tuple[Any, list, 
 def _decode_column(raw: dict, opts: RecordOptions, fail) -> list:
     column = opts.fields.image_column(raw)
     if column is None:
+        if opts.fields.images_required:
+            raise fail("missing_image", opts.fields.images[0], f"image column {opts.fields.images[0]!r} is absent "
+                       f"(columns present: {sorted(raw)}); expected it in every row, None for no image")
         return []
     images = []
     for k, value in enumerate(as_image_list(raw[column])):

@@ -61,3 +61,24 @@ def test_concat_records_rejects_ids_shared_across_datasets():
     assert len(concat_records(a, b)) == 4
     with pytest.raises(ValueError, match="synthetic_shapes-train-0"):
         concat_records(a, a)
+
+
+def test_export_script_writes_files_that_load_back(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from sapo_vl.data import load_records
+    from tests.data.conftest import pixels
+
+    script = Path(__file__).resolve().parents[2] / "data" / "scripts" / "export_dataset.py"
+    spec = importlib.util.spec_from_file_location("export_dataset", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    expected = load_dataset_by_name("synthetic_shapes", split="test", n=4, num_colors=4)
+    for out in (tmp_path / "x.jsonl", tmp_path / "x.parquet"):
+        module.main(["synthetic_shapes", "--split", "test", "--out", str(out), "--option", "n=4",
+                     "--option", "num_colors=4"])
+        loaded = load_records(out)
+        assert [(r["id"], r["answer"], r["meta"]) for r in loaded] == [
+            (r["id"], r["answer"], r["meta"]) for r in expected]
+        assert [pixels(r["images"][0]) for r in loaded] == [pixels(r["images"][0]) for r in expected]

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sapo_vl.data import load_records, write_jsonl, write_parquet
+from sapo_vl.data import RecordError, load_records, write_jsonl, write_parquet
 from sapo_vl.data.images import decode_image
 from tests.data.conftest import pixels, png_bytes
 
@@ -161,3 +161,13 @@ def test_pil_inputs_are_copied_to_rgb_not_aliased():
     src = Image.new("RGBA", (32, 32), (1, 2, 3, 255))
     (record,) = load_records([{"prompt": "p", "images": src, "answer": "a"}])
     assert record["images"][0].mode == "RGB" and record["images"][0] is not src
+
+
+def test_explicit_image_field_absent_from_a_row_is_an_error():
+    with pytest.raises(RecordError, match=r"record 0 .*field 'picture'.*absent.*\['answer', 'prompt'\]"):
+        load_records([{"prompt": "p", "answer": "a"}], image_field="picture")
+
+
+def test_text_only_rows_load_with_no_images():
+    (record,) = load_records([{"prompt": "p", "answer": "a"}])
+    assert record["images"] == []
