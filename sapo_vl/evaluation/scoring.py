@@ -1,0 +1,149 @@
+"""Scoring: completions -> rewards -> verdicts, through the same verifiers training uses (``sapo_vl.rewards``).
+
+A task's reward is its evaluation (nanochat's rule): the harness calls ``REWARDS[name](completions, answer=...,
+**columns, **kwargs)`` -- the TRL reward contract -- and a completion is correct when its reward is at least the
+task's threshold (1.0 by default). ``None`` (not applicable) is never correct; a doc whose completions are all
+``None`` is reported as ``not_applicable`` and left out of the metrics.
+
+For the per-sample output, each verifier's own extractor gives the answer it read from a completion
+(:data:`EXTRACTORS`), so what the log shows is what was graded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sapo_vl.evaluation.metrics import majority_vote
+
+
+def _math(text: str, record: dict) -> str | None:
+    from sapo_vl.rewards.math import extract_answer
+
+    return extract_answer(text)
+
+
+def _choice(text: str, record: dict) -> str | None:
+    from sapo_vl.rewards.vqa import extract_choice
+
+    return extract_choice(text, record.get("choices"))
+
+
+def _vqa(text: str, record: dict) -> str | None:
+    from sapo_vl.rewards.vqa import extract_vqa_answer
+
+    return extract_vqa_answer(text)
+
+
+def _code(text: str, record: dict) -> str | None:
+    from sapo_vl.rewards.code import extract_code
+
+    return extract_code(text)
+
+
+# verifier name -> the extractor whose output that verifier grades: f(completion_text, record) -> str | None
+EXTRACTORS: dict[str, Callable[[str, dict], str | None]] = {"math": _math, "mcq": _choice, "vqa": _vqa, "code": _code}
+
+
+# verifiers whose extracted answers can be voted on (maj@n); code is not one of them
+MAJORITY_VERIFIERS = ("math", "mcq", "vqa")
+
+
+class ScoringError(RuntimeError):
+    """A verifier failed or broke its contract on a doc."""
+
+
+def get_reward_fn(name: str) -> Callable[..., list]:
+    from sapo_vl.rewards import REWARDS
+
+    if name not in REWARDS:
+        raise ScoringError(f"verifier {name!r} is not in sapo_vl.rewards.REWARDS {sorted(REWARDS)}")
+    return REWARDS[name]
+
+
+def extract(name: str, text: str, record: dict) -> str | None:
+    """The answer verifier ``name`` reads from ``text`` (``None``: nothing extractable, or no extractor)."""
+    return EXTRACTORS[name](text, record) if name in EXTRACTORS else None
+
+
+def prompt_hash(prompt: Any) -> str:
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def _status(rewards: list) -> str:
+    if all(r is None for r in rewards):
+        return "not_applicable"
+    return "partial" if any(r is None for r in rewards) else "scored"
+
+
+def _call_verifier(name: str, completions: list[str], columns: dict[str, list], kwargs: dict, where: str) -> list:
+    fn = get_reward_fn(name)
+    try:
+        rewards = fn(completions, **columns, **kwargs)
+    except Exception as exc:
+        raise ScoringError(f"{where}: verifier {name!r} raised {type(exc).__name__}: {exc}") from exc
+    rewards = list(rewards)
+    if len(rewards) != len(completions):
+        raise ScoringError(f"{where}: verifier {name!r} returned {len(rewards)} rewards for "
+                           f"{len(completions)} completions")
+    for r in rewards:
+        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))):
+            raise ScoringError(f"{where}: verifier {name!r} returned {r!r}, expected a float or None")
+    return rewards
+
+
+def score_docs(
+    records: list[dict],
+    completions: list[list[str]],
+    *,
+    task: str,
+    columns: list[str],
+    kwargs: dict[str, Any],
+    threshold: float,
+) -> list[dict[str, Any]]:
+    """Score several docs: one verifier call per verifier name over all their completions (verifiers batch
+    their work across a call), then split back into one row per doc."""
+    if len(records) != len(completions):
+        raise ValueError(f"score_docs: {len(records)} records but {len(completions)} completion lists")
+    by_name: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        by_name.setdefault(rec["reward"], []).append(i)
+    rewards_of: dict[int, list] = {}
+    for name, idx in by_name.items():
+        flat = [c for i in idx for c in completions[i]]
+        cols = {"answer": [records[i]["answer"] for i in idx for _ in completions[i]]}
+        for col in columns:
+            cols[col] = [records[i][col] for i in idx for _ in completions[i]]
+        where = f"task {task} docs {[records[i]['id'] for i in idx][:5]}"
+        flat_rewards = _call_verifier(name, flat, cols, kwargs, where)
+        pos = 0
+        for i in idx:
+            rewards_of[i] = flat_rewards[pos: pos + len(completions[i])]
+            pos += len(completions[i])
+    return [_row(task, rec, comps, rewards_of[i], threshold) for i, (rec, comps)
+            in enumerate(zip(records, completions))]
+
+
+def _row(task: str, record: dict, comps: list[str], rewards: list, threshold: float) -> dict[str, Any]:
+    verdicts = [r is not None and float(r) >= threshold for r in rewards]
+    given = [float(r) for r in rewards if r is not None]
+    extracted = [extract(record["reward"], c, record) for c in comps]
+    return {
+        "doc_id": record["id"],
+        "task_name": task,
+        "target": record["answer"],
+        "verifier": record["reward"],
+        "resps": comps,
+        "filtered_resps": extracted,
+        "rewards": [None if r is None else float(r) for r in rewards],
+        "verdicts": verdicts,
+        "n": len(comps),
+        "n_correct": sum(verdicts),
+        "reward_mean": sum(given) / len(given) if given else None,
+        "maj_correct": (majority_vote(extracted, verdicts)
+                        if len(comps) > 1 and record["reward"] in MAJORITY_VERIFIERS else None),
+        "status": _status(rewards),
+        "prompt_hash": prompt_hash(record["prompt"]),
+    }

