@@ -425,12 +425,14 @@ class Progress:
             TimeRemainingColumn,
         )
         from rich.progress import Progress as RichProgress
+        from rich.table import Column
 
         console = Console(file=self.stream, force_terminal=True)
+        fixed = {"table_column": Column(no_wrap=True)}  # on a narrow terminal only the metrics text wraps
         self._rich = RichProgress(
-            TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(bar_width=20),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            TextColumn("{task.fields[summary]}"),
+            TextColumn("[bold]step", **fixed), MofNCompleteColumn(**fixed), BarColumn(bar_width=20, **fixed),
+            TimeElapsedColumn(**fixed), TextColumn("eta", **fixed), TimeRemainingColumn(**fixed),
+            TextColumn("{task.fields[summary]}", table_column=Column(no_wrap=False)),
             console=console, refresh_per_second=4,
         )
         self._task = self._rich.add_task("train", total=self.total, completed=self.start_step, summary="")
