@@ -1,0 +1,133 @@
+"""Load a Qwen3-VL(-MoE) policy and its processor from a local path, the Hugging Face way.
+
+The same code loads a real checkpoint (e.g. Qwen3-VL-30B-A3B-Instruct downloaded beforehand) and the offline tiny
+model: ``AutoProcessor.from_pretrained`` and ``AutoModelForImageTextToText.from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import sapo_vl  # noqa: F401  (torchvision compat before transformers)
+
+import torch
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+EXPERTS_IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device = "cpu") -> torch.dtype:
+    """"auto" -> bfloat16 on CUDA devices that support it, float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        cuda = torch.device(device).type == "cuda"
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)} or 'auto'")
+    return _DTYPES[dtype]
+
+
+def resolve_attn_implementation(requested: str | None, device: str | torch.device = "cpu") -> str:
+    """"auto" -> flash_attention_2 when flash-attn is installed and the device is CUDA, else sdpa."""
+    if requested not in (None, "auto"):
+        return requested
+    on_cuda = torch.device(device).type == "cuda"
+    if on_cuda and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None):
+    """Load the processor; optionally override the image processor's pixel budget (OOM guard for big images)."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(path))
+    image_processor = getattr(processor, "image_processor", None)
+    if image_processor is not None and (min_pixels or max_pixels):
+        size = dict(getattr(image_processor, "size", None) or {})
+        if min_pixels:
+            size["shortest_edge"] = int(min_pixels)
+            image_processor.min_pixels = int(min_pixels)
+        if max_pixels:
+            size["longest_edge"] = int(max_pixels)
+            image_processor.max_pixels = int(max_pixels)
+        image_processor.size = size
+    if getattr(processor, "tokenizer", None) is not None:
+        processor.tokenizer.padding_side = "left"
+    return processor
+
+
+def load_policy(
+    path: str | Path,
+    *,
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device = "cpu",
+    attn_implementation: str | None = "auto",
+    experts_implementation: str | None = None,
+    gradient_checkpointing: bool = False,
+    freeze_vision: bool = False,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+):
+    """Load ``(model, processor)`` from a local checkpoint directory (real or tiny).
+
+    Args:
+        dtype: "auto" (bf16 on capable CUDA, else fp32), "bf16", "fp32", ... or a torch.dtype.
+        attn_implementation: "auto" (flash_attention_2 when installed on CUDA, else sdpa), or any HF name.
+        experts_implementation: MoE expert kernels: "eager", "batched_mm" or "grouped_mm" (None: HF default).
+        gradient_checkpointing: enable HF gradient checkpointing (non-reentrant).
+        freeze_vision: freeze the vision tower (its parameters get requires_grad=False).
+    """
+    from transformers import AutoModelForImageTextToText
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face checkpoint at {path} (config.json missing). Build the offline "
+                                f"tiny model with `sapo-vl make-tiny-model {path}` or download a real one first.")
+    if experts_implementation is not None and experts_implementation not in EXPERTS_IMPLEMENTATIONS:
+        raise ValueError(f"experts_implementation {experts_implementation!r} not in {EXPERTS_IMPLEMENTATIONS}")
+    kwargs = dict(dtype=resolve_dtype(dtype, device), attn_implementation=resolve_attn_implementation(
+        attn_implementation, device))
+    if experts_implementation is not None:
+        kwargs["experts_implementation"] = experts_implementation
+    model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+    model.to(device)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if freeze_vision:
+        freeze_vision_tower(model)
+    processor = load_processor(path, min_pixels=min_pixels, max_pixels=max_pixels)
+    return model, processor
+
+
+def vision_tower(model) -> torch.nn.Module:
+    """The vision encoder of a Qwen3-VL(-MoE) model (``model.model.visual``)."""
+    inner = getattr(model, "model", model)
+    tower = getattr(inner, "visual", None)
+    if tower is None:
+        raise AttributeError(f"{type(model).__name__} has no vision tower at .model.visual")
+    return tower
+
+
+def freeze_vision_tower(model) -> int:
+    """Freeze the vision tower; returns how many parameters were frozen."""
+    frozen = 0
+    for p in vision_tower(model).parameters():
+        p.requires_grad_(False)
+        frozen += p.numel()
+    return frozen
+
+
+def is_moe(model) -> bool:
+    text_config = getattr(model.config, "text_config", model.config)
+    return bool(getattr(text_config, "num_experts", 0)) and getattr(text_config, "num_experts_per_tok", 0) > 0
+
+
+def special_token_ids(processor, tokens: list[str]) -> list[int]:
+    tok = getattr(processor, "tokenizer", processor)
+    ids = [tok.convert_tokens_to_ids(t) for t in tokens]
+    return [i for i in ids if i is not None and i != tok.unk_token_id]

@@ -1,0 +1,138 @@
+"""Per-token log-probs and entropies of completion tokens, for batches with images, without a (B, T, V) float32.
+
+The policy forward runs the decoder once (``model.model``) to get hidden states. Only the completion positions are
+projected to the vocabulary, ``chunk_size`` tokens at a time, in float32, by a custom autograd function that
+stores no logits: backward recomputes each chunk's logits and writes its gradient directly. Peak memory for the head is then
+O(chunk_size * V) instead of O(B * T * V) (benchmarks/bench_logprobs.py and tests/models measure it).
+
+The same function computes the rollout's old log-probs (no grad) and the training log-probs (grad), so both sides
+of the importance ratio come from exactly the same computation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class PolicyForward:
+    logprobs: torch.Tensor  # (B, C) log pi(completion token), float32
+    entropy: torch.Tensor | None  # (B, C) detached, float32
+    aux_loss: torch.Tensor | None  # scalar MoE load-balancing loss over attended tokens (None for dense models)
+    router_logits: tuple[torch.Tensor, ...] | None  # per MoE layer, (B * T, E)
+
+
+class _ChunkedLogprob(torch.autograd.Function):
+    """log softmax(h W^T + b)[target] * ... computed and differentiated chunk by chunk, logits never stored.
+
+    Backward recomputes each chunk's logits: d logp / d logits = (onehot(target) - softmax) / temperature.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, inv_temperature, chunk_size, with_entropy):
+        n = hidden.shape[0]
+        logp = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
+        entropy = torch.empty(n if with_entropy else 0, dtype=torch.float32, device=hidden.device)  # (N,)
+        for s in range(0, n, chunk_size):
+            logits = F.linear(hidden[s:s + chunk_size], weight, bias).float() * inv_temperature  # (n, V)
+            logz = torch.logsumexp(logits, dim=-1)  # (n,)
+            logp[s:s + chunk_size] = logits.gather(-1, targets[s:s + chunk_size, None])[:, 0] - logz
+            if with_entropy:
+                probs = torch.softmax(logits, dim=-1)  # (n, V)
+                entropy[s:s + chunk_size] = logz - (probs * logits).sum(-1)
+        ctx.save_for_backward(hidden, weight, bias, targets)
+        ctx.inv_temperature, ctx.chunk_size = inv_temperature, chunk_size
+        ctx.mark_non_differentiable(entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp, _grad_entropy):
+        hidden, weight, bias, targets = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b and bias is not None else None
+        step = ctx.chunk_size
+        for s in range(0, hidden.shape[0], step):
+            h, g = hidden[s:s + step], grad_logp[s:s + step].float()  # (n, H), (n,)
+            logits = F.linear(h, weight, bias).float() * ctx.inv_temperature  # (n, V)
+            dlogits = torch.softmax(logits, dim=-1).mul_(-g[:, None])  # (n, V)
+            dlogits[torch.arange(h.shape[0], device=h.device), targets[s:s + step]] += g
+            dlogits.mul_(ctx.inv_temperature)
+            if need_h:
+                grad_h[s:s + step] = (dlogits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if need_w:
+                grad_w.addmm_(dlogits.t(), h.float())
+            if grad_b is not None:
+                grad_b += dlogits.sum(0)
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor, *,
+                   temperature: float = 1.0, chunk_size: int = 1024, with_entropy: bool = False):
+    """log softmax(lm_head(hidden) / temperature)[targets], computed chunk by chunk (forward and backward).
+
+    Args:
+        hidden: (N, H) hidden states (any dtype); targets: (N,) token ids.
+    Returns:
+        (logprobs (N,) float32 with grad, entropy (N,) float32 detached or None).
+    """
+    if hidden.shape[0] != targets.shape[0]:
+        raise ValueError(f"hidden has {hidden.shape[0]} rows but targets has {targets.shape[0]}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    logp, entropy = _ChunkedLogprob.apply(hidden, lm_head.weight, getattr(lm_head, "bias", None), targets,
+                                          1.0 / temperature, int(chunk_size), bool(with_entropy))
+    return logp, (entropy if with_entropy else None)
+
+
+def naive_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor, *,
+                         temperature: float = 1.0):
+    """Reference: the full (N, V) float32 log-softmax at once. For tests and benchmarks only."""
+    logits = lm_head(hidden).float() / temperature  # (N, V)
+    logp_all = torch.log_softmax(logits, dim=-1)  # (N, V)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N,)
+    return logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy
+
+
+def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float = 1.0, chunk_size: int = 1024,
+                   with_entropy: bool = False, output_router_logits: bool | None = None) -> PolicyForward:
+    """Log-probs of the completion tokens of ``inputs``.
+
+    Args:
+        inputs: model inputs over the full sequence [left-padded prompt | completion]: ``input_ids`` (B, T),
+            ``attention_mask`` (B, T), ``mm_token_type_ids`` (B, T) (zeros for completion tokens), and when the
+            prompts have images ``pixel_values`` / ``image_grid_thw``.
+        prompt_len: P, the padded prompt width. Completion tokens are ``input_ids[:, P:]`` (C = T - P).
+        output_router_logits: None -> True for MoE models.
+    """
+    from sapo_vl.models.load import is_moe
+    from sapo_vl.models.moe import load_balancing_loss
+
+    input_ids = inputs["input_ids"]  # (B, T)
+    B, T = input_ids.shape
+    if not 0 < prompt_len < T:
+        raise ValueError(f"prompt_len must be in (0, {T}), got {prompt_len}")
+    moe = is_moe(model)
+    want_router = moe if output_router_logits is None else (output_router_logits and moe)
+    extra = {"output_router_logits": True} if want_router else {}
+    out = model.model(**inputs, use_cache=False, **extra)
+    hidden = out.last_hidden_state[:, prompt_len - 1:T - 1]  # (B, C, H) predicts input_ids[:, P:]
+    targets = input_ids[:, prompt_len:]  # (B, C)
+    C = T - prompt_len
+    logp, ent = token_logprobs(hidden.reshape(B * C, -1), model.lm_head, targets.reshape(B * C),
+                               temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+    router_logits = tuple(out.router_logits) if want_router and out.router_logits is not None else None
+    aux = None
+    if router_logits is not None:
+        text_config = model.config.text_config
+        aux = load_balancing_loss(router_logits, inputs.get("attention_mask"), text_config.num_experts_per_tok)
+    return PolicyForward(logprobs=logp.view(B, C), entropy=None if ent is None else ent.view(B, C),
+                         aux_loss=aux, router_logits=router_logits)

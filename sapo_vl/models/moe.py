@@ -1,0 +1,88 @@
+"""MoE router statistics: load-balancing loss, expert load, router entropy and routing drift.
+
+Router logits come from a Qwen3-VL-MoE forward with ``output_router_logits=True``: one (B * T, E) tensor per MoE
+layer. Routing drift is the fraction of completion tokens whose top-k expert set differs between the rollout-time
+policy and the policy at update time: the instability that SAPO's soft gate is meant to tame in MoE models.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def load_balancing_loss(router_logits: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None,
+                        top_k: int) -> torch.Tensor:
+    """Switch-Transformer auxiliary loss (Fedus et al. 2021, eqs. 4-6), as Qwen3-MoE uses it, over attended tokens.
+
+    loss = E * sum_e f_e * P_e, with f_e the fraction of (token, slot) routings sent to expert e (averaged over the
+    top-k slots) and P_e the mean router probability of e; all layers pooled. Equals transformers'
+    ``load_balancing_loss_func``.
+    """
+    logits = torch.cat([g.float() for g in router_logits], dim=0)  # (L * N, E)
+    num_experts = logits.shape[-1]
+    probs = torch.softmax(logits, dim=-1)  # (L * N, E)
+    top = probs.topk(top_k, dim=-1).indices  # (L * N, k)
+    routed = torch.nn.functional.one_hot(top, num_experts).float()  # (L * N, k, E)
+    if attention_mask is None:
+        weights = torch.ones(logits.shape[0], device=logits.device)
+    else:
+        weights = attention_mask.reshape(-1).float().repeat(len(router_logits)).to(logits.device)  # (L * N,)
+    denom = weights.sum().clamp_min(1.0)
+    tokens_per_expert = (routed * weights[:, None, None]).sum(0) / denom  # (k, E)
+    prob_per_expert = (probs * weights[:, None]).sum(0) / denom  # (E,)
+    return (tokens_per_expert * prob_per_expert[None]).sum() * num_experts
+
+
+def completion_topk(router_logits: tuple[torch.Tensor, ...], batch_size: int, prompt_len: int,
+                    top_k: int) -> torch.Tensor:
+    """Top-k expert ids of each completion token in each MoE layer: (B, C, L, k), int16, sorted ascending."""
+    per_layer = []
+    for g in router_logits:
+        g = g.view(batch_size, -1, g.shape[-1])[:, prompt_len:]  # (B, C, E)
+        per_layer.append(g.topk(top_k, dim=-1).indices.sort(dim=-1).values)  # (B, C, k)
+    return torch.stack(per_layer, dim=2).to(torch.int16)  # (B, C, L, k)
+
+
+def routing_drift(old_topk: torch.Tensor, new_topk: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Fraction of masked completion tokens whose top-k expert set changed, per layer averaged and in any layer.
+
+    Args: old_topk, new_topk: (B, C, L, k) sorted expert ids; mask: (B, C) response mask.
+    """
+    if old_topk.shape != new_topk.shape:
+        raise ValueError(f"top-k shapes differ: {tuple(old_topk.shape)} vs {tuple(new_topk.shape)}")
+    changed = (old_topk != new_topk).any(-1)  # (B, C, L)
+    m = mask.bool()
+    n = m.sum().clamp_min(1)
+    per_layer = (changed & m[..., None]).sum((0, 1)).float() / n  # (L,)
+    any_layer = (changed.any(-1) & m).sum().float() / n
+    return {"moe/routing_drift": per_layer.mean().item(), "moe/routing_drift_any_layer": any_layer.item()}
+
+
+def router_stats(router_logits: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None,
+                 top_k: int) -> dict[str, float]:
+    """Per-layer expert load (fraction of routed tokens per expert), max/mean imbalance and router entropy.
+
+    Returns flat metrics: ``moe/load_imbalance`` (mean over layers of max_e load / mean_e load; 1.0 is perfectly
+    balanced), ``moe/load_imbalance_max`` (worst layer), ``moe/router_entropy`` (mean per-token entropy of the
+    router distribution, nats), and ``moe/layer{i}/load_max`` per layer.
+    """
+    metrics: dict[str, float] = {}
+    imbalances, entropies = [], []
+    w = None if attention_mask is None else attention_mask.reshape(-1).float()
+    for i, g in enumerate(router_logits):
+        g = g.detach().float()  # (N, E)
+        probs = torch.softmax(g, dim=-1)
+        weights = torch.ones(g.shape[0], device=g.device) if w is None else w.to(g.device)
+        counts = torch.zeros(g.shape[-1], device=g.device)
+        top = probs.topk(top_k, dim=-1).indices  # (N, k)
+        counts.index_add_(0, top.reshape(-1), weights.repeat_interleave(top_k))
+        load = counts / counts.sum().clamp_min(1e-9)  # (E,) fraction of routed token-slots
+        imbalances.append((load.max() / load.mean().clamp_min(1e-9)).item())
+        ent = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # (N,)
+        entropies.append(((ent * weights).sum() / weights.sum().clamp_min(1.0)).item())
+        metrics[f"moe/layer{i}/load_max"] = load.max().item()
+    if imbalances:
+        metrics["moe/load_imbalance"] = sum(imbalances) / len(imbalances)
+        metrics["moe/load_imbalance_max"] = max(imbalances)
+        metrics["moe/router_entropy"] = sum(entropies) / len(entropies)
+    return metrics
