@@ -1,12 +1,11 @@
-"""Fixtures for the data-layer tests: the committed tiny fixture and a few raw image forms."""
+"""Fixtures for the data-layer tests: the committed tiny fixture and its red square."""
 
-import io
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-FIXTURES = Path(__file__).resolve().parents[2] / "data" / "fixtures"
+from .helpers import FIXTURES
 
 
 @pytest.fixture
@@ -17,16 +16,6 @@ def fixture_dir() -> Path:
 @pytest.fixture
 def fixture_jsonl() -> Path:
     return FIXTURES / "tiny_vqa.jsonl"
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def pixels(image: Image.Image) -> tuple:
-    return image.mode, image.size, image.tobytes()
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from sapo_vl.data.images import ImageDecodeError, decode_image, decode_images
-from tests.data.conftest import pixels, png_bytes
+
+from .helpers import pixels, png_bytes
 
 
 def _forms(fixture_dir, red_square):

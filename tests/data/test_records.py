@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from sapo_vl.data import RecordError, check_prompt_length, load_records, normalize_record
-from tests.data.conftest import pixels
+
+from .helpers import pixels
 
 GOOD = {"prompt": "What color is the shape?", "images": "images/red_square.png", "answer": "red"}
 

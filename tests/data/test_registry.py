@@ -68,7 +68,8 @@ def test_export_script_writes_files_that_load_back(tmp_path):
     from pathlib import Path
 
     from sapo_vl.data import load_records
-    from tests.data.conftest import pixels
+
+    from .helpers import pixels
 
     script = Path(__file__).resolve().parents[2] / "data" / "scripts" / "export_dataset.py"
     spec = importlib.util.spec_from_file_location("export_dataset", script)

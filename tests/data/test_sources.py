@@ -11,7 +11,8 @@ from PIL import Image
 
 from sapo_vl.data import RecordError, load_records, write_jsonl, write_parquet
 from sapo_vl.data.images import decode_image
-from tests.data.conftest import pixels, png_bytes
+
+from .helpers import pixels, png_bytes
 
 
 def comparable(records):

@@ -6,7 +6,8 @@ import pytest
 
 from sapo_vl.data import build_synthetic_shapes, load_dataset_by_name
 from sapo_vl.data.synthetic import COLORS
-from tests.data.conftest import pixels
+
+from .helpers import pixels
 
 
 def fingerprint(records):
