@@ -3,5 +3,14 @@
 from sapo_vl.models.load import freeze_vision_tower, is_moe, load_policy, load_processor, resolve_dtype
 from sapo_vl.models.logprobs import PolicyForward, naive_token_logprobs, policy_forward, token_logprobs
 
-__all__ = ["load_policy", "load_processor", "resolve_dtype", "freeze_vision_tower", "is_moe", "policy_forward",
-           "PolicyForward", "token_logprobs", "naive_token_logprobs"]
+__all__ = [
+           "PolicyForward",
+           "freeze_vision_tower",
+           "is_moe",
+           "load_policy",
+           "load_processor",
+           "naive_token_logprobs",
+           "policy_forward",
+           "resolve_dtype",
+           "token_logprobs",
+]

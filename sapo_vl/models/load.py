@@ -9,9 +9,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-import sapo_vl  # noqa: F401  (torchvision compat before transformers)
-
 import torch
+
+import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
