@@ -1,10 +1,10 @@
 """Group-relative advantage estimators: ``fn(rewards: Tensor[N], group_ids: Tensor[N]) -> Tensor[N]``.
 
 A group is the set of completions sampled for one prompt. ``group_ids`` may be any integers, in any order and
-not contiguous (e.g. ``[7, 3, 7, 3]``). Statistics are computed in float64 and returned in the rewards' dtype
-(float32 for integer rewards).
+not contiguous (e.g. ``[7, 3, 7, 3]``); Python lists are accepted too. Statistics are computed in float64 and
+returned in the rewards' dtype (float32 for integer rewards or lists).
 
-Every estimator returns exactly 0 for a zero-variance group (all rewards equal, which includes a group of one):
+Every estimator returns exactly 0 for a zero-variance group (all rewards equal, a group of one included):
 such a group carries no learning signal. ``zero_variance_groups`` flags those samples (DAPO's dynamic sampling
 drops them, arXiv 2503.14476).
 """
@@ -19,20 +19,29 @@ from sapo_vl.algos.types import check_number
 
 def _prepare(owner: str, rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, int]:
     """Validate; return rewards as float64 (N,), dense group index (N,) in [0, G), and G."""
+    if isinstance(rewards, (list, tuple)):
+        rewards = torch.tensor(rewards, dtype=torch.get_default_dtype())
+    if isinstance(group_ids, (list, tuple)):
+        group_ids = torch.tensor(group_ids)
     if not isinstance(rewards, Tensor) or rewards.dim() != 1:
-        raise ValueError(f"{owner}: rewards must be a 1-D tensor, got "
-                         f"{getattr(rewards, 'shape', type(rewards).__name__)}")
+        raise ValueError(
+            f"{owner}: rewards must be a 1-D tensor, got {getattr(rewards, 'shape', type(rewards).__name__)}"
+        )
     if not isinstance(group_ids, Tensor) or tuple(group_ids.shape) != tuple(rewards.shape):
-        raise ValueError(f"{owner}: group_ids must be a tensor with the shape of rewards {tuple(rewards.shape)}, "
-                         f"got {getattr(group_ids, 'shape', type(group_ids).__name__)}")
+        raise ValueError(
+            f"{owner}: group_ids must be a tensor with the shape of rewards {tuple(rewards.shape)}, "
+            f"got {getattr(group_ids, 'shape', type(group_ids).__name__)}"
+        )
     if group_ids.is_floating_point() or group_ids.is_complex() or group_ids.dtype == torch.bool:
         raise TypeError(f"{owner}: group_ids must be an integer tensor, got {group_ids.dtype}")
     r = rewards.to(torch.float64)  # (N,)
     bad = ~torch.isfinite(r)
     if bool(bad.any()):
         i = int(bad.nonzero()[0])
-        raise ValueError(f"{owner}: reward of sample {i} is {rewards[i].item()} (group {int(group_ids[i])}); "
-                         f"rewards must be finite (map 'not applicable' rewards before computing advantages)")
+        raise ValueError(
+            f"{owner}: reward of sample {i} is {rewards[i].item()} (group {int(group_ids[i])}); "
+            f"rewards must be finite (map 'not applicable' rewards before computing advantages)"
+        )
     _, index = torch.unique(group_ids, return_inverse=True)  # (N,) in [0, G)
     num_groups = int(index.max()) + 1 if index.numel() else 0
     return r, index, num_groups
@@ -52,8 +61,9 @@ def _zero_variance(r: Tensor, index: Tensor, g: int) -> Tensor:
     return (hi == lo)[index]
 
 
-def _out(adv: Tensor, zero_var: Tensor, rewards: Tensor) -> Tensor:
-    dt = rewards.dtype if rewards.is_floating_point() else torch.get_default_dtype()
+def _out(adv: Tensor, zero_var: Tensor, rewards: Tensor | list) -> Tensor:
+    floating = isinstance(rewards, Tensor) and rewards.is_floating_point()
+    dt = rewards.dtype if floating else torch.get_default_dtype()
     return torch.where(zero_var, torch.zeros_like(adv), adv).to(dt)
 
 

@@ -15,13 +15,14 @@ NaN; a batch with no response token at all gives 0 (with a graph, so ``backward`
 Micro-batching. The training loop splits a batch *along the sequence dimension* into micro-batches and
 accumulates gradients. Pass the full batch's normaliser and the micro-batch results simply add up::
 
-    kw = global_normalizers(mode, full_response_mask, max_len=...)   # once per batch
+    kw = global_normalizers(full_response_mask)   # once per batch (+ max_len=... for Dr.GRPO)
     for micro in micro_batches:
-        aggregate(micro.loss, micro.mask, mode, **kw).backward()     # grads == one full-batch backward
+        aggregate(micro.loss, micro.mask, mode, **kw).backward()   # == one full-batch backward
 
-``global_num_tokens`` (token-mean) is sum_i n_i over the full batch; ``global_num_seqs`` (seq-mean modes) is
-S over the full batch. Under data parallelism use the count over all ranks and multiply by the world size if
-the wrapper averages gradients across ranks (DDP does).
+``global_num_tokens`` (used by token-mean) is sum_i n_i over the full batch; ``global_num_seqs`` (used by the
+seq-mean modes) is S over the full batch. Every mode accepts both and checks each is at least the
+micro-batch's own count; only ``max_len`` is mode-specific. Under data parallelism use the counts over all
+ranks, and multiply the loss by the world size if the wrapper averages gradients across ranks (DDP does).
 """
 
 from __future__ import annotations
@@ -42,11 +43,15 @@ AGGREGATION_MODES: tuple[str, ...] = (
     "seq-mean-token-sum-norm",
 )
 
+# The full-batch counts describe the batch, not the mode, so every mode accepts (and validates) both and uses
+# the one it needs: a training loop can pass ``global_normalizers(full_mask)`` whatever the mode.
+# ``max_len`` is a Dr.GRPO parameter and is an error anywhere else.
+_GLOBAL = ("global_num_tokens", "global_num_seqs")
 _ALLOWED_KWARGS: dict[str, tuple[str, ...]] = {
-    "token-mean": ("global_num_tokens",),
-    "seq-mean-token-mean": ("global_num_seqs",),
-    "seq-mean-token-sum": ("global_num_seqs",),
-    "seq-mean-token-sum-norm": ("max_len", "global_num_seqs"),
+    "token-mean": _GLOBAL,
+    "seq-mean-token-mean": _GLOBAL,
+    "seq-mean-token-sum": _GLOBAL,
+    "seq-mean-token-sum-norm": ("max_len", *_GLOBAL),
 }
 _REQUIRED_KWARGS: dict[str, tuple[str, ...]] = {"seq-mean-token-sum-norm": ("max_len",)}
 
@@ -67,44 +72,53 @@ def _count(owner: str, name: str, value: Any, local: Tensor) -> Tensor | float:
     else:
         raise TypeError(f"{owner}: {name} must be a number or a scalar tensor, got {value!r}")
     if not v >= float(local):  # also rejects NaN
-        raise ValueError(f"{owner}: {name}={v} is smaller than this micro-batch's own count {int(local)}; "
-                         f"it must be the count over the full batch")
+        raise ValueError(
+            f"{owner}: {name}={v} is smaller than this micro-batch's own count {int(local)}; "
+            f"it must be the count over the full batch"
+        )
     if isinstance(value, Tensor):
         return value.reshape(()).clamp(min=1)
     return max(v, 1.0)
 
 
-def aggregate(per_token_loss: Tensor, response_mask: Tensor, mode: str = "seq-mean-token-mean",
-              **kwargs: Any) -> Tensor:
-    """Reduce ``per_token_loss`` (B, T) over ``response_mask`` (B, T) to a 0-dim tensor (see module docstring).
+def aggregate(
+    per_token_loss: Tensor, response_mask: Tensor, mode: str = "seq-mean-token-mean", **kwargs: Any
+) -> Tensor:
+    """Reduce ``per_token_loss`` (B, T) over ``response_mask`` (B, T) to a 0-dim tensor (see module doc).
 
     Positions outside the mask may hold NaN/inf; they are removed with ``torch.where`` and never reach the
     result or its gradient. Unknown modes and keyword arguments raise ValueError listing the valid ones.
     """
     _check_mode(mode)
     owner = f"aggregate(mode={mode!r})"
-    reject_unknown(owner, {k: v for k, v in kwargs.items() if k not in _ALLOWED_KWARGS[mode]},
-                   _ALLOWED_KWARGS[mode])
+    reject_unknown(owner, {k: v for k, v in kwargs.items() if k not in _ALLOWED_KWARGS[mode]}, _ALLOWED_KWARGS[mode])
     missing = [k for k in _REQUIRED_KWARGS.get(mode, ()) if kwargs.get(k) is None]
     if missing:
-        raise ValueError(f"{owner}: missing required argument(s) {missing} (the fixed Dr.GRPO normaliser, "
-                         f"e.g. the maximum number of generated tokens)")
+        raise ValueError(
+            f"{owner}: missing required argument(s) {missing} (the fixed Dr.GRPO normaliser, "
+            f"e.g. the maximum number of generated tokens)"
+        )
     if not isinstance(per_token_loss, Tensor) or per_token_loss.dim() != 2:
-        raise ValueError(f"{owner}: per_token_loss must be a (B, T) tensor, got "
-                         f"{getattr(per_token_loss, 'shape', type(per_token_loss).__name__)}")
+        raise ValueError(
+            f"{owner}: per_token_loss must be a (B, T) tensor, got "
+            f"{getattr(per_token_loss, 'shape', type(per_token_loss).__name__)}"
+        )
     if tuple(response_mask.shape) != tuple(per_token_loss.shape):
-        raise ValueError(f"{owner}: response_mask shape {tuple(response_mask.shape)} != per_token_loss shape "
-                         f"{tuple(per_token_loss.shape)}")
+        raise ValueError(
+            f"{owner}: response_mask shape {tuple(response_mask.shape)} != per_token_loss shape "
+            f"{tuple(per_token_loss.shape)}"
+        )
     mask = as_bool_mask(owner, response_mask)  # (B, T)
     zero = torch.zeros((), dtype=per_token_loss.dtype, device=per_token_loss.device)
     loss = torch.where(mask, per_token_loss, zero)  # (B, T)
     n_tok = mask.sum(-1)  # (B,)
+    num_tokens, num_seqs = n_tok.sum(), (n_tok > 0).sum()
+    g_tok, g_seq = kwargs.get("global_num_tokens"), kwargs.get("global_num_seqs")
+    g_tok = num_tokens.clamp(min=1) if g_tok is None else _count(owner, "global_num_tokens", g_tok, num_tokens)
+    g_seq = num_seqs.clamp(min=1) if g_seq is None else _count(owner, "global_num_seqs", g_seq, num_seqs)
 
     if mode == "token-mean":
-        local = n_tok.sum()
-        denom = kwargs.get("global_num_tokens")
-        denom = local.clamp(min=1) if denom is None else _count(owner, "global_num_tokens", denom, local)
-        return loss.sum() / denom
+        return loss.sum() / g_tok
 
     seq_sum = loss.sum(-1)  # (B,)
     if mode == "seq-mean-token-mean":
@@ -120,25 +134,18 @@ def aggregate(per_token_loss: Tensor, response_mask: Tensor, mode: str = "seq-me
             row = int(n_tok.argmax())
             raise ValueError(f"{owner}: sequence {row} has {longest} response tokens > max_len={max_len}")
         per_seq = seq_sum / float(max_len)  # (B,)
-    local = (n_tok > 0).sum()
-    denom = kwargs.get("global_num_seqs")
-    denom = local.clamp(min=1) if denom is None else _count(owner, "global_num_seqs", denom, local)
-    return per_seq.sum() / denom
+    return per_seq.sum() / g_seq
 
 
-def global_normalizers(mode: str, response_mask: Tensor, *, max_len: float | None = None) -> dict[str, Any]:
+def global_normalizers(response_mask: Tensor, *, max_len: float | None = None) -> dict[str, Any]:
     """The keyword arguments that make ``aggregate`` micro-batch invariant, from the FULL batch's mask.
 
-    Returns exactly the kwargs ``mode`` accepts: ``{"global_num_tokens": n}`` for token-mean,
-    ``{"global_num_seqs": s}`` for the seq-mean modes (plus ``max_len`` for seq-mean-token-sum-norm).
+    ``{"global_num_tokens": total response tokens, "global_num_seqs": non-empty sequences}``, plus ``max_len``
+    when given (only valid with mode ``"seq-mean-token-sum-norm"``). Pass the result to every micro-batch's
+    ``aggregate`` call.
     """
-    _check_mode(mode)
-    mask = as_bool_mask(f"global_normalizers(mode={mode!r})", response_mask)
-    if mode == "token-mean":
-        return {"global_num_tokens": int(mask.sum())}
-    out: dict[str, Any] = {"global_num_seqs": int(mask.any(-1).sum())}
-    if mode == "seq-mean-token-sum-norm":
-        if max_len is None:
-            raise ValueError("global_normalizers: mode 'seq-mean-token-sum-norm' needs max_len")
+    mask = as_bool_mask("global_normalizers", response_mask)  # (B, T)
+    out: dict[str, Any] = {"global_num_tokens": int(mask.sum()), "global_num_seqs": int(mask.any(-1).sum())}
+    if max_len is not None:
         out["max_len"] = max_len
     return out

@@ -23,8 +23,14 @@ from sapo_vl.algos.types import as_bool_mask, check_number, compute_dtype
 KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
 
 
-def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3", response_mask: Tensor | None = None,
-               *, log_ratio_clip: float = 20.0) -> Tensor:
+def kl_penalty(
+    logprobs: Tensor,
+    ref_logprobs: Tensor,
+    kind: str = "k3",
+    response_mask: Tensor | None = None,
+    *,
+    log_ratio_clip: float = 20.0,
+) -> Tensor:
     """Per-token KL(pi_theta || pi_ref) estimate, shape of ``logprobs`` (B, T), float32 at least."""
     if kind not in KL_ESTIMATORS:
         raise ValueError(f"kl_penalty: unknown kind {kind!r}; valid kinds are {list(KL_ESTIMATORS)}")
@@ -32,15 +38,18 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, kind: str = "k3", respons
     if not isinstance(logprobs, Tensor) or not isinstance(ref_logprobs, Tensor):
         raise TypeError("kl_penalty: logprobs and ref_logprobs must be torch.Tensors")
     if logprobs.shape != ref_logprobs.shape:
-        raise ValueError(f"kl_penalty: ref_logprobs shape {tuple(ref_logprobs.shape)} != logprobs shape "
-                         f"{tuple(logprobs.shape)}")
+        raise ValueError(
+            f"kl_penalty: ref_logprobs shape {tuple(ref_logprobs.shape)} != logprobs shape {tuple(logprobs.shape)}"
+        )
     dt = compute_dtype(logprobs, ref_logprobs)
     logp, ref = logprobs.to(dt), ref_logprobs.to(dt)
     mask = None
     if response_mask is not None:
         if response_mask.shape != logprobs.shape:
-            raise ValueError(f"kl_penalty: response_mask shape {tuple(response_mask.shape)} != logprobs shape "
-                             f"{tuple(logprobs.shape)}")
+            raise ValueError(
+                f"kl_penalty: response_mask shape {tuple(response_mask.shape)} != logprobs shape "
+                f"{tuple(logprobs.shape)}"
+            )
         mask = as_bool_mask("kl_penalty", response_mask)  # (B, T)
         zero = torch.zeros((), dtype=dt, device=logp.device)
         logp, ref = torch.where(mask, logp, zero), torch.where(mask, ref, zero)

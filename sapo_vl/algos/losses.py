@@ -17,7 +17,7 @@ One signature for all (see DESIGN.md section 2)::
 Log-ratio clamp (``log_ratio_clip=20.0``): ``log r = clamp(logp - old_logp, -c, c)`` before ``exp``, so
 ``r`` stays within [2e-9, 4.9e8] and never overflows float32. The loss is *exactly* a function of the clamped
 log-ratio and its gradient is the true autograd gradient of that function: a token whose |log-ratio| exceeds
-``c`` gets zero gradient through the ratio (``torch.clamp`` passes no gradient outside its range). Such a token
+``c`` gets zero gradient through the ratio (``torch.clamp`` passes none outside its range). Such a token
 is so far off-policy (ratio beyond e^20) that no estimator here would trust it: SAPO's gate is already ~0
 there, PPO clipping zeroes it for the advantage sign it clips, and a straight-through gradient would instead
 inject a weight of up to 4.9e8 * A. CISPO is unaffected: its gradient flows through ``logp`` directly and the
@@ -50,8 +50,16 @@ from sapo_vl.algos.types import (
 )
 
 
-def _setup(name: str, fn: Callable, unknown: dict, logprobs, old_logprobs, advantages, response_mask,
-           log_ratio_clip: float) -> LossInputs:
+def _setup(
+    name: str,
+    fn: Callable,
+    unknown: dict,
+    logprobs,
+    old_logprobs,
+    advantages,
+    response_mask,
+    log_ratio_clip: float,
+) -> LossInputs:
     reject_unknown(f"policy loss {name!r}", unknown, hparam_names(fn))
     clip = check_number(name, "log_ratio_clip", log_ratio_clip, low=0.0, low_inclusive=False)
     return prepare_inputs(f"policy loss {name!r}", logprobs, old_logprobs, advantages, response_mask, clip)
@@ -67,11 +75,19 @@ def _finish(inp: LossInputs, loss: Tensor, extra: dict[str, Tensor]) -> PolicyLo
 
 
 # ---------------------------------------------------------------------------------------------------- SAPO
-def sapo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, response_mask: Tensor,
-              tau_pos: float = 1.0, tau_neg: float = 1.05, log_ratio_clip: float = 20.0,
-              **unknown) -> PolicyLossOutput:
+def sapo_loss(
+    *,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    tau_pos: float = 1.0,
+    tau_neg: float = 1.05,
+    log_ratio_clip: float = 20.0,
+    **unknown,
+) -> PolicyLossOutput:
     """Soft Adaptive Policy Optimization (Gao et al., arXiv 2511.20347, Sec. 3: the SAPO objective with the
-    soft gate f_{i,t} and, for the gradient, the weight w_{i,t}; equation numbers not checked against the PDF).
+    soft gate f_{i,t} and, for the gradient, the weight w_{i,t}; equation numbers not checked in the PDF).
 
     Per token, with r = pi_theta / pi_old and the soft gate of the paper
         f(r) = (4 / tau) * sigmoid(tau * (r - 1)),   tau = tau_pos if A > 0, tau_neg if A < 0,
@@ -112,9 +128,18 @@ def _clip_hparams(name: str, eps_low: float, eps_high: float) -> tuple[float, fl
     return lo, hi
 
 
-def grpo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, response_mask: Tensor,
-              eps_low: float = 0.2, eps_high: float = 0.2, clip_ratio_c: float | None = None,
-              log_ratio_clip: float = 20.0, **unknown) -> PolicyLossOutput:
+def grpo_loss(
+    *,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    clip_ratio_c: float | None = None,
+    log_ratio_clip: float = 20.0,
+    **unknown,
+) -> PolicyLossOutput:
     """PPO clipped surrogate as used by GRPO (Shao et al., DeepSeekMath, arXiv 2402.03300, Eq. 3).
 
         loss = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))
@@ -129,8 +154,11 @@ def grpo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, res
     """
     inp = _setup("grpo", grpo_loss, unknown, logprobs, old_logprobs, advantages, response_mask, log_ratio_clip)
     lo, hi = _clip_hparams("grpo", eps_low, eps_high)
-    c = None if clip_ratio_c is None else check_number("grpo", "clip_ratio_c", clip_ratio_c, low=1.0,
-                                                        low_inclusive=False)
+    c = (
+        None
+        if clip_ratio_c is None
+        else check_number("grpo", "clip_ratio_c", clip_ratio_c, low=1.0, low_inclusive=False)
+    )
     adv, ratio = inp.advantages, inp.ratio  # (B, T), (B, T)
     loss = torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - lo, 1.0 + hi))  # (B, T)
     dual_active = torch.zeros_like(inp.mask)
@@ -164,8 +192,7 @@ def _sequence_log_ratio(inp: LossInputs, clip: float) -> Tensor:
     return torch.clamp(inp.raw_log_ratio.sum(-1, keepdim=True) / n, -clip, clip)  # (B, 1)
 
 
-def _gspo_common(inp: LossInputs, seq_ratio: Tensor, lo: float, hi: float,
-                 log_seq_ratio: Tensor) -> PolicyLossOutput:
+def _gspo_common(inp: LossInputs, seq_ratio: Tensor, lo: float, hi: float, log_seq_ratio: Tensor) -> PolicyLossOutput:
     """Clipped sequence-ratio surrogate shared by gspo and gspo-token; metrics ``gspo/seq_ratio_*`` are over
     non-empty sequences."""
     adv = inp.advantages  # (B, T)
@@ -189,9 +216,17 @@ def _gspo_common(inp: LossInputs, seq_ratio: Tensor, lo: float, hi: float,
     return _finish(inp, loss, extra)
 
 
-def gspo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, response_mask: Tensor,
-              eps_low: float = 3e-4, eps_high: float = 4e-4, log_ratio_clip: float = 20.0,
-              **unknown) -> PolicyLossOutput:
+def gspo_loss(
+    *,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    eps_low: float = 3e-4,
+    eps_high: float = 4e-4,
+    log_ratio_clip: float = 20.0,
+    **unknown,
+) -> PolicyLossOutput:
     """Group Sequence Policy Optimization (Zheng et al., arXiv 2507.18071, Sec. 4.1: GSPO objective).
 
     Sequence-level ratio s_i = exp(mean_t (logp - old_logp)) (the paper's length-normalised s_i(theta)),
@@ -199,8 +234,8 @@ def gspo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, res
         per-token loss = max(-A s_i, -A clip(s_i, 1 - eps_low, 1 + eps_high)),
     broadcast over the sequence's response tokens, so aggregation ``"seq-mean-token-mean"`` gives exactly the
     paper's objective. Defaults eps_low=3e-4, eps_high=4e-4 are the paper's. The gradient of s_i
-    spreads evenly over the sequence's tokens. Advantages are per sequence; with (B, T) advantages each token's
-    advantage multiplies the sequence ratio (use ``"gspo-token"`` for genuinely token-level advantages).
+    spreads evenly over the sequence's tokens. Advantages are per sequence; with (B, T) advantages each
+    token's advantage multiplies the sequence ratio (use ``"gspo-token"`` for token-level advantages).
     """
     inp = _setup("gspo", gspo_loss, unknown, logprobs, old_logprobs, advantages, response_mask, log_ratio_clip)
     lo, hi = _clip_hparams("gspo", eps_low, eps_high)
@@ -208,18 +243,34 @@ def gspo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, res
     return _gspo_common(inp, torch.exp(log_s), lo, hi, log_s)
 
 
-def gspo_token_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, response_mask: Tensor,
-                    eps_low: float = 3e-4, eps_high: float = 4e-4, log_ratio_clip: float = 20.0,
-                    **unknown) -> PolicyLossOutput:
-    """GSPO-token (Zheng et al., arXiv 2507.18071, Sec. 4.3): s_i,t = sg[s_i] * pi_theta(y_t) / sg[pi_theta(y_t)].
+def gspo_token_loss(
+    *,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    eps_low: float = 3e-4,
+    eps_high: float = 4e-4,
+    log_ratio_clip: float = 20.0,
+    **unknown,
+) -> PolicyLossOutput:
+    """GSPO-token (Zheng et al., arXiv 2507.18071, Sec. 4.3): s_i,t = sg[s_i] * pi(y_t) / sg[pi(y_t)].
 
     Numerically s_i,t == s_i, but the gradient of token t flows only through its own log-prob, so per-token
     advantages A_i,t are supported. With per-sequence advantages, value and gradient equal ``"gspo"``
     under ``"seq-mean-token-mean"``. Computed in log space as ``logp - sg[logp] + sg[log s_i]`` (the addition
     last keeps the value exact), then clamped to +-log_ratio_clip before exp.
     """
-    inp = _setup("gspo-token", gspo_token_loss, unknown, logprobs, old_logprobs, advantages, response_mask,
-                 log_ratio_clip)
+    inp = _setup(
+        "gspo-token",
+        gspo_token_loss,
+        unknown,
+        logprobs,
+        old_logprobs,
+        advantages,
+        response_mask,
+        log_ratio_clip,
+    )
     lo, hi = _clip_hparams("gspo-token", eps_low, eps_high)
     clip = float(log_ratio_clip)
     log_s = _sequence_log_ratio(inp, clip)  # (B, 1)
@@ -229,9 +280,17 @@ def gspo_token_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tenso
 
 
 # --------------------------------------------------------------------------------------------------- CISPO
-def cispo_loss(*, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, response_mask: Tensor,
-               eps_high: float = 4.0, eps_low: float | None = None, log_ratio_clip: float = 20.0,
-               **unknown) -> PolicyLossOutput:
+def cispo_loss(
+    *,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    eps_high: float = 4.0,
+    eps_low: float | None = None,
+    log_ratio_clip: float = 20.0,
+    **unknown,
+) -> PolicyLossOutput:
     """CISPO (MiniMax-M1, arXiv 2506.13585, Eqs. 4-5): clip the importance-sampling *weight*, not the update.
 
         per-token loss = -sg[clip(r, 1 - eps_low, 1 + eps_high)] * A * log pi_theta

@@ -42,10 +42,10 @@ TENSOR_ARGS: tuple[str, ...] = ("logprobs", "old_logprobs", "advantages", "respo
 
 _NOT_A_LOSS = {
     "dr_grpo": "Dr.GRPO is not a separate policy loss: it is loss 'grpo' + aggregation "
-               "'seq-mean-token-sum-norm' (with max_len) + advantages 'dr_grpo'; see "
-               "sapo_vl.algos.ALGORITHMS['dr_grpo'].",
+    "'seq-mean-token-sum-norm' (with max_len) + advantages 'dr_grpo'; see "
+    "sapo_vl.algos.ALGORITHMS['dr_grpo'].",
     "dapo": "DAPO is not a separate policy loss: it is loss 'grpo' with eps_high=0.28 + aggregation "
-            "'token-mean' + dynamic sampling; see sapo_vl.algos.ALGORITHMS['dapo'].",
+    "'token-mean' + dynamic sampling; see sapo_vl.algos.ALGORITHMS['dapo'].",
 }
 
 
@@ -67,8 +67,7 @@ def loss_hparams(name: str) -> dict[str, Any]:
 def _validate_hparams(name: str, hparams: dict[str, Any]) -> None:
     """Fail at config time: unknown names, and values that are not numbers (None allowed where default)."""
     defaults = loss_hparams(name)
-    reject_unknown(f"policy loss {name!r}", {k: v for k, v in hparams.items() if k not in defaults},
-                   list(defaults))
+    reject_unknown(f"policy loss {name!r}", {k: v for k, v in hparams.items() if k not in defaults}, list(defaults))
     for key, value in hparams.items():
         if not (value is None and defaults[key] is None):
             check_number(name, key, value)
@@ -82,8 +81,10 @@ def policy_loss(name: str, **kwargs: Any) -> PolicyLossOutput | Callable[..., Po
         return fn(**kwargs)
     if given:
         missing = [k for k in TENSOR_ARGS if k not in kwargs]
-        raise TypeError(f"policy_loss({name!r}): got {given} but not {missing}; pass all four tensors to "
-                        f"compute the loss, or none to get the configured loss function")
+        raise TypeError(
+            f"policy_loss({name!r}): got {given} but not {missing}; pass all four tensors to "
+            f"compute the loss, or none to get the configured loss function"
+        )
     _validate_hparams(name, kwargs)
     configured = functools.partial(fn, **kwargs)
     functools.update_wrapper(configured, fn)

@@ -45,9 +45,7 @@ class PolicyLossOutput:
 def reject_unknown(owner: str, unknown: Mapping[str, Any], valid: list[str] | tuple[str, ...]) -> None:
     """Raise UnknownArgumentError naming ``owner`` and listing the valid names if ``unknown`` is not empty."""
     if unknown:
-        raise UnknownArgumentError(
-            f"{owner}: unknown argument(s) {sorted(unknown)}; valid ones are {sorted(valid)}"
-        )
+        raise UnknownArgumentError(f"{owner}: unknown argument(s) {sorted(unknown)}; valid ones are {sorted(valid)}")
 
 
 def hparam_names(fn: Callable) -> list[str]:
@@ -60,8 +58,15 @@ def hparam_names(fn: Callable) -> list[str]:
     ]
 
 
-def check_number(owner: str, name: str, value: Any, *, low: float | None = None, high: float | None = None,
-                 low_inclusive: bool = True) -> float:
+def check_number(
+    owner: str,
+    name: str,
+    value: Any,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+) -> float:
     """Return ``value`` as float after checking it is a real number (not bool) within [low, high]."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{owner}: hyperparameter {name} must be a real number, got {value!r}")
@@ -127,8 +132,14 @@ def _check_tensor(owner: str, name: str, t: Any) -> Tensor:
     return t
 
 
-def prepare_inputs(owner: str, logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
-                   response_mask: Tensor, log_ratio_clip: float) -> LossInputs:
+def prepare_inputs(
+    owner: str,
+    logprobs: Tensor,
+    old_logprobs: Tensor,
+    advantages: Tensor,
+    response_mask: Tensor,
+    log_ratio_clip: float,
+) -> LossInputs:
     """Validate shapes/dtypes, upcast to >= float32 and sanitise masked positions (see module docstring)."""
     for name, t in (("logprobs", logprobs), ("old_logprobs", old_logprobs), ("advantages", advantages)):
         _check_tensor(owner, name, t)
@@ -139,11 +150,13 @@ def prepare_inputs(owner: str, logprobs: Tensor, old_logprobs: Tensor, advantage
         if tuple(_check_tensor(owner, name, t).shape) != shape:
             raise ValueError(f"{owner}: {name} must have the shape of logprobs {shape}, got {tuple(t.shape)}")
     if not (logprobs.is_floating_point() and old_logprobs.is_floating_point()):
-        raise TypeError(f"{owner}: logprobs and old_logprobs must be floating point, got "
-                        f"{logprobs.dtype} and {old_logprobs.dtype}")
+        raise TypeError(
+            f"{owner}: logprobs and old_logprobs must be floating point, got {logprobs.dtype} and {old_logprobs.dtype}"
+        )
     if tuple(advantages.shape) not in (shape[:1], shape):
-        raise ValueError(f"{owner}: advantages must have shape (B,)={shape[:1]} or (B, T)={shape}, "
-                         f"got {tuple(advantages.shape)}")
+        raise ValueError(
+            f"{owner}: advantages must have shape (B,)={shape[:1]} or (B, T)={shape}, got {tuple(advantages.shape)}"
+        )
     mask = as_bool_mask(owner, response_mask)  # (B, T)
     dt = compute_dtype(logprobs, old_logprobs, advantages)
     adv = advantages.to(dt)

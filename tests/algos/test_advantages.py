@@ -87,3 +87,8 @@ def test_bad_group_ids_are_rejected():
         ADVANTAGES["rloo"](torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
     with pytest.raises(ValueError, match="shape"):
         ADVANTAGES["rloo"](torch.tensor([1.0, 0.0]), torch.tensor([0, 1, 2]))
+
+
+def test_python_lists_are_accepted():
+    adv = ADVANTAGES["dr_grpo"]([1.0, 0.0, 2.0], [4, 4, 5])
+    assert adv.dtype == torch.float32 and adv.tolist() == [0.5, -0.5, 0.0]

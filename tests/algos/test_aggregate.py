@@ -1,4 +1,4 @@
-"""Aggregation modes against hand values, error handling, and micro-batch invariance (values and gradients)."""
+"""Aggregation modes against hand values, error handling, and micro-batch invariance (values, gradients)."""
 
 import math
 
@@ -15,9 +15,9 @@ LOSS = torch.tensor([[1.0, 3.0, NAN], [2.0, 4.0, 6.0], [math.inf, NAN, -math.inf
 MASK = torch.tensor([[1, 1, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
 
 HAND = {
-    "token-mean": (1 + 3 + 2 + 4 + 6) / 5,                      # 16 / 5 tokens
+    "token-mean": (1 + 3 + 2 + 4 + 6) / 5,  # 16 / 5 tokens
     "seq-mean-token-mean": ((1 + 3) / 2 + (2 + 4 + 6) / 3) / 2,  # (2 + 4) / 2 non-empty sequences
-    "seq-mean-token-sum": ((1 + 3) + (2 + 4 + 6)) / 2,           # (4 + 12) / 2
+    "seq-mean-token-sum": ((1 + 3) + (2 + 4 + 6)) / 2,  # (4 + 12) / 2
     "seq-mean-token-sum-norm": ((1 + 3) / 4 + (2 + 4 + 6) / 4) / 2,  # max_len = 4
 }
 KW = {"seq-mean-token-sum-norm": {"max_len": 4}}
@@ -53,18 +53,21 @@ def test_aggregate_unknown_mode_lists_valid_modes():
         assert mode in str(info.value)
 
 
-@pytest.mark.parametrize("mode,kwargs", [
-    ("token-mean", {"global_num_seqs": 2}),
-    ("seq-mean-token-mean", {"max_len": 4}),
-    ("seq-mean-token-sum", {"loss_scale_factor": 2}),
-    ("seq-mean-token-sum-norm", {"max_len": 4, "global_num_tokens": 5}),
-])
+@pytest.mark.parametrize(
+    "mode,kwargs",
+    [
+        ("token-mean", {"max_len": 4}),
+        ("seq-mean-token-mean", {"max_len": 4}),
+        ("seq-mean-token-sum", {"loss_scale_factor": 2}),
+        ("seq-mean-token-sum-norm", {"max_len": 4, "num_tokens": 5}),
+    ],
+)
 def test_aggregate_rejects_unknown_kwargs_listing_valid_ones(mode, kwargs):
     with pytest.raises(ValueError) as info:
         aggregate(LOSS, MASK, mode, **kwargs)
     msg = str(info.value)
     assert "unknown argument" in msg and mode in msg
-    assert ("global_num_tokens" if mode == "token-mean" else "global_num_seqs") in msg.split("valid ones")[1]
+    assert "global_num_tokens" in msg.split("valid ones")[1] and "global_num_seqs" in msg.split("valid ones")[1]
 
 
 def test_dr_grpo_mode_requires_max_len():
@@ -80,6 +83,9 @@ def test_dr_grpo_mode_rejects_a_sequence_longer_than_max_len():
 def test_global_count_smaller_than_local_count_is_an_error():
     with pytest.raises(ValueError, match="full batch"):
         aggregate(LOSS, MASK, "token-mean", global_num_tokens=3)
+    # The count a mode does not use is still checked, never silently ignored.
+    with pytest.raises(ValueError, match="global_num_seqs"):
+        aggregate(LOSS, MASK, "token-mean", global_num_tokens=5, global_num_seqs=1)
 
 
 def test_global_count_may_be_a_tensor():
@@ -87,12 +93,9 @@ def test_global_count_may_be_a_tensor():
     assert out.item() == pytest.approx(16 / 10)
 
 
-def test_global_normalizers_return_exactly_the_mode_kwargs():
-    assert global_normalizers("token-mean", MASK) == {"global_num_tokens": 5}
-    assert global_normalizers("seq-mean-token-mean", MASK) == {"global_num_seqs": 2}
-    assert global_normalizers("seq-mean-token-sum-norm", MASK, max_len=8) == {"global_num_seqs": 2, "max_len": 8}
-    with pytest.raises(ValueError, match="max_len"):
-        global_normalizers("seq-mean-token-sum-norm", MASK)
+def test_global_normalizers_count_tokens_and_nonempty_sequences():
+    assert global_normalizers(MASK) == {"global_num_tokens": 5, "global_num_seqs": 2}
+    assert global_normalizers(MASK, max_len=8) == {"global_num_tokens": 5, "global_num_seqs": 2, "max_len": 8}
 
 
 # ------------------------------------------------------------------------------------- micro-batch invariance
@@ -116,7 +119,7 @@ def test_sum_of_micro_batch_aggregates_equals_full_batch(mode):
     loss = torch.where(mask, (logp - old) * adv[:, None], NAN)  # NaN outside: must not matter
     extra = {"max_len": 9} if mode.endswith("norm") else {}
     full = aggregate(loss, mask, mode, **extra)
-    kw = global_normalizers(mode, mask, **extra)
+    kw = global_normalizers(mask, **extra)
     micro = sum(aggregate(loss[a:b], mask[a:b], mode, **kw) for a, b in SPLITS)
     assert micro.item() == pytest.approx(full.item(), rel=1e-12)
     # Without the global normaliser the naive sum is wrong (so this test can fail).
@@ -127,7 +130,7 @@ def test_sum_of_micro_batch_aggregates_equals_full_batch(mode):
 @pytest.mark.parametrize("mode", AGGREGATION_MODES)
 def test_accumulated_sapo_gradients_equal_full_batch_gradients(mode):
     logp, old, adv, mask = _ragged(seed=1)
-    kw = global_normalizers(mode, mask, **({"max_len": 9} if mode.endswith("norm") else {}))
+    kw = global_normalizers(mask, **({"max_len": 9} if mode.endswith("norm") else {}))
 
     full_x = logp.clone().requires_grad_(True)
     out = sapo_loss(logprobs=full_x, old_logprobs=old, advantages=adv, response_mask=mask)
@@ -135,8 +138,7 @@ def test_accumulated_sapo_gradients_equal_full_batch_gradients(mode):
 
     micro_x = logp.clone().requires_grad_(True)
     for a, b in SPLITS:
-        part = sapo_loss(logprobs=micro_x[a:b], old_logprobs=old[a:b], advantages=adv[a:b],
-                         response_mask=mask[a:b])
+        part = sapo_loss(logprobs=micro_x[a:b], old_logprobs=old[a:b], advantages=adv[a:b], response_mask=mask[a:b])
         aggregate(part.per_token_loss, mask[a:b], mode, **kw).backward()  # accumulates into micro_x.grad
 
     assert torch.isfinite(micro_x.grad).all()

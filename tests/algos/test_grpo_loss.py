@@ -11,10 +11,15 @@ F64 = torch.float64
 
 
 def _tokens(ratios, advs, **hp):
-    """One sequence of tokens with given ratios/advantages; returns (loss list, d loss_t / d logp_t list, out)."""
+    """One sequence of tokens with given ratios/advantages; returns (losses, d loss_t / d logp_t, out)."""
     logp = torch.tensor([[math.log(r) for r in ratios]], dtype=F64, requires_grad=True)
-    out = grpo_loss(logprobs=logp, old_logprobs=torch.zeros_like(logp), advantages=torch.tensor([advs], dtype=F64),
-                    response_mask=torch.ones_like(logp, dtype=torch.bool), **hp)
+    out = grpo_loss(
+        logprobs=logp,
+        old_logprobs=torch.zeros_like(logp),
+        advantages=torch.tensor([advs], dtype=F64),
+        response_mask=torch.ones_like(logp, dtype=torch.bool),
+        **hp,
+    )
     out.per_token_loss.sum().backward()
     return out.per_token_loss[0].tolist(), logp.grad[0].tolist(), out
 
@@ -22,12 +27,12 @@ def _tokens(ratios, advs, **hp):
 # (ratio, advantage, expected loss, expected d loss / d logp) with eps_low = eps_high = 0.2.
 # d(-A r)/dlogp = -A r on the unclipped branch; 0 on the clipped one.
 PPO_CASES = [
-    (1.1, 1.0, -1.1, -1.1),    # inside the band
-    (1.5, 1.0, -1.2, 0.0),     # A > 0, r > 1.2: clipped
-    (0.5, 1.0, -0.5, -0.5),    # A > 0, r < 0.8: min keeps the unclipped (pessimistic) branch
-    (0.5, -1.0, 0.8, 0.0),     # A < 0, r < 0.8: clipped
-    (1.5, -1.0, 1.5, 1.5),     # A < 0, r > 1.2: unclipped (pessimistic)
-    (0.9, -2.0, 1.8, 1.8),     # inside the band
+    (1.1, 1.0, -1.1, -1.1),  # inside the band
+    (1.5, 1.0, -1.2, 0.0),  # A > 0, r > 1.2: clipped
+    (0.5, 1.0, -0.5, -0.5),  # A > 0, r < 0.8: min keeps the unclipped (pessimistic) branch
+    (0.5, -1.0, 0.8, 0.0),  # A < 0, r < 0.8: clipped
+    (1.5, -1.0, 1.5, 1.5),  # A < 0, r > 1.2: unclipped (pessimistic)
+    (0.9, -2.0, 1.8, 1.8),  # inside the band
 ]
 
 

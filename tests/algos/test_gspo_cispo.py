@@ -38,8 +38,15 @@ def _loss_and_grad(fn, logp, old, adv, mask, mode="seq-mean-token-mean", **hp):
 def test_gspo_uses_length_normalised_sequence_ratio():
     # log r = [0.1, -0.1, 0.3] -> s = exp(mean) = exp(0.1); wide band so nothing is clipped.
     logp = torch.tensor([[0.1, -0.1, 0.3]], dtype=F64)
-    total, grad, out = _loss_and_grad(gspo_loss, logp, torch.zeros_like(logp), torch.tensor([2.0], dtype=F64),
-                                      torch.ones(1, 3, dtype=torch.bool), eps_low=0.5, eps_high=0.5)
+    total, grad, out = _loss_and_grad(
+        gspo_loss,
+        logp,
+        torch.zeros_like(logp),
+        torch.tensor([2.0], dtype=F64),
+        torch.ones(1, 3, dtype=torch.bool),
+        eps_low=0.5,
+        eps_high=0.5,
+    )
     s = math.exp(0.1)
     assert total == pytest.approx(-2.0 * s, rel=1e-12)
     # d(-A s)/d logp_t = -A s / n for every token of the sequence.
@@ -49,12 +56,22 @@ def test_gspo_uses_length_normalised_sequence_ratio():
 
 def test_gspo_default_band_is_the_papers_3e4_4e4():
     logp = torch.tensor([[0.1, 0.1]], dtype=F64)
-    total, grad, out = _loss_and_grad(gspo_loss, logp, torch.zeros_like(logp), torch.tensor([1.0], dtype=F64),
-                                      torch.ones(1, 2, dtype=torch.bool))
+    total, grad, out = _loss_and_grad(
+        gspo_loss,
+        logp,
+        torch.zeros_like(logp),
+        torch.tensor([1.0], dtype=F64),
+        torch.ones(1, 2, dtype=torch.bool),
+    )
     assert total == pytest.approx(-(1 + 4e-4), rel=1e-12)
     assert (grad == 0).all() and out.metrics["clip_frac_high"] == 1.0
-    total, _, out = _loss_and_grad(gspo_loss, -logp, torch.zeros_like(logp), torch.tensor([-1.0], dtype=F64),
-                                   torch.ones(1, 2, dtype=torch.bool))
+    total, _, out = _loss_and_grad(
+        gspo_loss,
+        -logp,
+        torch.zeros_like(logp),
+        torch.tensor([-1.0], dtype=F64),
+        torch.ones(1, 2, dtype=torch.bool),
+    )
     assert total == pytest.approx(1 - 3e-4, rel=1e-12) and out.metrics["clip_frac_low"] == 1.0
 
 
@@ -77,8 +94,14 @@ def test_gspo_token_gradient_is_local_to_each_token_advantage():
     logp = torch.tensor([[0.02, -0.01, 0.05]], dtype=F64)
     adv = torch.tensor([[1.0, -2.0, 0.5]], dtype=F64)
     x = logp.clone().requires_grad_(True)
-    out = gspo_token_loss(logprobs=x, old_logprobs=torch.zeros_like(logp), advantages=adv,
-                          response_mask=torch.ones(1, 3, dtype=torch.bool), eps_low=0.5, eps_high=0.5)
+    out = gspo_token_loss(
+        logprobs=x,
+        old_logprobs=torch.zeros_like(logp),
+        advantages=adv,
+        response_mask=torch.ones(1, 3, dtype=torch.bool),
+        eps_low=0.5,
+        eps_high=0.5,
+    )
     out.per_token_loss.sum().backward()
     s = math.exp(logp.mean().item())
     torch.testing.assert_close(x.grad, -adv * s, rtol=1e-12, atol=0)
@@ -87,8 +110,13 @@ def test_gspo_token_gradient_is_local_to_each_token_advantage():
 def test_gspo_sequence_ratio_is_clamped_after_averaging():
     logp = torch.tensor([[60.0, 20.0]], dtype=F64)  # mean log-ratio 40 -> clamped to 20
     for fn in (gspo_loss, gspo_token_loss):
-        _, grad, out = _loss_and_grad(fn, logp, torch.zeros_like(logp), torch.tensor([-1.0], dtype=F64),
-                                      torch.ones(1, 2, dtype=torch.bool))
+        _, grad, out = _loss_and_grad(
+            fn,
+            logp,
+            torch.zeros_like(logp),
+            torch.tensor([-1.0], dtype=F64),
+            torch.ones(1, 2, dtype=torch.bool),
+        )
         assert out.metrics["gspo/seq_ratio_max"] == pytest.approx(math.exp(20.0), rel=1e-12)
         assert torch.isfinite(grad).all()
 
@@ -100,8 +128,14 @@ def test_cispo_gradient_is_detached_clipped_ratio_times_advantage(eps_low, eps_h
     adv = torch.tensor([[1.0, -1.0, 2.0, -0.5, 1.0, -1.0, 0.7, 1.0]], dtype=F64)
     old = torch.full_like(ratios, -2.0)
     x = (old + ratios.log()).requires_grad_(True)
-    out = cispo_loss(logprobs=x, old_logprobs=old, advantages=adv, response_mask=torch.ones_like(x),
-                     eps_low=eps_low, eps_high=eps_high)
+    out = cispo_loss(
+        logprobs=x,
+        old_logprobs=old,
+        advantages=adv,
+        response_mask=torch.ones_like(x),
+        eps_low=eps_low,
+        eps_high=eps_high,
+    )
     out.per_token_loss.sum().backward()
     weight = ratios.clamp(min=None if eps_low is None else 1 - eps_low, max=1 + eps_high)
     torch.testing.assert_close(x.grad, -weight * adv, rtol=1e-12, atol=0)
@@ -111,8 +145,12 @@ def test_cispo_gradient_is_detached_clipped_ratio_times_advantage(eps_low, eps_h
 def test_cispo_defaults_cap_the_weight_at_five_with_no_lower_clip():
     ratios = [1e-4, 4.9, 5.5]
     logp = torch.tensor([[math.log(r) for r in ratios]], dtype=F64, requires_grad=True)
-    out = cispo_loss(logprobs=logp, old_logprobs=torch.zeros_like(logp), advantages=torch.ones(1, dtype=F64),
-                     response_mask=torch.ones(1, 3, dtype=torch.bool))
+    out = cispo_loss(
+        logprobs=logp,
+        old_logprobs=torch.zeros_like(logp),
+        advantages=torch.ones(1, dtype=F64),
+        response_mask=torch.ones(1, 3, dtype=torch.bool),
+    )
     out.per_token_loss.sum().backward()
     assert logp.grad[0].tolist() == pytest.approx([-1e-4, -4.9, -5.0], rel=1e-12)
     assert out.metrics["clip_frac_high"] == pytest.approx(1 / 3)

@@ -27,8 +27,9 @@ def _run(name, logp, old, adv, mask, **hp):
     logp = logp.detach().clone().requires_grad_(True)
     old = old.detach().clone().requires_grad_(True)
     adv = adv.detach().clone().requires_grad_(True)
-    out = POLICY_LOSSES[name](logprobs=logp, old_logprobs=old, advantages=adv, response_mask=mask,
-                              **{**WIDE.get(name, {}), **hp})
+    out = POLICY_LOSSES[name](
+        logprobs=logp, old_logprobs=old, advantages=adv, response_mask=mask, **{**WIDE.get(name, {}), **hp}
+    )
     aggregate(out.per_token_loss, mask, "seq-mean-token-mean").backward()
     # cispo detaches its importance weight, so old_logprobs is not in its graph: a None grad is a zero grad.
     grads = [torch.zeros_like(t) if t.grad is None else t.grad for t in (logp, old, adv)]
@@ -70,8 +71,13 @@ def test_extreme_log_ratios_give_finite_loss_and_grads(name, log_ratio, adv):
     logp = torch.tensor([[-1.0, -2.0, -0.5]], dtype=F64)
     old = logp - torch.tensor([[log_ratio, 0.0, -log_ratio]], dtype=F64)
     for dtype in (F64, torch.float32, torch.bfloat16):
-        out, g_logp, g_old, _ = _run(name, logp.to(dtype), old.to(dtype), torch.tensor([adv], dtype=dtype),
-                                     torch.ones(1, 3, dtype=torch.bool))
+        out, g_logp, g_old, _ = _run(
+            name,
+            logp.to(dtype),
+            old.to(dtype),
+            torch.tensor([adv], dtype=dtype),
+            torch.ones(1, 3, dtype=torch.bool),
+        )
         assert torch.isfinite(out.per_token_loss).all(), dtype
         assert torch.isfinite(g_logp.float()).all() and torch.isfinite(g_old.float()).all(), dtype
         assert all(math.isfinite(v) for v in out.metrics.values()), dtype
@@ -81,8 +87,13 @@ def test_extreme_log_ratios_give_finite_loss_and_grads(name, log_ratio, adv):
 def test_log_ratio_clip_is_a_hyperparameter(name):
     logp = torch.tensor([[0.0, 0.0]], dtype=F64)
     old = torch.tensor([[-5.0, 5.0]], dtype=F64)
-    out = POLICY_LOSSES[name](logprobs=logp, old_logprobs=old, advantages=torch.ones(1, dtype=F64),
-                              response_mask=torch.ones(1, 2), log_ratio_clip=1.0)
+    out = POLICY_LOSSES[name](
+        logprobs=logp,
+        old_logprobs=old,
+        advantages=torch.ones(1, dtype=F64),
+        response_mask=torch.ones(1, 2),
+        log_ratio_clip=1.0,
+    )
     assert out.metrics["ratio/max"] == pytest.approx(math.e)
     assert out.metrics["ratio/min"] == pytest.approx(1 / math.e)
 
@@ -114,8 +125,9 @@ def test_empty_mask_gives_zero_loss_and_no_nan_metrics(name):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, F64])
 def test_loss_dtype_is_at_least_float32(name, dtype):
     logp, old, adv, mask = _batch()
-    out = POLICY_LOSSES[name](logprobs=logp.to(dtype), old_logprobs=old.to(dtype), advantages=adv.to(dtype),
-                              response_mask=mask)
+    out = POLICY_LOSSES[name](
+        logprobs=logp.to(dtype), old_logprobs=old.to(dtype), advantages=adv.to(dtype), response_mask=mask
+    )
     assert out.per_token_loss.dtype == (F64 if dtype == F64 else torch.float32)
 
 

@@ -1,4 +1,4 @@
-"""SAPO formula tests: hand values, the exact gradient weight, tau by advantage sign, float32 gate under bf16."""
+"""SAPO formula tests: hand values, exact gradient weight, tau by advantage sign, float32 gate under bf16."""
 
 import math
 
@@ -14,8 +14,13 @@ def _one_token(log_ratio, adv, **hp):
     """A (1, 1) SAPO problem at a given log-ratio; returns (per-token loss, d loss / d logp)."""
     logp = torch.tensor([[log_ratio]], dtype=F64, requires_grad=True)
     old = torch.zeros(1, 1, dtype=F64)
-    out = sapo_loss(logprobs=logp, old_logprobs=old, advantages=torch.tensor([adv], dtype=F64),
-                    response_mask=torch.ones(1, 1, dtype=torch.bool), **hp)
+    out = sapo_loss(
+        logprobs=logp,
+        old_logprobs=old,
+        advantages=torch.tensor([adv], dtype=F64),
+        response_mask=torch.ones(1, 1, dtype=torch.bool),
+        **hp,
+    )
     out.per_token_loss.sum().backward()
     return out.per_token_loss.item(), logp.grad.item()
 
@@ -38,8 +43,9 @@ def test_sapo_on_policy_gradient_equals_plain_policy_gradient():
     logp = torch.randn(3, 4, dtype=F64, requires_grad=True)
     adv = torch.tensor([1.3, -0.7, 0.4], dtype=F64)
     mask = torch.ones(3, 4, dtype=torch.bool)
-    sapo_loss(logprobs=logp, old_logprobs=logp.detach().clone(), advantages=adv,
-              response_mask=mask).per_token_loss.sum().backward()
+    sapo_loss(
+        logprobs=logp, old_logprobs=logp.detach().clone(), advantages=adv, response_mask=mask
+    ).per_token_loss.sum().backward()
     logp_pg = logp.detach().clone().requires_grad_(True)
     (-(adv[:, None] * logp_pg)).sum().backward()  # REINFORCE: weight 1 on every token
     torch.testing.assert_close(logp.grad, logp_pg.grad, rtol=0, atol=1e-14)
@@ -56,7 +62,8 @@ def test_sapo_gradient_weight_is_sech2_times_ratio(adv, tau):
 
 
 def test_sapo_gradient_is_not_a_detached_gate_times_grad_logp():
-    # The known bug: f(r) * A * grad log p. At r = 2 that is -A * 4 sigmoid(1) = -2.92..., not -A * sech^2(1/2) * 2.
+    # The known bug: f(r) * A * grad log p. At r = 2 that is -A * 4 sigmoid(1) = -2.92...,
+    # not -A * sech^2(1/2) * 2.
     _, grad = _one_token(math.log(2.0), 1.0)
     assert grad == pytest.approx(-2.0 / math.cosh(0.5) ** 2, rel=1e-12)
     assert abs(grad - (-4.0 / (1.0 + math.exp(-1.0)))) > 1.0
@@ -84,8 +91,12 @@ def test_sapo_bf16_inputs_compute_gate_in_float32():
     out = sapo_loss(logprobs=logp, old_logprobs=old, advantages=adv, response_mask=mask)
     assert out.per_token_loss.dtype == torch.float32
     # Reference: the same bf16 values, upcast exactly, in float64.
-    ref = sapo_loss(logprobs=logp.detach().double(), old_logprobs=old.double(), advantages=adv.double(),
-                    response_mask=mask).per_token_loss
+    ref = sapo_loss(
+        logprobs=logp.detach().double(),
+        old_logprobs=old.double(),
+        advantages=adv.double(),
+        response_mask=mask,
+    ).per_token_loss
     torch.testing.assert_close(out.per_token_loss.double(), ref, rtol=0, atol=1e-5)
     # A gate evaluated in bf16 would be visibly off: this is what the upcast protects against.
     r16 = torch.exp(logp.detach() - old)
@@ -98,8 +109,12 @@ def test_sapo_bf16_inputs_compute_gate_in_float32():
 def test_sapo_gate_metrics_are_split_by_advantage_sign():
     log_r = torch.tensor([[0.0, math.log(3.0), math.log(0.2)], [0.0, 0.0, 0.0]], dtype=F64)
     mask = torch.tensor([[1, 1, 1], [0, 0, 0]], dtype=torch.bool)
-    out = sapo_loss(logprobs=log_r, old_logprobs=torch.zeros_like(log_r), advantages=torch.tensor([1.0, -1.0]),
-                    response_mask=mask)
+    out = sapo_loss(
+        logprobs=log_r,
+        old_logprobs=torch.zeros_like(log_r),
+        advantages=torch.tensor([1.0, -1.0]),
+        response_mask=mask,
+    )
     w = [1.0, 1 / math.cosh(1.0) ** 2, 1 / math.cosh(-0.4) ** 2]  # sech^2((r - 1) / 2), tau_pos = 1
     assert out.metrics["sapo/gate_mean_pos"] == pytest.approx(sum(w) / 3, rel=1e-12)
     assert out.metrics["sapo/gate_min_pos"] == pytest.approx(min(w), rel=1e-12)
