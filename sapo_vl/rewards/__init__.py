@@ -8,7 +8,7 @@
 - ``"vqa"``: free-form visual QA metrics (:func:`sapo_vl.rewards.vqa.vqa_reward`)
 - ``"format"`` / ``"format_lenient"``: ``<think>``/``<answer>`` output format (:mod:`sapo_vl.rewards.format`)
 - ``"code"``: program execution in a sandbox (:mod:`sapo_vl.rewards.code`, imported on first use)
-- ``"auto"``: routes each sample to the reward named by its ``verifier`` column
+- ``"auto"``: routes each sample to the reward named by its ``reward`` (or ``verifier``) column
 """
 
 from sapo_vl.rewards.format import format_reward, format_reward_lenient

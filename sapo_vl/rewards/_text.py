@@ -37,7 +37,8 @@ def completion_text(completion: object, *, index: int | None = None) -> str:
 
     >>> completion_text([{"role": "assistant", "content": "42"}])
     '42'
-    >>> completion_text({"role": "assistant", "content": [{"type": "text", "text": "4"}, {"type": "text", "text": "2"}]})
+    >>> completion_text({"role": "assistant", "content": [
+    ...     {"type": "text", "text": "4"}, {"type": "text", "text": "2"}]})
     '42'
     """
     where = f"completion {index}" if index is not None else "completion"

@@ -36,24 +36,26 @@ def code(completions: list, **columns) -> list[float | None]:
     return code_reward(completions, **columns)
 
 
-def auto(completions: list, verifier: list | None = None, **columns) -> list[float | None]:
-    """Route each sample to ``REWARDS[verifier[i]]`` (the record's ``verifier`` field); ``None`` -> ``None``.
+def auto(completions: list, reward: list | None = None, verifier: list | None = None, **columns) -> list[float | None]:
+    """Route each sample to the reward its record names: ``REWARDS[reward[i]]`` (the record field ``reward`` of
+    :mod:`sapo_vl.data`; a column named ``verifier`` is accepted instead). A ``None`` name gives ``None``.
 
     Each registered function is called once, on its samples only, with every per-sample column subset to match.
 
-    >>> auto(["\\\\boxed{4}", "(B)", "?"], verifier=["math", "mcq", None], answer=["4", "B", "x"])
+    >>> auto(["\\\\boxed{4}", "(B)", "?"], reward=["math", "mcq", None], answer=["4", "B", "x"])
     [1.0, 1.0, None]
     """
-    if verifier is None:
-        raise ValueError("reward 'auto' needs the dataset column 'verifier' (a reward name per sample)")
+    names = verifier if verifier is not None else reward
+    if names is None:
+        raise ValueError("reward 'auto' needs the dataset column 'reward' (or 'verifier'): a reward name per sample")
     n = len(completions)
-    if isinstance(verifier, str) or len(verifier) != n:
-        raise ValueError(f"reward 'auto': column 'verifier' must be a list of {n} reward names, got {verifier!r:.100}")
+    if isinstance(names, str) or len(names) != n:
+        raise ValueError(f"reward 'auto': the reward-name column must be a list of {n} names, got {names!r:.100}")
     groups: dict[str, list[int]] = {}
-    for i, name in enumerate(verifier):
+    for i, name in enumerate(names):
         if name is not None:
             if name == "auto":
-                raise ValueError(f"reward 'auto': sample {i} names verifier 'auto', which would recurse")
+                raise ValueError(f"reward 'auto': sample {i} names reward 'auto', which would recurse")
             groups.setdefault(name, []).append(i)
     rewards: list[float | None] = [None] * n
     for name, idx in groups.items():

@@ -45,12 +45,18 @@ _NUMBER_WORDS = {
 _NUMBER_WORDS["none"] = "0"
 # Contractions written without the apostrophe are restored ("dont" -> "don't"). Forms that are also ordinary words
 # ("its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets") are left alone.
-_CONTRACTED = ["ain't", "aren't", "can't", "couldn't", "couldn't've", "could've", "didn't", "doesn't", "don't", "hadn't", "hasn't", "haven't", "he'd", "he'll", "he's", "how'd", "how'll", "how's", "i'm", "i've", "isn't", "it'd", "it'll", "let's", "ma'am", "mightn't", "might've", "mustn't", "must've", "needn't", "o'clock", "oughtn't", "shan't", "she'd", "she'll", "she's", "shouldn't", "should've", "somebody's", "someone's", "something's", "that's", "there's", "there're", "they'd", "they'll", "they're", "they've", "wasn't", "we'll", "we're", "we've", "weren't", "what'll", "what're", "what's", "what've", "where'd", "where's", "who'd", "who'll", "who's", "who've", "why'll", "why're", "why's", "won't", "wouldn't", "would've", "y'all", "you'd", "you'll", "you're", "you've"]
-_NOT_CONTRACTIONS = frozenset({"its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets", "shell", "cant"})
+_CONTRACTED = (
+    "ain't aren't can't couldn't couldn't've could've didn't doesn't don't hadn't hasn't haven't he'd "
+    "he'll he's how'd how'll how's i'm i've isn't it'd it'll let's ma'am mightn't might've mustn't "
+    "must've needn't o'clock oughtn't shan't she'd she'll she's shouldn't should've somebody's someone's "
+    "something's that's there's there're they'd they'll they're they've wasn't we'll we're we've weren't "
+    "what'll what're what's what've where'd where's who'd who'll who's who've why'll why're why's won't "
+    "wouldn't would've y'all you'd you'll you're you've"
+).split()
+_NOT_CONTRACTIONS = frozenset({"its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets", "shell"})
 _CONTRACTIONS = {
     c.replace("'", ""): c for c in _CONTRACTED if c.replace("'", "") not in _NOT_CONTRACTIONS
 }
-_CONTRACTIONS["cant"] = "can't"  # "cant" as a noun is rare in VQA answers; the official list restores it too
 _PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
 _DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
 _PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")

@@ -1,0 +1,177 @@
+"""Reward registry: contents, registration, errors, routing, combination, TRL compatibility and doc examples."""
+
+import doctest
+import importlib.util
+
+import pytest
+
+import sapo_vl.rewards as rewards
+from sapo_vl.rewards import REWARDS, combine_rewards, get_reward, register_reward
+from sapo_vl.rewards import registry as registry_module
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Let a test register functions without leaking them into other tests."""
+    monkeypatch.setattr(registry_module, "REWARDS", dict(REWARDS))
+    monkeypatch.setattr(rewards, "REWARDS", registry_module.REWARDS)
+    return registry_module.REWARDS
+
+
+def test_registry_has_the_contract_names():
+    assert {"math", "mcq", "vqa", "format", "code"} <= set(REWARDS)
+
+
+def test_get_reward_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError, match=r"unknown reward 'maths'.*format.*math.*mcq"):
+        get_reward("maths")
+
+
+def test_register_plain_trl_reward_function_and_call_with_trl_kwargs(scratch_registry):
+    def length_reward(completions, **kwargs):  # a TRL reward function, unchanged
+        return [float(len(c)) for c in completions]
+
+    register_reward("length", length_reward)
+    fn = get_reward("length")
+    out = fn(prompts=["p", "p"], completions=["ab", "abc"], completion_ids=[[1], [2]], answer=["x", "y"])
+    assert out == [2.0, 3.0]
+
+
+def test_register_reward_as_decorator(scratch_registry):
+    @register_reward("const")
+    def const(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    assert get_reward("const") is const
+
+
+def test_register_reward_refuses_silent_overwrite(scratch_registry):
+    with pytest.raises(ValueError, match="already registered"):
+        register_reward("math", lambda completions, **kw: [0.0] * len(completions))
+    register_reward("math", lambda completions, **kw: [0.0] * len(completions), overwrite=True)
+    assert get_reward("math")(["x"]) == [0.0]
+
+
+def test_every_builtin_reward_accepts_unknown_trl_kwargs():
+    trl_kwargs = {"prompts": ["q"], "completion_ids": [[1, 2]], "trainer_state": object(), "image": [None]}
+    assert get_reward("math")(completions=[r"\boxed{2}"], answer=["2"], **trl_kwargs) == [1.0]
+    assert get_reward("mcq")(completions=["(A)"], answer=["A"], **trl_kwargs) == [1.0]
+    assert get_reward("vqa")(completions=["red"], answer=["red"], **trl_kwargs) == [1.0]
+    assert get_reward("format")(completions=["<answer>a</answer>"], **trl_kwargs) == [1.0]
+    assert get_reward("format_lenient")(completions=["<answer>a</answer>"], **trl_kwargs) == [1.0]
+
+
+def test_conversational_completions_accepted_everywhere():
+    conv = [[{"role": "assistant", "content": "<answer>4</answer>"}]]
+    assert get_reward("math")(conv, answer=["4"]) == [1.0]
+    assert get_reward("vqa")(conv, answer=["four"]) == [1.0]
+    assert get_reward("format")(conv) == [1.0]
+
+
+def test_code_entry_imports_lazily_and_forwards(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+    fake = types.ModuleType("sapo_vl.rewards.code")
+    fake.code_reward = lambda completions, **columns: calls.append(columns) or [0.5] * len(completions)
+    monkeypatch.setitem(sys.modules, "sapo_vl.rewards.code", fake)
+    assert get_reward("code")(["print(1)"], tests=["assert True"]) == [0.5]
+    assert calls == [{"tests": ["assert True"]}]
+
+
+def test_auto_routes_by_reward_column_and_subsets_columns():
+    completions = [r"\boxed{4}", "(B)", "red", "anything"]
+    out = get_reward("auto")(
+        completions,
+        reward=["math", "mcq", "vqa", None],
+        answer=["4", "B", "red", "x"],
+        choices=[None, ["cat", "dog"], None, None],
+        prompts=["p"] * 4,
+    )
+    assert out == [1.0, 1.0, 1.0, None]
+
+
+def test_auto_unknown_reward_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown reward 'nope'"):
+        get_reward("auto")(["x"], reward=["nope"], answer=["x"])
+
+
+def test_combine_weighted_sum_and_breakdown():
+    combined = combine_rewards([("math", 1.0), ("format", 0.5)])
+    completions = ["<answer>4</answer>", r"\boxed{4}", "<answer>5</answer>"]
+    result = combined.breakdown(completions, answer=["4", "4", "4"])
+    assert result.components == {"math": [1.0, 1.0, 0.0], "format": [1.0, 0.0, 1.0]}
+    assert result.total == [1.5, 1.0, 0.5]
+    assert combined(completions, answer=["4", "4", "4"]) == [1.5, 1.0, 0.5]
+
+
+def test_combine_none_is_not_applicable():
+    def only_first(completions, **kwargs):
+        return [1.0] + [None] * (len(completions) - 1)
+
+    def never(completions, **kwargs):
+        return [None] * len(completions)
+
+    assert combine_rewards([(only_first, 2.0), (never, 1.0)])(["a", "b"]) == [2.0, None]
+
+
+def test_combine_normalize_is_weighted_mean_over_applicable():
+    def half(completions, **kwargs):
+        return [0.5, None]
+
+    def one(completions, **kwargs):
+        return [1.0, 1.0]
+
+    combined = combine_rewards([(half, 1.0), (one, 3.0)], normalize=True)
+    assert combined(["a", "b"]) == [pytest.approx((0.5 + 3.0) / 4.0), 1.0]
+
+
+def test_combine_accepts_mapping_names_and_bare_functions():
+    def const(completions, **kwargs):
+        return [1.0] * len(completions)
+
+    combined = combine_rewards([const, "format", const])
+    assert combined.__name__ == "combined(const+format+const#2)"
+    assert combine_rewards({"format": 2.0})(["<answer>a</answer>"]) == [2.0]
+
+
+def test_combine_rejects_wrong_output_length():
+    def broken(completions, **kwargs):
+        return [1.0]
+
+    with pytest.raises(ValueError, match="reward 'broken' must return a list of 2 values"):
+        combine_rewards([broken])(["a", "b"])
+
+
+def test_combine_rejects_bad_weight_and_unknown_name():
+    with pytest.raises(ValueError, match="finite number"):
+        combine_rewards([("format", float("nan"))])
+    with pytest.raises(ValueError, match="unknown reward"):
+        combine_rewards(["nope"])
+
+
+def _has_code_module() -> bool:
+    return importlib.util.find_spec("sapo_vl.rewards.code") is not None
+
+
+@pytest.mark.parametrize("name", sorted(REWARDS))
+def test_registered_reward_docstring_example_runs(name):
+    fn = REWARDS[name]
+    assert fn.__doc__ and ">>>" in fn.__doc__, f"reward {name!r} needs a doctest example"
+    if name == "code" and not _has_code_module():
+        pytest.skip("sapo_vl.rewards.code is not present")
+    finder = doctest.DocTestFinder(recurse=False)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for test in finder.find(fn, name, globs=vars(importlib.import_module(fn.__module__)).copy()):
+        runner.run(test)
+    assert runner.failures == 0
+    assert runner.tries > 0 or name == "code"
+
+
+@pytest.mark.parametrize("module", ["_text", "math", "vqa", "format", "registry"])
+def test_module_doc_examples_run(module):
+    mod = importlib.import_module(f"sapo_vl.rewards.{module}")
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+    assert result.attempted > 0
