@@ -2,8 +2,9 @@
 
 The policy forward runs the decoder once (``model.model``) to get hidden states. Only the completion positions are
 projected to the vocabulary, ``chunk_size`` tokens at a time, in float32, by a custom autograd function that
-stores no logits: backward recomputes each chunk's logits and writes its gradient directly. Peak memory for the head is then
-O(chunk_size * V) instead of O(B * T * V) (benchmarks/bench_logprobs.py and tests/models measure it).
+stores no logits: backward recomputes each chunk's logits and writes its gradient directly.
+Peak memory for the head is then O(chunk_size * V) instead of O(B * T * V)
+(tests/models/test_logprobs.py measures it at Qwen3-VL's vocabulary size).
 
 The same function computes the rollout's old log-probs (no grad) and the training log-probs (grad), so both sides
 of the importance ratio come from exactly the same computation.

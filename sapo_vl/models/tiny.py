@@ -54,7 +54,16 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
 )
 
-_WORDS = ["the", "a", "an", "is", "are", "was", "of", "to", "in", "on", "at", "for", "with", "and", "or", "not", "what", "which", "who", "how", "many", "much", "color", "colour", "shape", "user", "assistant", "system", "image", "picture", "photo", "there", "this", "that", "it", "its", "show", "shows", "answer", "question", "think", "final", "number", "yes", "no", "true", "false", "red", "green", "blue", "yellow", "black", "white", "gray", "grey", "teal", "brown", "orange", "purple", "pink", "cyan", "magenta", "circle", "rectangle", "triangle", "square", "star", "cross", "ellipse", "line", "dot", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "hundred", "thousand", "half", "third", "quarter", "plus", "minus", "times", "divided", "equals", "sum", "product", "total", "left", "right", "top", "bottom", "above", "below", "between", "count", "def", "return", "if", "else", "elif", "for", "while", "import", "from", "print", "range", "len", "list", "dict", "int", "str", "float", "None", "True", "False", "solve", "find", "compute", "value", "let", "x", "y", "z", "n", "k", "sqrt", "frac", "boxed", "pi", "cos", "sin", "log"]
+_WORDS = (
+    "the a an is are was of to in on at for with and or not what which who how many much color colour "
+    "shape user assistant system image picture photo there this that it its show shows answer question "
+    "think final number yes no true false red green blue yellow black white gray grey teal brown orange "
+    "purple pink cyan magenta circle rectangle triangle square star cross ellipse line dot zero one two "
+    "three four five six seven eight nine ten hundred thousand half third quarter plus minus times "
+    "divided equals sum product total left right top bottom above below between count def return if else "
+    "elif for while import from print range len list dict int str float None True False solve find "
+    "compute value let x y z n k sqrt frac boxed pi cos sin log "
+).split()
 
 
 @dataclass
