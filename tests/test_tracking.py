@@ -23,7 +23,7 @@ def log_steps(run_dir, steps, **kwargs):
             tracker.log({"step": s, "reward/mean": s / 10, "loss": 1.0 / s}, step=s)
 
 
-# ---------------------------------------------------------------------------------------------------------- jsonl
+# ---------------------------------------------------------------------------------------------------- jsonl
 def test_log_writes_one_json_line_per_call_with_the_given_keys(tmp_path):
     with Tracker(tmp_path, ["jsonl"]) as tracker:
         tracker.log({"step": 1, "epoch": 0, "reward/mean": 0.5, "accuracy": 0.25}, step=1)
@@ -100,7 +100,7 @@ def test_run_json_records_the_config(tmp_path):
     assert (info["project"], info["run_name"], info["resumed_from_step"]) == ("p", "r", None)
 
 
-# --------------------------------------------------------------------------------------------------------- resume
+# --------------------------------------------------------------------------------------------------- resume
 def test_resume_drops_lines_after_the_resume_step(tmp_path):
     log_steps(tmp_path, range(1, 9))
     log_steps(tmp_path, [6, 7], resume_step=5)
@@ -131,7 +131,7 @@ def test_fresh_run_keeps_an_existing_metrics_file_as_backup(tmp_path):
     assert [r["step"] for r in backup] == [1, 2, 3]
 
 
-# ---------------------------------------------------------------------------------------------------- tensorboard
+# ---------------------------------------------------------------------------------------------- tensorboard
 def tb_scalars(run_dir, tag):
     acc = EventAccumulator(str(run_dir / "tb"))
     acc.Reload()
@@ -157,7 +157,7 @@ def test_tensorboard_resume_purges_steps_after_the_resume_step(tmp_path):
     assert tb_scalars(tmp_path, "reward/mean") == [(1, 1.0), (2, 2.0), (3, 3.0), (5, 50.0)]
 
 
-# ------------------------------------------------------------------------------------------------------ processes
+# ------------------------------------------------------------------------------------------------ processes
 def test_non_main_process_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
     with Tracker(run_dir, ["jsonl", "tensorboard"], config={"a": 1}, is_main_process=False) as tracker:
@@ -172,7 +172,7 @@ def test_non_main_process_does_not_touch_an_existing_metrics_file(tmp_path):
     assert (tmp_path / "metrics.jsonl").read_text() == before
 
 
-# ------------------------------------------------------------------------------------------------------- progress
+# ------------------------------------------------------------------------------------------------- progress
 METRICS = {"reward/mean": 0.4125, "accuracy": 0.375, "loss": 0.01234, "time/step": 1.21}
 
 
