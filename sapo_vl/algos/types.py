@@ -12,6 +12,7 @@ neither the forward value nor any backward pass ever sees them (``0 * NaN = NaN`
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -48,14 +49,15 @@ def reject_unknown(owner: str, unknown: Mapping[str, Any], valid: list[str] | tu
         raise UnknownArgumentError(f"{owner}: unknown argument(s) {sorted(unknown)}; valid ones are {sorted(valid)}")
 
 
-def hparam_names(fn: Callable) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def hparam_names(fn: Callable) -> tuple[str, ...]:
     """Keyword-only hyperparameters of a policy loss: every keyword-only parameter except the tensors."""
     tensors = {"logprobs", "old_logprobs", "advantages", "response_mask"}
-    return [
+    return tuple(
         p.name
         for p in inspect.signature(fn).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in tensors
-    ]
+    )
 
 
 def check_number(
