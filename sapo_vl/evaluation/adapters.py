@@ -14,6 +14,8 @@ import base64
 import io
 import json
 import pickle
+import re
+import textwrap
 import zlib
 from collections.abc import Callable
 from typing import Any
@@ -147,16 +149,32 @@ def docvqa(row: dict, where: str) -> dict:
     return {**row, "answers": answers}
 
 
+def _mbpp_entry_point(code: str, tests: list[str], where: str) -> str:
+    """The function the asserts call: a name both defined by the reference code and called in the tests."""
+    defined = re.findall(r"^def\s+([A-Za-z_]\w*)\s*\(", code or "", flags=re.MULTILINE)
+    called = set(re.findall(r"([A-Za-z_]\w*)\s*\(", "\n".join(tests)))
+    for name in defined:
+        if name in called:
+            return name
+    first = re.match(r"\s*assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(", tests[0])
+    if first:
+        return first.group(1)
+    raise TaskDataError(f"{where}: cannot tell which function the tests call (test_list[0]={tests[0]!r})")
+
+
 def mbpp(row: dict, where: str) -> dict:
-    """MBPP (task_id, text or prompt, code, test_list, test_setup_code / test_imports): ``tests`` is the
-    assert program, ``tests_block`` the asserts shown in the prompt."""
+    """MBPP (task_id, text or prompt, code, test_list, test_setup_code / test_imports): ``tests`` wraps the
+    asserts in ``check(candidate)`` (the code verifier's HumanEval mode; the asserts call the function by name),
+    ``entry_point`` is the function they call, ``tests_block`` the asserts shown in the prompt."""
     tests = [str(t) for t in _as_list(row.get("test_list"), where, "test_list")]
     if not tests:
         raise TaskDataError(f"{where}: 'test_list' is empty")
-    setup = row.get("test_setup_code") or ""
     imports = "\n".join(_as_list(row.get("test_imports"), where, "test_imports"))
-    program = "\n".join(part for part in (imports, setup, *tests) if part)
-    return {**row, "tests": program, "tests_block": "\n".join(tests)}
+    setup = row.get("test_setup_code") or ""
+    body = "\n".join(part for part in (setup, *tests) if part)
+    program = (imports + "\n\n" if imports else "") + "def check(candidate):\n" + textwrap.indent(body, "    ")
+    entry = _mbpp_entry_point(row.get("code") or "", tests, where)
+    return {**row, "tests": program + "\n", "entry_point": entry, "tests_block": "\n".join(tests)}
 
 
 class _StrOnlyUnpickler(pickle.Unpickler):

@@ -92,9 +92,12 @@ class _Policy:
 
     def get(self) -> tuple[Any, Any]:
         if self._loaded is None:
+            import torch
+
             from sapo_vl.models import load_policy
 
-            self._loaded = load_policy(self.cfg.model, dtype=self.cfg.dtype, device=self.cfg.device)
+            device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self._loaded = load_policy(self.cfg.model, dtype=self.cfg.dtype, device=device)
         return self._loaded
 
 
@@ -190,7 +193,7 @@ def evaluate_task(spec: TaskSpec, cfg: EvalConfig, policy: _Policy | None,
     wanted = [r["id"] for r in records if provided is None or r["id"] in provided]
     missing = len(records) - len(wanted)
     rows = [done[i] for i in wanted if i in done]
-    code_prompts = {r["id"]: r.get("code_prompt") or "" for r in records} if spec.exports else {}
+    code_prompts = {r["id"]: r.get("code_prefix") or "" for r in records} if spec.exports else {}
     return TaskRun(spec, gen_kwargs, rows, original, missing, time.time() - start, code_prompts)
 
 

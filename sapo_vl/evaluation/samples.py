@@ -150,6 +150,7 @@ class SampleLog:
         if not rows:
             return
         with open(self.path, "a", encoding="utf-8") as fh:
-            fh.writelines(json.dumps({**row, "run_key": self.key}, ensure_ascii=False, default=str) + "\n" for row in rows)
+            fh.writelines(json.dumps({**row, "run_key": self.key}, ensure_ascii=False, default=str) + "\n"
+                          for row in rows)
             fh.flush()
             os.fsync(fh.fileno())

@@ -40,7 +40,7 @@ def _vqa(text: str, record: dict) -> str | None:
 def _code(text: str, record: dict) -> str | None:
     from sapo_vl.rewards.code import extract_code
 
-    return extract_code(text)
+    return extract_code(text, entry_point=record.get("entry_point") or record.get("fn_name"))
 
 
 # verifier name -> the extractor whose output that verifier grades: f(completion_text, record) -> str | None

@@ -85,7 +85,7 @@ class TaskSpec:
     name: str
     source: SourceSpec
     prompt: PromptSpec
-    answer: str
+    answer: str | None  # the gold answer's field; null for tasks judged by tests only (code)
     verifier: VerifierSpec
     version: int | str = 1
     description: str = ""
@@ -159,7 +159,8 @@ def _validate_top(where: str, raw: dict) -> None:
     _check_type(f"{where}: name", raw["name"], (str,), "a string")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", raw["name"]):
         raise TaskSpecError(f"{where}: name {raw['name']!r} may only hold letters, digits, '_', '-', '.'")
-    _check_type(f"{where}: answer", raw["answer"], (str,), "a field name")
+    if raw["answer"] is not None:
+        _check_type(f"{where}: answer", raw["answer"], (str,), "a field name or null")
 
 
 def _validate_semantics(where: str, spec: TaskSpec) -> None:
@@ -189,11 +190,11 @@ def parse_task(raw: Any, path: Path | None = None) -> TaskSpec:
     where = str(path) if path else "<task>"
     _check_type(where, raw, (dict,), "a mapping at the top level")
     _validate_top(where, raw)
+    if isinstance(raw.get("prompt"), str):  # shorthand: prompt: "template"
+        raw = {**raw, "prompt": {"template": raw["prompt"]}}
     kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in _SECTIONS}
     for key, cls in _SECTIONS.items():
         kwargs[key] = _section(f"{where}: {key}", cls, raw.get(key))
-    if isinstance(raw.get("prompt"), str):  # shorthand: prompt: "template"
-        kwargs["prompt"] = PromptSpec(template=raw["prompt"])
     kwargs["images"] = _str_list(f"{where}: images", raw.get("images") or [])
     kwargs["exports"] = _str_list(f"{where}: exports", raw.get("exports") or [])
     kwargs["k"] = raw.get("k", [1]) if not isinstance(raw.get("k"), int) else [raw["k"]]
@@ -363,7 +364,7 @@ def build_record(spec: TaskSpec, row: dict[str, Any], index: int, image_root: Pa
     where = f"task {spec.name} doc {doc_id}"
     if spec.adapter:
         row = ADAPTERS[spec.adapter](row, where)
-    if spec.answer not in row:
+    if spec.answer is not None and spec.answer not in row:
         raise TaskDataError(f"{where}: answer field {spec.answer!r} missing (fields: {sorted(row)})")
     text = render_template(spec.prompt.template, row, where)
     prompt: Any = text
@@ -375,7 +376,7 @@ def build_record(spec: TaskSpec, row: dict[str, Any], index: int, image_root: Pa
         "id": doc_id,
         "prompt": prompt,
         "images": images,
-        "answer": row[spec.answer],
+        "answer": None if spec.answer is None else row[spec.answer],
         "reward": row.get("reward") or spec.verifier.name,
         "meta": {"task": spec.name, "index": index, **(row.get("meta") or {})},
     }

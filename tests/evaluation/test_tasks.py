@@ -1,0 +1,202 @@
+"""Task definitions: every YAML in eval/ loads its fixture into records; validation errors name file and key."""
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from sapo_vl.evaluation.sources import TaskDataError
+from sapo_vl.evaluation.tasks import (
+    BUILTIN_DIR,
+    TaskSpecError,
+    available_tasks,
+    load_records,
+    load_task_file,
+    parse_task,
+    render_template,
+    resolve_task,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+EVAL_DIR = REPO / "eval"
+TASK_FILES = sorted(EVAL_DIR.glob("*.yaml"))
+FILE_TASKS = [p for p in TASK_FILES if yaml.safe_load(p.read_text())["source"]["type"] != "pip"]
+IMAGE_TASKS = {"mathvista_testmini", "mathvision", "mmmu_val", "chartqa", "docvqa", "ai2d"}
+EXPECTED = {"humaneval", "easy_vqa", "mathvista_testmini", "mathvision", "mmmu_val", "chartqa", "docvqa", "ai2d",
+            "math500", "aime2024", "aime2025", "mbpp", "livecodebench"}
+
+
+def _open(image):
+    if isinstance(image, (bytes, bytearray)):
+        return Image.open(io.BytesIO(image))
+    if isinstance(image, str):
+        return Image.open(image)
+    return image
+
+
+def test_every_expected_task_is_defined():
+    assert EXPECTED <= {p.stem for p in TASK_FILES}
+
+
+@pytest.mark.parametrize("path", FILE_TASKS, ids=lambda p: p.stem)
+def test_task_loads_its_fixture_into_records(path):
+    spec = load_task_file(path)
+    assert spec.fixture, f"{path.name} has no fixture"
+    records, total = load_records(spec, str(path.parent / spec.fixture))
+    assert 2 <= len(records) == total <= 3
+    for rec in records:
+        assert isinstance(rec["prompt"], (str, list)) and rec["prompt"]
+        if spec.verifier.name == "code":
+            assert rec["tests"], f"{spec.name} doc {rec['id']} has no tests"
+        else:
+            assert rec["answer"] not in (None, "", [])
+        assert rec["reward"] in ("math", "mcq", "vqa", "code")
+        for column in spec.verifier.columns:
+            assert column in rec
+        if spec.name in IMAGE_TASKS:
+            assert rec["images"], f"{spec.name} doc {rec['id']} has no image"
+            for image in rec["images"]:
+                assert _open(image).size[0] >= 16
+        else:
+            assert rec["images"] == []
+    assert len({r["id"] for r in records}) == len(records)
+
+
+@pytest.mark.parametrize("path", [p for p in TASK_FILES if p not in FILE_TASKS], ids=lambda p: p.stem)
+def test_pip_task_loads_offline(path):
+    spec = load_task_file(path)
+    records, total = load_records(spec, limit=3)
+    assert len(records) == 3 and total > 100
+    assert all(r["prompt"] and r["answer"] for r in records)
+
+
+def test_builtin_tasks_are_copies_of_the_eval_dir_ones():
+    builtin = sorted(BUILTIN_DIR.glob("*.yaml"))
+    assert {p.stem for p in builtin} == {"easy_vqa", "humaneval"}
+    for path in builtin:
+        assert path.read_text() == (EVAL_DIR / path.name).read_text(), f"{path.name} drifted from eval/"
+
+
+def test_task_names_resolve_from_the_repo_and_from_the_package(tmp_path, monkeypatch):
+    assert available_tasks()["math500"] == EVAL_DIR / "math500.yaml"
+    monkeypatch.chdir(tmp_path)  # outside the repo: the editable install still finds eval/ next to the package
+    assert resolve_task("easy_vqa").name == "easy_vqa"
+    assert resolve_task(str(EVAL_DIR / "ai2d.yaml")).name == "ai2d"
+
+
+def test_env_dir_takes_priority(tmp_path, monkeypatch):
+    shutil.copy(EVAL_DIR / "math500.yaml", tmp_path / "mine.yaml")
+    monkeypatch.setenv("SAPO_VL_EVAL_DIR", str(tmp_path))
+    assert available_tasks()["mine"] == tmp_path / "mine.yaml"
+
+
+def test_unknown_task_lists_available_names():
+    with pytest.raises(TaskSpecError, match="unknown task 'nope'.*math500"):
+        resolve_task("nope")
+
+
+def test_missing_data_names_the_override_env_var_and_where_to_get_it(monkeypatch):
+    monkeypatch.delenv("SAPO_VL_MATHVISTA", raising=False)
+    spec = resolve_task("mathvista_testmini")
+    with pytest.raises(TaskDataError) as err:
+        load_records(spec)
+    text = str(err.value)
+    assert "--data-path mathvista_testmini=PATH" in text and "$SAPO_VL_MATHVISTA" in text
+    assert "AI4Math/MathVista" in text
+
+
+def test_env_var_gives_the_data_path(monkeypatch):
+    monkeypatch.setenv("SAPO_VL_MATH500", str(EVAL_DIR / "fixtures/math500/test.jsonl"))
+    records, _ = load_records(resolve_task("math500"))
+    assert records[0]["id"] == "test/prealgebra/1.json"
+
+
+def _raw(**over):
+    raw = {"name": "t", "source": {"type": "jsonl", "path": "x.jsonl"}, "answer": "answer",
+           "verifier": {"name": "math"}}
+    raw.update(over)
+    return raw
+
+
+def test_unknown_keys_are_listed_with_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(_raw(promt="x", colour=1)))
+    with pytest.raises(TaskSpecError, match=r"bad.yaml: unknown keys \['colour', 'promt'\]"):
+        load_task_file(path)
+
+
+def test_unknown_nested_key_names_its_section():
+    with pytest.raises(TaskSpecError, match=r"generation: unknown keys \['temp'\]"):
+        parse_task(_raw(generation={"temp": 0.5}))
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(TaskSpecError, match=r"generation.n: expected a int"):
+        parse_task(_raw(generation={"n": "four"}))
+    with pytest.raises(TaskSpecError, match="k must be a non-empty list"):
+        parse_task(_raw(k=[0]))
+
+
+def test_missing_required_keys_are_listed():
+    with pytest.raises(TaskSpecError, match=r"missing required keys \['answer', 'verifier'\]"):
+        parse_task({"name": "t", "source": {}})
+
+
+def test_verifier_columns_may_not_shadow_record_keys():
+    with pytest.raises(TaskSpecError, match="clash with record keys"):
+        parse_task(_raw(verifier={"name": "math", "columns": {"prompt": "x"}}))
+
+
+def test_template_fills_fields_and_leaves_latex_braces():
+    text = render_template(r"{q} in \boxed{} {{q}}", {"q": "1+1?"}, "here")
+    assert text == r"1+1? in \boxed{} {q}"
+    with pytest.raises(TaskDataError, match="here: prompt template uses {missing}"):
+        render_template("{missing}", {"q": 1}, "here")
+
+
+def test_system_prompt_makes_chat_messages(tmp_path):
+    rows = tmp_path / "d.jsonl"
+    rows.write_text('{"id": 1, "question": "hi", "answer": "x"}\n')
+    spec = parse_task(_raw(source={"type": "jsonl", "path": str(rows)},
+                           prompt={"template": "{question}", "system": "Be brief."}))
+    (rec,), _ = load_records(spec)
+    assert rec["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+
+
+def test_missing_image_file_names_the_doc_and_path(tmp_path):
+    rows = tmp_path / "d.jsonl"
+    rows.write_text('{"id": "a", "question": "q", "answer": "x", "image": "nope.png"}\n')
+    spec = parse_task(_raw(source={"type": "jsonl", "path": str(rows)}, images=["image"]))
+    with pytest.raises(TaskDataError, match="doc a field 'image': image file .*nope.png does not exist"):
+        load_records(spec)
+
+
+def test_duplicate_ids_are_refused(tmp_path):
+    rows = tmp_path / "d.jsonl"
+    rows.write_text('{"id": 1, "question": "q", "answer": "x"}\n' * 2)
+    with pytest.raises(TaskDataError, match="duplicate doc id '1'"):
+        load_records(parse_task(_raw(source={"type": "jsonl", "path": str(rows)})))
+
+
+def test_limit_reads_only_the_first_rows_and_reports_full_size():
+    spec = resolve_task("mathvista_testmini")
+    records, total = load_records(spec, str(EVAL_DIR / spec.fixture), limit=2)
+    assert [r["id"] for r in records] == ["1", "2"] and total == 3
+
+
+def test_relative_source_path_resolves_against_the_yaml(tmp_path):
+    shutil.copytree(EVAL_DIR / "fixtures/math500", tmp_path / "data")
+    raw = yaml.safe_load((EVAL_DIR / "math500.yaml").read_text())
+    raw["source"]["path"] = "data/test.jsonl"
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(raw))
+    cwd = os.getcwd()
+    try:
+        os.chdir("/")
+        records, _ = load_records(load_task_file(tmp_path / "m.yaml"))
+    finally:
+        os.chdir(cwd)
+    assert len(records) == 2
