@@ -379,7 +379,7 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None, *, smoothin
     fig.savefig(written[0], dpi=dpi)
     if panels:
         for panel, keys in chosen:
-            single, (ax,) = _new_figure(1, 1, panel_size=(7.0, 4.2), title_space=0.0)
+            single, (ax,) = _new_figure(1, 1, panel_size=(7.0, 4.2), title_space=0.3)
             draw_panel(ax, panel, keys, data, smoothing)
             ax.set_title(f"{run_dir.resolve().name}: {panel.title}", fontsize=10.5)
             written.append(out_dir / f"{panel.name}.png")
