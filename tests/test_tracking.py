@@ -1,5 +1,6 @@
 """Tests for sapo_vl.tracking: metrics.jsonl, TensorBoard, resume, process gating, progress output."""
 
+import dataclasses
 import io
 import json
 import math
@@ -98,6 +99,17 @@ def test_run_json_records_the_config(tmp_path):
     info = json.loads((tmp_path / "run.json").read_text())
     assert info["config"] == {"algo": "sapo", "tau_neg": 1.05}
     assert (info["project"], info["run_name"], info["resumed_from_step"]) == ("p", "r", None)
+
+
+def test_run_json_records_a_dataclass_config_as_a_dict(tmp_path):
+    @dataclasses.dataclass
+    class LossConfig:
+        name: str = "sapo"
+        tau_pos: float = 1.0
+
+    with Tracker(tmp_path, ["jsonl"], config=LossConfig()):
+        pass
+    assert json.loads((tmp_path / "run.json").read_text())["config"] == {"name": "sapo", "tau_pos": 1.0}
 
 
 # --------------------------------------------------------------------------------------------------- resume
