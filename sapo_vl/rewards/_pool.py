@@ -155,24 +155,29 @@ class VerifierPool:
         return _Worker(self.mem_mb, self.startup_timeout_s)
 
     def _acquire(self) -> _Worker:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            pass
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("VerifierPool is closed")
-            grow = self._spawned < self.size
-            if grow:
-                self._spawned += 1
-        if not grow:
-            return self._idle.get()
-        try:
-            return self._spawn()
-        except BaseException:
+        """An idle worker, a new one while the pool is below ``size``, or the next one to come back."""
+        while True:
+            try:
+                return self._idle.get_nowait()
+            except queue.Empty:
+                pass
             with self._lock:
-                self._spawned -= 1
-            raise
+                if self._closed:
+                    raise RuntimeError("VerifierPool is closed")
+                grow = self._spawned < self.size
+                if grow:
+                    self._spawned += 1
+            if grow:
+                try:
+                    return self._spawn()
+                except BaseException:
+                    with self._lock:
+                        self._spawned -= 1
+                    raise
+            try:  # wake up now and then: a worker that failed to start frees its slot without coming back
+                return self._idle.get(timeout=0.5)
+            except queue.Empty:
+                continue
 
     def _release(self, worker: _Worker) -> None:
         with self._lock:

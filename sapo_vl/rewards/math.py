@@ -46,7 +46,8 @@ _CACHE_SIZE = 65536
 _CACHE: OrderedDict[tuple, bool] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
-_SPACING = re.compile(r"\\[,;:! ]|\\left|\\right|\\displaystyle|~|\s+")
+# LaTeX spacing commands, \left/\right, and whitespace except between two digits ("1 000" is not "1000" here)
+_SPACING = re.compile(r"\\[,;:! ]|\\left|\\right|\\displaystyle|~|(?<!\d)\s+|\s+(?!\d)")
 _INT = re.compile(r"[-+]?\d+")
 _DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 

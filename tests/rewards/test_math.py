@@ -174,6 +174,7 @@ def test_fast_path_decides_integers_and_identical_strings_only():
     assert fast_equal(r"\left( 1, 2 \right)", "(1,2)") is True
     assert fast_equal("12.0", "12") is True
     assert fast_equal("1/2", "0.5") is None  # needs math-verify
+    assert fast_equal("1 2", "12") is None  # spaces between digits are not dropped
 
 
 def test_math_equal_same_answers_off_main_thread():
