@@ -89,6 +89,7 @@ class _Policy:
         self.info = model_fingerprint(cfg.model)  # recorded in results.json and part of every run key
         self.fingerprint = self.info["sha256"]
         self._loaded: tuple[Any, Any] | None = None
+        self.device: str | None = None  # set on load
 
     def get(self) -> tuple[Any, Any]:
         if self._loaded is None:
@@ -96,8 +97,8 @@ class _Policy:
 
             from sapo_vl.models import load_policy
 
-            device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self._loaded = load_policy(self.cfg.model, dtype=self.cfg.dtype, device=device)
+            self.device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            self._loaded = load_policy(self.cfg.model, dtype=self.cfg.dtype, device=self.device)
         return self._loaded
 
 
@@ -108,15 +109,24 @@ def effective_generation(spec: TaskSpec, cfg: EvalConfig) -> GenerationSpec:
     return dataclasses.replace(spec.generation, **overrides)
 
 
+def _for_rollout(records: list[dict]) -> list[dict]:
+    """Records in the normalised ``sapo_vl.data`` form the rollout collates: images decoded to RGB PIL, image
+    placeholders in message prompts. Done per chunk, so only the images being generated for are in memory."""
+    from sapo_vl.data.records import RecordOptions, normalize_record
+
+    opts = RecordOptions(dataset="evaluation", require_answer=False)
+    return [normalize_record(r, int(r["meta"].get("index", i)), opts) for i, r in enumerate(records)]
+
+
 def _generate(policy: _Policy, records: list[dict], gen: GenerationSpec, batch_size: int) -> list[list[str]]:
     from sapo_vl.rollout.generate import generate_completions
 
     model, processor = policy.get()
     seed = None if gen.seed is None else gen.seed + int(records[0]["meta"].get("index", 0))
     outs = generate_completions(
-        model, processor, records, n=gen.n, max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
-        top_p=gen.top_p, top_k=gen.top_k, batch_size=batch_size, min_pixels=gen.min_pixels,
-        max_pixels=gen.max_pixels, seed=seed,
+        model, processor, _for_rollout(records), n=gen.n, max_new_tokens=gen.max_new_tokens,
+        temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k, batch_size=batch_size,
+        min_pixels=gen.min_pixels, max_pixels=gen.max_pixels, seed=seed,
     )
     if len(outs) != len(records) or any(len(o) != gen.n for o in outs):
         raise RuntimeError(f"generate_completions returned {[len(o) for o in outs]} completions for "
@@ -215,8 +225,8 @@ def _task_entry(run: TaskRun, ks: list[int]) -> tuple[dict, dict]:
 
 def _model_info(cfg: EvalConfig, policy: _Policy | None) -> dict[str, Any]:
     if policy is not None:
-        return {"model": "sapo_vl", "model_args": f"pretrained={cfg.model}", "model_fingerprint": policy.info,
-                "model_name": cfg.model}
+        return {"model": "sapo_vl", "model_args": f"pretrained={policy.info['path']}",
+                "model_fingerprint": policy.info, "model_name": cfg.model}
     return {"model": "samples", "model_args": f"samples={cfg.samples}",
             "samples_file": {"path": str(Path(cfg.samples).resolve()), "sha256": file_sha256(cfg.samples)},
             "model_name": cfg.samples}
@@ -239,7 +249,8 @@ def build_results(runs: list[TaskRun], cfg: EvalConfig, policy: _Policy | None, 
         out["n-samples"][name] = {"original": run.original, "effective": len(run.rows)}
     end = time.time()
     out["config"] = {**{k: v for k, v in info.items() if k != "model_name"}, "batch_size": cfg.batch_size,
-                     "device": cfg.device, "dtype": cfg.dtype, "limit": cfg.limit,
+                     "device": (policy.device if policy is not None else None) or cfg.device,
+                     "dtype": cfg.dtype, "limit": cfg.limit,
                      "gen_kwargs": {r.spec.name: r.generation for r in runs}}
     out.update({"git_hash": git_hash(), "date": start, "sapo_vl_version": __version__,
                 "model_name": info["model_name"], "model_name_sanitized": sanitize_model_name(info["model_name"]),

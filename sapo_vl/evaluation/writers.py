@@ -36,31 +36,33 @@ def _head_tail_digest(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+_SMALL_FILES = ("*.json", "*.jinja", "*.txt", "*.model", "*.py")  # configs, tokenizer, processor, template
+_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+
+
 def model_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """Identify a model directory without hashing all its weights.
 
-    Hashes the full text of config.json, generation_config.json and any *.index.json, and for every weight file
-    (*.safetensors, *.bin) its size plus its first and last MiB. Paths and mtimes are recorded but not hashed, so
-    a copied checkpoint keeps its fingerprint.
+    Hashes the full content of the small top-level files (config, generation config, tokenizer, processor, chat
+    template: ``*.json``, ``*.jinja``, ``*.txt``, ``*.model``, ``*.py``) and, for every weight file, its size plus
+    its first and last MiB. Paths and mtimes are recorded but not hashed, so a copied checkpoint keeps its
+    fingerprint.
     """
     root = Path(path)
     if not root.is_dir():
         raise FileNotFoundError(f"model path {root} is not a directory")
+    weights = sorted({f for pattern in _WEIGHTS for f in root.glob(pattern)})
+    if not weights:
+        raise FileNotFoundError(f"model path {root} has no weights ({', '.join(_WEIGHTS)})")
     digest = hashlib.sha256()
+    for file in sorted({f for pattern in _SMALL_FILES for f in root.glob(pattern)}):
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
     files: dict[str, Any] = {}
-    for name in ("config.json", "generation_config.json", "preprocessor_config.json", "chat_template.jinja"):
-        if (root / name).exists():
-            digest.update(name.encode() + (root / name).read_bytes())
-    weights = sorted([*root.glob("*.safetensors"), *root.glob("*.bin"), *root.glob("*.index.json")])
     for file in weights:
         part = _head_tail_digest(file)
-        digest.update(file.name.encode() + part.encode())
+        digest.update(file.name.encode() + b"\0" + part.encode())
         files[file.name] = {"size": file.stat().st_size, "sha256_head_tail": part[:16]}
-    if not weights:
-        raise FileNotFoundError(f"model path {root} has no *.safetensors / *.bin weights")
-    config = {}
-    if (root / "config.json").exists():
-        config = json.loads((root / "config.json").read_text())
+    config = json.loads((root / "config.json").read_text()) if (root / "config.json").exists() else {}
     return {
         "path": str(root.resolve()),
         "mtime": max(f.stat().st_mtime for f in weights),
