@@ -241,8 +241,11 @@ VQA_METRICS: dict[str, Callable[..., float]] = {
 
 _WRAPPERS = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{(.*)\}$", re.DOTALL)
 _CUE = re.compile(r"(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*", re.IGNORECASE)
-# After a cue: a bracketed letter (any case), or an upper-case letter followed by the end, punctuation or a newline.
-_CUED_LETTER = re.compile(r"\*{0,2}(?:[(\[]([A-Za-z])[)\]]|([A-Z])(?=\*{0,2}(?:[.,:;)!]|[ \t]*(?:\n|$))))")
+# After a cue: a bracketed letter (any case); an upper-case letter followed by punctuation or the end of the line;
+# or, except for "A" and "I" (which are also words), an upper-case letter followed by a space ("is B because").
+_CUED_LETTER = re.compile(
+    r"\*{0,2}(?:[(\[]([A-Za-z])[)\]]|([A-Z])(?=\*{0,2}(?:[.,:;)!]|[ \t]*(?:\n|$)))|([B-HJ-Z])(?=\s))"
+)
 _LEADING_MARKER = re.compile(r"^\s*\*{0,2}(?:[(\[]([A-Z])[)\]]|([A-Z])(?:[.:)]|\s+[-–]\s))")
 _BRACKETED = re.compile(r"[(\[]([A-Z])[)\]]")
 
@@ -279,8 +282,9 @@ def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str
     (an unclosed think block -> ``None``). Within the scope, the first rule that applies wins:
 
     1. the scope is a lone letter: ``B``, ``(B)``, ``B.``, ``**B**``, ``\\text{B}`` (any case);
-    2. the last cue "answer/option/choice (is|:) X": X bracketed (any case), or an upper-case letter followed by
-       punctuation or the end of the line ("the answer is A cat" is not a letter answer);
+    2. the last cue "answer/option/choice (is|:) X": X bracketed (any case), an upper-case letter followed by
+       punctuation or the end of the line, or a letter other than "A"/"I" followed by a space ("the answer is B
+       because ..."); "the answer is A cat" is not a letter answer;
     3. the last line that is a lone upper-case letter;
     4. the scope opens with a marker ``(B) ...``, ``B. ...``, ``B) ...``, ``B: ...`` and no other bracketed letter
        occurs ("A cat" has no marker; "(A) or (B)" is ambiguous);
@@ -309,7 +313,7 @@ def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str
     found = valid(_bare_letter(scope))
     if found is None:
         cued = [m for cue in _CUE.finditer(scope) if (m := _CUED_LETTER.match(scope, cue.end()))]
-        found = valid(cued[-1].group(1) or cued[-1].group(2)) if cued else None
+        found = valid(next(g for g in cued[-1].groups() if g)) if cued else None
     if found is None:
         lines = [letter for line in scope.splitlines() if (letter := _bare_letter(line)) and letter.isupper()]
         found = valid(lines[-1]) if lines else None
@@ -324,19 +328,22 @@ def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str
     return found
 
 
-def _gold_letter(gold: object, choices: Sequence[str] | None, letters: str, i: int) -> str:
+def _gold_letters(gold: object, choices: Sequence[str] | None, letters: str, i: int) -> set[str]:
+    """The accepted letters of sample ``i``: from a letter, a 0-based index, an option's text, or a list of those."""
+    if isinstance(gold, (list, tuple)):
+        return set().union(*(_gold_letters(g, choices, letters, i) for g in gold)) if gold else set()
     if isinstance(gold, int) and not isinstance(gold, bool):
         if 0 <= gold < len(letters):
-            return letters[gold]
+            return {letters[gold]}
         raise ValueError(f"mcq_reward: answer of sample {i} is index {gold}, outside the {len(letters)} options")
     if isinstance(gold, str):
         letter = _bare_letter(gold)
         if letter and letter.upper() in letters:
-            return letter.upper()
+            return {letter.upper()}
         if choices:
             match = _option_text_match(gold, choices, letters)
             if match:
-                return match
+                return {match}
     raise ValueError(
         f"mcq_reward: answer of sample {i} must be an option letter in {letters!r}, an option index, or the text "
         f"of exactly one option; got {gold!r:.100}"
@@ -353,7 +360,8 @@ def mcq_reward(
 ) -> list[float | None]:
     """Multiple-choice reward: 1.0 if the chosen letter (:func:`extract_choice`) is the gold one, else 0.0.
 
-    Columns: ``answer`` (a letter, a 0-based index, or an option's text; ``None`` -> reward ``None``) and optional
+    Columns: ``answer`` (a letter, a 0-based index, an option's text, or a list of those when several options are
+    right; ``None`` -> reward ``None``) and optional
     ``choices`` (the option texts per sample). A completion with no parsable choice scores 0.0.
 
     >>> mcq_reward(["The answer is (B).", "A", "I am not sure"], answer=["B", "B", "A"])
@@ -372,9 +380,11 @@ def mcq_reward(
         if opts is not None and (isinstance(opts, str) or not isinstance(opts, Sequence)):
             raise TypeError(f"mcq_reward: choices of sample {i} must be a list of option texts, got {opts!r:.100}")
         sample_letters = letters or (string.ascii_uppercase[: len(opts)] if opts else "ABCDEFGHIJ")
-        target = _gold_letter(gold, opts, sample_letters, i)
+        targets = _gold_letters(gold, opts, sample_letters, i)
+        if not targets:
+            raise ValueError(f"mcq_reward: answer of sample {i} is an empty list")
         chosen = extract_choice(completion_text(completion, index=i), opts, sample_letters)
-        rewards.append(float(chosen == target))
+        rewards.append(float(chosen in targets))
     return rewards
 
 

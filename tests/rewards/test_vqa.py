@@ -169,6 +169,8 @@ def test_yes_no_match():
         ("Answer: C", "C"),
         ("I compared them all.\nThe correct option is D", "D"),
         ("The answer is A. Wait, no: the answer is C.", "C"),
+        ("The correct answer is B because the dog is brown.", "B"),
+        ("Answer: **D**", "D"),
         ("Looking at the image...\nB\n", "B"),
         ("(C) a red car", "C"),
         ("C. a red car", "C"),
@@ -186,6 +188,7 @@ def test_extract_choice_boxed_beats_cue_outside_it():
 def test_extract_choice_article_is_not_a_choice():
     assert extract_choice("A cat is sitting on the mat.") is None
     assert extract_choice("The answer is A cat.", letters="ABCD") is None
+    assert extract_choice("The answer is A because of the tail.") is None  # "A" could be the article
 
 
 def test_extract_choice_no_parse_is_none():
@@ -222,6 +225,10 @@ def test_mcq_reward_gold_forms():
     choices = [["cat", "dog"], ["cat", "dog"], ["cat", "dog"]]
     out = mcq_reward(["(B)", "B", "B"], answer=["B", 1, "dog"], choices=choices)
     assert out == [1.0, 1.0, 1.0]
+
+
+def test_mcq_reward_list_of_accepted_letters():
+    assert mcq_reward(["(C)", "(B)"], answer=[["A", "C"], ["A", "C"]]) == [1.0, 0.0]
 
 
 def test_mcq_reward_none_answer_not_applicable():
