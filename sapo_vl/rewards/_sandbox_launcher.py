@@ -6,9 +6,11 @@ sandbox uid and execs. Keep it free of sapo_vl imports: it must start fast and t
 
 Two modes (``config["mode"]``):
 
-- ``"exec"`` (bubblewrap backend): join the run's cgroups, set rlimits, drop to the sandbox uid, exec
-  ``argv`` (bwrap, which sets no_new_privs and drops all capabilities itself). bwrap reports the child's
-  pid and exit code on ``status_fd`` (``--json-status-fd``).
+- ``"exec"`` (bubblewrap backend): join the run's cgroups, become a child subreaper, fork; the child sets
+  rlimits, drops to the sandbox uid and execs ``argv`` (bwrap, which sets no_new_privs and drops all
+  capabilities itself; it reports the program's pid and exit code on ``status_fd`` via
+  ``--json-status-fd``). This process stays root and reaps the whole tree, bwrap's orphaned pid 1
+  included, so nothing is left as a zombie for the host init when it exits.
 - ``"reap"`` (fallback backend, pid 1 of a fresh pid namespace made by ``unshare``): join the cgroups,
   mount a private tmpfs over /tmp and over every hidden path (hidden files get /dev/null), copy the
   program into a private work dir, then fork. The child drops to the sandbox uid, sets rlimits and execs
@@ -18,6 +20,7 @@ Two modes (``config["mode"]``):
 Any failure before the user program starts is written as ``E <message>`` on ``status_fd`` (exit 125).
 """
 
+import ctypes
 import json
 import os
 import resource
@@ -25,6 +28,7 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 MS_NOSUID, MS_NODEV, MS_BIND = 2, 4, 4096
 _LIBC = None
@@ -33,16 +37,12 @@ _LIBC = None
 def _libc():
     global _LIBC
     if _LIBC is None:
-        import ctypes  # only the fallback needs it (mount, prctl); keeps the bwrap path's startup short
-
         _LIBC = ctypes.CDLL(None, use_errno=True)
     return _LIBC
 
 
 def _check(ret, what):
     if ret != 0:
-        import ctypes
-
         err = ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
@@ -107,11 +107,23 @@ def _report_error(status_fd, exc):
 
 
 def _exec_mode(cfg, status_fd):
+    """bwrap backend: fork bwrap as the sandbox uid and stay as the subreaper of the whole tree."""
     _join_cgroups(cfg["cgroup_procs"])
-    _set_rlimits(cfg["rlimits"])
-    _drop_privileges(cfg.get("uid"), cfg.get("gid"))  # bwrap itself sets no_new_privs and drops caps
-    os.set_inheritable(status_fd, True)  # bwrap writes its JSON status on it
-    os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans (bwrap's pid 1) are reparented to us, not to the host init
+    cfg["reaper_pid"] = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _set_rlimits(cfg["rlimits"])
+            _drop_privileges(cfg.get("uid"), cfg.get("gid"))  # bwrap sets no_new_privs, drops capabilities
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if os.getppid() != cfg["reaper_pid"]:
+                os._exit(125)
+            os.set_inheritable(status_fd, True)  # bwrap writes its JSON status on it
+            os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
+        except BaseException as exc:  # noqa: BLE001
+            _report_error(status_fd, exc)
+    _reap(pid, status_fd, until_no_children=True)
 
 
 def _child(cfg, status_fd):
@@ -130,24 +142,32 @@ def _child(cfg, status_fd):
         _report_error(status_fd, exc)
 
 
+def _reap(pid, status_fd, until_no_children):
+    """Reap children; report `pid`'s wait status. Returns once `pid` (or, if asked, every child) is gone."""
+    status = None
+    while True:
+        try:
+            done, raw = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if done == pid:
+            status = raw
+            if not until_no_children:
+                break
+    if status is not None:
+        os.write(status_fd, f"S {status}\n".encode())
+    os._exit(0)
+
+
 def _reap_mode(cfg, status_fd):
+    """unshare backend: as pid 1, fork the program; when it ends we exit and the kernel kills the rest."""
     _join_cgroups(cfg["cgroup_procs"])
     _prepare_fs(cfg)
     cfg["reaper_pid"] = os.getpid()
     pid = os.fork()
     if pid == 0:
         _child(cfg, status_fd)
-    while True:
-        try:
-            done, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            status = None
-            break
-        if done == pid:
-            break
-    if status is not None:
-        os.write(status_fd, f"S {status}\n".encode())
-    os._exit(0)
+    _reap(pid, status_fd, until_no_children=False)
 
 
 def main():

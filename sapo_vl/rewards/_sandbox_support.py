@@ -84,11 +84,11 @@ def release_slot(slot: Slot) -> None:
         os.close(slot.lock_fd)  # closing drops the flock
 
 
-def sweep_uid(uid: int, max_rounds: int = 50) -> None:
+def sweep_uid(uid: int, max_wait_s: float = 10.0) -> None:
     """SIGKILL every process owned by `uid` (a dedicated slot uid), repeating until none is left.
 
     `kill -9 -1` run as `uid` signals exactly the processes that uid may signal, i.e. its own. It exits
-    non-zero once there is nothing left to kill. `setpriv` switches uid so that Popen can still use vfork
+    non-zero once there is none left. `setpriv` switches the uid so that Popen can still use vfork
     (Popen(user=...) has to fork, which copies a large trainer's page tables).
     """
     kill_bin = shutil.which("kill", path="/usr/bin:/bin")
@@ -100,13 +100,17 @@ def sweep_uid(uid: int, max_rounds: int = 50) -> None:
         cmd = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", kill_bin, "-9", "-1"]
     else:
         cmd, kwargs = [kill_bin, "-9", "-1"], {"user": uid, "group": uid, "extra_groups": []}
-    for _ in range(max_rounds):
+    deadline = time.monotonic() + max_wait_s
+    delay = 0.0005
+    while True:
         proc = subprocess.run(cmd, env={}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
                               **kwargs)
         if proc.returncode != 0:
             return
-        time.sleep(0.001)
-    raise RuntimeError(f"sandbox: processes of uid {uid} survived {max_rounds} kill rounds")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"sandbox: processes of uid {uid} still exist {max_wait_s} s after SIGKILL")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
 
 
 def count_user_processes(uid: int) -> int:

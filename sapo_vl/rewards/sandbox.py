@@ -16,8 +16,9 @@ Backends (``backend="auto"`` picks the first that works here; the probe runs onc
 
 ``"bwrap"`` bubblewrap: new user/pid/net/ipc/uts/cgroup/mount namespaces (``--unshare-all``), read-only
   binds of /usr and the /bin, /lib* links (plus the interpreter's prefix when it lives elsewhere), fresh
-  /proc and /dev, a size-capped private tmpfs /tmp as working directory, ``--clearenv`` with a minimal
-  environment, ``--new-session``, ``--die-with-parent``, no capabilities, no nested user namespaces.
+  /proc and /dev, a read-only root, a size-capped private tmpfs /tmp as the only writable place and cwd,
+  ``--clearenv`` with a minimal environment, ``--new-session``, ``--die-with-parent``, no capabilities,
+  no nested user namespaces.
 ``"unshare"`` fallback, root only: ``unshare --net --pid --fork --mount-proc --ipc --uts`` around a small
   launcher (`_sandbox_launcher.py`) that, in the new mount namespace, puts a private size-capped tmpfs on
   /tmp and /dev/shm and hides every top-level path except /usr /etc /proc /dev /sys /bin /sbin /lib*
@@ -140,7 +141,8 @@ def _bwrap_argv(python: str, lim: _Limits, status_fd: int, source_fd: int) -> li
     if prefix != "/usr":
         argv += ["--ro-bind", prefix, prefix]
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(lim.tmpfs_mb << 20), "--tmpfs", "/tmp"]
-    argv += ["--file", str(source_fd), "/tmp/main.py", "--chdir", "/tmp", "--json-status-fd", str(status_fd)]
+    argv += ["--file", str(source_fd), "/tmp/main.py", "--remount-ro", "/", "--chdir", "/tmp"]
+    argv += ["--json-status-fd", str(status_fd)]
     return argv + ["--", python, "-I", "main.py"]
 
 
@@ -222,34 +224,42 @@ def _launch(backend: str, python: str, lim: _Limits, files: _RunFiles, slot, cgr
     return proc, [source_fd] if source_fd is not None else []
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """Wait for the launcher; on the wall-clock limit SIGKILL its whole process group. True if timed out.
-
-    A pidfd wakes us the moment the process exits (Popen.wait(timeout) polls with sleeps up to 50 ms).
-    """
+def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """True if `proc` exited within `timeout_s`. A pidfd wakes us at once (Popen.wait(timeout) polls
+    with sleeps of up to 50 ms)."""
     try:
         pidfd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
-        pidfd = None
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
     try:
-        if pidfd is not None:
-            exited = bool(select.select([pidfd], [], [], timeout_s)[0])
-        else:
-            try:
-                proc.wait(timeout=timeout_s)
-                exited = True
-            except subprocess.TimeoutExpired:
-                exited = False
+        return bool(select.select([pidfd], [], [], timeout_s)[0])
     finally:
-        if pidfd is not None:
-            os.close(pidfd)
-    if not exited:
+        os.close(pidfd)
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float, slot) -> bool:
+    """Wait for the launcher up to the wall-clock limit; True if the program timed out.
+
+    On timeout, with a slot uid, every process of that uid is killed while the root launcher survives to
+    reap the tree (no zombies left to the host init); without one, or if the launcher lingers, its whole
+    process group is SIGKILLed.
+    """
+    if _wait_exit(proc, timeout_s):
+        proc.wait()
+        return False
+    if slot.uid is not None:
+        support.sweep_uid(slot.uid)
+    if not _wait_exit(proc, 5.0):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
     proc.wait()
-    return not exited
+    return True
 
 
 def _read_status(fd: int) -> str:
@@ -314,15 +324,16 @@ def _classify(returncode, launch_error, timed_out, out_over, err_over, oom, stde
 def _cleanup(slot, cgroup) -> bool:
     """Kill everything the run left; returns whether the cgroup saw an OOM kill.
 
-    With a cgroup, emptying it is complete (a process cannot leave it). Otherwise, with a slot uid, every
-    process of that uid is killed.
+    The cgroup (when there is one) is emptied first. Then, with a slot uid, `sweep_uid` SIGKILLs every
+    process of that uid until `kill -1` finds none, zombies included: a pid namespace is torn down
+    asynchronously, and the slot must be empty before another run may reuse it.
     """
-    if cgroup is None:
-        if slot.uid is not None:
-            support.sweep_uid(slot.uid)
-        return False
-    oom = cgroup.oom_killed(slot.index)
-    cgroup.destroy(slot.index)
+    oom = False
+    if cgroup is not None:
+        oom = cgroup.oom_killed(slot.index)
+        cgroup.destroy(slot.index)
+    if slot.uid is not None:
+        support.sweep_uid(slot.uid)
     return oom
 
 
@@ -343,7 +354,7 @@ def _run_once(source, stdin, lim: _Limits, backend: str, python: str) -> ExecRes
         for fd in to_close:
             os.close(fd)
         to_close = []
-        timed_out = _wait(proc, lim.timeout_s)
+        timed_out = _wait(proc, lim.timeout_s, slot)
         wall = time.perf_counter() - start
         oom = _cleanup(slot, cgroup)
         returncode, launch_error = _program_outcome(backend, _read_status(status_r))
