@@ -18,7 +18,7 @@ from typing import Any
 from sapo_vl.evaluation.metrics import task_metrics
 from sapo_vl.evaluation.samples import SampleLog, file_sha256, read_samples_file, run_key
 from sapo_vl.evaluation.scoring import score_docs
-from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, load_records, resolve_task
+from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, generation_problem, load_records, resolve_task
 from sapo_vl.evaluation.writers import (
     git_hash,
     markdown_table,
@@ -106,7 +106,11 @@ def effective_generation(spec: TaskSpec, cfg: EvalConfig) -> GenerationSpec:
     """The task's generation settings with the run's overrides applied."""
     overrides = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(GenerationSpec)
                  if getattr(cfg, f.name, None) is not None}
-    return dataclasses.replace(spec.generation, **overrides)
+    gen = dataclasses.replace(spec.generation, **overrides)
+    problem = generation_problem(gen)
+    if problem:
+        raise EvalInputError(f"task {spec.name}: generation settings: {problem}")
+    return gen
 
 
 def _for_rollout(records: list[dict]) -> list[dict]:

@@ -173,16 +173,25 @@ def _validate_semantics(where: str, spec: TaskSpec) -> None:
         raise TaskSpecError(f"{where}: adapter {spec.adapter!r} unknown; known: {sorted(ADAPTERS)}")
     if not spec.k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in spec.k):
         raise TaskSpecError(f"{where}: k must be a non-empty list of integers >= 1, got {spec.k!r}")
-    gen = spec.generation
-    if gen.n < 1 or gen.max_new_tokens < 1 or not 0 < gen.top_p <= 1 or gen.temperature < 0:
-        raise TaskSpecError(f"{where}: generation needs n >= 1, max_new_tokens >= 1, 0 < top_p <= 1, "
-                            f"temperature >= 0; got {gen}")
+    problem = generation_problem(spec.generation)
+    if problem:
+        raise TaskSpecError(f"{where}: generation: {problem}")
     clash = sorted(set(spec.verifier.columns) & set(RESERVED))
     if clash:
         raise TaskSpecError(f"{where}: verifier.columns {clash} clash with record keys {RESERVED}")
     bad = sorted(set(spec.exports) - set(_EXPORTS))
     if bad:
         raise TaskSpecError(f"{where}: exports {bad} unknown; allowed: {list(_EXPORTS)}")
+
+
+def generation_problem(gen: GenerationSpec) -> str | None:
+    """What is wrong with generation settings, or None."""
+    if gen.n < 1 or gen.max_new_tokens < 1 or gen.top_k < 0:
+        return f"need n >= 1, max_new_tokens >= 1, top_k >= 0; got n={gen.n}, " \
+               f"max_new_tokens={gen.max_new_tokens}, top_k={gen.top_k}"
+    if not 0 < gen.top_p <= 1 or gen.temperature < 0:
+        return f"need 0 < top_p <= 1 and temperature >= 0; got top_p={gen.top_p}, temperature={gen.temperature}"
+    return None
 
 
 def parse_task(raw: Any, path: Path | None = None) -> TaskSpec:

@@ -209,3 +209,8 @@ def test_run_eval_writes_nothing_for_a_bad_task_name(tmp_path):
     with pytest.raises(TaskSpecError):
         run_eval(EvalConfig(tasks=["nope"], output_dir=str(tmp_path / "o"), samples=str(samples), progress=False))
     assert not (tmp_path / "o").exists()
+
+
+def test_generation_overrides_are_validated(evaluate):
+    with pytest.raises(EvalInputError, match="task easy_vqa: generation settings: need n >= 1"):
+        evaluate(["easy_vqa"], EASY[:1], limit=1, n=0)

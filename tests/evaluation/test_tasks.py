@@ -137,6 +137,8 @@ def test_unknown_nested_key_names_its_section():
 def test_wrong_type_names_the_key():
     with pytest.raises(TaskSpecError, match=r"generation.n: expected a int"):
         parse_task(_raw(generation={"n": "four"}))
+    with pytest.raises(TaskSpecError, match="need 0 < top_p <= 1"):
+        parse_task(_raw(generation={"top_p": 0}))
     with pytest.raises(TaskSpecError, match="k must be a non-empty list"):
         parse_task(_raw(k=[0]))
 
