@@ -12,13 +12,16 @@ Protocol (one JSON object per line):
 math-verify's own timeouts are disabled (``parsing_timeout=None``, ``timeout_seconds=None``): they use
 ``signal.alarm`` and so work only on a main thread. The parent bounds every request with a wall-clock deadline and
 kills this process when it is exceeded. ``SAPO_VL_MATH_WORKER_MEM_MB`` caps the address space (RLIMIT_AS) so
-a huge integer raises MemoryError instead of swapping the machine.
+a huge integer raises MemoryError instead of swapping the machine. The worker exits when stdin closes or, even
+mid-check, when its parent dies (``_exit_with_parent``).
 """
 
 import json
 import logging
 import os
 import sys
+import threading
+import time
 from functools import lru_cache
 
 
@@ -29,6 +32,33 @@ def _limit_memory() -> None:
 
         limit = mem_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _exit_with_parent() -> None:
+    """Never outlive the trainer, even in the middle of a check (no orphan left burning a core).
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``; the pool spawns workers from one
+    long-lived thread, because the signal follows the creating thread). Elsewhere a thread polls the parent pid,
+    which a C-level computation holding the GIL can delay."""
+    parent = int(os.environ.get("SAPO_VL_MATH_PARENT_PID", "0")) or os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(0)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _as_latex_env(text: str) -> str:
@@ -47,6 +77,7 @@ def _as_latex_env(text: str) -> str:
 
 
 def main() -> None:
+    _exit_with_parent()
     _limit_memory()
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # anything a library prints goes to stderr, never into the protocol stream

@@ -54,7 +54,7 @@ class _Worker:
     """One worker process and its line buffer. Used by one thread at a time."""
 
     def __init__(self, mem_mb: int, startup_timeout_s: float):
-        env = dict(os.environ, SAPO_VL_MATH_WORKER_MEM_MB=str(mem_mb))
+        env = dict(os.environ, SAPO_VL_MATH_WORKER_MEM_MB=str(mem_mb), SAPO_VL_MATH_PARENT_PID=str(os.getpid()))
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; closed in kill()
         self._startup_timeout_s = startup_timeout_s
         self._buf = b""
@@ -152,7 +152,9 @@ class VerifierPool:
         self._executor: ThreadPoolExecutor | None = None
 
     def _spawn(self) -> _Worker:
-        return _Worker(self.mem_mb, self.startup_timeout_s)
+        # From one long-lived thread: a worker's parent-death signal (see _mv_worker) fires when the thread that
+        # created it exits, so workers must not be created by short-lived reward threads.
+        return _spawner().submit(_Worker, self.mem_mb, self.startup_timeout_s).result()
 
     def _acquire(self) -> _Worker:
         """An idle worker, a new one while the pool is below ``size``, or the next one to come back."""
@@ -269,6 +271,16 @@ class VerifierPool:
 _POOL: VerifierPool | None = None
 _POOL_PID: int | None = None
 _POOL_LOCK = threading.Lock()
+_SPAWNER: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _spawner() -> ThreadPoolExecutor:
+    """The process's single worker-spawning thread (a forked child gets its own)."""
+    global _SPAWNER
+    with _POOL_LOCK:
+        if _SPAWNER is None or _SPAWNER[0] != os.getpid():
+            _SPAWNER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="sapo-math-spawn"))
+        return _SPAWNER[1]
 
 
 def get_pool() -> VerifierPool:

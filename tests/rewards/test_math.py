@@ -1,11 +1,15 @@
 """Math verifier: answer extraction, equivalence through math-verify, time bounds, threads, and the reward."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from sapo_vl.rewards import _pool
 from sapo_vl.rewards._pool import get_pool
 from sapo_vl.rewards.math import extract_answer, fast_equal, math_equal, math_equal_many, math_reward
 
@@ -209,6 +213,43 @@ def test_pathological_expression_off_main_thread_is_false():
 def test_pool_recovers_after_a_timeout():
     assert math_equal(r"2^{2^{2^{2^{2^{2}}}}}", "1", timeout_s=0.5) is False
     assert math_equal(r"\frac{2}{4}", "0.5") is True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+# The child loads _pool.py by path (it imports only the standard library), starts a worker on an endless check,
+# and is SIGKILLed: the worker must not survive it.
+_ORPHAN_SCRIPT = """
+import importlib.util, os, signal, sys, threading
+spec = importlib.util.spec_from_file_location("mvpool", sys.argv[1])
+pool = sys.modules["mvpool"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pool)
+p = pool.VerifierPool(1)
+p.warm_up()
+print(p._idle.queue[0].proc.pid, flush=True)
+threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
+p.check("9^{9^{9^{9}}}", "1", timeout_s=600)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_worker_does_not_outlive_a_killed_parent():
+    out = subprocess.run(
+        [sys.executable, "-c", _ORPHAN_SCRIPT, _pool.__file__], capture_output=True, text=True, timeout=120
+    )
+    worker_pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while _alive(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(worker_pid):
+        os.kill(worker_pid, 9)  # clean up before failing
+        pytest.fail("math-verify worker kept running after its parent was killed")
 
 
 def test_math_equal_many_keeps_order():
