@@ -137,3 +137,20 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
         aux = load_balancing_loss(router_logits, inputs.get("attention_mask"), text_config.num_experts_per_tok)
     return PolicyForward(logprobs=logp.view(B, C), entropy=None if ent is None else ent.view(B, C),
                          aux_loss=aux, router_logits=router_logits)
+
+
+class PolicyModule(torch.nn.Module):
+    """Wraps a HF policy so that the whole log-prob computation runs inside one module ``forward``.
+
+    Distributed wrappers (DDP, FSDP2, DeepSpeed) hook a module's forward; routing ``policy_forward`` through this
+    module's forward keeps their gradient synchronisation and parameter gathering intact.
+    """
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: dict, prompt_len: int, temperature: float = 1.0, chunk_size: int = 1024,
+                with_entropy: bool = False) -> PolicyForward:
+        return policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
+                              with_entropy=with_entropy)

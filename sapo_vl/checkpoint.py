@@ -1,0 +1,93 @@
+"""Checkpoints: the policy in Hugging Face format plus everything needed to continue bit-identically.
+
+    RUN_DIR/checkpoints/step-000040/
+        config.json, model.safetensors, generation_config.json   (from_pretrained-loadable policy)
+        processor / tokenizer files                                (AutoProcessor-loadable)
+        trainer_state.pt                                           (optimizer, scheduler, RNG, data position, step)
+
+A checkpoint is written to a temporary directory and renamed into place, so a crash never leaves a half-written
+``step-*`` directory; only the newest ``keep_last`` are kept.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def checkpoint_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    ckpts = [p for p in list_checkpoints(run_dir) if (p / "trainer_state.pt").is_file()]
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(run_dir: str | Path, step: int, *, model, processor, trainer_state: dict,
+                    keep_last: int = 2) -> Path:
+    """Atomically write ``step-{step}``; prune to the newest ``keep_last``. Call on the main process only."""
+    root = checkpoint_dir(run_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_trainer_state(path: str | Path) -> dict:
+    state_file = Path(path) / "trainer_state.pt"
+    if not state_file.is_file():
+        raise FileNotFoundError(f"{path} is not a sapo_vl checkpoint (no trainer_state.pt)")
+    return torch.load(state_file, map_location="cpu", weights_only=False)
+
+
+def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
+    """"auto" -> the latest checkpoint in run_dir (or None); "never" -> None; else a checkpoint path."""
+    if resume in ("never", "", None):
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir)
+    path = Path(resume)
+    if not (path / "trainer_state.pt").is_file():
+        raise FileNotFoundError(f"resume={resume!r}: no trainer_state.pt there")
+    return path

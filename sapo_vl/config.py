@@ -1,0 +1,238 @@
+"""Training configuration: dataclasses, YAML recipes and dotted command-line overrides.
+
+    sapo-vl train recipes/tiny/demo.yaml output_dir=runs/x algo.policy_loss=grpo train.total_steps=50
+
+The config is read here and turned into flat arguments at the edge (``sapo_vl.train``); nothing below the training
+loop sees these classes. Defaults follow the SAPO paper: tau_pos 1.0, tau_neg 1.05, no KL, seq-mean-token-mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    path: str = "tiny"  # a local HF checkpoint directory, or "tiny" to build the offline tiny model on the fly
+    tiny: dict = field(default_factory=dict)  # TinyConfig overrides when path == "tiny" (e.g. {moe: true, seed: 0})
+    dtype: str = "auto"  # auto = bf16 on capable CUDA, fp32 elsewhere
+    attn_implementation: str = "auto"  # auto = flash_attention_2 if installed on CUDA, else sdpa
+    experts_implementation: str | None = None  # eager | batched_mm | grouped_mm
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic_shapes"  # a name in sapo_vl.data.DATASETS (jsonl / parquet / disk take path=)
+    kwargs: dict = field(default_factory=dict)
+    split: str = "train"
+    eval_dataset: str | None = None  # default: same dataset
+    eval_kwargs: dict = field(default_factory=dict)
+    eval_split: str = "test"
+    system_prompt: str | None = None
+    max_prompt_length: int = 2048
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    on_error: str = "raise"  # raise | skip
+
+
+@dataclass
+class RolloutConfig:
+    group_size: int = 8  # G completions per prompt
+    prompts_per_step: int = 8  # per process
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    generation_batch_size: int = 64  # sequences per generate() call (memory bound)
+
+
+@dataclass
+class RewardConfig:
+    funcs: dict = field(default_factory=lambda: {"auto": 1.0})  # REWARDS name -> weight
+    accuracy: str | None = None  # the function whose value == 1 counts as correct (default: first of funcs)
+    num_workers: int = 4
+
+
+@dataclass
+class WarmupConfig:
+    """Supervised warm-up before RL (sapo_vl.warmup). labels: shuffled (format only, accuracy stays at chance)
+    or gold (plain SFT cold start). 0 steps = off."""
+
+    steps: int = 0
+    batch_size: int = 16
+    lr: float = 3e-3
+    labels: str = "shuffled"
+
+
+@dataclass
+class AlgoConfig:
+    policy_loss: str = "sapo"  # sapo | grpo | gspo | gspo-token | cispo
+    loss_hparams: dict = field(default_factory=dict)  # e.g. {tau_pos: 1.0, tau_neg: 1.05} or {eps_high: 0.28}
+    aggregation: str = "seq-mean-token-mean"
+    advantage: str = "grpo"  # grpo | dr_grpo | rloo
+    filter_zero_variance: bool = False  # DAPO dynamic sampling: drop groups whose rewards are all equal
+    kl_beta: float = 0.0  # > 0 loads a frozen reference policy
+    kl_estimator: str = "k3"
+    moe_aux_coef: float = 0.0  # coefficient of the MoE router load-balancing loss (0 = off)
+
+
+@dataclass
+class TrainConfig:
+    total_steps: int = 100
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    adam_betas: tuple = (0.9, 0.999)
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine
+    max_grad_norm: float = 1.0
+    num_mini_batches: int = 1  # optimizer steps per rollout batch (the SAPO paper uses 2 to 4)
+    epochs: int = 1  # passes over each rollout batch
+    micro_batch_tokens: int = 16384  # token budget (prompt + completion) per forward/backward
+    logprob_chunk_size: int = 1024
+    mixed_precision: str = "auto"  # auto (bf16 on CUDA) | no | bf16
+
+
+@dataclass
+class LogConfig:
+    backends: list = field(default_factory=lambda: ["jsonl", "tensorboard"])  # + wandb | trackio
+    project: str = "sapo_vl"
+    eval_every: int = 0  # steps between held-out evaluations (0 = only before and after)
+    eval_limit: int = 200
+    save_every: int = 0  # steps between checkpoints (0 = only at the end)
+    keep_last: int = 2
+    progress: bool = True
+    plot: bool = True
+
+
+@dataclass
+class Config:
+    output_dir: str = "runs/sapo_vl"
+    seed: int = 0
+    resume: str = "auto"  # auto (latest checkpoint in output_dir if any) | never | a checkpoint path
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _valid_keys(cls, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(cls):
+        sub = _sub_dataclass(cls, f.name)
+        keys.extend(_valid_keys(sub, f"{prefix}{f.name}.") if sub else [f"{prefix}{f.name}"])
+    return keys
+
+
+def _sub_dataclass(cls, name: str):
+    f = {f.name: f for f in fields(cls)}[name]
+    if f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+        if dataclasses.is_dataclass(value):
+            return type(value)
+    return None
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        valid = ", ".join(_valid_keys(cls, f"{where}." if where else ""))
+        raise ConfigError(f"unknown config key(s) {', '.join((where + '.' if where else '') + u for u in unknown)}; "
+                          f"valid keys: {valid}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _sub_dataclass(cls, name)
+        kwargs[name] = _build(sub, value, f"{where}.{name}" if where else name) if sub else value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """["a.b=1", "c=[x, y]"] -> nested dict, values parsed as YAML scalars/lists."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+    return tree
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe, apply dotted overrides, and validate every key."""
+    data: dict = {}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe not found: {path}")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    data = _merge(data, parse_overrides(overrides or []))
+    cfg = _build(Config, data, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    from sapo_vl.algos import ADVANTAGES, AGGREGATION_MODES, POLICY_LOSSES
+
+    checks = [
+        (cfg.algo.policy_loss in POLICY_LOSSES, f"algo.policy_loss must be one of {sorted(POLICY_LOSSES)}"),
+        (cfg.algo.aggregation in AGGREGATION_MODES, f"algo.aggregation must be one of {list(AGGREGATION_MODES)}"),
+        (cfg.algo.advantage in ADVANTAGES, f"algo.advantage must be one of {sorted(ADVANTAGES)}"),
+        (cfg.rollout.group_size >= 2, "rollout.group_size must be >= 2 (group-normalised advantages)"),
+        (cfg.rollout.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
+        (cfg.train.num_mini_batches >= 1, "train.num_mini_batches must be >= 1"),
+        (cfg.train.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
+        (cfg.data.on_error in ("raise", "skip"), "data.on_error must be raise or skip"),
+        (cfg.train.mixed_precision in ("auto", "no", "bf16"), "train.mixed_precision must be auto, no or bf16"),
+        (bool(cfg.reward.funcs), "reward.funcs must name at least one reward function"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    n = cfg.rollout.prompts_per_step * cfg.rollout.group_size
+    if n % cfg.train.num_mini_batches:
+        raise ConfigError(f"prompts_per_step x group_size ({n}) must be divisible by train.num_mini_batches "
+                          f"({cfg.train.num_mini_batches})")
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

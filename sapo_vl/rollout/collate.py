@@ -1,0 +1,148 @@
+"""Image-text prompt collation: chat template + qwen-vl-utils + the model's processor, each image processed once.
+
+``collate_prompts`` turns records (see ``sapo_vl.data``) into a left-padded ``PromptBatch``. Its pixel tensors and
+grids are reused unchanged by generation and by every training forward of the rollout, so the number of image
+placeholder tokens always matches the features (the mismatch that other toolkits' users fight): it is checked
+here, per sample, once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from sapo_vl.rollout.types import PromptBatch
+
+IMAGE_PAD = "<|image_pad|>"
+
+
+class CollateError(ValueError):
+    """A record could not be turned into model inputs; the message names the record and the field."""
+
+
+def _image_part(image, min_pixels: int | None, max_pixels: int | None) -> dict:
+    part = {"type": "image", "image": image}
+    if min_pixels:
+        part["min_pixels"] = int(min_pixels)
+    if max_pixels:
+        part["max_pixels"] = int(max_pixels)
+    return part
+
+
+def build_messages(record: dict, *, system_prompt: str | None = None, min_pixels: int | None = None,
+                   max_pixels: int | None = None) -> list[dict]:
+    """Chat messages for one record, with image parts carrying the PIL image (qwen-vl-utils layout).
+
+    A string prompt becomes one user turn with the record's images first, then the text. In a message prompt, the
+    i-th ``{"type": "image"}`` part gets ``record["images"][i]``.
+    """
+    images = list(record.get("images") or [])
+    prompt = record.get("prompt")
+    rid = record.get("id", "?")
+    if isinstance(prompt, str):
+        content = [_image_part(im, min_pixels, max_pixels) for im in images] + [{"type": "text", "text": prompt}]
+        messages = [{"role": "user", "content": content}]
+    elif isinstance(prompt, list):
+        messages, used = [], 0
+        for msg in prompt:
+            content = msg.get("content")
+            if isinstance(content, list):
+                parts = []
+                for part in content:
+                    if part.get("type") == "image":
+                        if used >= len(images):
+                            raise CollateError(f"record {rid!r}, field 'prompt': more image parts than images "
+                                               f"({len(images)})")
+                        parts.append(_image_part(images[used], min_pixels, max_pixels))
+                        used += 1
+                    else:
+                        parts.append(part)
+                content = parts
+            messages.append({"role": msg["role"], "content": content})
+        if used != len(images):
+            raise CollateError(f"record {rid!r}, field 'images': {len(images)} images but {used} image parts")
+    else:
+        raise CollateError(f"record {rid!r}, field 'prompt': expected a string or chat messages, "
+                           f"got {type(prompt).__name__}")
+    if system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def _patch_size(processor) -> int:
+    return int(getattr(processor.image_processor, "patch_size", 16))
+
+
+def _merge_size(processor) -> int:
+    return int(getattr(processor.image_processor, "merge_size", 2))
+
+
+def count_prompt_tokens(processor, record: dict, *, system_prompt: str | None = None,
+                        min_pixels: int | None = None, max_pixels: int | None = None) -> int:
+    """Prompt length in tokens (image placeholders expanded) without processing pixels: for length filtering."""
+    from qwen_vl_utils import smart_resize
+
+    messages = build_messages(record, system_prompt=system_prompt, min_pixels=min_pixels, max_pixels=max_pixels)
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    n = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+    factor = _patch_size(processor) * _merge_size(processor)
+    for im in record.get("images") or []:
+        h, w = smart_resize(im.height, im.width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+        n += (h // factor) * (w // factor) - 1  # the one <|image_pad|> in the text expands to this many
+    return n
+
+
+def _check_image_tokens(batch: dict, records: list[dict], processor) -> list[int]:
+    """Placeholder tokens per sample must equal the features its grids produce. Returns images per sample."""
+    pad_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+    merge = _merge_size(processor) ** 2
+    grid = batch.get("image_grid_thw")
+    per_image = [] if grid is None else (grid.prod(-1) // merge).tolist()
+    counts, start = [], 0
+    for i, rec in enumerate(records):
+        n_images = len(rec.get("images") or [])
+        expected = sum(per_image[start:start + n_images])
+        found = int((batch["input_ids"][i] == pad_id).sum())
+        if found != expected:
+            raise CollateError(f"record {rec.get('id', i)!r} (batch index {i}), field 'images': the prompt has "
+                               f"{found} image placeholder tokens but its {n_images} image(s) give {expected} "
+                               f"features (image_grid_thw {grid[start:start + n_images].tolist() if n_images else []})")
+        counts.append(n_images)
+        start += n_images
+    if start != len(per_image):
+        raise CollateError(f"the batch has {len(per_image)} image grids but its records hold {start} images")
+    return counts
+
+
+def collate_prompts(processor, records: list[dict], *, system_prompt: str | None = None,
+                    min_pixels: int | None = None, max_pixels: int | None = None) -> PromptBatch:
+    """Left-padded model inputs for a list of records. Images are resized (qwen-vl-utils ``smart_resize`` with the
+    given pixel budget) and turned into patches exactly once."""
+    from qwen_vl_utils import process_vision_info
+
+    if not records:
+        raise CollateError("collate_prompts got no records")
+    conversations = [build_messages(r, system_prompt=system_prompt, min_pixels=min_pixels, max_pixels=max_pixels)
+                     for r in records]
+    texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    images, _ = process_vision_info(conversations, image_patch_size=_patch_size(processor))
+    processor.tokenizer.padding_side = "left"
+    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
+    if images:
+        kwargs.update(images=images, do_resize=False)
+    batch = processor(**kwargs)
+    images_per_sample = _check_image_tokens(batch, records, processor)
+    mm = batch.get("mm_token_type_ids")
+    if mm is None:
+        mm = torch.zeros_like(batch["input_ids"])
+    return PromptBatch(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], mm_token_type_ids=mm,
+        pixel_values=batch.get("pixel_values"), image_grid_thw=batch.get("image_grid_thw"),
+        images_per_sample=images_per_sample, records=list(records),
+    )
+
+
+def patches_per_image(image_grid_thw: torch.Tensor | None) -> list[int]:
+    return [] if image_grid_thw is None else [int(math.prod(g)) for g in image_grid_thw.tolist()]

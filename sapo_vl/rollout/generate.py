@@ -1,0 +1,151 @@
+"""Rollout: G sampled completions per prompt, old log-probs and MoE routing, as one ``Rollout`` batch.
+
+The engine interface is small (``RolloutEngine.generate``) so that a vLLM engine can stand beside the Hugging Face
+one. Whatever samples the tokens, the old log-probs are recomputed by ``policy_forward``, the very function the
+update uses, so the importance ratio is exactly 1 at the first update step (no train/rollout mismatch from
+different kernels).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.moe import completion_topk
+from sapo_vl.rollout.collate import collate_prompts
+from sapo_vl.rollout.types import PromptBatch, Rollout
+
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = off
+    do_sample: bool = True
+
+
+class RolloutEngine(Protocol):
+    def generate(self, prompts: PromptBatch, params: SamplingParams) -> torch.Tensor:
+        """Completion token ids (len(prompts), C), padded with pad_token_id after EOS."""
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+class HFEngine:
+    """Sampling with Hugging Face ``generate``, in chunks of ``batch_size`` sequences to bound memory."""
+
+    def __init__(self, model, processor, *, batch_size: int = 64):
+        self.model, self.processor, self.batch_size = model, processor, batch_size
+        tok = processor.tokenizer
+        self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
+        if self.eos_id is None or self.eos_id == tok.unk_token_id:
+            self.eos_id = tok.eos_token_id
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        ids = [tok.convert_tokens_to_ids(t) for t in VISION_TOKENS]
+        self.suppress = [i for i in ids if i is not None and i != tok.unk_token_id]
+
+    @torch.no_grad()
+    def generate(self, prompts: PromptBatch, params: SamplingParams) -> torch.Tensor:
+        model = _unwrap(self.model)
+        device = next(model.parameters()).device
+        outs = []
+        for start in range(0, len(prompts), self.batch_size):
+            chunk = prompts.select(list(range(start, min(start + self.batch_size, len(prompts)))))
+            inputs = {k: v.to(device) for k, v in chunk.model_inputs().items()}
+            kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
+                          eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+                          suppress_tokens=self.suppress or None, use_cache=True)
+            if params.do_sample:
+                kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+            seq = model.generate(**inputs, **kwargs)
+            outs.append(seq[:, inputs["input_ids"].shape[1]:].cpu())
+        width = max(o.shape[1] for o in outs)
+        return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
+
+
+def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask up to and including the first EOS, and truncation flags (no EOS). ids: (N, C)."""
+    is_eos = completion_ids == eos_id  # (N, C)
+    has_eos = is_eos.any(1)  # (N,)
+    first = torch.where(has_eos, is_eos.int().argmax(1), torch.full_like(has_eos, completion_ids.shape[1],
+                                                                            dtype=torch.long))
+    positions = torch.arange(completion_ids.shape[1])[None]  # (1, C)
+    mask = (positions <= first[:, None]).long()  # (N, C)
+    return mask, ~has_eos
+
+
+@torch.no_grad()
+def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int, chunk_size: int = 1024,
+                  top_k_experts: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (N, C) of the rollout's completions under ``model`` (and MoE top-k routing), micro-batched."""
+    N, C = rollout.completion_ids.shape
+    logprobs = torch.zeros(N, C)
+    topk = None
+    device = next(_unwrap(model).parameters()).device
+    for start in range(0, N, micro_batch_size):
+        idx = list(range(start, min(start + micro_batch_size, N)))
+        mb = rollout.select(idx)
+        inputs, P = mb.model_inputs()
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        out = policy_forward(_unwrap(model), inputs, P, temperature=temperature, chunk_size=chunk_size)
+        width = out.logprobs.shape[1]
+        logprobs[start:start + len(idx), :width] = out.logprobs.float().cpu()
+        if out.router_logits is not None and top_k_experts:
+            t = completion_topk(out.router_logits, len(idx), P, top_k_experts).cpu()  # (n, width, L, k)
+            if topk is None:
+                topk = torch.zeros(N, C, t.shape[2], t.shape[3], dtype=t.dtype)
+            topk[start:start + len(idx), :width] = t
+    return logprobs, topk
+
+
+def make_rollout(engine, model, processor, records: list[dict], *, group_size: int, params: SamplingParams,
+                 min_pixels: int | None = None, max_pixels: int | None = None, system_prompt: str | None = None,
+                 micro_batch_size: int = 32, chunk_size: int = 1024, with_old_logprobs: bool = True) -> Rollout:
+    """Collate ``records`` once, sample ``group_size`` completions each, and score them (old log-probs)."""
+    prompts = collate_prompts(processor, records, system_prompt=system_prompt, min_pixels=min_pixels,
+                              max_pixels=max_pixels).repeat(group_size)
+    completion_ids = engine.generate(prompts, params)  # (N, C)
+    mask, truncated = response_mask_from_ids(completion_ids, engine.eos_id)
+    completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, engine.pad_id))
+    texts = processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    rollout = Rollout(
+        prompt_ids=prompts.input_ids, prompt_mask=prompts.attention_mask, prompt_mm_types=prompts.mm_token_type_ids,
+        completion_ids=completion_ids, response_mask=mask, truncated=truncated,
+        group_ids=torch.arange(len(records)).repeat_interleave(group_size),
+        pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw,
+        images_per_sample=prompts.images_per_sample, records=prompts.records, completions=texts,
+    )
+    if with_old_logprobs:
+        text_config = getattr(_unwrap(model).config, "text_config", None)
+        k = getattr(text_config, "num_experts_per_tok", None) if text_config is not None else None
+        rollout.old_logprobs, rollout.router_topk = score_rollout(
+            model, rollout, temperature=params.temperature if params.do_sample else 1.0,
+            micro_batch_size=micro_batch_size, chunk_size=chunk_size, top_k_experts=k)
+    return rollout
+
+
+def generate_completions(model, processor, records: list[dict], *, n: int = 1, max_new_tokens: int = 256,
+                         temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 16,
+                         min_pixels: int | None = None, max_pixels: int | None = None, seed: int | None = None,
+                         system_prompt: str | None = None) -> list[list[str]]:
+    """n completions (text) per record through the same collate + engine as training. temperature 0 = greedy."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    engine = HFEngine(model, processor, batch_size=batch_size)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=max(temperature, 1e-6), top_p=top_p,
+                            top_k=top_k, do_sample=temperature > 0)
+    results: list[list[str]] = []
+    for start in range(0, len(records), max(1, batch_size // max(n, 1))):
+        chunk = records[start:start + max(1, batch_size // max(n, 1))]
+        ro = make_rollout(engine, model, processor, chunk, group_size=n, params=params, min_pixels=min_pixels,
+                          max_pixels=max_pixels, system_prompt=system_prompt, with_old_logprobs=False)
+        results.extend(ro.completions[i * n:(i + 1) * n] for i in range(len(chunk)))
+    return results

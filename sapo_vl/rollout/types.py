@@ -1,0 +1,136 @@
+"""Batch types shared by collation, generation and training.
+
+Images live once per batch: ``pixel_values`` holds the patch rows of every image in order, ``image_grid_thw`` one
+row per image, and ``images_per_sample`` says which images belong to which sequence. ``select`` gathers the rows of
+a subset of sequences, so micro-batches reuse the very same pixel tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+
+
+def _image_row_index(image_grid_thw: torch.Tensor | None, images_per_sample: list[int], indices: list[int]):
+    """Indices of images and of pixel rows belonging to the sequences ``indices`` (in that order)."""
+    if image_grid_thw is None:
+        return [], []
+    rows_per_image = image_grid_thw.prod(-1).tolist()
+    first_image = [0]
+    for n in images_per_sample:
+        first_image.append(first_image[-1] + n)
+    first_row = [0]
+    for n in rows_per_image:
+        first_row.append(first_row[-1] + n)
+    image_idx, row_idx = [], []
+    for i in indices:
+        for im in range(first_image[i], first_image[i + 1]):
+            image_idx.append(im)
+            row_idx.extend(range(first_row[im], first_row[im + 1]))
+    return image_idx, row_idx
+
+
+def _select_images(obj, indices: list[int]):
+    image_idx, row_idx = _image_row_index(obj.image_grid_thw, obj.images_per_sample, indices)
+    if obj.image_grid_thw is None or not image_idx:
+        return None, None
+    return obj.pixel_values[row_idx], obj.image_grid_thw[image_idx]
+
+
+@dataclass
+class PromptBatch:
+    input_ids: torch.Tensor  # (B, P) left padded
+    attention_mask: torch.Tensor  # (B, P)
+    mm_token_type_ids: torch.Tensor  # (B, P) 0 text, 1 image, 2 video
+    pixel_values: torch.Tensor | None  # (sum of patches, D)
+    image_grid_thw: torch.Tensor | None  # (num images, 3)
+    images_per_sample: list[int]
+    records: list[dict]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def model_inputs(self) -> dict:
+        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+               "mm_token_type_ids": self.mm_token_type_ids}
+        if self.pixel_values is not None:
+            out.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return out
+
+    def select(self, indices: list[int]) -> PromptBatch:
+        pixel_values, grid = _select_images(self, indices)
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return PromptBatch(self.input_ids[idx], self.attention_mask[idx], self.mm_token_type_ids[idx],
+                           pixel_values, grid, [self.images_per_sample[i] for i in indices],
+                           [self.records[i] for i in indices])
+
+    def repeat(self, n: int) -> PromptBatch:
+        """Each prompt repeated n times consecutively (group layout: prompt 0 x n, prompt 1 x n, ...)."""
+        return self.select([i for i in range(len(self)) for _ in range(n)])
+
+
+@dataclass
+class Rollout:
+    """G completions per prompt, with everything the update needs. N = prompts x G sequences."""
+
+    prompt_ids: torch.Tensor  # (N, P) left padded
+    prompt_mask: torch.Tensor  # (N, P)
+    prompt_mm_types: torch.Tensor  # (N, P)
+    completion_ids: torch.Tensor  # (N, C) pad after EOS
+    response_mask: torch.Tensor  # (N, C) 1 up to and including EOS
+    truncated: torch.Tensor  # (N,) bool: no EOS within max_new_tokens
+    group_ids: torch.Tensor  # (N,) index of the prompt within the step
+    pixel_values: torch.Tensor | None
+    image_grid_thw: torch.Tensor | None
+    images_per_sample: list[int]
+    records: list[dict]  # (N,) the record of each sequence's prompt
+    completions: list[str]  # (N,) decoded completion text (special tokens removed)
+    old_logprobs: torch.Tensor | None = None  # (N, C) from policy_forward, no grad
+    router_topk: torch.Tensor | None = None  # (N, C, L, k) MoE top-k experts at rollout time
+    ref_logprobs: torch.Tensor | None = None  # (N, C) reference policy (only when KL is on)
+    rewards: torch.Tensor | None = None  # (N,)
+    advantages: torch.Tensor | None = None  # (N,)
+    extras: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.prompt_ids.shape[0]
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt_ids.shape[1]
+
+    def model_inputs(self) -> tuple[dict, int]:
+        """(inputs over [prompt | completion], P) for ``policy_forward``; trims all-padding columns first."""
+        keep_p = self.prompt_mask.any(0).nonzero()
+        p0 = int(keep_p[0]) if len(keep_p) else 0
+        keep_c = self.response_mask.any(0).nonzero()
+        c1 = int(keep_c[-1]) + 1 if len(keep_c) else 1
+        prompt_ids, prompt_mask = self.prompt_ids[:, p0:], self.prompt_mask[:, p0:]
+        comp, cmask = self.completion_ids[:, :c1], self.response_mask[:, :c1]
+        inputs = {
+            "input_ids": torch.cat([prompt_ids, comp], 1),  # (n, P' + C')
+            "attention_mask": torch.cat([prompt_mask, cmask.to(prompt_mask.dtype)], 1),
+            "mm_token_type_ids": torch.cat([self.prompt_mm_types[:, p0:], torch.zeros_like(comp)], 1),
+        }
+        if self.pixel_values is not None:
+            inputs.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        return inputs, prompt_ids.shape[1]
+
+    def select(self, indices: list[int]) -> Rollout:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        pixel_values, grid = _select_images(self, indices)
+        changes = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, torch.Tensor) and f.name not in ("pixel_values", "image_grid_thw"):
+                changes[f.name] = value[idx]
+        changes.update(pixel_values=pixel_values, image_grid_thw=grid,
+                       images_per_sample=[self.images_per_sample[i] for i in indices],
+                       records=[self.records[i] for i in indices], completions=[self.completions[i] for i in indices])
+        return replace(self, **changes)
+
+    def to(self, device) -> Rollout:
+        changes = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **changes)

@@ -1,0 +1,419 @@
+"""``sapo-vl train RECIPE.yaml [key=value ...]``: the SAPO training loop, top to bottom.
+
+Each step: take prompts -> roll out G completions each (old log-probs from the same forward the update uses) ->
+score them with verifiable rewards -> group-normalised advantages -> mini-batch updates with the policy loss
+(SAPO by default) -> metrics, evaluation, checkpoints. Works as a single process and under ``accelerate launch``
+(each rank rolls out its own prompts with their complete groups, so group advantages are exact; metrics and
+normalisers are reduced over ranks).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import sapo_vl  # noqa: F401  (torchvision compat before transformers)
+
+import torch
+
+from sapo_vl.algos import ADVANTAGES, get_policy_loss, zero_variance_groups
+from sapo_vl.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, set_rng_state
+from sapo_vl.config import Config, load_config, save_config
+from sapo_vl.models.logprobs import PolicyModule
+from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
+from sapo_vl.update import minibatch_loss_and_backward
+
+# ----------------------------------------------------------------------------------------------------------------
+# building blocks (flat arguments; the Config stops at run())
+
+
+class PromptSampler:
+    """Epoch-wise seeded permutations over the dataset; its state (epoch, position) is checkpointed."""
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.seed, self.rank, self.world = n, seed, rank, world
+        self.epoch, self.pos = 0, 0
+
+    def _perm(self) -> list[int]:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+
+    def next(self, k: int) -> list[int]:
+        """k indices for this rank (ranks take disjoint slices of the same global order)."""
+        out = []
+        while len(out) < k:
+            perm = self._perm()
+            take = perm[self.pos:]
+            need = (k - len(out)) * self.world
+            chunk = take[:need]
+            self.pos += len(chunk)
+            out.extend(chunk[self.rank::self.world])
+            if self.pos >= self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+        return out[:k]
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.pos = state["epoch"], state["pos"]
+
+
+def lr_lambda(schedule: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return f
+
+
+def load_datasets(cfg: Config, processor):
+    from sapo_vl.data import check_prompt_length, load_dataset_by_name
+    from sapo_vl.rollout.collate import count_prompt_tokens
+
+    d = cfg.data
+    eval_kwargs = {**d.kwargs, **d.eval_kwargs}
+    train = load_dataset_by_name(d.dataset, split=d.split, **d.kwargs)
+    evals = load_dataset_by_name(d.eval_dataset or d.dataset, split=d.eval_split, **eval_kwargs)
+
+    def count(rec):
+        return count_prompt_tokens(processor, rec, system_prompt=d.system_prompt, min_pixels=d.min_pixels,
+                                   max_pixels=d.max_pixels)
+
+    train = check_prompt_length(train, count, d.max_prompt_length, d.on_error)
+    evals = check_prompt_length(evals, count, d.max_prompt_length, d.on_error)
+    if not train:
+        raise ValueError(f"dataset {d.dataset!r} has no usable training records")
+    return train, evals
+
+
+def build_policy(cfg: Config, device):
+    """Load the policy from model.path; "tiny" builds the offline tiny Qwen3-VL-MoE into the run directory."""
+    from sapo_vl.models.load import load_policy
+    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
+
+    m = cfg.model
+    path = m.path
+    if path == "tiny":
+        path = Path(cfg.output_dir) / "tiny_init"
+        if not (path / "config.json").is_file():
+            make_tiny_model(path, TinyConfig(**m.tiny))
+    return load_policy(path, dtype=m.dtype, device=device, attn_implementation=m.attn_implementation,
+                       experts_implementation=m.experts_implementation,
+                       gradient_checkpointing=m.gradient_checkpointing, freeze_vision=m.freeze_vision,
+                       min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+
+
+@torch.no_grad()
+def evaluate(model, processor, records, reward_pool, cfg: Config, accelerator) -> dict[str, float]:
+    """Greedy held-out accuracy (the accuracy reward == 1) and mean reward, on this rank's share, reduced."""
+    from sapo_vl.rollout.generate import generate_completions
+
+    share = records[accelerator.process_index::accelerator.num_processes][:cfg.log.eval_limit]
+    was_training = model.training
+    model.eval()
+    texts = [c[0] for c in generate_completions(
+        model, processor, share, n=1, max_new_tokens=cfg.rollout.max_new_tokens, temperature=0.0,
+        batch_size=cfg.rollout.generation_batch_size, min_pixels=cfg.data.min_pixels,
+        max_pixels=cfg.data.max_pixels, system_prompt=cfg.data.system_prompt)]
+    model.train(was_training)
+    totals, comps = reward_pool.score(texts, share)
+    acc_key = cfg.reward.accuracy or reward_pool.names[0]
+    correct = sum(1.0 for v in comps[acc_key] if v is not None and v >= 1.0)
+    stats = torch.tensor([correct, sum(totals), float(len(share))], device=accelerator.device)
+    stats = accelerator.reduce(stats, reduction="sum")
+    n = max(stats[2].item(), 1.0)
+    return {"eval/accuracy": stats[0].item() / n, "eval/reward": stats[1].item() / n, "eval/n": stats[2].item()}
+
+
+def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
+    if accelerator.num_processes == 1 or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], device=accelerator.device, dtype=torch.float64)
+    t = accelerator.reduce(t, reduction="mean")
+    return dict(zip(keys, t.tolist()))
+
+
+def rollout_metrics(rollout, rewards, comps, advantages, filtered: int) -> dict[str, float]:
+    lengths = rollout.response_mask.sum(1).float()  # (N,)
+    out = {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
+           "adv/mean": advantages.mean().item(), "adv/std": advantages.std().item() if len(rewards) > 1 else 0.0,
+           "adv/abs_mean": advantages.abs().mean().item(), "response_length/mean": lengths.mean().item(),
+           "response_length/max": lengths.max().item(), "truncated_frac": rollout.truncated.float().mean().item(),
+           "filtered_groups": float(filtered)}
+    for name, values in comps.items():
+        applicable = [v for v in values if v is not None]
+        if applicable:
+            out[f"reward/{name}"] = sum(applicable) / len(applicable)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def run(cfg: Config) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from sapo_vl.rewards.pool import RewardPool
+    from sapo_vl.tracking import Progress, Tracker
+
+    cuda = torch.cuda.is_available()
+    mp = cfg.train.mixed_precision
+    accelerator = Accelerator(mixed_precision="bf16" if (mp == "bf16" or (mp == "auto" and cuda)) else "no",
+                              cpu=not cuda)
+    out_dir = Path(cfg.output_dir)
+    resume_from = resolve_resume(cfg.resume, out_dir)
+    is_main = accelerator.is_main_process
+    if is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+        print(f"[sapo-vl] resolved config (saved to {out_dir / 'config.yaml'}):\n{_yaml(cfg)}", flush=True)
+    accelerator.wait_for_everyone()
+    set_seed(cfg.seed + accelerator.process_index)
+
+    model, processor = build_policy(cfg, accelerator.device) if resume_from is None else _load_ckpt(
+        resume_from, cfg, accelerator.device)
+    train_records, eval_records = load_datasets(cfg, processor)
+    ref_model = _reference_model(cfg, accelerator.device) if cfg.algo.kl_beta > 0 else None
+    policy = PolicyModule(model)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.adam_betas),
+                                  weight_decay=cfg.train.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.lr_schedule,
+                                                                       cfg.train.warmup_steps, cfg.train.total_steps))
+    sampler = PromptSampler(len(train_records), cfg.seed, accelerator.process_index, accelerator.num_processes)
+    start_step = 0
+    if resume_from is None and cfg.warmup.steps > 0:  # same seed on every rank: identical weights after it
+        from sapo_vl.warmup import warmup
+
+        w = cfg.warmup
+        warmup(model, processor, train_records, steps=w.steps, batch_size=w.batch_size, lr=w.lr, labels=w.labels,
+               seed=cfg.seed, system_prompt=cfg.data.system_prompt, min_pixels=cfg.data.min_pixels,
+               max_pixels=cfg.data.max_pixels, log=(lambda m: print(m, flush=True)) if is_main else None)
+    if resume_from is not None:
+        state = load_trainer_state(resume_from)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        start_step = state["step"]
+        set_rng_state(state["rng"][accelerator.process_index] if isinstance(state["rng"], list) else state["rng"])
+        if is_main:
+            print(f"[sapo-vl] resumed from {resume_from} at step {start_step}", flush=True)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    hf_model = accelerator.unwrap_model(policy).model
+
+    loss_fn = get_policy_loss(cfg.algo.policy_loss)
+    advantage_fn = ADVANTAGES[cfg.algo.advantage]
+    reward_pool = RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers)
+    engine = HFEngine(hf_model, processor, batch_size=cfg.rollout.generation_batch_size)
+    sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                              top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k)
+    text_config = getattr(hf_model.config, "text_config", hf_model.config)
+    top_k_experts = getattr(text_config, "num_experts_per_tok", None)
+    tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
+                      is_main_process=is_main, resume_step=start_step if resume_from is not None else None)
+    progress = Progress(cfg.train.total_steps, start_step, enabled=is_main and cfg.log.progress)
+    stop = _install_signal_handlers()
+    summary: dict = {}
+
+    if start_step == 0:
+        summary["eval_before"] = evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator)
+        tracker.log(summary["eval_before"], step=0)
+        if is_main:
+            print(f"[sapo-vl] held-out accuracy before training: {summary['eval_before']['eval/accuracy']:.3f}",
+                  flush=True)
+
+    step = start_step
+    for step in range(start_step + 1, cfg.train.total_steps + 1):
+        t_step = time.perf_counter()
+        # 1. rollout: G completions per prompt, old log-probs and MoE routing from the update's own forward
+        records = [train_records[i] for i in sampler.next(cfg.rollout.prompts_per_step)]
+        hf_model.eval()
+        t0 = time.perf_counter()
+        rollout = make_rollout(engine, hf_model, processor, records, group_size=cfg.rollout.group_size,
+                               params=sampling, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
+                               system_prompt=cfg.data.system_prompt, micro_batch_size=cfg.rollout.generation_batch_size,
+                               chunk_size=cfg.train.logprob_chunk_size, with_old_logprobs=False)
+        t_gen = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rollout.old_logprobs, rollout.router_topk = score_rollout(
+            hf_model, rollout, temperature=sampling.temperature, micro_batch_size=cfg.rollout.generation_batch_size,
+            chunk_size=cfg.train.logprob_chunk_size, top_k_experts=top_k_experts)
+        if ref_model is not None:
+            rollout.ref_logprobs, _ = score_rollout(ref_model, rollout, temperature=sampling.temperature,
+                                                    micro_batch_size=cfg.rollout.generation_batch_size)
+        t_logprob = time.perf_counter() - t0
+
+        # 2. rewards (worker pool) and group-normalised advantages
+        t0 = time.perf_counter()
+        totals, comps = reward_pool.score(rollout.completions, rollout.records)
+        t_reward = time.perf_counter() - t0
+        rewards = torch.tensor(totals, dtype=torch.float32)  # (N,)
+        rollout.rewards = rewards
+        rollout.advantages = advantage_fn(rewards, rollout.group_ids)  # (N,)
+        metrics = rollout_metrics(rollout, rewards, comps, rollout.advantages, 0)
+        acc_key = cfg.reward.accuracy or reward_pool.names[0]
+        metrics["accuracy"] = sum(1.0 for v in comps[acc_key] if v is not None and v >= 1.0) / len(totals)
+        keep = list(range(len(rollout)))
+        if cfg.algo.filter_zero_variance:
+            flat = zero_variance_groups(rewards, rollout.group_ids)  # (N,) bool
+            keep = [i for i in keep if not flat[i]]
+            metrics["filtered_groups"] = float(flat.sum().item() / cfg.rollout.group_size)
+
+        # 3. update: mini-batches x epochs, micro-batches by token budget
+        t0 = time.perf_counter()
+        hf_model.train()
+        update_metrics: list[dict] = []
+        if keep:
+            batch = rollout.select(keep) if len(keep) < len(rollout) else rollout
+            n_mb = min(cfg.train.num_mini_batches, len(batch))
+            for _ in range(cfg.train.epochs):
+                order = torch.randperm(len(batch)).tolist()
+                for k in range(n_mb):
+                    mb = batch.select(order[k::n_mb])
+                    m = minibatch_loss_and_backward(
+                        policy, mb, loss_fn=loss_fn, loss_hparams=cfg.algo.loss_hparams,
+                        aggregation=cfg.algo.aggregation, max_len=cfg.rollout.max_new_tokens,
+                        kl_beta=cfg.algo.kl_beta, kl_estimator=cfg.algo.kl_estimator,
+                        moe_aux_coef=cfg.algo.moe_aux_coef, micro_batch_tokens=cfg.train.micro_batch_tokens,
+                        temperature=sampling.temperature, chunk_size=cfg.train.logprob_chunk_size,
+                        accelerator=accelerator, top_k_experts=top_k_experts)
+                    m["grad_norm"] = float(accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    update_metrics.append(m)
+        scheduler.step()
+        t_update = time.perf_counter() - t0
+        for key in sorted({k for m in update_metrics for k in m}):
+            vals = [m[key] for m in update_metrics if key in m]
+            metrics[key] = sum(vals) / len(vals)
+        n_tokens = int(rollout.response_mask.sum() + rollout.prompt_mask.sum())
+        t_total = time.perf_counter() - t_step
+        metrics.update({"lr": scheduler.get_last_lr()[0], "time/rollout": t_gen, "time/logprob": t_logprob,
+                        "time/reward": t_reward, "time/update": t_update, "time/step": t_total,
+                        "throughput/tokens_per_s": n_tokens / max(t_total, 1e-9),
+                        "optimizer_steps": float(len(update_metrics))})
+        metrics = reduce_mean(metrics, accelerator)
+        if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.train.total_steps:
+            metrics.update(evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator))
+        tracker.log(metrics, step=step)
+        progress.update(step, metrics)
+        last = step == cfg.train.total_steps or stop["requested"]
+        if (cfg.log.save_every and step % cfg.log.save_every == 0) or last:
+            _save(out_dir, step, accelerator, policy, processor, optimizer, scheduler, sampler, cfg.log.keep_last)
+        if stop["requested"]:
+            if is_main:
+                print(f"[sapo-vl] {stop['signal']} received: saved step {step} and stopping", flush=True)
+            break
+
+    summary["eval_after"] = evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator)
+    tracker.log(summary["eval_after"], step=step)
+    progress.close()
+    tracker.close()
+    reward_pool.close()
+    if is_main:
+        before = summary.get("eval_before", {}).get("eval/accuracy")
+        after = summary["eval_after"]["eval/accuracy"]
+        print(f"[sapo-vl] held-out accuracy: before {before if before is None else f'{before:.3f}'} -> after "
+              f"{after:.3f} ({int(summary['eval_after']['eval/n'])} prompts)", flush=True)
+        if cfg.log.plot:
+            from sapo_vl.plots import plot_run
+
+            for p in plot_run(out_dir):
+                print(f"[sapo-vl] plot: {p}", flush=True)
+    summary["step"] = step
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _yaml(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(asdict(cfg), sort_keys=False)
+
+
+def _load_ckpt(path: Path, cfg: Config, device):
+    from sapo_vl.models.load import load_policy
+
+    m = cfg.model
+    return load_policy(path, dtype=m.dtype, device=device, attn_implementation=m.attn_implementation,
+                       experts_implementation=m.experts_implementation,
+                       gradient_checkpointing=m.gradient_checkpointing, freeze_vision=m.freeze_vision,
+                       min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+
+
+def _reference_model(cfg: Config, device):
+    """A frozen copy of the initial policy for the KL term (only loaded when algo.kl_beta > 0)."""
+    model, _ = build_policy(cfg, device)
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def _save(out_dir, step, accelerator, policy, processor, optimizer, scheduler, sampler, keep_last) -> None:
+    import torch.distributed as dist
+
+    from sapo_vl.checkpoint import rng_state
+
+    rng = rng_state()
+    if accelerator.num_processes > 1 and dist.is_initialized():
+        gathered = [None] * accelerator.num_processes
+        dist.all_gather_object(gathered, rng)
+        rng = gathered
+    if accelerator.is_main_process:
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "sampler": sampler.state_dict()}
+        if isinstance(rng, list):
+            state["rng_per_rank"] = rng
+        save_checkpoint(out_dir, step, model=accelerator.unwrap_model(policy).model, processor=processor,
+                        trainer_state=state, keep_last=keep_last)
+        if isinstance(rng, list):  # save_checkpoint stores this process's rng; keep every rank's
+            path = out_dir / "checkpoints" / f"step-{step:06d}" / "trainer_state.pt"
+            data = torch.load(path, weights_only=False)
+            data["rng"] = rng
+            torch.save(data, path)
+    accelerator.wait_for_everyone()
+
+
+def _install_signal_handlers() -> dict:
+    """SIGTERM / SIGINT: finish the current step, save a checkpoint, exit cleanly."""
+    stop = {"requested": False, "signal": None}
+
+    def handler(signum, _frame):
+        if stop["requested"]:  # a second signal: stop now
+            raise KeyboardInterrupt
+        stop.update(requested=True, signal=signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    return stop
+
+
+def cli_main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: sapo-vl train RECIPE.yaml [dotted.key=value ...]\n\n" + (__doc__ or ""))
+        return 0
+    os.environ.setdefault("HF_HUB_OFFLINE", "1") if argv[0].startswith("recipes/tiny") else None
+    try:
+        cfg = load_config(argv[0], argv[1:])
+    except ValueError as err:
+        print(f"sapo-vl train: {err}", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0

@@ -1,0 +1,83 @@
+"""Supervised warm-up before RL: teach the answer format, optionally without the answer.
+
+A randomly initialised policy almost never emits a whole valid answer (one of ~1k tokens, then EOS), so RL has no
+signal to start from. ``labels="shuffled"`` trains on targets drawn from the dataset's answer set independently
+of the prompt: the policy learns to answer with one valid answer and stop, while its accuracy stays at chance.
+Everything above chance afterwards is learned by RL. ``labels="gold"`` is plain SFT on the records' answers
+(a cold start for real models).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.rollout.collate import collate_prompts
+from sapo_vl.rollout.types import Rollout
+
+
+def answer_pool(records: list[dict]) -> list[str]:
+    """The distinct answers (first acceptable answer of each record), sorted."""
+    pool = set()
+    for r in records:
+        a = r.get("answer")
+        pool.add(str(a[0] if isinstance(a, (list, tuple)) else a))
+    return sorted(pool)
+
+
+def supervised_batch(processor, records: list[dict], targets: list[str], *, system_prompt=None, min_pixels=None,
+                     max_pixels=None) -> Rollout:
+    """A Rollout whose completions are ``targets`` + EOS (for a teacher-forced forward)."""
+    tok = processor.tokenizer
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    prompts = collate_prompts(processor, records, system_prompt=system_prompt, min_pixels=min_pixels,
+                              max_pixels=max_pixels)
+    ids = [tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in targets]
+    width = max(len(x) for x in ids)
+    completion = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)  # (B, C)
+    mask = torch.zeros(len(ids), width, dtype=torch.long)  # (B, C)
+    for i, x in enumerate(ids):
+        completion[i, :len(x)] = torch.tensor(x)
+        mask[i, :len(x)] = 1
+    return Rollout(prompt_ids=prompts.input_ids, prompt_mask=prompts.attention_mask,
+                   prompt_mm_types=prompts.mm_token_type_ids, completion_ids=completion, response_mask=mask,
+                   truncated=torch.zeros(len(ids), dtype=torch.bool), group_ids=torch.arange(len(ids)),
+                   pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw,
+                   images_per_sample=prompts.images_per_sample, records=list(records), completions=list(targets))
+
+
+def warmup(model, processor, records: list[dict], *, steps: int, batch_size: int = 16, lr: float = 3e-3,
+           labels: str = "shuffled", seed: int = 0, system_prompt=None, min_pixels=None, max_pixels=None,
+           log=None) -> list[float]:
+    """Teacher-forced next-token training on (prompt, target + EOS) for ``steps`` steps. Returns the losses."""
+    if labels not in ("shuffled", "gold"):
+        raise ValueError(f"warmup labels must be 'shuffled' or 'gold', got {labels!r}")
+    rng = random.Random(seed)
+    pool = answer_pool(records)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    device = next(model.parameters()).device
+    model.train()
+    losses = []
+    for step in range(steps):
+        batch = rng.sample(records, min(batch_size, len(records)))
+        if labels == "shuffled":
+            targets = [rng.choice(pool) for _ in batch]
+        else:
+            targets = [str(r["answer"][0] if isinstance(r["answer"], (list, tuple)) else r["answer"]) for r in batch]
+        sb = supervised_batch(processor, batch, targets, system_prompt=system_prompt, min_pixels=min_pixels,
+                              max_pixels=max_pixels)
+        inputs, P = sb.model_inputs()
+        out = policy_forward(model, {k: v.to(device) for k, v in inputs.items()}, P)
+        mask = sb.response_mask[:, :out.logprobs.shape[1]].to(device).bool()
+        loss = -torch.where(mask, out.logprobs, 0.0).sum() / mask.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if log is not None and (step + 1) % max(1, steps // 5) == 0:
+            log(f"[sapo-vl] warm-up step {step + 1}/{steps}: loss {loss.item():.3f}")
+    return losses
