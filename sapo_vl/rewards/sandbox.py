@@ -42,6 +42,7 @@ tries the caller's interpreter first and then /usr/bin/python3, /usr/local/bin/p
 from __future__ import annotations
 
 import json
+import marshal
 import math
 import os
 import select
@@ -211,12 +212,12 @@ def _launch(backend: str, python: str, lim: _Limits, files: _RunFiles, slot, cgr
         source_fd = os.open(files.source, os.O_RDONLY | os.O_CLOEXEC)
         pass_fds.append(source_fd)
         cfg.update(mode="exec", env={}, argv=_bwrap_argv(python, lim, status_w, source_fd))
-        cmd = launcher + [json.dumps(cfg)]
+        cmd = launcher + [marshal.dumps(cfg).hex()]
     else:
         cfg.update(_unshare_cfg(python, lim, files.source))
         unshare = [shutil.which("unshare"), "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
                    "--ipc", "--uts", "--"]
-        cmd = unshare + launcher + [json.dumps(cfg)]
+        cmd = unshare + launcher + [marshal.dumps(cfg).hex()]
         source_fd = None
     with open(files.stdin, "rb") as fin, open(files.stdout, "wb") as fout, open(files.stderr, "wb") as ferr:
         proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, env={"LANG": "C.UTF-8"},
@@ -244,15 +245,17 @@ def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
 def _wait(proc: subprocess.Popen, timeout_s: float, slot) -> bool:
     """Wait for the launcher up to the wall-clock limit; True if the program timed out.
 
-    On timeout, with a slot uid, every process of that uid is killed while the root launcher survives to
-    reap the tree (no zombies left to the host init); without one, or if the launcher lingers, its whole
-    process group is SIGKILLed.
+    On timeout the program dies first and the launcher survives to reap the tree (no zombies left to
+    the host init): with a slot uid every process of that uid is killed; without one the launcher gets
+    SIGTERM, which makes it SIGKILL its child. If the launcher lingers, its process group is SIGKILLed.
     """
     if _wait_exit(proc, timeout_s):
         proc.wait()
         return False
     if slot.uid is not None:
         support.sweep_uid(slot.uid)
+    else:
+        proc.send_signal(signal.SIGTERM)
     if not _wait_exit(proc, 5.0):
         try:
             os.killpg(proc.pid, signal.SIGKILL)
