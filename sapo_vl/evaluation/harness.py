@@ -159,7 +159,7 @@ def _check_sample_ids(task: str, records: list[dict], provided: dict[str, list[s
     unknown = sorted(set(provided) - {r["id"] for r in records})
     if unknown:
         raise EvalInputError(f"samples file has {len(unknown)} doc ids that task {task!r} does not have, e.g. "
-                         f"{unknown[:5]}; ids look like {[r['id'] for r in records[:3]]}")
+                             f"{unknown[:5]}; ids look like {[r['id'] for r in records[:3]]}")
     empty = [d for d, comps in provided.items() if not comps]
     if empty:
         raise EvalInputError(f"samples file gives no completions for docs {empty[:5]} of task {task!r}")

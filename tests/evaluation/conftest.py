@@ -1,22 +1,9 @@
-"""Helpers for evaluation tests: write samples files and run the harness quietly."""
-
-import json
-from pathlib import Path
+"""The ``evaluate`` fixture: run the harness on a samples file, quietly."""
 
 import pytest
+from eval_helpers import write_jsonl
 
 from sapo_vl.evaluation.harness import EvalConfig, run_eval
-
-EVAL_DIR = Path(__file__).resolve().parents[2] / "eval"
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 @pytest.fixture

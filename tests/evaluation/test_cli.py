@@ -2,7 +2,7 @@
 
 import json
 
-from conftest import read_jsonl, write_jsonl
+from eval_helpers import read_jsonl, write_jsonl
 
 from sapo_vl.cli import main
 

@@ -1,7 +1,7 @@
 """``--model``: generation through sapo_vl.rollout with the offline tiny Qwen3-VL-MoE, then the same scoring."""
 
 import pytest
-from conftest import EVAL_DIR, read_jsonl
+from eval_helpers import EVAL_DIR, read_jsonl
 
 pytest.importorskip("sapo_vl.rollout.generate")
 

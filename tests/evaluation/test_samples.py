@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import write_jsonl
+from eval_helpers import write_jsonl
 
 from sapo_vl.evaluation.samples import SampleLog, SampleLogError, SamplesFileError, read_samples_file
 
