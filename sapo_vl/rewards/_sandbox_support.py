@@ -26,6 +26,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -84,31 +85,60 @@ def release_slot(slot: Slot) -> None:
         os.close(slot.lock_fd)  # closing drops the flock
 
 
-def sweep_uid(uid: int, max_wait_s: float = 10.0) -> None:
-    """SIGKILL every process owned by `uid` (a dedicated slot uid), repeating until none is left.
+_SWEEP_SNIPPET = (
+    "import os, sys\n"
+    "uid = int(sys.argv[1])\n"
+    "os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)\n"
+    "try:\n"
+    "    os.kill(-1, 9)\n"
+    "except ProcessLookupError:\n"
+    "    pass\n"
+)
 
-    `kill -9 -1` run as `uid` signals exactly the processes that uid may signal, i.e. its own. It exits
-    non-zero once there is none left. `setpriv` switches the uid so that Popen can still use vfork
-    (Popen(user=...) has to fork, which copies a large trainer's page tables).
-    """
+
+def _sweep_command(uid: int) -> list[str]:
+    """`setpriv ... kill -9 -1` (fast, and Popen can vfork it); without util-linux setpriv or a kill
+    binary, the same done by our own interpreter (which starts as root and drops to `uid` itself)."""
     kill_bin = shutil.which("kill", path="/usr/bin:/bin")
-    if kill_bin is None:
-        raise RuntimeError("sandbox: /bin/kill (procps) is needed to clean up after runs")
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
-    kwargs: dict = {}
-    if setpriv:
-        cmd = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", kill_bin, "-9", "-1"]
-    else:
-        cmd, kwargs = [kill_bin, "-9", "-1"], {"user": uid, "group": uid, "extra_groups": []}
+    if kill_bin and setpriv:
+        return [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--", kill_bin, "-9", "-1"]
+    return [sys.executable, "-I", "-S", "-c", _SWEEP_SNIPPET, str(uid)]
+
+
+def live_processes_of(uid: int) -> list[int]:
+    """Pids of processes whose real uid is `uid` and that are not zombies (a zombie cannot run; its parent
+    reaps it). Read from /proc/<pid>/status: a non-dumpable process hides its uid from the /proc owner."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/status", "rb") as f:
+                fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)
+            if int(fields[b"Uid"].split()[0]) == uid and fields[b"State"].split()[0] not in (b"Z", b"X"):
+                pids.append(int(entry))
+        except (OSError, KeyError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def sweep_uid(uid: int, max_wait_s: float = 10.0) -> None:
+    """SIGKILL every process owned by `uid` (a dedicated slot uid) until /proc shows none alive.
+
+    `kill -9 -1` run as `uid` signals exactly the processes that uid may signal, i.e. its own, whatever
+    session, process group or pid namespace they are in. Its return value cannot tell whether any were
+    left (kill(-1) also "succeeds" when it only met processes it may not signal), so /proc is checked.
+    """
+    cmd = _sweep_command(uid)
     deadline = time.monotonic() + max_wait_s
     delay = 0.0005
     while True:
-        proc = subprocess.run(cmd, env={}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
-                              **kwargs)
-        if proc.returncode != 0:
+        subprocess.run(cmd, env={}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        if not live_processes_of(uid):
             return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"sandbox: processes of uid {uid} still exist {max_wait_s} s after SIGKILL")
+            raise RuntimeError(f"sandbox: processes of uid {uid} still alive {max_wait_s} s after SIGKILL")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
 

@@ -327,17 +327,17 @@ def _classify(returncode, launch_error, timed_out, out_over, err_over, oom, stde
 def _cleanup(slot, cgroup) -> bool:
     """Kill everything the run left; returns whether the cgroup saw an OOM kill.
 
-    The cgroup (when there is one) is emptied first. Then, with a slot uid, `sweep_uid` SIGKILLs every
-    process of that uid until `kill -1` finds none, zombies included: a pid namespace is torn down
-    asynchronously, and the slot must be empty before another run may reuse it.
+    The launcher already reaped its whole tree before exiting; this is the guarantee on top. With a
+    cgroup, emptying it is complete (no process can leave it: the cgroupfs belongs to root). Otherwise,
+    with a slot uid, `sweep_uid` kills that uid's processes until /proc shows none alive.
     """
-    oom = False
     if cgroup is not None:
         oom = cgroup.oom_killed(slot.index)
         cgroup.destroy(slot.index)
+        return oom
     if slot.uid is not None:
         support.sweep_uid(slot.uid)
-    return oom
+    return False
 
 
 def _run_once(source, stdin, lim: _Limits, backend: str, python: str) -> ExecResult:

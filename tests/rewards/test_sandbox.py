@@ -267,15 +267,36 @@ def slot_uid_processes() -> list[tuple[int, int]]:
     return found
 
 
+@pytest.mark.parametrize("limits", ["cgroup", "rlimits only"])
 @pytest.mark.parametrize("ending", ["exit", "timeout"])
-def test_no_process_of_a_slot_uid_outlives_its_run(backend, ending):
+def test_no_process_of_a_slot_uid_outlives_its_run(backend, ending, limits, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("slot uids are used only when the caller is root")
+    if limits == "cgroup" and sandbox._cgroup() is None:
+        pytest.skip("no writable cgroup v1 memory+pids hierarchy here")
+    if limits == "rlimits only":
+        monkeypatch.setattr(sandbox, "_cgroup", lambda: None)
     tail = "import time; time.sleep(30)" if ending == "timeout" else "print('ok')"
     source = f"import subprocess\nsubprocess.Popen(['sleep', '60'], start_new_session=True)\n{tail}\n"
     res = run(source, backend, timeout_s=1.0)
     assert res.status == ("timeout" if ending == "timeout" else "passed")
     assert slot_uid_processes() == []
+
+
+@pytest.mark.parametrize("tools", ["setpriv+kill", "python fallback"])
+def test_sweep_kills_every_process_of_the_slot_uid(tools, monkeypatch):
+    if os.geteuid() != 0:
+        pytest.skip("slot uids are used only when the caller is root")
+    if tools == "python fallback":
+        monkeypatch.setattr(support.shutil, "which", lambda name, *a, **k: None)
+    slot = support.acquire_slot()
+    try:
+        victims = [subprocess.Popen(["sleep", "30"], user=slot.uid, group=slot.uid, extra_groups=[],
+                                    start_new_session=True) for _ in range(3)]
+        support.sweep_uid(slot.uid)
+        assert [v.wait(timeout=5) for v in victims] == [-signal.SIGKILL] * 3
+    finally:
+        support.release_slot(slot)
 
 
 # ------------------------------------------------------------------------------------------ classification
