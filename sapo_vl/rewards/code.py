@@ -133,6 +133,21 @@ def _cases(tests, where: str) -> tuple[Case, ...]:
     return tuple(Case(c["input"], c["output"]) for c in tests)
 
 
+def _decode_call_case(case: Case, where: str) -> Case:
+    """Function-call case -> (argument list or kwargs dict, expected value); LiveCodeBench strings decoded."""
+    if not isinstance(case.input, str):
+        if not isinstance(case.input, (list, dict)):
+            raise ValueError(f"{where}: a function_call input must be a list of arguments or a dict of "
+                             f"keyword arguments, got {case.input!r:.100}")
+        return case
+    try:  # LiveCodeBench: one JSON value per line, and the output is a JSON string too
+        args = [json.loads(line) for line in case.input.splitlines() if line.strip()]
+        expected = json.loads(case.output) if isinstance(case.output, str) else case.output
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: LiveCodeBench-style case is not JSON lines ({exc}): {case!r:.200}") from exc
+    return Case(args, expected)
+
+
 def make_spec(tests, *, test_type: str | None = None, entry_point: str | None = None,
               code_prefix: str | None = None, where: str = "sample") -> TestSpec | None:
     """Validate one sample's columns into a TestSpec; None when it has no tests."""
@@ -150,7 +165,10 @@ def make_spec(tests, *, test_type: str | None = None, entry_point: str | None = 
         if not isinstance(tests, str):
             raise ValueError(f"{where}: humaneval tests must be a string of test code, got {type(tests).__name__}")
         return TestSpec(mode, tests, entry_point, code_prefix or "")
-    return TestSpec(mode, _cases(tests, where), entry_point, code_prefix or "")
+    cases = _cases(tests, where)
+    if mode == "function_call":
+        cases = tuple(_decode_call_case(c, f"{where}, case {i}") for i, c in enumerate(cases))
+    return TestSpec(mode, cases, entry_point, code_prefix or "")
 
 
 # ------------------------------------------------------------------------------------------ jobs
@@ -180,17 +198,10 @@ def _humaneval_job(spec: TestSpec, code: str, cfg: CodeRewardConfig) -> _Job:
     return _Job(harness.HUMANEVAL_DRIVER, stdin, cfg.timeout_s, judge, 1)
 
 
-def _call_args(case: Case):
-    if isinstance(case.input, str):  # LiveCodeBench: one JSON value per line
-        return [json.loads(line) for line in case.input.splitlines() if line.strip()]
-    return case.input
-
-
 def _function_call_job(spec: TestSpec, code: str, cfg: CodeRewardConfig) -> _Job:
     nonce = secrets.token_hex(16)
-    inputs = [_call_args(c) for c in spec.tests]
-    expected = [json.loads(c.output) if isinstance(c.input, str) and isinstance(c.output, str) else c.output
-                for c in spec.tests]
+    inputs = [c.input for c in spec.tests]
+    expected = [c.output for c in spec.tests]  # stays on the host
     stdin = json.dumps({"nonce": nonce, "program": _program(spec, code), "fn_name": spec.entry_point,
                         "inputs": inputs, "per_case_s": cfg.timeout_s})
 
@@ -302,9 +313,11 @@ def code_reward(completions: list, *, config: CodeRewardConfig | None = None, **
     Extra keyword arguments override `config` fields (e.g. ``partial_credit=True``, ``timeout_s=5``), so
     ``functools.partial(code_reward, partial_credit=True)`` configures it for a recipe.
     """
-    cfg = config or CodeRewardConfig()
     overrides = {k: columns.pop(k) for k in list(columns) if k in CodeRewardConfig.__dataclass_fields__}
-    cfg = replace(cfg, **overrides)
+    for key, value in overrides.items():
+        if isinstance(value, (list, tuple)):
+            raise TypeError(f"code_reward: {key} is a setting (one value for the batch), got a per-sample list")
+    cfg = replace(config or CodeRewardConfig(), **overrides)
     n = len(completions)
     tests = _column(columns, ("tests", "test"), n)
     modes = _column(columns, ("test_type", "mode"), n)

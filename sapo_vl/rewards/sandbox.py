@@ -27,11 +27,28 @@ Backends (``backend="auto"`` picks the first that works here; the probe runs onc
   with it. What stays visible is protected by uid permissions only: world-readable files under /usr,
   /etc and /sys can be read, and /dev and /sys are the host's (prefer bwrap).
 
-Both backends, on top: the program runs as a dedicated slot uid when we are root (see `_sandbox_support`),
-rlimits CPU / AS / FSIZE / NPROC / NOFILE / CORE=0, optional per-run cgroup v1 memory+pids limits,
-stdout/stderr written to files under RLIMIT_FSIZE (never pipes), the whole process group SIGKILLed at
-the wall-clock limit, then every process of the slot uid swept and the cgroup emptied. Without bwrap and
-without root there is no sandbox: `SandboxUnavailable` is raised instead of running code unconfined.
+Both backends, on top (root): the program runs as a dedicated slot uid (see `_sandbox_support`), under
+rlimits CPU / AS / FSIZE / NPROC / NOFILE / CORE=0 and, where cgroup v1 is writable, a per-run memory+pids
+cgroup. stdout/stderr go to files under RLIMIT_FSIZE (never pipes; we read at most `max_output_bytes`).
+The root launcher stays as subreaper / pid 1 and reaps the whole tree before it exits. At the wall-clock
+limit every process of the slot uid is SIGKILLed (without root: SIGTERM to the launcher, which kills its
+child; its process group is SIGKILLed as a last resort). After every run the cgroup is emptied or,
+without one, the slot uid swept until /proc shows none of its processes alive; only then is the slot
+reused. Without bwrap and without root there is no sandbox: `SandboxUnavailable` is raised instead of
+running code unconfined.
+
+Known limits (design for accidents and reward hacking by generated code, not for kernel exploits):
+- No seccomp filter: the whole syscall surface of the kernel is reachable (a kernel bug escapes).
+- unshare backend: world-readable host files under /usr, /etc and /sys can be read; /dev is the host's.
+- Without a writable cgroup v1, memory is bounded per process (RLIMIT_AS), so a run may use up to
+  max_processes x memory_mb; cgroup v2 is not used.
+- Without root (bwrap only): no slot uid, so RLIMIT_NPROC is set to our current process count plus
+  `max_processes` and is shared with our other processes; cleanup relies on bwrap's pid namespace.
+- A program that ignores SIGXCPU is SIGKILLed at the hard CPU limit (soft + 1 s) and reported as
+  "error"/"killed (SIGKILL)", unless the wall-clock limit struck first (the usual case).
+- `returncode` from bwrap uses the shell encoding: a program that calls ``sys.exit(128 + N)`` reads as
+  killed by signal N.
+- RLIMIT_AS counts virtual memory: runtimes that reserve a lot of address space need a larger memory_mb.
 
 The program runs with ``python -I`` (isolated mode: no PYTHON* variables, no user site, no script dir on
 sys.path). The interpreter must be readable by the sandbox uid: a venv under /root is not, so the probe
@@ -320,7 +337,10 @@ def _classify(returncode, launch_error, timed_out, out_over, err_over, oom, stde
     if returncode == -signal.SIGKILL:
         return "error", "killed (SIGKILL)"
     if returncode < 0:
-        return "failed", f"signal {signal.Signals(-returncode).name}"
+        try:
+            return "failed", f"signal {signal.Signals(-returncode).name}"
+        except ValueError:  # e.g. a real-time signal
+            return "failed", f"signal {-returncode}"
     return "failed", f"exit {returncode}"
 
 

@@ -113,6 +113,18 @@ def test_bad_specs_name_the_sample_and_field():
         make_spec([{"in": 1}], test_type="stdin")
 
 
+def test_livecodebench_cases_are_decoded_and_bad_json_is_named():
+    spec = make_spec([{"input": "[1, 2]\n3", "output": "[4]"}], entry_point="f")
+    assert spec.tests == (code.Case([[1, 2], 3], [4]),)
+    with pytest.raises(ValueError, match="sample 2, case 0: LiveCodeBench-style case is not JSON"):
+        make_spec([{"input": "[1, 2\n", "output": "1"}], entry_point="f", where="sample 2")
+
+
+def test_settings_given_per_sample_are_rejected():
+    with pytest.raises(TypeError, match="timeout_s is a setting"):
+        code_reward(["x"], tests=[None], timeout_s=[1.0])
+
+
 def test_reward_columns_must_match_the_completions():
     with pytest.raises(ValueError, match="column 'tests' has 1 entries but there are 2"):
         code_reward(["a", "b"], tests=["x"])
