@@ -76,13 +76,18 @@ def lr_lambda(schedule: str, warmup: int, total: int):
 
 
 def load_datasets(cfg: Config, processor):
-    from sapo_vl.data import check_prompt_length, load_dataset_by_name
+    from sapo_vl.data import DATASETS, check_prompt_length, load_dataset_by_name
     from sapo_vl.rollout.collate import count_prompt_tokens
 
     d = cfg.data
-    eval_kwargs = {**d.kwargs, **d.eval_kwargs}
-    train = load_dataset_by_name(d.dataset, split=d.split, **d.kwargs)
-    evals = load_dataset_by_name(d.eval_dataset or d.dataset, split=d.eval_split, **eval_kwargs)
+
+    def build(name, split, kwargs):
+        if _accepts(DATASETS[name], "on_error") and "on_error" not in kwargs:
+            kwargs = {**kwargs, "on_error": d.on_error}
+        return load_dataset_by_name(name, split=split, **kwargs)
+
+    train = build(d.dataset, d.split, d.kwargs)
+    evals = build(d.eval_dataset or d.dataset, d.eval_split, {**d.kwargs, **d.eval_kwargs})
 
     def count(rec):
         return count_prompt_tokens(processor, rec, system_prompt=d.system_prompt, min_pixels=d.min_pixels,
@@ -338,6 +343,13 @@ def run(cfg: Config) -> dict:
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _yaml(cfg: Config) -> str:

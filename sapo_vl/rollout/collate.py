@@ -31,19 +31,39 @@ def _image_part(image, min_pixels: int | None, max_pixels: int | None) -> dict:
     return part
 
 
+IMAGE_MARKER = "<image>"
+
+
+def _string_prompt_content(prompt: str, images: list, rid, min_pixels, max_pixels) -> list[dict]:
+    """Images go where the prompt says ``<image>`` (the Geometry3K / EasyR1 convention), else before the text."""
+    pieces = prompt.split(IMAGE_MARKER)
+    if len(pieces) == 1:
+        return [_image_part(im, min_pixels, max_pixels) for im in images] + [{"type": "text", "text": prompt}]
+    if len(pieces) - 1 != len(images):
+        raise CollateError(f"record {rid!r}, field 'prompt': {len(pieces) - 1} {IMAGE_MARKER} markers but "
+                           f"{len(images)} images")
+    content: list[dict] = []
+    for i, text in enumerate(pieces):
+        if text:
+            content.append({"type": "text", "text": text})
+        if i < len(images):
+            content.append(_image_part(images[i], min_pixels, max_pixels))
+    return content
+
+
 def build_messages(record: dict, *, system_prompt: str | None = None, min_pixels: int | None = None,
                    max_pixels: int | None = None) -> list[dict]:
     """Chat messages for one record, with image parts carrying the PIL image (qwen-vl-utils layout).
 
-    A string prompt becomes one user turn with the record's images first, then the text. In a message prompt, the
+    A string prompt becomes one user turn: images at its ``<image>`` markers if it has them, else first, then the
+    text. In a message prompt, the
     i-th ``{"type": "image"}`` part gets ``record["images"][i]``.
     """
     images = list(record.get("images") or [])
     prompt = record.get("prompt")
     rid = record.get("id", "?")
     if isinstance(prompt, str):
-        content = [_image_part(im, min_pixels, max_pixels) for im in images] + [{"type": "text", "text": prompt}]
-        messages = [{"role": "user", "content": content}]
+        messages = [{"role": "user", "content": _string_prompt_content(prompt, images, rid, min_pixels, max_pixels)}]
     elif isinstance(prompt, list):
         messages, used = [], 0
         for msg in prompt:
