@@ -82,7 +82,7 @@ def load_datasets(cfg: Config, processor):
     d = cfg.data
 
     def build(name, split, kwargs):
-        if _accepts(DATASETS[name], "on_error") and "on_error" not in kwargs:
+        if _takes_on_error(name, DATASETS[name]) and "on_error" not in kwargs:
             kwargs = {**kwargs, "on_error": d.on_error}
         return load_dataset_by_name(name, split=split, **kwargs)
 
@@ -345,11 +345,11 @@ def run(cfg: Config) -> dict:
 # helpers
 
 
-def _accepts(fn, name: str) -> bool:
+def _takes_on_error(name: str, builder) -> bool:
+    """File datasets forward on_error to load_records; other builders take it only if they name it."""
     import inspect
 
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in ("jsonl", "parquet", "disk") or "on_error" in inspect.signature(builder).parameters
 
 
 def _yaml(cfg: Config) -> str:
