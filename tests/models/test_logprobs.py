@@ -69,3 +69,18 @@ def test_chunked_logprobs_peak_memory_is_a_fraction_of_naive_at_real_vocab_size(
     # naive holds several (512, 151936) float32 tensors (~311 MB each); chunked only (32, 151936) ones
     assert naive > 500_000, naive
     assert chunked < 0.35 * naive, (chunked, naive)
+
+
+def test_bf16_hidden_and_head_give_float32_logprobs_close_to_float32_reference():
+    head, hidden, targets = _head_and_inputs()
+    ref, _ = naive_token_logprobs(hidden.detach(), head, targets)
+    head_bf16 = torch.nn.Linear(head.in_features, head.out_features, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        head_bf16.weight.copy_(head.weight)
+    h = hidden.detach().to(torch.bfloat16).requires_grad_(True)
+    lp, _ = token_logprobs(h, head_bf16, targets, chunk_size=16)
+    assert lp.dtype == torch.float32
+    assert torch.allclose(lp, ref, atol=0.1)
+    lp.sum().backward()
+    assert h.grad.dtype == torch.bfloat16 and torch.isfinite(h.grad.float()).all()
+    assert head_bf16.weight.grad.dtype == torch.bfloat16
