@@ -33,6 +33,7 @@ class _ChunkedLogprob(torch.autograd.Function):
     """
 
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")  # backward then runs under the same (bf16) autocast state
     def forward(ctx, hidden, weight, bias, targets, inv_temperature, chunk_size, with_entropy):
         n = hidden.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
@@ -50,6 +51,7 @@ class _ChunkedLogprob(torch.autograd.Function):
         return logp, entropy
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad_logp, _grad_entropy):
         hidden, weight, bias, targets = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
@@ -57,6 +59,8 @@ class _ChunkedLogprob(torch.autograd.Function):
         grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
         grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b and bias is not None else None
         step = ctx.chunk_size
+        logits_dtype = torch.promote_types(hidden.dtype, weight.dtype) if not torch.is_autocast_enabled("cuda") \
+            else torch.get_autocast_dtype("cuda")
         for s in range(0, hidden.shape[0], step):
             h, g = hidden[s:s + step], grad_logp[s:s + step].float()  # (n, H), (n,)
             logits = F.linear(h, weight, bias).float() * ctx.inv_temperature  # (n, V)
@@ -64,7 +68,7 @@ class _ChunkedLogprob(torch.autograd.Function):
             dlogits[torch.arange(h.shape[0], device=h.device), targets[s:s + step]] += g
             dlogits.mul_(ctx.inv_temperature)
             if need_h:
-                grad_h[s:s + step] = (dlogits.to(weight.dtype) @ weight).to(hidden.dtype)
+                grad_h[s:s + step] = (dlogits.to(logits_dtype) @ weight.to(logits_dtype)).to(hidden.dtype)
             if need_w:
                 grad_w.addmm_(dlogits.t(), h.float())
             if grad_b is not None:
