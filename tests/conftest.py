@@ -20,3 +20,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The offline tiny Qwen3-VL-MoE checkpoint (sapo_vl.models.tiny, seed 0), built once per test session."""
+    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_moe"), TinyConfig(seed=0))

@@ -16,6 +16,7 @@ import torch
 from sapo_vl.rollout.types import PromptBatch
 
 IMAGE_PAD = "<|image_pad|>"
+VIDEO_PAD = "<|video_pad|>"
 
 
 class CollateError(ValueError):
@@ -99,19 +100,89 @@ def _merge_size(processor) -> int:
     return int(getattr(processor.image_processor, "merge_size", 2))
 
 
+def pixel_bounds(processor, min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
+    """The explicit (min, max) pixel budget of an image: qwen-vl-utils' defaults (4 and 16384 merged tokens) where
+    unset, with the default minimum lowered to a smaller given maximum (qwen-vl-utils asserts min <= max)."""
+    from qwen_vl_utils.vision_process import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM
+
+    factor = _patch_size(processor) * _merge_size(processor)
+    hi = int(max_pixels) if max_pixels else IMAGE_MAX_TOKEN_NUM * factor ** 2
+    lo = int(min_pixels) if min_pixels else min(IMAGE_MIN_TOKEN_NUM * factor ** 2, hi)
+    if lo > hi:
+        raise CollateError(f"min_pixels ({lo}) must not exceed max_pixels ({hi})")
+    return lo, hi
+
+
 def count_prompt_tokens(processor, record: dict, *, system_prompt: str | None = None,
                         min_pixels: int | None = None, max_pixels: int | None = None) -> int:
     """Prompt length in tokens (image placeholders expanded) without processing pixels: for length filtering."""
-    from qwen_vl_utils import smart_resize
-
+    min_pixels, max_pixels = pixel_bounds(processor, min_pixels, max_pixels)
     messages = build_messages(record, system_prompt=system_prompt, min_pixels=min_pixels, max_pixels=max_pixels)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     n = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
     factor = _patch_size(processor) * _merge_size(processor)
-    for im in record.get("images") or []:
-        h, w = smart_resize(im.height, im.width, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+    for k, im in enumerate(record.get("images") or []):
+        h, w = resized_image_size(im.height, im.width, factor, min_pixels, max_pixels, where=_where(record, k))
         n += (h // factor) * (w // factor) - 1  # the one <|image_pad|> in the text expands to this many
     return n
+
+
+def _where(record: dict, k: int) -> str:
+    return f"record {record.get('id', '?')!r}, field 'images[{k}]'"
+
+
+def resized_image_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int, *,
+                       where: str = "image") -> tuple[int, int]:
+    """(height, width) that the model sees: both multiples of ``factor`` (patch x merge), the area within
+    [min_pixels, max_pixels], the aspect ratio kept as well as possible (qwen-vl-utils' ``smart_resize`` rule).
+    Each side is at least one ``factor``: under a small ``max_pixels`` a narrow image's short side would
+    otherwise round down to zero (qwen-vl-utils 0.0.14 then fails inside PIL); its long side then gets what the
+    budget leaves."""
+    from qwen_vl_utils.vision_process import MAX_RATIO
+
+    if min(height, width) < 1 or max(height, width) / min(height, width) > MAX_RATIO:
+        raise CollateError(f"{where}: a {width}x{height} image; expected an aspect ratio of at most {MAX_RATIO}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+        if min(h_bar, w_bar) < factor:  # one patch row (column); the long side within the rest of the budget
+            rest = max(factor, min(max(h_bar, w_bar), max_pixels // factor // factor * factor))
+            h_bar, w_bar = (factor, rest) if h_bar < w_bar else (rest, factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def _presize_images(conversation: list[dict], record: dict, factor: int, min_pixels: int, max_pixels: int) -> None:
+    """Resize each image part to its final size here (``resized_image_size``) and pin its pixel budget to that
+    area, so qwen-vl-utils keeps the size as is: one resize per image, the same sizes as ``count_prompt_tokens``."""
+    k = 0
+    for msg in conversation:
+        for part in msg["content"] if isinstance(msg["content"], list) else []:
+            if part.get("type") != "image":
+                continue
+            im = part["image"]
+            h, w = resized_image_size(im.height, im.width, factor, min_pixels, max_pixels, where=_where(record, k))
+            part.update(image=im if im.size == (w, h) else im.resize((w, h)), min_pixels=h * w, max_pixels=h * w)
+            k += 1
+
+
+def _check_placeholders(texts: list[str], records: list[dict]) -> None:
+    """One image placeholder per image in each rendered prompt, before the processor expands them: a literal
+    ``<|image_pad|>`` in a record's text would otherwise steal another sample's image features."""
+    for i, (text, rec) in enumerate(zip(texts, records)):
+        n_images = len(rec.get("images") or [])
+        found, videos = text.count(IMAGE_PAD), text.count(VIDEO_PAD)
+        if found != n_images or videos:
+            raise CollateError(f"record {rec.get('id', i)!r} (batch index {i}), field 'prompt': the chat template "
+                               f"rendered {found} {IMAGE_PAD} and {videos} {VIDEO_PAD} placeholders for "
+                               f"{n_images} image(s); expected one {IMAGE_PAD} per image (does the prompt text "
+                               f"contain a literal placeholder token?)")
 
 
 def _check_image_tokens(batch: dict, records: list[dict], processor) -> list[int]:
@@ -138,15 +209,20 @@ def _check_image_tokens(batch: dict, records: list[dict], processor) -> list[int
 
 def collate_prompts(processor, records: list[dict], *, system_prompt: str | None = None,
                     min_pixels: int | None = None, max_pixels: int | None = None) -> PromptBatch:
-    """Left-padded model inputs for a list of records. Images are resized (qwen-vl-utils ``smart_resize`` with the
-    given pixel budget) and turned into patches exactly once."""
+    """Left-padded model inputs for a list of records. Images are resized (``resized_image_size`` with the given
+    pixel budget) and turned into patches exactly once."""
     from qwen_vl_utils import process_vision_info
 
     if not records:
         raise CollateError("collate_prompts got no records")
+    min_pixels, max_pixels = pixel_bounds(processor, min_pixels, max_pixels)
     conversations = [build_messages(r, system_prompt=system_prompt, min_pixels=min_pixels, max_pixels=max_pixels)
                      for r in records]
     texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    _check_placeholders(texts, records)
+    factor = _patch_size(processor) * _merge_size(processor)
+    for conversation, record in zip(conversations, records):
+        _presize_images(conversation, record, factor, min_pixels, max_pixels)
     images, _ = process_vision_info(conversations, image_patch_size=_patch_size(processor))
     processor.tokenizer.padding_side = "left"
     kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
