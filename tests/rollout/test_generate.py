@@ -1,0 +1,161 @@
+"""Rollout: G sampled completions per prompt, response masks, old log-probs and MoE routing."""
+
+import pytest
+import torch
+
+from sapo_vl.data import build_synthetic_shapes
+from sapo_vl.models.load import load_policy
+from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.moe import completion_topk
+from sapo_vl.models.tiny import VISION_SPECIAL_TOKENS
+from sapo_vl.rollout import (
+    HFEngine,
+    SamplingParams,
+    collate_prompts,
+    generate_completions,
+    make_rollout,
+    response_mask_from_ids,
+)
+from sapo_vl.warmup import warmup
+
+
+@pytest.fixture(scope="module")
+def warm(tiny_dir):
+    """The tiny policy after a short gold-label warm-up: it now stops (EOS) at different positions, or not at all.
+    Shared by the tests of this module, which must not change it."""
+    model, processor = load_policy(tiny_dir)
+    records = build_synthetic_shapes("train", n=16)
+    warmup(model, processor, records, steps=7, batch_size=8, lr=1e-2, labels="gold", seed=0)
+    model.eval()
+    return model, processor, records
+
+
+def _rollout(model, processor, records, *, group_size=4, seed=0, **params):
+    torch.manual_seed(seed)
+    engine = HFEngine(model, processor)
+    params = SamplingParams(**{"max_new_tokens": 3, "temperature": 1.0, **params})
+    return engine, make_rollout(engine, model, processor, records, group_size=group_size, params=params)
+
+
+def test_make_rollout_shapes_and_group_layout(warm):
+    model, processor, records = warm
+    engine, ro = _rollout(model, processor, records[:3], group_size=4)
+    N, C = ro.completion_ids.shape
+    assert N == 12 and 1 <= C <= 3 and len(ro) == 12
+    assert ro.prompt_ids.shape == ro.prompt_mask.shape == ro.prompt_mm_types.shape == (12, ro.prompt_len)
+    assert ro.response_mask.shape == ro.old_logprobs.shape == (12, C) and ro.truncated.shape == (12,)
+    assert ro.group_ids.tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    assert [r["id"] for r in ro.records] == [records[i // 4]["id"] for i in range(12)]
+    assert (ro.prompt_ids == ro.prompt_ids[ro.group_ids * 4]).all()  # one prompt per group, repeated
+    single = collate_prompts(processor, records[:3])
+    assert ro.pixel_values.shape[0] == 4 * single.pixel_values.shape[0] and ro.images_per_sample == [1] * 12
+    texts = processor.tokenizer.batch_decode(ro.completion_ids, skip_special_tokens=True)
+    assert ro.completions == texts and all(isinstance(t, str) for t in texts)
+
+
+def test_response_mask_covers_up_to_the_first_eos_and_pads_after(warm):
+    model, processor, records = warm
+    engine, ro = _rollout(model, processor, records[:4], group_size=6, temperature=1.3)
+    eos, pad = engine.eos_id, engine.pad_id
+    N, C = ro.completion_ids.shape
+    stopped = 0
+    for i in range(N):
+        ids, mask = ro.completion_ids[i], ro.response_mask[i].bool()
+        hits = (ids == eos).nonzero().flatten().tolist()
+        if ro.truncated[i]:
+            assert not hits and mask.all() and C == 3
+        else:
+            e = hits[0]
+            stopped += 1
+            assert mask[:e + 1].all() and not mask[e + 1:].any()
+            assert (ids[e + 1:] == pad).all()
+    assert 0 < stopped < N  # the warm policy both stops and runs out of tokens: both branches are checked
+    assert len({int(n) for n in ro.response_mask.sum(1)}) >= 2
+
+
+def test_response_mask_from_ids_on_hand_built_ids():
+    eos = 9
+    ids = torch.tensor([[5, 9, 7, 9],  # EOS at 1; the second EOS is after the end
+                        [5, 6, 7, 8],  # no EOS: truncated, all tokens count
+                        [9, 1, 2, 3],  # EOS first: a one-token response
+                        [1, 2, 3, 9]])  # EOS last
+    mask, truncated = response_mask_from_ids(ids, eos)
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 1]]
+    assert truncated.tolist() == [False, True, False, False]
+
+
+def test_vision_special_tokens_are_never_sampled(policy):
+    model, processor = policy
+    records = build_synthetic_shapes("train", n=2)
+    vision_ids = [processor.tokenizer.convert_tokens_to_ids(t) for t in VISION_SPECIAL_TOKENS]
+    _, ro = _rollout(model, processor, records, group_size=32, max_new_tokens=32, temperature=50.0)
+    sampled = ro.completion_ids[ro.response_mask.bool()]
+    # near-uniform sampling over the ~1k vocabulary (so about 8 vision tokens expected without suppression)
+    assert sampled.numel() > 1500 and len(set(sampled.tolist())) > 600
+    assert not torch.isin(sampled, torch.tensor(vision_ids)).any()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_old_logprobs_equal_a_fresh_policy_forward(warm, temperature):
+    model, processor, records = warm
+    _, ro = _rollout(model, processor, records[:3], temperature=temperature)
+    inputs, P = ro.model_inputs()
+    with torch.no_grad():
+        fresh = policy_forward(model, inputs, P, temperature=temperature).logprobs  # (N, C)
+    mask = ro.response_mask.bool()
+    assert torch.allclose(ro.old_logprobs[mask], fresh[mask], atol=1e-5)
+    assert (ro.old_logprobs[mask] < 0).all()
+
+
+def test_old_logprobs_equal_the_log_softmax_of_generate_logits(warm, monkeypatch):
+    model, processor, records = warm
+    captured = []
+    generate = model.generate
+
+    def generate_with_logits(**kwargs):  # the real generate, also returning the raw (unprocessed) logits
+        out = generate(**kwargs, output_logits=True, return_dict_in_generate=True)
+        captured.append(torch.stack(out.logits, 1))  # (n, C, V)
+        return out.sequences
+
+    monkeypatch.setattr(model, "generate", generate_with_logits)
+    _, ro = _rollout(model, processor, records[:3], temperature=1.0)
+    logits = torch.cat(captured)[:, :ro.completion_ids.shape[1]]  # (N, C, V)
+    from_generate = torch.log_softmax(logits.float(), -1).gather(-1, ro.completion_ids[..., None])[..., 0]
+    mask = ro.response_mask.bool()
+    assert torch.allclose(ro.old_logprobs[mask], from_generate[mask], atol=1e-5)
+
+
+def test_router_topk_has_one_expert_set_per_token_layer_and_matches_a_fresh_forward(warm):
+    model, processor, records = warm
+    _, ro = _rollout(model, processor, records[:2], group_size=3)
+    cfg = model.config.text_config
+    N, C = ro.completion_ids.shape
+    assert ro.router_topk.shape == (N, C, cfg.num_hidden_layers, cfg.num_experts_per_tok)
+    topk = ro.router_topk[ro.response_mask.bool()]  # (tokens, L, k)
+    assert (topk >= 0).all() and (topk < cfg.num_experts).all()
+    assert (topk[..., 1:] > topk[..., :-1]).all()  # distinct experts, sorted
+    inputs, P = ro.model_inputs()
+    with torch.no_grad():
+        out = policy_forward(model, inputs, P)
+    fresh = completion_topk(out.router_logits, N, P, cfg.num_experts_per_tok)
+    assert torch.equal(fresh[ro.response_mask.bool()], topk)
+
+
+def test_generate_completions_returns_n_strings_per_record(warm):
+    model, processor, records = warm
+    out = generate_completions(model, processor, records[:5], n=3, max_new_tokens=3, temperature=1.0, seed=1,
+                               batch_size=4)
+    assert len(out) == 5 and all(len(c) == 3 and all(isinstance(s, str) for s in c) for c in out)
+    again = generate_completions(model, processor, records[:5], n=3, max_new_tokens=3, temperature=1.0, seed=1,
+                                 batch_size=4)
+    assert again == out  # seeded sampling repeats
+
+
+def test_greedy_generate_completions_is_deterministic_and_independent_of_batching(warm):
+    model, processor, records = warm
+    first = generate_completions(model, processor, records[:6], n=2, max_new_tokens=3, temperature=0.0)
+    assert all(a == b for a, b in first)  # greedy: the n completions of a record agree
+    torch.manual_seed(123)  # greedy decoding does not depend on the RNG...
+    second = generate_completions(model, processor, records[:6], n=2, max_new_tokens=3, temperature=0.0,
+                                  batch_size=3)
+    assert second == first  # ...nor on how the records are chunked

@@ -1,0 +1,100 @@
+"""The policy update: micro-batches by token budget give exactly the gradient of one big batch, on the real model."""
+
+import pytest
+import torch
+from PIL import Image
+
+from sapo_vl.algos import AGGREGATION_MODES, POLICY_LOSSES
+from sapo_vl.models.load import load_policy
+from sapo_vl.models.logprobs import PolicyModule, policy_forward
+from sapo_vl.update import minibatch_loss_and_backward, token_budget_split
+from sapo_vl.warmup import supervised_batch
+
+# ------------------------------------------------------------------------------------------ token_budget_split
+
+
+def test_token_budget_split_keeps_order_and_respects_the_budget():
+    lengths = [5, 3, 8, 2, 2, 7, 1]
+    groups = token_budget_split(lengths, budget=16)
+    assert [i for g in groups for i in g] == list(range(len(lengths)))
+    for g in groups:
+        assert len(g) * max(lengths[i] for i in g) <= 16
+    assert groups == [[0, 1], [2, 3], [4, 5], [6]]
+
+
+def test_token_budget_split_puts_an_oversize_sequence_alone():
+    assert token_budget_split([3, 50, 3, 3], budget=10) == [[0], [1], [2, 3]]
+
+
+def test_token_budget_split_large_budget_is_one_group_and_budget_one_is_one_per_sequence():
+    assert token_budget_split([4, 9, 2], budget=10**6) == [[0, 1, 2]]
+    assert token_budget_split([4, 9, 2], budget=1) == [[0], [1], [2]]
+
+
+def test_token_budget_split_counts_padding_to_the_longest_sequence():
+    # 3 sequences fit by their sum (2 + 2 + 9 = 13 <= 20) but not once padded (3 x 9 = 27 > 20)
+    assert token_budget_split([2, 2, 9], budget=20) == [[0, 1], [2]]
+
+
+# ------------------------------------------------------------------------------------------ micro-batch invariance
+
+
+def _image(w, h, color):
+    return Image.new("RGB", (w, h), color)
+
+
+RECORDS = [
+    {"id": "a", "prompt": "What color is the shape?", "images": [_image(64, 64, (200, 30, 30))]},
+    {"id": "b", "prompt": "Colour?", "images": [_image(96, 48, (30, 200, 30))]},
+    {"id": "c", "prompt": "What is the colour of the big shape in this picture? One word.",
+     "images": [_image(32, 32, (30, 30, 200))]},
+    {"id": "d", "prompt": "Name it.", "images": [_image(128, 64, (90, 90, 20))]},
+    {"id": "e", "prompt": "Which colour do you see here?", "images": [_image(48, 96, (10, 120, 200))]},
+    {"id": "f", "prompt": "Say the colour.", "images": [_image(64, 32, (220, 220, 20))]},
+]
+TARGETS = ["red", "the colour is green", "blue", "", "it is a light blue shape with two five", "yellow"]
+
+
+@pytest.fixture(scope="module")
+def model_and_batch(tiny_dir):
+    """The tiny policy and a batch with uneven prompt and response lengths, old log-probs off-policy (ratios away
+    from 1, so clipping and the SAPO gate are active) and advantages of both signs."""
+    model, processor = load_policy(tiny_dir)
+    model.train()
+    batch = supervised_batch(processor, RECORDS, TARGETS)
+    inputs, P = batch.model_inputs()
+    with torch.no_grad():
+        logprobs = policy_forward(model, inputs, P).logprobs  # (N, C)
+    g = torch.Generator().manual_seed(0)
+    N, C = batch.completion_ids.shape
+    batch.old_logprobs = logprobs + 0.3 * torch.randn(N, C, generator=g)
+    batch.ref_logprobs = logprobs + 0.2 * torch.randn(N, C, generator=g)
+    batch.advantages = torch.tensor([1.2, -0.7, 0.4, -1.5, 0.9, -0.3])
+    assert len(set(batch.response_mask.sum(1).tolist())) >= 4 and len(set(batch.prompt_mask.sum(1).tolist())) >= 4
+    return PolicyModule(model), batch
+
+
+def _grads(policy, batch, *, micro_batch_tokens, loss, aggregation, kl_beta=0.0):
+    policy.zero_grad(set_to_none=True)
+    metrics = minibatch_loss_and_backward(
+        policy, batch, loss_fn=POLICY_LOSSES[loss], loss_hparams={}, aggregation=aggregation,
+        max_len=batch.completion_ids.shape[1], kl_beta=kl_beta, kl_estimator="k3", moe_aux_coef=0.0,
+        micro_batch_tokens=micro_batch_tokens, temperature=1.0, chunk_size=7, top_k_experts=2)
+    grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+    return metrics, grads
+
+
+@pytest.mark.parametrize("aggregation", AGGREGATION_MODES)
+@pytest.mark.parametrize("loss,kl_beta", [("sapo", 0.0), ("grpo", 0.0), ("sapo", 0.1)])
+def test_micro_batches_accumulate_the_gradient_of_one_big_batch(model_and_batch, loss, aggregation, kl_beta):
+    policy, batch = model_and_batch
+    kw = dict(loss=loss, aggregation=aggregation, kl_beta=kl_beta)
+    full_metrics, full = _grads(policy, batch, micro_batch_tokens=10**6, **kw)
+    micro_metrics, micro = _grads(policy, batch, micro_batch_tokens=40, **kw)
+    assert full_metrics["micro_batches"] == 1 and micro_metrics["micro_batches"] >= 4
+    assert full.keys() == micro.keys() and len(full) > 20
+    scale = max(g.abs().max() for g in full.values())
+    assert scale > 0
+    for name, g in full.items():
+        assert torch.allclose(micro[name], g, rtol=1e-4, atol=1e-6 * scale), name
+    assert micro_metrics["loss"] == pytest.approx(full_metrics["loss"], rel=1e-5, abs=1e-7)
