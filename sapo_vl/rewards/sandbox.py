@@ -16,16 +16,17 @@ Backends (``backend="auto"`` picks the first that works here; the probe runs onc
 
 ``"bwrap"`` bubblewrap: new user/pid/net/ipc/uts/cgroup/mount namespaces (``--unshare-all``), read-only
   binds of /usr and the /bin, /lib* links (plus the interpreter's prefix when it lives elsewhere), fresh
-  /proc and /dev, a read-only root, a size-capped private tmpfs /tmp as the only writable place and cwd,
+  /proc and /dev, a read-only root and /dev, size-capped private tmpfs on /tmp (the cwd) and /dev/shm,
   ``--clearenv`` with a minimal environment, ``--new-session``, ``--die-with-parent``, no capabilities,
   no nested user namespaces.
 ``"unshare"`` fallback, root only: ``unshare --net --pid --fork --mount-proc --ipc --uts`` around a small
-  launcher (`_sandbox_launcher.py`) that, in the new mount namespace, puts a private size-capped tmpfs on
-  /tmp and /dev/shm and hides every top-level path except /usr /etc /proc /dev /sys /bin /sbin /lib*
-  (empty tmpfs over directories such as /root /home /run /var /work /opt, /dev/null over files), then
-  forks the program as a dedicated uid with rlimits and stays as pid 1, so every process of the run dies
-  with it. What stays visible is protected by uid permissions only: world-readable files under /usr,
-  /etc and /sys can be read, and /dev and /sys are the host's (prefer bwrap).
+  launcher (`_sandbox_launcher.py`) that, in the new mount namespace, puts private size-capped tmpfs on
+  /tmp and /dev/shm (the only places the program may write) and hides every top-level path except
+  /usr /etc /proc /dev /sys /bin /sbin /lib* (empty tmpfs over directories such as /root /home /run
+  /var /work /opt, /dev/null over files), then forks the program as a dedicated uid with rlimits and
+  stays as pid 1, so every process of the run dies with it. What stays visible is protected by uid
+  permissions only: world-readable files under /usr, /etc and /sys can be read, and /dev and /sys are
+  the host's (prefer bwrap).
 
 Both backends, on top (root): the program runs as a dedicated slot uid (see `_sandbox_support`), under
 rlimits CPU / AS / FSIZE / NPROC / NOFILE / CORE=0 and, where cgroup v1 is writable, a per-run memory+pids
@@ -158,8 +159,10 @@ def _bwrap_argv(python: str, lim: _Limits, status_fd: int, source_fd: int) -> li
     prefix = _interpreter_prefix(python)
     if prefix != "/usr":
         argv += ["--ro-bind", prefix, prefix]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", str(lim.tmpfs_mb << 20), "--tmpfs", "/tmp"]
-    argv += ["--file", str(source_fd), "/tmp/main.py", "--remount-ro", "/", "--chdir", "/tmp"]
+    size = str(lim.tmpfs_mb << 20)
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm"]
+    argv += ["--size", size, "--tmpfs", "/tmp", "--file", str(source_fd), "/tmp/main.py"]
+    argv += ["--remount-ro", "/", "--remount-ro", "/dev", "--chdir", "/tmp"]
     argv += ["--json-status-fd", str(status_fd)]
     return argv + ["--", python, "-I", "main.py"]
 
@@ -186,7 +189,7 @@ def _masks(python: str) -> tuple[list[str], list[str]]:
 
 def _unshare_cfg(python: str, lim: _Limits, source_path: str) -> dict:
     dirs, files = _masks(python)
-    tmpfs = [["/tmp", lim.tmpfs_mb << 20, 0o755], ["/dev/shm", 4096, 0o755]]
+    tmpfs = [["/tmp", lim.tmpfs_mb << 20, 0o1777], ["/dev/shm", lim.tmpfs_mb << 20, 0o1777]]
     tmpfs += [[path, 4096, 0o755] for path in dirs]
     return {"mode": "reap", "tmpfs": tmpfs, "mask_files": files, "source_path": source_path,
             "workdir": "/tmp/sandbox", "argv": [python, "-I", "main.py"], "env": dict(SANDBOX_ENV)}
