@@ -8,7 +8,9 @@ loop sees these classes. Defaults follow the SAPO paper: tau_pos 1.0, tau_neg 1.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -160,10 +162,69 @@ def _build(cls, data: dict, where: str):
         raise ConfigError(f"unknown config key(s) {', '.join((where + '.' if where else '') + u for u in unknown)}; "
                           f"valid keys: {valid}")
     kwargs = {}
+    hints = typing.get_type_hints(cls)
     for name, value in data.items():
         sub = _sub_dataclass(cls, name)
-        kwargs[name] = _build(sub, value, f"{where}.{name}" if where else name) if sub else value
+        key = f"{where}.{name}" if where else name
+        kwargs[name] = _build(sub, value, key) if sub else _coerce(value, hints[name], key)
     return cls(**kwargs)
+
+
+_NUMERIC_DICTS = ("algo.loss_hparams", "reward.funcs")  # their values are numbers (hyperparameters, weights)
+
+
+def _number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-6`` (no dot) as a string; numeric strings become numbers, anything else is unchanged."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the field's annotation (int, float, bool, str, dict, list, tuple, or X | None)."""
+    args = typing.get_args(hint)
+    if args and type(None) in args:
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is float:
+        value = _number(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is int:
+        value = _number(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif hint in (list, tuple):
+        if isinstance(value, (list, tuple)):
+            return hint(value)
+    elif hint is dict:
+        if isinstance(value, dict):
+            return {k: _number(v) for k, v in value.items()} if key in _NUMERIC_DICTS else value
+    else:
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{key}: expected {name}{' or null' if args else ''}, got {value!r} ({type(value).__name__})")
+
+
+def _split_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
+    key, raw = item.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -180,11 +241,35 @@ def parse_overrides(overrides: list[str]) -> dict:
     """["a.b=1", "c=[x, y]"] -> nested dict, values parsed as YAML scalars/lists."""
     tree: dict = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form dotted.key=value")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        _set_dotted(tree, *_split_override(item))
     return tree
+
+
+def _section(cls, name: str):
+    """The dataclass of section ``name`` of ``cls`` (None for a plain field, an unknown name or no ``cls``)."""
+    if cls is None or name not in {f.name for f in fields(cls)}:
+        return None
+    return _sub_dataclass(cls, name)
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``dotted.key=value`` overrides in order to a recipe's data. A mapping given to a config section
+    merges into it (``train={lr: 0.1}`` keeps the other train keys); given to a dict-valued field
+    (``reward.funcs``, ``algo.loss_hparams``, ``data.kwargs``, ...) it replaces the whole dict."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, value = _split_override(item)
+        parts = key.split(".")
+        node, cls = out, Config
+        for p in parts[:-1]:
+            node, cls = node.setdefault(p, {}), _section(cls, p)
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a section")
+        last = parts[-1]
+        if _section(cls, last) and isinstance(value, dict) and isinstance(node.get(last), dict):
+            value = _merge(node[last], value)
+        node[last] = value
+    return out
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -204,22 +289,36 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe must be a YAML mapping")
-    data = _merge(data, parse_overrides(overrides or []))
+    data = apply_overrides(data, overrides or [])
     cfg = _build(Config, data, "")
     validate(cfg)
     return cfg
 
 
 def validate(cfg: Config) -> None:
-    from sapo_vl.algos import ADVANTAGES, AGGREGATION_MODES, POLICY_LOSSES
+    from sapo_vl.algos import ADVANTAGES, AGGREGATION_MODES, KL_ESTIMATORS, POLICY_LOSSES
 
+    r, t = cfg.rollout, cfg.train
     checks = [
         (cfg.algo.policy_loss in POLICY_LOSSES, f"algo.policy_loss must be one of {sorted(POLICY_LOSSES)}"),
         (cfg.algo.aggregation in AGGREGATION_MODES, f"algo.aggregation must be one of {list(AGGREGATION_MODES)}"),
         (cfg.algo.advantage in ADVANTAGES, f"algo.advantage must be one of {sorted(ADVANTAGES)}"),
-        (cfg.rollout.group_size >= 2, "rollout.group_size must be >= 2 (group-normalised advantages)"),
-        (cfg.rollout.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
+        (cfg.algo.kl_estimator in KL_ESTIMATORS, f"algo.kl_estimator must be one of {sorted(KL_ESTIMATORS)}"),
+        (cfg.algo.kl_beta >= 0 and cfg.algo.moe_aux_coef >= 0, "algo.kl_beta and algo.moe_aux_coef must be >= 0"),
+        (r.group_size >= 2, "rollout.group_size must be >= 2 (group-normalised advantages)"),
+        (r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
+        (r.max_new_tokens >= 1 and r.generation_batch_size >= 1,
+         "rollout.max_new_tokens and rollout.generation_batch_size must be >= 1"),
+        (r.temperature > 0 and 0 < r.top_p <= 1 and r.top_k >= 0,
+         "rollout.temperature must be > 0, rollout.top_p in (0, 1], rollout.top_k >= 0 (0 = off)"),
+        (t.total_steps >= 1 and t.epochs >= 1 and t.micro_batch_tokens >= 1 and t.logprob_chunk_size >= 1,
+         "train.total_steps, train.epochs, train.micro_batch_tokens and train.logprob_chunk_size must be >= 1"),
+        (t.lr >= 0 and t.max_grad_norm > 0 and t.warmup_steps >= 0,
+         "train.lr and train.warmup_steps must be >= 0, train.max_grad_norm > 0"),
+        (len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]"),
         (cfg.train.num_mini_batches >= 1, "train.num_mini_batches must be >= 1"),
+        (cfg.warmup.labels in ("shuffled", "gold"), "warmup.labels must be shuffled or gold"),
+        (cfg.warmup.steps >= 0 and cfg.warmup.batch_size >= 1, "warmup.steps must be >= 0, warmup.batch_size >= 1"),
         (cfg.train.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
         (cfg.data.on_error in ("raise", "skip"), "data.on_error must be raise or skip"),
         (cfg.train.mixed_precision in ("auto", "no", "bf16"), "train.mixed_precision must be auto, no or bf16"),
@@ -228,10 +327,26 @@ def validate(cfg: Config) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    _check_loss_hparams(cfg.algo.policy_loss, cfg.algo.loss_hparams)
     n = cfg.rollout.prompts_per_step * cfg.rollout.group_size
     if n % cfg.train.num_mini_batches:
         raise ConfigError(f"prompts_per_step x group_size ({n}) must be divisible by train.num_mini_batches "
                           f"({cfg.train.num_mini_batches})")
+
+
+def _check_loss_hparams(name: str, hparams: dict) -> None:
+    """Names, types and ranges of the loss hyperparameters, now rather than at the first update: the loss is
+    evaluated once on a one-token batch."""
+    import torch
+
+    from sapo_vl.algos import get_policy_loss
+
+    one = torch.zeros(1, 1)
+    try:
+        get_policy_loss(name)(logprobs=one, old_logprobs=one, advantages=torch.ones(1),
+                              response_mask=torch.ones(1, 1, dtype=torch.bool), **hparams)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"algo.loss_hparams: {err}") from None
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
