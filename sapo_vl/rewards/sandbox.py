@@ -396,7 +396,8 @@ def _run_once(source, stdin, lim: _Limits, backend: str, python: str) -> ExecRes
 
 
 # ------------------------------------------------------------------------------------------ backends
-_probe_lock = threading.Lock()
+_probe_lock = threading.Lock()  # held while probing: concurrent first calls wait for one probe
+_cgroup_lock = threading.Lock()
 _probe_cache: dict[str, tuple[str | None, str]] = {}  # backend -> (working interpreter, why not)
 _cgroup_cache: list = []
 
@@ -405,7 +406,7 @@ _PROBE_LIMITS = _Limits(timeout_s=20.0, memory_mb=512, max_output_bytes=4096, ma
 
 
 def _cgroup():
-    with _probe_lock:
+    with _cgroup_lock:
         if not _cgroup_cache:
             _cgroup_cache.append(support.CgroupV1.detect())
         return _cgroup_cache[0]
@@ -439,11 +440,9 @@ def backend_status(backend: str) -> tuple[str | None, str]:
     if backend not in BACKENDS:
         raise ValueError(f"unknown sandbox backend {backend!r}; expected one of {BACKENDS}")
     with _probe_lock:
-        if backend in _probe_cache:
-            return _probe_cache[backend]
-    result = _probe(backend)
-    with _probe_lock:
-        return _probe_cache.setdefault(backend, result)
+        if backend not in _probe_cache:
+            _probe_cache[backend] = _probe(backend)
+        return _probe_cache[backend]
 
 
 def available_backends() -> list[str]:
