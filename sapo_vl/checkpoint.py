@@ -66,11 +66,17 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model, processor, trainer
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(final)
+    stale = root / f".old-step-{step:06d}"
+    if final.exists():  # rewriting a step: move the old one aside first, so a complete step-* always exists
+        if stale.exists():
+            shutil.rmtree(stale)
+        final.rename(stale)
     tmp.rename(final)
+    shutil.rmtree(stale, ignore_errors=True)
+    # newest by step; never the one just written (a run restarted with resume=never may find higher steps)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
     return final
 
 

@@ -1,0 +1,150 @@
+"""Checkpoints: atomic step directories, pruning, resume resolution, HF-loadable policy, RNG round trip."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from sapo_vl.checkpoint import (
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    load_trainer_state,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from sapo_vl.models.load import load_policy
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_dir):
+    return load_policy(tiny_dir)
+
+
+def _save(run_dir, step, policy, keep_last=2, state=None):
+    model, processor = policy
+    return save_checkpoint(run_dir, step, model=model, processor=processor,
+                           trainer_state=state or {"sampler": {"epoch": 0, "pos": step}}, keep_last=keep_last)
+
+
+def _steps(run_dir):
+    return [p.name for p in list_checkpoints(run_dir)]
+
+
+def test_checkpoint_holds_policy_processor_and_trainer_state(tmp_path, policy):
+    path = _save(tmp_path, 3, policy, state={"sampler": {"epoch": 1, "pos": 7}, "optimizer": {"lr": 0.1}})
+    assert path == checkpoint_dir(tmp_path) / "step-000003"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "trainer_state.pt"} <= {p.name for p in
+                                                                                          path.iterdir()}
+    state = load_trainer_state(path)
+    assert state["step"] == 3 and state["sampler"] == {"epoch": 1, "pos": 7} and state["optimizer"] == {"lr": 0.1}
+    assert set(state["rng"]) >= {"python", "numpy", "torch"}
+
+
+def test_saved_policy_reloads_with_from_pretrained_to_identical_weights(tmp_path, tiny_dir):
+    model, processor = load_policy(tiny_dir)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))  # not the initial weights any more
+    path = save_checkpoint(tmp_path, 1, model=model, processor=processor, trainer_state={})
+    again = AutoModelForImageTextToText.from_pretrained(str(path))
+    reference = model.state_dict()
+    loaded = again.state_dict()
+    assert loaded.keys() == reference.keys()
+    for name, value in reference.items():
+        assert torch.equal(loaded[name], value), name
+    assert AutoProcessor.from_pretrained(str(path)).tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+
+
+def test_stale_temporary_directory_is_replaced(tmp_path, policy):
+    stale = checkpoint_dir(tmp_path) / ".tmp-step-000005"
+    stale.mkdir(parents=True)
+    (stale / "garbage.bin").write_bytes(b"half-written")
+    path = _save(tmp_path, 5, policy)
+    assert not stale.exists() and not (path / "garbage.bin").exists()
+    assert _steps(tmp_path) == ["step-000005"]
+
+
+def test_a_crash_while_writing_leaves_no_step_directory(tmp_path, policy, monkeypatch):
+    _save(tmp_path, 1, policy)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        _save(tmp_path, 2, policy)
+    assert _steps(tmp_path) == ["step-000001"]
+    assert latest_checkpoint(tmp_path).name == "step-000001"
+
+
+def test_rewriting_a_step_replaces_it(tmp_path, policy):
+    _save(tmp_path, 4, policy, state={"sampler": {"pos": 1}})
+    _save(tmp_path, 4, policy, state={"sampler": {"pos": 2}})
+    assert _steps(tmp_path) == ["step-000004"]
+    assert load_trainer_state(latest_checkpoint(tmp_path))["sampler"] == {"pos": 2}
+    assert [p.name for p in checkpoint_dir(tmp_path).iterdir()] == ["step-000004"]
+
+
+def test_only_the_newest_keep_last_checkpoints_are_kept(tmp_path, policy):
+    for step in (1, 2, 3, 10):
+        _save(tmp_path, step, policy, keep_last=2)
+    assert _steps(tmp_path) == ["step-000003", "step-000010"]  # numeric order, not lexical
+
+
+def test_keep_last_zero_keeps_everything(tmp_path, policy):
+    for step in (1, 2, 3):
+        _save(tmp_path, step, policy, keep_last=0)
+    assert _steps(tmp_path) == ["step-000001", "step-000002", "step-000003"]
+
+
+def test_pruning_never_deletes_the_checkpoint_just_written(tmp_path, policy):
+    for step in (50, 100):
+        _save(tmp_path, step, policy, keep_last=2)
+    path = _save(tmp_path, 2, policy, keep_last=2)  # a restarted run writing into the same directory
+    assert path.is_dir() and "step-000002" in _steps(tmp_path)
+
+
+def test_latest_checkpoint_ignores_incomplete_and_foreign_directories(tmp_path, policy):
+    assert latest_checkpoint(tmp_path) is None
+    _save(tmp_path, 9, policy, keep_last=0)
+    (checkpoint_dir(tmp_path) / "step-000012").mkdir()  # no trainer_state.pt
+    (checkpoint_dir(tmp_path) / "step-best").mkdir()
+    (checkpoint_dir(tmp_path) / ".tmp-step-000020").mkdir()
+    assert latest_checkpoint(tmp_path).name == "step-000009"
+
+
+def test_resolve_resume(tmp_path, policy):
+    assert resolve_resume("auto", tmp_path) is None  # nothing to resume: a fresh run
+    first = _save(tmp_path, 1, policy, keep_last=0)
+    second = _save(tmp_path, 2, policy, keep_last=0)
+    assert resolve_resume("auto", tmp_path) == second
+    assert resolve_resume("never", tmp_path) is None
+    assert resolve_resume(str(first), tmp_path) == first
+    with pytest.raises(FileNotFoundError, match="no trainer_state.pt"):
+        resolve_resume(str(tmp_path / "checkpoints" / "step-000007"), tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a sapo_vl checkpoint"):
+        load_trainer_state(tmp_path)
+
+
+def test_rng_state_round_trip_restores_every_generator():
+    state = rng_state()
+    expected = (random.random(), np.random.rand(3).tolist(), torch.rand(3), torch.randperm(10))
+    random.random(), np.random.rand(5), torch.rand(7)  # move on
+    set_rng_state(state)
+    again = (random.random(), np.random.rand(3).tolist(), torch.rand(3), torch.randperm(10))
+    assert again[:2] == expected[:2]
+    assert torch.equal(again[2], expected[2]) and torch.equal(again[3], expected[3])
+
+
+def test_rng_state_survives_the_checkpoint_file(tmp_path, policy):
+    torch.manual_seed(11)
+    path = _save(tmp_path, 1, policy)
+    expected = torch.rand(4)
+    torch.manual_seed(999)
+    set_rng_state(load_trainer_state(path)["rng"])
+    assert torch.equal(torch.rand(4), expected)
