@@ -1,0 +1,169 @@
+"""The training loop end to end on the tiny model: metrics, checkpoints, bit-identical resume, SIGTERM, bad data."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageTextToText
+
+from sapo_vl.checkpoint import latest_checkpoint, list_checkpoints
+from sapo_vl.config import load_config
+from sapo_vl.data import RecordError, build_synthetic_shapes, write_jsonl
+from sapo_vl.rewards import REWARDS
+from sapo_vl.train import run
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "recipes" / "tiny" / "demo.yaml"
+TINY = ["log.plot=false", "log.progress=false", "log.eval_limit=4", "rollout.group_size=4",
+        "rollout.prompts_per_step=2", "rollout.max_new_tokens=3", "warmup.steps=2", "warmup.batch_size=4",
+        "data.kwargs.n=24", "reward.num_workers=1"]
+
+
+def _length_reward(completions, **kwargs):
+    """A dense reward (so advantages are non-zero and the SAPO gate is active from step 1)."""
+    return [len(c) / 10 for c in completions]
+
+
+@pytest.fixture
+def length_reward(monkeypatch):
+    monkeypatch.setitem(REWARDS, "e2e_length", _length_reward)
+    return "reward.funcs={vqa: 1.0, e2e_length: 1.0}"
+
+
+def _config(out_dir, tiny_dir, *overrides):
+    return load_config(DEMO, [*TINY, f"output_dir={out_dir}", f"model.path={tiny_dir}", *overrides])
+
+
+def _rows(out_dir):
+    return [json.loads(line) for line in (Path(out_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
+def _train_rows(out_dir):
+    return {r["step"]: r for r in _rows(out_dir) if "loss" in r}
+
+
+def _weights(path):
+    return load_file(str(Path(path) / "model.safetensors"))
+
+
+def test_two_step_run_logs_metrics_and_writes_a_loadable_checkpoint(tmp_path, tiny_dir, length_reward):
+    out = tmp_path / "run"
+    cfg = _config(out, tiny_dir, "train.total_steps=2", length_reward)
+    summary = run(cfg)
+    assert summary["step"] == 2 and 0.0 <= summary["eval_after"]["eval/accuracy"] <= 1.0
+
+    rows = _train_rows(out)
+    assert sorted(rows) == [1, 2]
+    for row in rows.values():
+        assert math.isfinite(row["loss"]) and row["grad_norm"] > 0
+        assert {"reward/mean", "reward/vqa", "reward/e2e_length", "accuracy", "time/rollout", "time/logprob",
+                "time/reward", "time/update", "time/step", "entropy", "ratio/mean"} <= row.keys()
+        assert any(k.startswith("sapo/gate_mean_") for k in row)
+        assert {"moe/load_imbalance", "moe/router_entropy", "moe/routing_drift", "moe/aux_loss"} <= row.keys()
+    evals = [r for r in _rows(out) if "eval/accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 2]
+
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert load_config(out / "config.yaml") == cfg
+    ckpt = out / "checkpoints" / "step-000002"
+    assert latest_checkpoint(out) == ckpt
+    model = AutoModelForImageTextToText.from_pretrained(str(ckpt))
+    assert type(model).__name__ == "Qwen3VLMoeForConditionalGeneration"
+    before, after = _weights(tiny_dir), _weights(ckpt)
+    assert before.keys() == after.keys()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resume_is_bit_identical_on_cpu(tmp_path, tiny_dir, length_reward):
+    common = ["log.save_every=2", "log.keep_last=3", length_reward]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(_config(straight, tiny_dir, "train.total_steps=4", *common))
+    run(_config(split, tiny_dir, "train.total_steps=2", *common))
+    summary = run(_config(split, tiny_dir, "train.total_steps=4", "resume=auto", *common))
+    assert summary["step"] == 4 and "eval_before" not in summary
+
+    a, b = _train_rows(straight), _train_rows(split)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]  # the resumed run continues the same metrics file
+    for step in (3, 4):
+        for key in ("loss", "reward/mean", "grad_norm", "entropy", "ratio/mean"):
+            assert a[step][key] == b[step][key], (step, key)
+    wa = _weights(straight / "checkpoints" / "step-000004")
+    wb = _weights(split / "checkpoints" / "step-000004")
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+
+
+def _wait_for(predicate, timeout_s, proc):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_saves_a_checkpoint_at_the_step_reached_and_exits_zero(tmp_path, tiny_dir):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sapo_vl.cli", "train", str(DEMO), *TINY, f"output_dir={out}",
+           f"model.path={tiny_dir}", "train.total_steps=10000", "warmup.steps=0", "log.eval_limit=2"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    log = open(tmp_path / "train.log", "w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        metrics = out / "metrics.jsonl"
+        started = _wait_for(lambda: metrics.is_file() and '"loss"' in metrics.read_text(), 240, proc)
+        assert started, (tmp_path / "train.log").read_text()[-3000:]
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    output = (tmp_path / "train.log").read_text()
+    assert rc == 0, output[-3000:]
+    reached = max(_train_rows(out))
+    assert reached < 10000 and "SIGTERM received" in output
+    assert [p.name for p in list_checkpoints(out)] == [f"step-{reached:06d}"]
+    state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=False)
+    assert state["step"] == reached
+
+
+def _jsonl_dataset(root: Path, bad: bool) -> str:
+    """train.jsonl (with one record whose image file is missing when ``bad``) and test.jsonl, images as PNGs."""
+    write_jsonl(build_synthetic_shapes("train", n=8), root / "train.jsonl")
+    write_jsonl(build_synthetic_shapes("test", n=4), root / "test.jsonl")
+    if bad:
+        with open(root / "train.jsonl", "a") as fh:
+            fh.write(json.dumps({"id": "broken-7", "prompt": "What color is the shape?", "answer": "red",
+                                 "reward": "vqa", "images": ["images/does-not-exist.png"]}) + "\n")
+    return str(root / "{split}.jsonl")
+
+
+def test_a_record_with_a_missing_image_raises_naming_it(tmp_path, tiny_dir):
+    path = _jsonl_dataset(tmp_path / "data", bad=True)
+    cfg = _config(tmp_path / "run", tiny_dir, "data.dataset=jsonl", f"data.kwargs={{path: '{path}'}}",
+                  "data.on_error=raise", "train.total_steps=1")
+    with pytest.raises(RecordError, match=r"id 'broken-7'.*field 'images\[0\]'"):
+        run(cfg)
+
+
+def test_a_record_with_a_missing_image_is_skipped_and_counted(tmp_path, tiny_dir, caplog):
+    path = _jsonl_dataset(tmp_path / "data", bad=True)
+    cfg = _config(tmp_path / "run", tiny_dir, "data.dataset=jsonl", f"data.kwargs={{path: '{path}'}}",
+                  "data.on_error=skip", "train.total_steps=1", "warmup.steps=0")
+    with caplog.at_level("WARNING", logger="sapo_vl.data"):
+        summary = run(cfg)
+    assert summary["step"] == 1 and sorted(_train_rows(tmp_path / "run")) == [1]
+    skipped = [r.getMessage() for r in caplog.records if "skipped 1" in r.getMessage()]
+    assert skipped and "kept 8 of 9 records" in skipped[0] and "broken-7" in skipped[0]
