@@ -323,6 +323,10 @@ def validate(cfg: Config) -> None:
         (cfg.data.on_error in ("raise", "skip"), "data.on_error must be raise or skip"),
         (cfg.train.mixed_precision in ("auto", "no", "bf16"), "train.mixed_precision must be auto, no or bf16"),
         (bool(cfg.reward.funcs), "reward.funcs must name at least one reward function"),
+        (cfg.reward.accuracy is None or cfg.reward.accuracy in cfg.reward.funcs,
+         f"reward.accuracy ({cfg.reward.accuracy!r}) must be one of reward.funcs {sorted(cfg.reward.funcs)}"),
+        (min(cfg.log.eval_every, cfg.log.eval_limit, cfg.log.save_every, cfg.log.keep_last) >= 0,
+         "log.eval_every, log.eval_limit, log.save_every and log.keep_last must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

@@ -124,6 +124,8 @@ def test_values_of_the_wrong_type_are_named(override, message):
     ("data.on_error=ignore", "data.on_error must be raise or skip"),
     ("warmup.labels=random", "warmup.labels must be shuffled or gold"),
     ("reward.funcs={}", "reward.funcs must name at least one reward function"),
+    ("reward.accuracy=math", r"reward.accuracy \('math'\) must be one of reward.funcs \['vqa'\]"),
+    ("log.keep_last=-1", "log.keep_last must be >= 0"),
     ("algo.loss_hparams={eps_high: 0.3}", r"algo.loss_hparams: .*'sapo'.*eps_high.*tau_neg"),
     ("algo.loss_hparams={tau_pos: -1}", r"algo.loss_hparams: .*tau_pos"),
 ])
