@@ -1,22 +1,23 @@
 """Privileged half of the code sandbox: runs as a stand-alone script, never imported by user code.
 
-`sapo_vl.rewards.sandbox` starts this file with ``python -I -S _sandbox_launcher.py CONFIG`` (a dict,
-`marshal`-ed and hex-encoded: no json import, which costs ~10 ms of startup per run) and a minimal
-environment. It runs with the caller's privileges (usually root), applies the limits, drops to the
-sandbox uid and execs. Keep it free of sapo_vl imports: it must start fast and trust nothing but its argv.
+Keep it free of sapo_vl imports: it must start fast and trust nothing but what its caller sends.
 
-Two modes (``config["mode"]``):
-
-- ``"exec"`` (bubblewrap backend): join the run's cgroups, become a child subreaper, fork; the child sets
-  rlimits, drops to the sandbox uid and execs ``argv`` (bwrap, which sets no_new_privs and drops all
-  capabilities itself; it reports the program's pid and exit code on ``status_fd`` via
-  ``--json-status-fd``). This process stays root and reaps the whole tree, bwrap's orphaned pid 1
+- ``_sandbox_launcher.py zygote FD``: the fork server of `_sandbox_zygote` (one per caller process, with
+  the caller's privileges, usually root). Per request (a `marshal`-ed config plus the run's fds over the
+  socket FD) it forks a launcher, which takes its own session and gets the run's fds as 0-4
+  (STATUS_FD = 3), then:
+- ``"exec"`` mode (bubblewrap backend): join the run's cgroups, become a child subreaper, fork; the child
+  sets rlimits, drops to the sandbox uid and execs bwrap (which sets no_new_privs and drops all
+  capabilities itself; it reports the program's pid and exit code on the status fd via
+  ``--json-status-fd``). The launcher stays root and reaps the whole tree, bwrap's orphaned pid 1
   included, so nothing is left as a zombie for the host init when it exits.
-- ``"reap"`` (fallback backend, pid 1 of a fresh pid namespace made by ``unshare``): join the cgroups,
-  mount a private tmpfs over /tmp and over every hidden path (hidden files get /dev/null), copy the
-  program into a private work dir, then fork. The child drops to the sandbox uid, sets rlimits and execs
-  the interpreter. This process stays root, reaps, and writes ``S <raw wait status>`` on ``status_fd``
-  when the program ends. When it exits, the kernel kills everything left in the pid namespace.
+- ``"unshare"`` mode (fallback backend): exec ``unshare --pid --fork --mount-proc ... python -I -S
+  _sandbox_launcher.py CONFIG`` (CONFIG hex-encoded `marshal`: no json import, ~10 ms of startup saved),
+  which runs ``"reap"`` mode as pid 1 of the fresh pid namespace: join the cgroups, mount a private tmpfs
+  over /tmp and over every hidden path (hidden files get /dev/null), copy the program into a private
+  work dir, then fork. The child drops to the sandbox uid, sets rlimits and execs the interpreter. pid 1
+  stays root, reaps, and writes ``S <raw wait status>`` on the status fd when the program ends. When it
+  exits, the kernel kills everything left in the pid namespace.
 
 Any failure before the user program starts is written as ``E <message>`` on ``status_fd`` (exit 125).
 """
@@ -28,7 +29,8 @@ import os
 import resource
 import sys
 
-SIGKILL, SIGTERM = 9, 15  # `_signal`, not `signal`: that one imports enum, and startup is paid per run
+SIGKILL, SIGTERM, SIGCHLD = 9, 15, 17  # `_signal`, not `signal`: that one imports enum, and startup is paid per run
+STATUS_FD = 3  # a launcher's fds: 0-2 the program's stdio, 3 the status pipe, 4 bwrap's source file
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
@@ -183,14 +185,68 @@ def _reap_mode(cfg, status_fd):
     _reap(pid, status_fd, until_no_children=False)
 
 
+def _reap_zombies():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _launcher_child(cfg, fds):
+    """In a fresh fork of the zygote: own session, the run's fds as 0.., then the launcher proper."""
+    try:
+        _signal.signal(SIGCHLD, _signal.SIG_DFL)  # the zygote's reaping handler would steal our statuses
+        os.setsid()
+        base = max(fds + [2]) + 1  # park above every received fd, then move down to 0..n-1
+        for i, fd in enumerate(fds):
+            os.dup2(fd, base + i)
+        os.closerange(0, base)
+        for i in range(len(fds)):
+            os.dup2(base + i, i)
+        os.closerange(len(fds), base + len(fds))
+    except BaseException:  # noqa: BLE001 - no status fd yet to report on
+        os._exit(125)
+    try:
+        if cfg["mode"] == "exec":
+            _exec_mode(cfg, STATUS_FD)
+        os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])  # unshare ... launcher.py CONFIG (mode "reap")
+    except BaseException as exc:  # noqa: BLE001
+        _report_error(STATUS_FD, exc)
+
+
+def _zygote(sock_fd):
+    """Fork server: one launcher per request; replies with its pid. Exits when the socket closes."""
+    import socket
+
+    sock = socket.socket(fileno=sock_fd)
+    _signal.signal(SIGCHLD, lambda *_: _reap_zombies())
+    while True:
+        msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 16)
+        if not msg:
+            os._exit(0)
+        try:
+            cfg = marshal.loads(msg)
+            pid = os.fork()
+        except BaseException as exc:  # noqa: BLE001
+            for fd in fds:
+                os.close(fd)
+            sock.send(f"E{type(exc).__name__}: {exc}".encode())
+            continue
+        if pid == 0:
+            _launcher_child(cfg, fds)
+        for fd in fds:
+            os.close(fd)
+        sock.send(str(pid).encode())
+
+
 def main():
+    if sys.argv[1] == "zygote":
+        _zygote(int(sys.argv[2]))
     cfg = marshal.loads(bytes.fromhex(sys.argv[1]))
     status_fd = int(cfg["status_fd"])
     try:
-        if cfg["mode"] == "exec":
-            _exec_mode(cfg, status_fd)
-        else:
-            _reap_mode(cfg, status_fd)
+        _reap_mode(cfg, status_fd)
     except BaseException as exc:  # noqa: BLE001
         _report_error(status_fd, exc)
 

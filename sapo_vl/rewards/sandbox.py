@@ -63,10 +63,8 @@ import json
 import marshal
 import math
 import os
-import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -74,9 +72,10 @@ import time
 from dataclasses import dataclass
 
 from sapo_vl.rewards import _sandbox_support as support
+from sapo_vl.rewards import _sandbox_zygote as zygote
 
 BACKENDS = ("bwrap", "unshare")
-LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_launcher.py")
+STATUS_FD, SOURCE_FD = 3, 4  # the launcher's fds (see _sandbox_launcher); 0-2 are the program's stdio
 SANDBOX_ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": "/tmp",
@@ -222,81 +221,27 @@ def _read_capped(path: str, cap: int) -> tuple[str, bool]:
     return data[:cap].decode("utf-8", errors="replace"), len(data) > cap
 
 
-def _launch(backend: str, python: str, lim: _Limits, files: _RunFiles, slot, cgroup_procs, status_w):
-    """Start the launcher for `backend`; returns (Popen, fds to close once it started)."""
-    cfg = {"status_fd": status_w, "cgroup_procs": cgroup_procs, "rlimits": _rlimits(lim, slot.uid),
+def _launch(backend: str, python: str, lim: _Limits, files: _RunFiles, slot, cgroup_procs, status_w) -> int:
+    """Start the run's launcher through the zygote; returns its pid."""
+    cfg = {"status_fd": STATUS_FD, "cgroup_procs": cgroup_procs, "rlimits": _rlimits(lim, slot.uid),
            "uid": slot.uid, "gid": slot.uid}
-    launcher = [sys.executable, "-I", "-S", LAUNCHER]
-    pass_fds = [status_w]
+    out_flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+    fds = [os.open(files.stdin, os.O_RDONLY | os.O_CLOEXEC), os.open(files.stdout, out_flags, 0o600),
+           os.open(files.stderr, out_flags, 0o600), status_w]
     if backend == "bwrap":
-        source_fd = os.open(files.source, os.O_RDONLY | os.O_CLOEXEC)
-        pass_fds.append(source_fd)
-        cfg.update(mode="exec", env={}, argv=_bwrap_argv(python, lim, status_w, source_fd))
-        cmd = launcher + [marshal.dumps(cfg).hex()]
+        fds.append(os.open(files.source, os.O_RDONLY | os.O_CLOEXEC))
+        cfg.update(mode="exec", env={}, argv=_bwrap_argv(python, lim, STATUS_FD, SOURCE_FD))
     else:
         cfg.update(_unshare_cfg(python, lim, files.source))
         unshare = [shutil.which("unshare"), "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
                    "--ipc", "--uts", "--"]
-        cmd = unshare + launcher + [marshal.dumps(cfg).hex()]
-        source_fd = None
-    with open(files.stdin, "rb") as fin, open(files.stdout, "wb") as fout, open(files.stderr, "wb") as ferr:
-        proc = subprocess.Popen(cmd, stdin=fin, stdout=fout, stderr=ferr, env={"LANG": "C.UTF-8"},
-                                pass_fds=pass_fds, start_new_session=True, cwd="/")
-    return proc, [source_fd] if source_fd is not None else []
-
-
-def _wait_exit(proc: subprocess.Popen, timeout_s: float) -> bool:
-    """True if `proc` exited within `timeout_s`. A pidfd wakes us at once (Popen.wait(timeout) polls
-    with sleeps of up to 50 ms)."""
+        launcher = [sys.executable, "-I", "-S", zygote.LAUNCHER, marshal.dumps(cfg, 4).hex()]
+        cfg = {"mode": "unshare", "argv": unshare + launcher, "env": {"LANG": "C.UTF-8"}}
     try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):
-        try:
-            proc.wait(timeout=timeout_s)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    try:
-        return bool(select.select([pidfd], [], [], timeout_s)[0])
+        return zygote.start_launcher(cfg, fds)
     finally:
-        os.close(pidfd)
-
-
-def _wait(proc: subprocess.Popen, timeout_s: float, slot) -> bool:
-    """Wait for the launcher up to the wall-clock limit; True if the program timed out.
-
-    On timeout the program dies first and the launcher survives to reap the tree (no zombies left to
-    the host init): with a slot uid every process of that uid is killed; without one the launcher gets
-    SIGTERM, which makes it SIGKILL its child. If the launcher lingers, its process group is SIGKILLed.
-    """
-    if _wait_exit(proc, timeout_s):
-        proc.wait()
-        return False
-    if slot.uid is not None:
-        support.sweep_uid(slot.uid)
-    else:
-        proc.send_signal(signal.SIGTERM)
-    if not _wait_exit(proc, 5.0):
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.wait()
-    return True
-
-
-def _read_status(fd: int) -> str:
-    os.set_blocking(fd, False)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(fd, 65536)
-        except BlockingIOError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
+        for fd in fds[:3] + fds[4:]:
+            os.close(fd)
 
 
 def _program_outcome(backend: str, status_text: str) -> tuple[int | None, str]:
@@ -368,27 +313,24 @@ def _run_once(source, stdin, lim: _Limits, backend: str, python: str) -> ExecRes
     slot = support.acquire_slot()
     cgroup = _cgroup()
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    to_close = [status_w]
     start = time.perf_counter()
     try:
         procs = []
         if cgroup is not None:
             procs = cgroup.create(slot.index, memory_bytes=(lim.memory_mb + 64) << 20,
                                   max_pids=lim.max_processes + 4)
-        proc, extra = _launch(backend, python, lim, files, slot, procs, status_w)
-        to_close += extra
-        for fd in to_close:
-            os.close(fd)
-        to_close = []
-        timed_out = _wait(proc, lim.timeout_s, slot)
+        try:
+            pid = _launch(backend, python, lim, files, slot, procs, status_w)
+        finally:
+            os.close(status_w)
+        timed_out, status_text = zygote.wait_run(status_r, pid, lim.timeout_s, slot.uid)
         wall = time.perf_counter() - start
         oom = _cleanup(slot, cgroup)
-        returncode, launch_error = _program_outcome(backend, _read_status(status_r))
+        returncode, launch_error = _program_outcome(backend, status_text)
         stdout, out_over = _read_capped(files.stdout, lim.max_output_bytes)
         stderr, err_over = _read_capped(files.stderr, lim.max_output_bytes)
     finally:
-        for fd in to_close + [status_r]:
-            os.close(fd)
+        os.close(status_r)
         support.release_slot(slot)
         shutil.rmtree(files.root, ignore_errors=True)
     status, reason = _classify(returncode, launch_error, timed_out, out_over, err_over, oom, stderr)

@@ -1,17 +1,20 @@
 """Containment tests for sapo_vl.rewards.sandbox: every attack must be contained, leave the host untouched and
 end within its time limit. Each runs on every backend; a backend that cannot run here is skipped with the reason."""
 
+import multiprocessing
 import os
 import resource
 import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
 
 from sapo_vl.rewards import _sandbox_support as support
+from sapo_vl.rewards import _sandbox_zygote as zygote
 from sapo_vl.rewards import sandbox
 from sapo_vl.rewards.sandbox import run_python
 
@@ -323,6 +326,44 @@ def test_sweep_kills_every_process_of_the_slot_uid(tools, monkeypatch):
         assert [v.wait(timeout=5) for v in victims] == [-signal.SIGKILL] * 3
     finally:
         support.release_slot(slot)
+
+
+# ------------------------------------------------------------------------------------------ zygote
+def test_dead_zygote_is_replaced(backend):
+    assert run("print(1)", backend).status == "passed"
+    zygote._zygote.proc.kill()
+    zygote._zygote.proc.wait()
+    assert run("print(2)", backend).stdout == "2\n"
+
+
+def test_zygote_keeps_no_fds_of_finished_runs(backend):
+    run("pass", backend)
+    fd_dir = f"/proc/{zygote._zygote.proc.pid}/fd"
+    before = len(os.listdir(fd_dir))
+    for _ in range(5):
+        run("print('x')", backend, stdin="data")
+    assert len(os.listdir(fd_dir)) == before
+
+
+def test_forked_caller_gets_its_own_zygote(backend):
+    run("pass", backend)
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        status, child_zygote = pool.apply(_run_in_child, (backend,))
+    assert status == "passed" and child_zygote != zygote._zygote.proc.pid
+
+
+def _run_in_child(backend):
+    return run("print(1)", backend).status, zygote._zygote.proc.pid
+
+
+def test_zygote_exits_with_its_caller(backend):
+    code = ("from sapo_vl.rewards import sandbox, _sandbox_zygote as z\n"
+            f"sandbox.run_python('pass', timeout_s=5, memory_mb=256, backend={backend!r})\n"
+            "print(z._zygote.proc.pid)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    pid = int(out.stdout.strip())
+    assert not os.path.exists(f"/proc/{pid}")
 
 
 # ------------------------------------------------------------------------------------------ classification
