@@ -31,7 +31,8 @@ Backends (``backend="auto"`` picks the first that works here; the probe runs onc
 Both backends, on top (root): the program runs as a dedicated slot uid (see `_sandbox_support`), under
 rlimits CPU / AS / FSIZE / NPROC / NOFILE / CORE=0 and, where cgroup v1 is writable, a per-run memory+pids
 cgroup. stdout/stderr go to files under RLIMIT_FSIZE (never pipes; we read at most `max_output_bytes`).
-The root launcher stays as subreaper / pid 1 and reaps the whole tree before it exits. At the wall-clock
+Each run's launcher is forked by a per-process fork server (`_sandbox_zygote`), not started as a new
+interpreter. The root launcher stays as subreaper / pid 1 and reaps the whole tree before it exits. At the wall-clock
 limit every process of the slot uid is SIGKILLed (without root: SIGTERM to the launcher, which kills its
 child; its process group is SIGKILLed as a last resort). After every run the cgroup is emptied or,
 without one, the slot uid swept until /proc shows none of its processes alive; only then is the slot
