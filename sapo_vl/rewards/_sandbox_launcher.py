@@ -193,10 +193,17 @@ def _reap_zombies():
         pass
 
 
-def _launcher_child(cfg, fds):
-    """In a fresh fork of the zygote: own session, the run's fds as 0.., then the launcher proper."""
+def _launcher_child(cfg, fds, zygote_pid):
+    """In a fresh fork of the zygote: own session, the run's fds as 0.., then the launcher proper.
+
+    If the zygote dies (its caller died, closing the socket), this launcher gets SIGKILL, and so does the
+    whole run (bwrap's --die-with-parent, unshare's --kill-child, pid namespaces).
+    """
     try:
         _signal.signal(SIGCHLD, _signal.SIG_DFL)  # the zygote's reaping handler would steal our statuses
+        _prctl(PR_SET_PDEATHSIG, SIGKILL)
+        if os.getppid() != zygote_pid:
+            os._exit(125)
         os.setsid()
         base = max(fds + [2]) + 1  # park above every received fd, then move down to 0..n-1
         for i, fd in enumerate(fds):
@@ -220,6 +227,7 @@ def _zygote(sock_fd):
     import socket
 
     sock = socket.socket(fileno=sock_fd)
+    zygote_pid = os.getpid()
     _signal.signal(SIGCHLD, lambda *_: _reap_zombies())
     while True:
         msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 16)
@@ -234,7 +242,7 @@ def _zygote(sock_fd):
             sock.send(f"E{type(exc).__name__}: {exc}".encode())
             continue
         if pid == 0:
-            _launcher_child(cfg, fds)
+            _launcher_child(cfg, fds, zygote_pid)
         for fd in fds:
             os.close(fd)
         sock.send(str(pid).encode())

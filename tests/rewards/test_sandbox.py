@@ -366,6 +366,25 @@ def test_zygote_exits_with_its_caller(backend):
     assert not os.path.exists(f"/proc/{pid}")
 
 
+def test_runs_in_flight_die_with_their_caller(backend):
+    token = "orphan" + secrets.token_hex(6)
+    sleeper = f"import time; time.sleep(60)  # {token}"
+    source = f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', {sleeper!r}])\n"
+    code = (
+        "import os, threading, time\n"
+        "from sapo_vl.rewards import sandbox\n"
+        f"kw = dict(timeout_s=60, memory_mb=256, backend={backend!r})\n"
+        f"threading.Thread(target=sandbox.run_python, args=({source!r},), kwargs=kw, daemon=True).start()\n"
+        "time.sleep(1.0)\n"
+        "os._exit(0)\n"  # dies abruptly: no atexit, no cleanup
+    )
+    subprocess.run([sys.executable, "-c", code], timeout=60, check=True)
+    deadline = time.monotonic() + 5
+    while processes_with(token) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert processes_with(token) == []
+
+
 # ------------------------------------------------------------------------------------------ classification
 @pytest.mark.parametrize(
     "returncode, launch_error, timed_out, out_over, oom, stderr, expected",
