@@ -19,6 +19,16 @@ from sapo_vl.rollout.collate import collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+# Whatever else a checkpoint's generation_config.json switches on (Qwen2.5-VL ships repetition_penalty 1.05) is
+# switched off: the sampling distribution must stay softmax(logits / T), up to top-k / top-p, which is what
+# ``score_rollout`` scores. transformers fills every generate() argument left unset from the model's config.
+NEUTRAL_GENERATION = dict(
+    num_beams=1, num_return_sequences=1, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
+    no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, min_length=0, min_new_tokens=0, bad_words_ids=None,
+    sequence_bias=None, forced_bos_token_id=None, forced_eos_token_id=None, begin_suppress_tokens=None,
+    exponential_decay_length_penalty=None, guidance_scale=None, min_p=None, top_h=None, typical_p=1.0,
+    epsilon_cutoff=0.0, eta_cutoff=0.0, renormalize_logits=False, watermarking_config=None,
+)
 
 
 @dataclass
@@ -49,6 +59,10 @@ class HFEngine:
         if self.eos_id is None or self.eos_id == tok.unk_token_id:
             self.eos_id = tok.eos_token_id
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else self.eos_id
+        # also stop where the checkpoint says generation ends (Qwen3-VL: <|im_end|> and <|endoftext|>)
+        configured = getattr(getattr(_unwrap(model), "generation_config", None), "eos_token_id", None)
+        configured = [configured] if isinstance(configured, int) else list(configured or [])
+        self.eos_ids = [self.eos_id] + [i for i in configured if i != self.eos_id]
         ids = [tok.convert_tokens_to_ids(t) for t in VISION_TOKENS]
         self.suppress = [i for i in ids if i is not None and i != tok.unk_token_id]
 
@@ -60,8 +74,8 @@ class HFEngine:
         for start in range(0, len(prompts), self.batch_size):
             chunk = prompts.select(list(range(start, min(start + self.batch_size, len(prompts)))))
             inputs = {k: v.to(device) for k, v in chunk.model_inputs().items()}
-            kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
-                          eos_token_id=self.eos_id, pad_token_id=self.pad_id,
+            kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
+                          eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
                           suppress_tokens=self.suppress or None, use_cache=True)
             if params.do_sample:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
@@ -71,9 +85,9 @@ class HFEngine:
         return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
 
 
-def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mask up to and including the first EOS, and truncation flags (no EOS). ids: (N, C)."""
-    is_eos = completion_ids == eos_id  # (N, C)
+def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask up to and including the first EOS (any of the ids), and truncation flags (no EOS). ids: (N, C)."""
+    is_eos = torch.isin(completion_ids, torch.as_tensor(eos_id).reshape(-1))  # (N, C)
     has_eos = is_eos.any(1)  # (N,)
     first = torch.where(has_eos, is_eos.int().argmax(1), torch.full_like(has_eos, completion_ids.shape[1],
                                                                             dtype=torch.long))
@@ -113,7 +127,7 @@ def make_rollout(engine, model, processor, records: list[dict], *, group_size: i
     prompts = collate_prompts(processor, records, system_prompt=system_prompt, min_pixels=min_pixels,
                               max_pixels=max_pixels).repeat(group_size)
     completion_ids = engine.generate(prompts, params)  # (N, C)
-    mask, truncated = response_mask_from_ids(completion_ids, engine.eos_id)
+    mask, truncated = response_mask_from_ids(completion_ids, getattr(engine, "eos_ids", engine.eos_id))
     completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, engine.pad_id))
     texts = processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     rollout = Rollout(

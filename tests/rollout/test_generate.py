@@ -84,6 +84,37 @@ def test_response_mask_from_ids_on_hand_built_ids():
     assert truncated.tolist() == [False, True, False, False]
 
 
+def test_response_mask_from_ids_stops_at_any_of_several_eos_ids():
+    ids = torch.tensor([[4, 8, 9, 9], [4, 9, 8, 8], [4, 5, 6, 7]])
+    mask, truncated = response_mask_from_ids(ids, [9, 8])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    assert truncated.tolist() == [False, False, True]
+
+
+def test_engine_stops_at_every_eos_id_of_the_generation_config(warm, monkeypatch):
+    model, processor, _ = warm
+    tok = processor.tokenizer
+    monkeypatch.setattr(model.generation_config, "eos_token_id", [tok.convert_tokens_to_ids("<|endoftext|>"),
+                                                                  tok.convert_tokens_to_ids("<|im_end|>")])
+    engine = HFEngine(model, processor)
+    assert engine.eos_id == tok.convert_tokens_to_ids("<|im_end|>")
+    assert engine.eos_ids == [engine.eos_id, tok.convert_tokens_to_ids("<|endoftext|>")]
+
+
+def test_checkpoint_generation_config_does_not_change_the_sampling_distribution(warm, monkeypatch):
+    model, processor, records = warm
+    _, clean = _rollout(model, processor, records[:3], seed=5)
+    inputs = collate_prompts(processor, records[:3]).model_inputs()
+    plain = model.generate(**inputs, do_sample=False, max_new_tokens=3)
+    for key, value in dict(repetition_penalty=3.0, no_repeat_ngram_size=1, min_new_tokens=3, typical_p=0.5,
+                           min_p=0.3).items():  # what a checkpoint's generation_config.json may hold
+        monkeypatch.setattr(model.generation_config, key, value)
+    assert not torch.equal(model.generate(**inputs, do_sample=False, max_new_tokens=3), plain)  # it would matter
+    _, polluted = _rollout(model, processor, records[:3], seed=5)
+    assert torch.equal(polluted.completion_ids, clean.completion_ids)
+    assert torch.equal(polluted.old_logprobs, clean.old_logprobs)
+
+
 def test_vision_special_tokens_are_never_sampled(policy):
     model, processor = policy
     records = build_synthetic_shapes("train", n=2)
