@@ -117,7 +117,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_reached_and_exits_zero(tmp_path,
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "sapo_vl.cli", "train", str(DEMO), *TINY, f"output_dir={out}",
            f"model.path={tiny_dir}", "train.total_steps=10000", "warmup.steps=0", "log.eval_limit=2"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     log = open(tmp_path / "train.log", "w")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -115,10 +115,12 @@ def pixel_bounds(processor, min_pixels: int | None, max_pixels: int | None) -> t
 
 def count_prompt_tokens(processor, record: dict, *, system_prompt: str | None = None,
                         min_pixels: int | None = None, max_pixels: int | None = None) -> int:
-    """Prompt length in tokens (image placeholders expanded) without processing pixels: for length filtering."""
+    """Prompt length in tokens (image placeholders expanded) without processing pixels: for length filtering.
+    Raises ``CollateError`` for a record that ``collate_prompts`` would reject (placeholders, image shape)."""
     min_pixels, max_pixels = pixel_bounds(processor, min_pixels, max_pixels)
     messages = build_messages(record, system_prompt=system_prompt, min_pixels=min_pixels, max_pixels=max_pixels)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    _check_placeholders([text], [record])  # the record would fail collation: say so at load time
     n = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
     factor = _patch_size(processor) * _merge_size(processor)
     for k, im in enumerate(record.get("images") or []):

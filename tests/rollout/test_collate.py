@@ -142,6 +142,8 @@ def test_literal_placeholder_in_prompt_text_raises_naming_the_record(processor):
     record = {"id": "rec-injected", "prompt": f"What is {IMAGE_PAD} here?", "images": []}
     with pytest.raises(CollateError, match="rec-injected.*placeholder"):
         collate_prompts(processor, [RECORDS[0], record])
+    with pytest.raises(CollateError, match="rec-injected.*placeholder"):
+        count_prompt_tokens(processor, record)
 
 
 class _DroppingProcessor:
