@@ -18,13 +18,15 @@ from sapo_vl.rollout.collate import collate_prompts
 from sapo_vl.rollout.types import Rollout
 
 
+def _first_answer(record: dict) -> str | None:
+    a = record.get("answer")
+    a = a[0] if isinstance(a, (list, tuple)) and a else a
+    return None if a is None or isinstance(a, (list, tuple)) else str(a)
+
+
 def answer_pool(records: list[dict]) -> list[str]:
-    """The distinct answers (first acceptable answer of each record), sorted."""
-    pool = set()
-    for r in records:
-        a = r.get("answer")
-        pool.add(str(a[0] if isinstance(a, (list, tuple)) else a))
-    return sorted(pool)
+    """The distinct answers (first acceptable answer of each record; records without one are left out), sorted."""
+    return sorted({a for a in map(_first_answer, records) if a is not None})
 
 
 def supervised_batch(processor, records: list[dict], targets: list[str], *, system_prompt=None, min_pixels=None,
@@ -36,7 +38,8 @@ def supervised_batch(processor, records: list[dict], targets: list[str], *, syst
                               max_pixels=max_pixels)
     ids = [tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in targets]
     width = max(len(x) for x in ids)
-    completion = torch.full((len(ids), width), tok.pad_token_id, dtype=torch.long)  # (B, C)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else eos
+    completion = torch.full((len(ids), width), pad, dtype=torch.long)  # (B, C)
     mask = torch.zeros(len(ids), width, dtype=torch.long)  # (B, C)
     for i, x in enumerate(ids):
         completion[i, :len(x)] = torch.tensor(x)
@@ -56,6 +59,11 @@ def warmup(model, processor, records: list[dict], *, steps: int, batch_size: int
         raise ValueError(f"warmup labels must be 'shuffled' or 'gold', got {labels!r}")
     rng = random.Random(seed)
     pool = answer_pool(records)
+    if not pool:
+        raise ValueError("warm-up needs records with answers; none of the given records has one")
+    missing = [r.get("id", i) for i, r in enumerate(records) if _first_answer(r) is None]
+    if labels == "gold" and missing:
+        raise ValueError(f"warm-up with gold labels: {len(missing)} record(s) have no answer, e.g. {missing[:3]}")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     device = next(model.parameters()).device
@@ -66,7 +74,7 @@ def warmup(model, processor, records: list[dict], *, steps: int, batch_size: int
         if labels == "shuffled":
             targets = [rng.choice(pool) for _ in batch]
         else:
-            targets = [str(r["answer"][0] if isinstance(r["answer"], (list, tuple)) else r["answer"]) for r in batch]
+            targets = [_first_answer(r) for r in batch]
         sb = supervised_batch(processor, batch, targets, system_prompt=system_prompt, min_pixels=min_pixels,
                               max_pixels=max_pixels)
         inputs, P = sb.model_inputs()

@@ -22,8 +22,17 @@ def _greedy(model, processor, records):
 
 
 def test_answer_pool_is_the_sorted_distinct_first_answers():
-    assert answer_pool([{"answer": "red"}, {"answer": ["blue", "navy"]}, {"answer": "red"}, {"answer": 3}]) == [
-        "3", "blue", "red"]
+    assert answer_pool([{"answer": "red"}, {"answer": ["blue", "navy"]}, {"answer": "red"}, {"answer": 3},
+                        {"answer": None}, {}]) == ["3", "blue", "red"]
+
+
+def test_gold_labels_need_an_answer_on_every_record(tiny_dir, records):
+    model, processor = load_policy(tiny_dir)
+    unlabeled = [*records[:3], {**records[3], "id": "no-answer", "answer": None}]
+    with pytest.raises(ValueError, match=r"1 record\(s\) have no answer, e.g. \['no-answer'\]"):
+        warmup(model, processor, unlabeled, steps=1, labels="gold")
+    with pytest.raises(ValueError, match="none of the given records has one"):
+        warmup(model, processor, [{**r, "answer": None} for r in records[:2]], steps=1)
 
 
 def test_supervised_batch_targets_end_with_eos_and_mask_them(tiny_dir, records):
