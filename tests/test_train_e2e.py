@@ -82,7 +82,8 @@ def test_two_step_run_logs_metrics_and_writes_a_loadable_checkpoint(tmp_path, ti
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-def test_resume_is_bit_identical_on_cpu(tmp_path, tiny_dir, length_reward):
+def test_resume_is_bit_identical_on_cpu(tmp_path, tiny_dir, length_reward, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the training loop picks CPU even on GPU hosts
     common = ["log.save_every=2", "log.keep_last=3", length_reward]
     straight, split = tmp_path / "straight", tmp_path / "split"
     run(_config(straight, tiny_dir, "train.total_steps=4", *common))
