@@ -157,6 +157,9 @@ def resized_image_size(height: int, width: int, factor: int, min_pixels: int, ma
         beta = math.sqrt(min_pixels / (height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
+    if max(h_bar, w_bar) / min(h_bar, w_bar) > MAX_RATIO:  # rounding can push a ratio just below the limit over
+        raise CollateError(f"{where}: a {width}x{height} image resizes to {w_bar}x{h_bar}; expected an aspect "
+                           f"ratio of at most {MAX_RATIO}")
     return h_bar, w_bar
 
 

@@ -116,6 +116,9 @@ def test_extreme_aspect_ratio_raises_naming_the_record_and_image(processor):
         collate_prompts(processor, [record])
     with pytest.raises(CollateError, match="needle"):
         count_prompt_tokens(processor, record)
+    almost = {"id": "almost", "prompt": "?", "images": [_image(6500, 33)]}  # 197:1, but 203:1 once rounded
+    with pytest.raises(CollateError, match=r"'almost'.*resizes to 6496x32"):
+        count_prompt_tokens(processor, almost)
 
 
 def test_min_pixels_above_max_pixels_raises(processor):
