@@ -343,12 +343,15 @@ def _check_loss_hparams(name: str, hparams: dict) -> None:
     evaluated once on a one-token batch."""
     import torch
 
-    from sapo_vl.algos import get_policy_loss
+    from sapo_vl.algos import UnknownArgumentError, get_policy_loss
 
     one = torch.zeros(1, 1)
     try:
         get_policy_loss(name)(logprobs=one, old_logprobs=one, advantages=torch.ones(1),
                               response_mask=torch.ones(1, 1, dtype=torch.bool), **hparams)
+    except UnknownArgumentError as err:
+        raise ConfigError(f"algo.loss_hparams: {err}. A recipe's hyperparameters belong to its loss: with another "
+                          f"algo.policy_loss, replace them all, e.g. 'algo.loss_hparams={{}}'") from None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"algo.loss_hparams: {err}") from None
 

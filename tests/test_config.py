@@ -134,6 +134,13 @@ def test_invalid_values_give_clear_errors(override, message):
         load_config(DEMO, [override])
 
 
+def test_switching_the_loss_needs_its_own_hyperparameters():
+    with pytest.raises(ConfigError, match=r"'grpo': unknown argument\(s\) \['tau_neg', 'tau_pos'\].*replace them all"):
+        load_config(DEMO, ["algo.policy_loss=grpo", "algo.loss_hparams.eps_high=0.28"])
+    cfg = load_config(DEMO, ["algo.policy_loss=grpo", "algo.loss_hparams={eps_high: 0.28}"])
+    assert cfg.algo.loss_hparams == {"eps_high": 0.28}
+
+
 def test_mini_batches_must_divide_the_rollout_batch():
     with pytest.raises(ConfigError, match=r"prompts_per_step x group_size \(12\) must be divisible by "
                                           r"train.num_mini_batches \(5\)"):
