@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -158,9 +159,11 @@ def _build(cls, data: dict, where: str):
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        valid = ", ".join(_valid_keys(cls, f"{where}." if where else ""))
-        raise ConfigError(f"unknown config key(s) {', '.join((where + '.' if where else '') + u for u in unknown)}; "
-                          f"valid keys: {valid}")
+        prefix = f"{where}." if where else ""
+        close = [m for u in unknown for m in difflib.get_close_matches(u, sorted(names), n=1)]
+        hint = f" (did you mean {', '.join(prefix + m for m in close)}?)" if close else ""
+        raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}{hint}; "
+                          f"valid keys: {', '.join(_valid_keys(cls, prefix))}")
     kwargs = {}
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
@@ -289,6 +292,9 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+        if "distributed_type" in data:
+            raise ConfigError(f"{path} is an accelerate config, not a training recipe: accelerate launch "
+                              f"--config_file {path} -m sapo_vl.cli train RECIPE.yaml")
     data = apply_overrides(data, overrides or [])
     cfg = _build(Config, data, "")
     validate(cfg)

@@ -16,6 +16,19 @@ def _recipe(tmp_path, data) -> Path:
     return path
 
 
+RECIPES = sorted(p for p in DEMO.parents[1].rglob("*.yaml") if p.parent.name != "accelerate")
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_training_recipe_loads(recipe):
+    load_config(recipe)
+
+
+def test_an_accelerate_config_given_as_recipe_says_how_to_use_it():
+    with pytest.raises(ConfigError, match="is an accelerate config.*accelerate launch --config_file"):
+        load_config(DEMO.parents[1] / "accelerate" / "ddp.yaml")
+
+
 def test_demo_recipe_loads_with_sapo_paper_defaults():
     cfg = load_config(DEMO)
     assert cfg.model.path == "tiny" and cfg.data.dataset == "synthetic_shapes"
@@ -87,8 +100,14 @@ def test_unknown_key_error_names_the_key_and_lists_the_valid_keys():
     with pytest.raises(ConfigError) as err:
         load_config(DEMO, ["train.learning_rate=0.1"])
     message = str(err.value)
-    assert "unknown config key(s) train.learning_rate" in message
-    assert "train.lr" in message and "train.total_steps" in message
+    assert "unknown config key(s) train.learning_rate; valid keys: train.total_steps, train.lr," in message
+    assert "log.keep_last" not in message  # the keys of the section in question
+
+
+def test_unknown_key_error_suggests_a_close_match():
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) rollout.group_sise \(did you mean "
+                                          r"rollout.group_size\?\)"):
+        load_config(DEMO, ["rollout.group_sise=4"])
 
 
 def test_unknown_top_level_section_lists_the_sections_keys():
