@@ -84,8 +84,11 @@ def _grads(policy, batch, *, micro_batch_tokens, loss, aggregation, kl_beta=0.0)
     return metrics, grads
 
 
-@pytest.mark.parametrize("aggregation", AGGREGATION_MODES)
-@pytest.mark.parametrize("loss,kl_beta", [("sapo", 0.0), ("grpo", 0.0), ("sapo", 0.1)])
+CASES = [(loss, mode, 0.0) for loss in ("sapo", "grpo") for mode in AGGREGATION_MODES] + [
+    ("sapo", "seq-mean-token-mean", 0.1)]  # + the KL term to a reference policy
+
+
+@pytest.mark.parametrize("loss,aggregation,kl_beta", CASES)
 def test_micro_batches_accumulate_the_gradient_of_one_big_batch(model_and_batch, loss, aggregation, kl_beta):
     policy, batch = model_and_batch
     kw = dict(loss=loss, aggregation=aggregation, kl_beta=kl_beta)
