@@ -4,6 +4,9 @@ Every micro-batch's loss is aggregated with the FULL mini-batch's normalisers (`
 of the micro-batch gradients equals the gradient of the mini-batch loss, whatever the aggregation mode
 (tests/test_update.py checks it on the real model). Under data parallelism the normalisers are summed over ranks
 and the loss is multiplied by the world size, because DDP averages gradients.
+
+The one approximation is the MoE load-balancing term (``moe_aux_coef > 0``): it is a product of two token means
+(Switch Transformer), so it is computed per micro-batch and weighted by the micro-batch's share of sequences.
 """
 
 from __future__ import annotations
