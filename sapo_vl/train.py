@@ -22,7 +22,13 @@ import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 import torch
 
 from sapo_vl.algos import ADVANTAGES, get_policy_loss, zero_variance_groups
-from sapo_vl.checkpoint import load_trainer_state, resolve_resume, save_checkpoint, set_rng_state
+from sapo_vl.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    resolve_resume,
+    save_checkpoint,
+    set_rng_state,
+)
 from sapo_vl.config import Config, load_config, save_config
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
@@ -76,8 +82,8 @@ def lr_lambda(schedule: str, warmup: int, total: int):
 
 
 def load_datasets(cfg: Config, processor):
-    from sapo_vl.data import DATASETS, check_prompt_length, load_dataset_by_name
-    from sapo_vl.rollout.collate import count_prompt_tokens
+    from sapo_vl.data import DATASETS, RecordError, check_prompt_length, load_dataset_by_name
+    from sapo_vl.rollout.collate import CollateError, count_prompt_tokens
 
     d = cfg.data
 
@@ -90,8 +96,11 @@ def load_datasets(cfg: Config, processor):
     evals = build(d.eval_dataset or d.dataset, d.eval_split, {**d.kwargs, **d.eval_kwargs})
 
     def count(rec):
-        return count_prompt_tokens(processor, rec, system_prompt=d.system_prompt, min_pixels=d.min_pixels,
-                                   max_pixels=d.max_pixels)
+        try:
+            return count_prompt_tokens(processor, rec, system_prompt=d.system_prompt, min_pixels=d.min_pixels,
+                                       max_pixels=d.max_pixels)
+        except CollateError as err:  # raised or counted as a skip by check_prompt_length, per data.on_error
+            raise RecordError("collate", -1, rec.get("id"), "prompt/images", str(err)) from err
 
     train = check_prompt_length(train, count, d.max_prompt_length, d.on_error)
     evals = check_prompt_length(evals, count, d.max_prompt_length, d.on_error)
@@ -179,6 +188,9 @@ def run(cfg: Config) -> dict:
                               cpu=not cuda)
     out_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, out_dir)
+    if cfg.resume == "never" and (existing := latest_checkpoint(out_dir)) is not None:
+        raise ValueError(f"output_dir {out_dir} already has checkpoints (up to {existing.name}); use resume=auto "
+                         f"to continue, or a new output_dir")
     is_main = accelerator.is_main_process
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,7 +202,13 @@ def run(cfg: Config) -> dict:
     model, processor = build_policy(cfg, accelerator.device) if resume_from is None else _load_ckpt(
         resume_from, cfg, accelerator.device)
     train_records, eval_records = load_datasets(cfg, processor)
-    ref_model = _reference_model(cfg, accelerator.device) if cfg.algo.kl_beta > 0 else None
+    data_report = {"data/train_records": float(len(train_records)), "data/eval_records": float(len(eval_records)),
+                   "data/train_skipped": float(getattr(getattr(train_records, "report", None), "num_skipped", 0)),
+                   "data/eval_skipped": float(getattr(getattr(eval_records, "report", None), "num_skipped", 0))}
+    if is_main:
+        for recs in (train_records, eval_records):
+            if getattr(recs, "report", None) is not None and recs.report.num_skipped:
+                print(f"[sapo-vl] {recs.report.summary()}", flush=True)
     policy = PolicyModule(model)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.adam_betas),
@@ -206,6 +224,7 @@ def run(cfg: Config) -> dict:
         warmup(model, processor, train_records, steps=w.steps, batch_size=w.batch_size, lr=w.lr, labels=w.labels,
                seed=cfg.seed, system_prompt=cfg.data.system_prompt, min_pixels=cfg.data.min_pixels,
                max_pixels=cfg.data.max_pixels, log=(lambda m: print(m, flush=True)) if is_main else None)
+    ref_model = _reference_model(cfg, model, accelerator) if cfg.algo.kl_beta > 0 else None
     if resume_from is not None:
         state = load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
@@ -230,11 +249,11 @@ def run(cfg: Config) -> dict:
                       is_main_process=is_main, resume_step=start_step if resume_from is not None else None)
     progress = Progress(cfg.train.total_steps, start_step, enabled=is_main and cfg.log.progress)
     stop = _install_signal_handlers()
-    summary: dict = {}
+    summary: dict = dict(data_report)
 
     if start_step == 0:
         summary["eval_before"] = evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator)
-        tracker.log(summary["eval_before"], step=0)
+        tracker.log({**summary["eval_before"], **data_report}, step=0)
         if is_main:
             print(f"[sapo-vl] held-out accuracy before training: {summary['eval_before']['eval/accuracy']:.3f}",
                   flush=True)
@@ -322,12 +341,13 @@ def run(cfg: Config) -> dict:
                 print(f"[sapo-vl] {stop['signal']} received: saved step {step} and stopping", flush=True)
             break
 
-    summary["eval_after"] = evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator)
-    tracker.log(summary["eval_after"], step=step)
+    if not stop["requested"]:  # a preempted run saves and leaves; evaluation could outlast the grace period
+        summary["eval_after"] = evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator)
+        tracker.log(summary["eval_after"], step=step)
     progress.close()
     tracker.close()
     reward_pool.close()
-    if is_main:
+    if is_main and "eval_after" in summary:
         before = summary.get("eval_before", {}).get("eval/accuracy")
         after = summary["eval_after"]["eval/accuracy"]
         print(f"[sapo-vl] held-out accuracy: before {before if before is None else f'{before:.3f}'} -> after "
@@ -368,11 +388,26 @@ def _load_ckpt(path: Path, cfg: Config, device):
                        min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
 
 
-def _reference_model(cfg: Config, device):
-    """A frozen copy of the initial policy for the KL term (only loaded when algo.kl_beta > 0)."""
-    model, _ = build_policy(cfg, device)
-    model.requires_grad_(False)
-    return model.eval()
+def _reference_model(cfg: Config, model, accelerator):
+    """The frozen KL reference: the policy RL starts from (after any warm-up), loaded only when kl_beta > 0.
+
+    It is saved once to OUTPUT_DIR/reference when a warm-up changed the weights, so a resumed run uses the same one.
+    """
+    import copy
+
+    from sapo_vl.models.load import load_policy
+
+    ref_dir = Path(cfg.output_dir) / "reference"
+    if (ref_dir / "config.json").is_file():
+        ref, _ = load_policy(ref_dir, dtype=cfg.model.dtype, device=accelerator.device)
+    elif cfg.warmup.steps > 0:
+        ref = copy.deepcopy(model)
+        if accelerator.is_main_process:
+            ref.save_pretrained(ref_dir)
+        accelerator.wait_for_everyone()
+    else:
+        ref, _ = build_policy(cfg, accelerator.device)
+    return ref.requires_grad_(False).eval()
 
 
 def _save(out_dir, step, accelerator, policy, processor, optimizer, scheduler, sampler, keep_last) -> None:

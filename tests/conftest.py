@@ -12,6 +12,9 @@ import torch  # noqa: E402
 
 import sapo_vl  # noqa: E402,F401  (makes torchvision importable on CPU before transformers)
 
+# One intra-op thread: deterministic CPU numerics, and no oversubscription when tests start subprocesses.
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

@@ -70,7 +70,8 @@ def build_easy_vqa(
     shuffle: bool = True,
     prompt_template: str = DEFAULT_TEMPLATE,
 ) -> Records:
-    """Records for one split: prompt = ``prompt_template.format(question=<capitalised question>)``, one 64x64 image, the answer word,
+    """Records for one split: prompt = ``prompt_template.format(question=<capitalised question>)``, one 64x64
+    image, the answer word,
     reward "vqa", meta ``{"question_type", "image_id", "question"}``, id ``easy_vqa-<split>-<question index>``
     (stable under filtering and shuffling).
 

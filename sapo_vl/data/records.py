@@ -169,7 +169,8 @@ def _normalize_part(part: Any, where: str, images: list, opts: RecordOptions, fa
     if isinstance(part, str):
         return {"type": "text", "text": part}
     if not isinstance(part, dict) or part.get("type") not in ("text", "image"):
-        raise fail("invalid_prompt", where, f"expected a content part {{'type': 'text'|'image', ...}}, got {part!r:.80}")
+        raise fail("invalid_prompt", where,
+                   f"expected a content part {{'type': 'text'|'image', ...}}, got {part!r:.80}")
     if part["type"] == "text":
         if not isinstance(part.get("text"), str):
             raise fail("invalid_prompt", where, "text part needs a str 'text'")
@@ -232,7 +233,7 @@ def _normalize_prompt(raw: dict, opts: RecordOptions, fail) -> tuple[Any, list, 
             try:
                 prompt = opts.prompt_template.format(**{**raw, "prompt": prompt})
             except (KeyError, IndexError, ValueError) as exc:
-                raise fail("invalid_prompt", name, f"prompt_template {opts.prompt_template!r} failed: {exc!r}")
+                raise fail("invalid_prompt", name, f"prompt_template {opts.prompt_template!r} failed: {exc!r}") from exc
         return prompt, [], None
     if isinstance(prompt, (list, tuple)):
         return _normalize_messages(list(prompt), opts, fail)
@@ -333,7 +334,8 @@ def check_prompt_length(
     """Drop (``on_error="skip"``) or reject (``"raise"``) records whose prompt exceeds ``max_prompt_length`` tokens.
 
     ``count_tokens(record) -> int`` is the collator's hook (chat template + processor, image tokens included), so
-    this layer needs no tokenizer. Skips are counted under ``"prompt_too_long"`` in the returned ``Records.report``
+    this layer needs no tokenizer; a ``RecordError`` it raises is raised or skipped like the others. Skips are
+    counted under ``"prompt_too_long"`` (or the hook's reason) in the returned ``Records.report``
     (which extends the input's report when the input is a ``Records``).
     """
     check_on_error(on_error)
@@ -345,7 +347,14 @@ def check_prompt_length(
                         examples={k: list(v) for k, v in base.examples.items()} if base else {})
     kept = []
     for index, record in enumerate(records):
-        n = int(count_tokens(record))
+        try:
+            n = int(count_tokens(record))
+        except RecordError as raised:  # the collator could not build this record's prompt (e.g. bad image)
+            err = RecordError(raised.reason, index, record.get("id"), raised.field, raised.detail)
+            if on_error == "raise":
+                raise err from raised
+            report.add_skip(err)
+            continue
         if n > max_prompt_length:
             err = RecordError("prompt_too_long", index, record.get("id"), "prompt",
                               f"prompt is {n} tokens; expected at most max_prompt_length={max_prompt_length}")
@@ -355,6 +364,6 @@ def check_prompt_length(
             continue
         kept.append(record)
     report.kept = len(kept)
-    if report.skipped.get("prompt_too_long"):
+    if report.num_skipped > (base.num_skipped if base else 0):
         report.log()
     return Records(kept, report)

@@ -28,11 +28,10 @@ SPECIAL_TOKENS = [
     "<|vision_end|>",
     "<|image_pad|>",
     "<|video_pad|>",
-    "<think>",
-    "</think>",
-    "<answer>",
-    "</answer>",
 ]
+# Added as ordinary (non-special) tokens, as Qwen3 does: decoding with skip_special_tokens keeps them, so format
+# rewards can see "<think>...</think><answer>...</answer>".
+REASONING_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 # Generation must never sample these from a random policy (they would ask for image features that do not exist).
 VISION_SPECIAL_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
@@ -131,20 +130,21 @@ def _corpus(seed: int) -> list[str]:
 
 def build_tokenizer(vocab_size: int = 1024, seed: int = 0):
     """Train a byte-level BPE tokenizer in memory and wrap it as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - len(SPECIAL_TOKENS),
+        vocab_size=vocab_size - len(SPECIAL_TOKENS) - len(REASONING_TOKENS),
         min_frequency=2,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
     tok.add_special_tokens(SPECIAL_TOKENS)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in REASONING_TOKENS])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
