@@ -65,7 +65,7 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model, processor, trainer
         shutil.rmtree(tmp)
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
-    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / "trainer_state.pt")
+    torch.save({"rng": rng_state(), **trainer_state, "step": step}, tmp / "trainer_state.pt")  # caller may pass rng
     stale = root / f".old-step-{step:06d}"
     if final.exists():  # rewriting a step: move the old one aside first, so a complete step-* always exists
         if stale.exists():

@@ -14,8 +14,9 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 
@@ -32,6 +33,7 @@ from sapo_vl.checkpoint import (
 from sapo_vl.config import Config, load_config, save_config
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
+from sapo_vl.rollout.types import Rollout
 from sapo_vl.update import minibatch_loss_and_backward
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -175,23 +177,43 @@ def rollout_metrics(rollout, rewards, comps, advantages, filtered: int) -> dict[
 # the loop
 
 
-def run(cfg: Config) -> dict:
+@dataclass
+class Run:
+    """Everything the loop needs, built once by ``setup``."""
+
+    cfg: Config
+    accelerator: Any
+    policy: Any  # PolicyModule, wrapped by accelerate (DDP / FSDP / DeepSpeed)
+    hf_model: Any  # the unwrapped Hugging Face model (generation, saving)
+    processor: Any
+    optimizer: Any
+    scheduler: Any
+    params: list
+    sampler: PromptSampler
+    train_records: list
+    eval_records: list
+    reward_pool: Any
+    engine: HFEngine
+    sampling: SamplingParams
+    loss_fn: Any
+    advantage_fn: Any
+    ref_model: Any
+    top_k_experts: int | None
+    start_step: int
+    data_report: dict
+
+
+def setup(cfg: Config, resume_from: Path | None) -> Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from sapo_vl.rewards.pool import RewardPool
-    from sapo_vl.tracking import Progress, Tracker
 
     cuda = torch.cuda.is_available()
     mp = cfg.train.mixed_precision
     accelerator = Accelerator(mixed_precision="bf16" if (mp == "bf16" or (mp == "auto" and cuda)) else "no",
                               cpu=not cuda)
-    out_dir = Path(cfg.output_dir)
-    resume_from = resolve_resume(cfg.resume, out_dir)
-    if cfg.resume == "never" and (existing := latest_checkpoint(out_dir)) is not None:
-        raise ValueError(f"output_dir {out_dir} already has checkpoints (up to {existing.name}); use resume=auto "
-                         f"to continue, or a new output_dir")
-    is_main = accelerator.is_main_process
+    out_dir, is_main = Path(cfg.output_dir), accelerator.is_main_process
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
@@ -202,13 +224,7 @@ def run(cfg: Config) -> dict:
     model, processor = build_policy(cfg, accelerator.device) if resume_from is None else _load_ckpt(
         resume_from, cfg, accelerator.device)
     train_records, eval_records = load_datasets(cfg, processor)
-    data_report = {"data/train_records": float(len(train_records)), "data/eval_records": float(len(eval_records)),
-                   "data/train_skipped": float(getattr(getattr(train_records, "report", None), "num_skipped", 0)),
-                   "data/eval_skipped": float(getattr(getattr(eval_records, "report", None), "num_skipped", 0))}
-    if is_main:
-        for recs in (train_records, eval_records):
-            if getattr(recs, "report", None) is not None and recs.report.num_skipped:
-                print(f"[sapo-vl] {recs.report.summary()}", flush=True)
+    data_report = _data_report(train_records, eval_records, is_main)
     policy = PolicyModule(model)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.adam_betas),
@@ -216,7 +232,6 @@ def run(cfg: Config) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.lr_schedule,
                                                                        cfg.train.warmup_steps, cfg.train.total_steps))
     sampler = PromptSampler(len(train_records), cfg.seed, accelerator.process_index, accelerator.num_processes)
-    start_step = 0
     if resume_from is None and cfg.warmup.steps > 0:  # same seed on every rank: identical weights after it
         from sapo_vl.warmup import warmup
 
@@ -225,6 +240,7 @@ def run(cfg: Config) -> dict:
                seed=cfg.seed, system_prompt=cfg.data.system_prompt, min_pixels=cfg.data.min_pixels,
                max_pixels=cfg.data.max_pixels, log=(lambda m: print(m, flush=True)) if is_main else None)
     ref_model = _reference_model(cfg, model, accelerator) if cfg.algo.kl_beta > 0 else None
+    start_step = 0
     if resume_from is not None:
         state = load_trainer_state(resume_from)
         optimizer.load_state_dict(state["optimizer"])
@@ -236,117 +252,142 @@ def run(cfg: Config) -> dict:
             print(f"[sapo-vl] resumed from {resume_from} at step {start_step}", flush=True)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     hf_model = accelerator.unwrap_model(policy).model
-
-    loss_fn = get_policy_loss(cfg.algo.policy_loss)
-    advantage_fn = ADVANTAGES[cfg.algo.advantage]
-    reward_pool = RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers)
-    engine = HFEngine(hf_model, processor, batch_size=cfg.rollout.generation_batch_size)
-    sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                              top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k)
     text_config = getattr(hf_model.config, "text_config", hf_model.config)
-    top_k_experts = getattr(text_config, "num_experts_per_tok", None)
-    tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
-                      is_main_process=is_main, resume_step=start_step if resume_from is not None else None)
-    progress = Progress(cfg.train.total_steps, start_step, enabled=is_main and cfg.log.progress)
-    stop = _install_signal_handlers()
-    summary: dict = dict(data_report)
+    return Run(
+        cfg=cfg, accelerator=accelerator, policy=policy, hf_model=hf_model, processor=processor,
+        optimizer=optimizer, scheduler=scheduler, params=params, sampler=sampler, train_records=train_records,
+        eval_records=eval_records, reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers),
+        engine=HFEngine(hf_model, processor, batch_size=cfg.rollout.generation_batch_size),
+        sampling=SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                                top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k),
+        loss_fn=get_policy_loss(cfg.algo.policy_loss), advantage_fn=ADVANTAGES[cfg.algo.advantage],
+        ref_model=ref_model, top_k_experts=getattr(text_config, "num_experts_per_tok", None),
+        start_step=start_step, data_report=data_report)
 
-    if start_step == 0:
-        summary["eval_before"] = evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator)
-        tracker.log({**summary["eval_before"], **data_report}, step=0)
+
+def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
+    """G completions per prompt, then old log-probs and MoE routing from the update's own forward."""
+    cfg = r.cfg
+    r.hf_model.eval()
+    t0 = time.perf_counter()
+    rollout = make_rollout(r.engine, r.hf_model, r.processor, records, group_size=cfg.rollout.group_size,
+                           params=r.sampling, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
+                           system_prompt=cfg.data.system_prompt, with_old_logprobs=False)
+    t1 = time.perf_counter()
+    rollout.old_logprobs, rollout.router_topk = score_rollout(
+        r.hf_model, rollout, temperature=r.sampling.temperature, micro_batch_size=cfg.rollout.generation_batch_size,
+        chunk_size=cfg.train.logprob_chunk_size, top_k_experts=r.top_k_experts)
+    if r.ref_model is not None:
+        rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
+                                                micro_batch_size=cfg.rollout.generation_batch_size)
+    return rollout, {"time/rollout": t1 - t0, "time/logprob": time.perf_counter() - t1}
+
+
+def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
+    """Score in the worker pool, group-normalised advantages; returns the sequences to train on and metrics."""
+    t0 = time.perf_counter()
+    totals, comps = r.reward_pool.score(rollout.completions, rollout.records)
+    rewards = torch.tensor(totals, dtype=torch.float32)  # (N,)
+    rollout.rewards = rewards
+    rollout.advantages = r.advantage_fn(rewards, rollout.group_ids)  # (N,)
+    metrics = rollout_metrics(rollout, rewards, comps, rollout.advantages, 0)
+    acc_key = r.cfg.reward.accuracy or r.reward_pool.names[0]
+    metrics["accuracy"] = sum(1.0 for v in comps[acc_key] if v is not None and v >= 1.0) / len(totals)
+    keep = list(range(len(rollout)))
+    if r.cfg.algo.filter_zero_variance:  # DAPO dynamic sampling
+        flat = zero_variance_groups(rewards, rollout.group_ids)  # (N,) bool
+        keep = [i for i in keep if not flat[i]]
+        metrics["filtered_groups"] = float(flat.sum().item() / r.cfg.rollout.group_size)
+    metrics["time/reward"] = time.perf_counter() - t0
+    return keep, metrics
+
+
+def update_phase(r: Run, batch: Rollout) -> dict:
+    """Mini-batches x epochs; one optimizer step per mini-batch; micro-batches by token budget inside."""
+    cfg = r.cfg
+    t0 = time.perf_counter()
+    r.hf_model.train()
+    per_step: list[dict] = []
+    n_mb = min(cfg.train.num_mini_batches, len(batch))
+    for _ in range(cfg.train.epochs if len(batch) else 0):
+        order = torch.randperm(len(batch)).tolist()
+        for k in range(n_mb):
+            m = minibatch_loss_and_backward(
+                r.policy, batch.select(order[k::n_mb]), loss_fn=r.loss_fn, loss_hparams=cfg.algo.loss_hparams,
+                aggregation=cfg.algo.aggregation, max_len=cfg.rollout.max_new_tokens, kl_beta=cfg.algo.kl_beta,
+                kl_estimator=cfg.algo.kl_estimator, moe_aux_coef=cfg.algo.moe_aux_coef,
+                micro_batch_tokens=cfg.train.micro_batch_tokens, temperature=r.sampling.temperature,
+                chunk_size=cfg.train.logprob_chunk_size, accelerator=r.accelerator, top_k_experts=r.top_k_experts)
+            m["grad_norm"] = float(r.accelerator.clip_grad_norm_(r.params, cfg.train.max_grad_norm))
+            r.optimizer.step()
+            r.optimizer.zero_grad(set_to_none=True)
+            per_step.append(m)
+    r.scheduler.step()
+    metrics = {key: sum(m[key] for m in per_step if key in m) / sum(1 for m in per_step if key in m)
+               for key in sorted({k for m in per_step for k in m})}
+    metrics.update({"lr": r.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step)),
+                    "time/update": time.perf_counter() - t0})
+    return metrics
+
+
+def train_step(r: Run) -> dict:
+    """One step: prompts -> rollout -> rewards and advantages -> policy update. Returns the step's metrics."""
+    t0 = time.perf_counter()
+    records = [r.train_records[i] for i in r.sampler.next(r.cfg.rollout.prompts_per_step)]
+    rollout, metrics = rollout_phase(r, records)
+    keep, reward_metrics = reward_phase(r, rollout)
+    metrics.update(reward_metrics)
+    metrics.update(update_phase(r, rollout.select(keep) if len(keep) < len(rollout) else rollout))
+    n_tokens = int(rollout.response_mask.sum() + rollout.prompt_mask.sum())
+    metrics["time/step"] = time.perf_counter() - t0
+    metrics["throughput/tokens_per_s"] = n_tokens / max(metrics["time/step"], 1e-9)
+    return reduce_mean(metrics, r.accelerator)
+
+
+def run(cfg: Config) -> dict:
+    """Train with ``cfg``; returns a summary (held-out accuracy before / after, last step)."""
+    from sapo_vl.tracking import Progress, Tracker
+
+    out_dir = Path(cfg.output_dir)
+    resume_from = resolve_resume(cfg.resume, out_dir)
+    if cfg.resume == "never" and (existing := latest_checkpoint(out_dir)) is not None:
+        raise ValueError(f"output_dir {out_dir} already has checkpoints (up to {existing.name}); use resume=auto "
+                         f"to continue, or a new output_dir")
+    r = setup(cfg, resume_from)
+    is_main = r.accelerator.is_main_process
+    tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
+                      is_main_process=is_main, resume_step=r.start_step if resume_from is not None else None)
+    progress = Progress(cfg.train.total_steps, r.start_step, enabled=is_main and cfg.log.progress)
+    stop = _install_signal_handlers()
+    summary: dict = dict(r.data_report)
+    if r.start_step == 0:
+        summary["eval_before"] = evaluate(r.hf_model, r.processor, r.eval_records, r.reward_pool, cfg, r.accelerator)
+        tracker.log({**summary["eval_before"], **r.data_report}, step=0)
         if is_main:
             print(f"[sapo-vl] held-out accuracy before training: {summary['eval_before']['eval/accuracy']:.3f}",
                   flush=True)
 
-    step = start_step
-    for step in range(start_step + 1, cfg.train.total_steps + 1):
-        t_step = time.perf_counter()
-        # 1. rollout: G completions per prompt, old log-probs and MoE routing from the update's own forward
-        records = [train_records[i] for i in sampler.next(cfg.rollout.prompts_per_step)]
-        hf_model.eval()
-        t0 = time.perf_counter()
-        rollout = make_rollout(engine, hf_model, processor, records, group_size=cfg.rollout.group_size,
-                               params=sampling, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
-                               system_prompt=cfg.data.system_prompt, micro_batch_size=cfg.rollout.generation_batch_size,
-                               chunk_size=cfg.train.logprob_chunk_size, with_old_logprobs=False)
-        t_gen = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        rollout.old_logprobs, rollout.router_topk = score_rollout(
-            hf_model, rollout, temperature=sampling.temperature, micro_batch_size=cfg.rollout.generation_batch_size,
-            chunk_size=cfg.train.logprob_chunk_size, top_k_experts=top_k_experts)
-        if ref_model is not None:
-            rollout.ref_logprobs, _ = score_rollout(ref_model, rollout, temperature=sampling.temperature,
-                                                    micro_batch_size=cfg.rollout.generation_batch_size)
-        t_logprob = time.perf_counter() - t0
-
-        # 2. rewards (worker pool) and group-normalised advantages
-        t0 = time.perf_counter()
-        totals, comps = reward_pool.score(rollout.completions, rollout.records)
-        t_reward = time.perf_counter() - t0
-        rewards = torch.tensor(totals, dtype=torch.float32)  # (N,)
-        rollout.rewards = rewards
-        rollout.advantages = advantage_fn(rewards, rollout.group_ids)  # (N,)
-        metrics = rollout_metrics(rollout, rewards, comps, rollout.advantages, 0)
-        acc_key = cfg.reward.accuracy or reward_pool.names[0]
-        metrics["accuracy"] = sum(1.0 for v in comps[acc_key] if v is not None and v >= 1.0) / len(totals)
-        keep = list(range(len(rollout)))
-        if cfg.algo.filter_zero_variance:
-            flat = zero_variance_groups(rewards, rollout.group_ids)  # (N,) bool
-            keep = [i for i in keep if not flat[i]]
-            metrics["filtered_groups"] = float(flat.sum().item() / cfg.rollout.group_size)
-
-        # 3. update: mini-batches x epochs, micro-batches by token budget
-        t0 = time.perf_counter()
-        hf_model.train()
-        update_metrics: list[dict] = []
-        if keep:
-            batch = rollout.select(keep) if len(keep) < len(rollout) else rollout
-            n_mb = min(cfg.train.num_mini_batches, len(batch))
-            for _ in range(cfg.train.epochs):
-                order = torch.randperm(len(batch)).tolist()
-                for k in range(n_mb):
-                    mb = batch.select(order[k::n_mb])
-                    m = minibatch_loss_and_backward(
-                        policy, mb, loss_fn=loss_fn, loss_hparams=cfg.algo.loss_hparams,
-                        aggregation=cfg.algo.aggregation, max_len=cfg.rollout.max_new_tokens,
-                        kl_beta=cfg.algo.kl_beta, kl_estimator=cfg.algo.kl_estimator,
-                        moe_aux_coef=cfg.algo.moe_aux_coef, micro_batch_tokens=cfg.train.micro_batch_tokens,
-                        temperature=sampling.temperature, chunk_size=cfg.train.logprob_chunk_size,
-                        accelerator=accelerator, top_k_experts=top_k_experts)
-                    m["grad_norm"] = float(accelerator.clip_grad_norm_(params, cfg.train.max_grad_norm))
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    update_metrics.append(m)
-        scheduler.step()
-        t_update = time.perf_counter() - t0
-        for key in sorted({k for m in update_metrics for k in m}):
-            vals = [m[key] for m in update_metrics if key in m]
-            metrics[key] = sum(vals) / len(vals)
-        n_tokens = int(rollout.response_mask.sum() + rollout.prompt_mask.sum())
-        t_total = time.perf_counter() - t_step
-        metrics.update({"lr": scheduler.get_last_lr()[0], "time/rollout": t_gen, "time/logprob": t_logprob,
-                        "time/reward": t_reward, "time/update": t_update, "time/step": t_total,
-                        "throughput/tokens_per_s": n_tokens / max(t_total, 1e-9),
-                        "optimizer_steps": float(len(update_metrics))})
-        metrics = reduce_mean(metrics, accelerator)
+    step = r.start_step
+    for step in range(r.start_step + 1, cfg.train.total_steps + 1):
+        metrics = train_step(r)
         if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.train.total_steps:
-            metrics.update(evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator))
+            metrics.update(evaluate(r.hf_model, r.processor, r.eval_records, r.reward_pool, cfg, r.accelerator))
         tracker.log(metrics, step=step)
         progress.update(step, metrics)
-        last = step == cfg.train.total_steps or stop["requested"]
-        if (cfg.log.save_every and step % cfg.log.save_every == 0) or last:
-            _save(out_dir, step, accelerator, policy, processor, optimizer, scheduler, sampler, cfg.log.keep_last)
+        if (cfg.log.save_every and step % cfg.log.save_every == 0) or step == cfg.train.total_steps \
+                or stop["requested"]:
+            _save(out_dir, step, r)
         if stop["requested"]:
             if is_main:
                 print(f"[sapo-vl] {stop['signal']} received: saved step {step} and stopping", flush=True)
             break
 
     if not stop["requested"]:  # a preempted run saves and leaves; evaluation could outlast the grace period
-        summary["eval_after"] = evaluate(hf_model, processor, eval_records, reward_pool, cfg, accelerator)
+        summary["eval_after"] = evaluate(r.hf_model, r.processor, r.eval_records, r.reward_pool, cfg, r.accelerator)
         tracker.log(summary["eval_after"], step=step)
     progress.close()
     tracker.close()
-    reward_pool.close()
+    r.reward_pool.close()
     if is_main and "eval_after" in summary:
         before = summary.get("eval_before", {}).get("eval/accuracy")
         after = summary["eval_after"]["eval/accuracy"]
@@ -410,29 +451,36 @@ def _reference_model(cfg: Config, model, accelerator):
     return ref.requires_grad_(False).eval()
 
 
-def _save(out_dir, step, accelerator, policy, processor, optimizer, scheduler, sampler, keep_last) -> None:
+def _save(out_dir: Path, step: int, r: Run) -> None:
+    """Checkpoint on the main process; every rank's RNG state is gathered so each resumes its own stream."""
     import torch.distributed as dist
 
     from sapo_vl.checkpoint import rng_state
 
     rng = rng_state()
-    if accelerator.num_processes > 1 and dist.is_initialized():
-        gathered = [None] * accelerator.num_processes
+    if r.accelerator.num_processes > 1 and dist.is_initialized():
+        gathered = [None] * r.accelerator.num_processes
         dist.all_gather_object(gathered, rng)
         rng = gathered
-    if accelerator.is_main_process:
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "sampler": sampler.state_dict()}
+    if r.accelerator.is_main_process:
+        state = {"optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
+                 "sampler": r.sampler.state_dict()}
         if isinstance(rng, list):
-            state["rng_per_rank"] = rng
-        save_checkpoint(out_dir, step, model=accelerator.unwrap_model(policy).model, processor=processor,
-                        trainer_state=state, keep_last=keep_last)
-        if isinstance(rng, list):  # save_checkpoint stores this process's rng; keep every rank's
-            path = out_dir / "checkpoints" / f"step-{step:06d}" / "trainer_state.pt"
-            data = torch.load(path, weights_only=False)
-            data["rng"] = rng
-            torch.save(data, path)
-    accelerator.wait_for_everyone()
+            state["rng"] = rng  # overrides save_checkpoint's own (this process's) rng entry
+        save_checkpoint(out_dir, step, model=r.hf_model, processor=r.processor, trainer_state=state,
+                        keep_last=r.cfg.log.keep_last)
+    r.accelerator.wait_for_everyone()
+
+
+def _data_report(train_records, eval_records, is_main: bool) -> dict:
+    def skipped(recs):
+        report = getattr(recs, "report", None)
+        if report is not None and report.num_skipped and is_main:
+            print(f"[sapo-vl] {report.summary()}", flush=True)
+        return float(report.num_skipped if report is not None else 0)
+
+    return {"data/train_records": float(len(train_records)), "data/eval_records": float(len(eval_records)),
+            "data/train_skipped": skipped(train_records), "data/eval_skipped": skipped(eval_records)}
 
 
 def _install_signal_handlers() -> dict:
