@@ -29,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
-NOT_PLOTTED = frozenset({"step", "wall_time", "epoch"})
+# bookkeeping, not curves: counts of records / held-out prompts, micro-batches and optimizer steps per step
+NOT_PLOTTED = frozenset({"step", "wall_time", "epoch", "eval/n", "micro_batches", "optimizer_steps",
+                         "data/train_records", "data/eval_records", "data/train_skipped", "data/eval_skipped"})
 NEVER_SMOOTHED = frozenset({"lr"})  # deterministic schedules: an EMA would only distort them
 
 Series = tuple[np.ndarray, np.ndarray]  # (steps (N,), values (N,) float64 with NaN for null)
@@ -188,6 +190,8 @@ SUMMARY_PANELS: tuple[Panel, ...] = (
           exclude=("moe/load_imbalance", "moe/router_entropy"), style="smooth"),
     Panel("Time per step by phase", "seconds", "time", prefix="time/", exclude=("time/step",), style="stack",
           total="time/step"),
+    Panel("Importance ratio pi/pi_old & approx KL", "ratio", "ratio", prefix="ratio/", right=("approx_kl",),
+          right_label="approx KL(old||new)", style="smooth"),
     Panel("Throughput", "tokens / s", "throughput", prefix="throughput/", style="smooth"),
     Panel("Groups filtered (all-equal rewards)", "groups", "filtered_groups", keys=("filtered_groups",),
           style="smooth"),
