@@ -24,7 +24,7 @@ VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video
 # ``score_rollout`` scores. transformers fills every generate() argument left unset from the model's config.
 NEUTRAL_GENERATION = dict(
     num_beams=1, num_return_sequences=1, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
-    no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, min_length=0, min_new_tokens=0, bad_words_ids=None,
+    no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, min_new_tokens=0, bad_words_ids=None,
     sequence_bias=None, forced_bos_token_id=None, forced_eos_token_id=None, begin_suppress_tokens=None,
     exponential_decay_length_penalty=None, guidance_scale=None, min_p=None, top_h=None, typical_p=1.0,
     epsilon_cutoff=0.0, eta_cutoff=0.0, renormalize_logits=False, watermarking_config=None,
