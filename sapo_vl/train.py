@@ -221,8 +221,9 @@ def setup(cfg: Config, resume_from: Path | None) -> Run:
     accelerator.wait_for_everyone()
     set_seed(cfg.seed + accelerator.process_index)
 
-    model, processor = build_policy(cfg, accelerator.device) if resume_from is None else _load_ckpt(
-        resume_from, cfg, accelerator.device)
+    with accelerator.main_process_first():  # rank 0 builds the tiny model (model.path=tiny) before others read it
+        model, processor = build_policy(cfg, accelerator.device) if resume_from is None else _load_ckpt(
+            resume_from, cfg, accelerator.device)
     train_records, eval_records = load_datasets(cfg, processor)
     data_report = _data_report(train_records, eval_records, is_main)
     policy = PolicyModule(model)
