@@ -4,7 +4,7 @@ Both run forward + backward on the same (N, H) hidden states and an lm_head of Q
 same process. Prints time per call and peak resident memory growth (each variant in a fresh subprocess, so the
 numbers do not mix), and the ratios chunked / naive.
 
-    python benchmarks/bench_logprobs.py [--tokens 2048] [--hidden 256] [--vocab 151936] [--chunk 1024]
+    python benchmarks/bench_logprobs.py [--tokens 2048] [--hidden 256] [--vocab 151936] [--chunks 64,256,1024]
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ print(json.dumps({"s": (time.perf_counter() - t) / reps, "peak_mb": peak / 1024}
 """
 
 
-def run(mode: str, args) -> dict:
-    cmd = [sys.executable, "-c", _CHILD, mode, str(args.tokens), str(args.hidden), str(args.vocab), str(args.chunk),
+def run(mode: str, args, chunk: int) -> dict:
+    cmd = [sys.executable, "-c", _CHILD, mode, str(args.tokens), str(args.hidden), str(args.vocab), str(chunk),
            str(args.reps)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -50,15 +50,16 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=2048)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=151936)
-    parser.add_argument("--chunk", type=int, default=1024)
+    parser.add_argument("--chunks", default="64,256,1024", help="chunk sizes to compare against naive")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    naive, chunked = run("naive", args), run("chunked", args)
-    print(f"N={args.tokens} H={args.hidden} V={args.vocab} chunk={args.chunk}")
-    print(f"naive    {naive['s'] * 1e3:9.1f} ms  peak +{naive['peak_mb']:8.1f} MB")
-    print(f"chunked  {chunked['s'] * 1e3:9.1f} ms  peak +{chunked['peak_mb']:8.1f} MB")
-    print(f"ratio chunked/naive: time {chunked['s'] / naive['s']:.2f}x, peak memory "
-          f"{chunked['peak_mb'] / max(naive['peak_mb'], 1e-9):.2f}x")
+    naive = run("naive", args, 0)
+    print(f"N={args.tokens} H={args.hidden} V={args.vocab}")
+    print(f"{'naive':<16}{naive['s'] * 1e3:9.1f} ms  peak +{naive['peak_mb']:8.1f} MB")
+    for chunk in map(int, args.chunks.split(",")):
+        c = run("chunked", args, chunk)
+        print(f"{f'chunk {chunk}':<16}{c['s'] * 1e3:9.1f} ms  peak +{c['peak_mb']:8.1f} MB   ratio to naive: time "
+              f"{c['s'] / naive['s']:.2f}x, peak memory {c['peak_mb'] / max(naive['peak_mb'], 1e-9):.2f}x")
 
 
 if __name__ == "__main__":
