@@ -76,7 +76,7 @@ def test_pip_task_loads_offline(path):
 
 def test_builtin_tasks_are_copies_of_the_eval_dir_ones():
     builtin = sorted(BUILTIN_DIR.glob("*.yaml"))
-    assert {p.stem for p in builtin} == {"easy_vqa", "humaneval"}
+    assert {p.stem for p in builtin} == {"easy_vqa", "humaneval", "synthetic_shapes"}
     for path in builtin:
         assert path.read_text() == (EVAL_DIR / path.name).read_text(), f"{path.name} drifted from eval/"
 
