@@ -151,12 +151,19 @@ def evaluate(model, processor, records, reward_pool, cfg: Config, accelerator) -
 
 
 def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
+    """Mean of each metric over the ranks that report it (ranks may lack a key, e.g. no negative-advantage token
+    for a SAPO gate statistic)."""
     if accelerator.num_processes == 1 or not values:
         return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], device=accelerator.device, dtype=torch.float64)
-    t = accelerator.reduce(t, reduction="mean")
-    return dict(zip(keys, t.tolist()))
+    import torch.distributed as dist
+
+    key_lists: list = [None] * accelerator.num_processes
+    dist.all_gather_object(key_lists, sorted(values))
+    keys = sorted(set().union(*key_lists))
+    sums = torch.tensor([[values.get(k, 0.0), float(k in values)] for k in keys], dtype=torch.float64,
+                        device=accelerator.device)  # (K, 2) value, present
+    sums = accelerator.reduce(sums, reduction="sum")
+    return {k: (v / n) for k, (v, n) in zip(keys, sums.tolist()) if n > 0}
 
 
 def rollout_metrics(rollout, rewards, comps, advantages, filtered: int) -> dict[str, float]:
@@ -297,8 +304,11 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     keep = list(range(len(rollout)))
     if r.cfg.algo.filter_zero_variance:  # DAPO dynamic sampling
         flat = zero_variance_groups(rewards, rollout.group_ids)  # (N,) bool
-        keep = [i for i in keep if not flat[i]]
         metrics["filtered_groups"] = float(flat.sum().item() / r.cfg.rollout.group_size)
+        if r.accelerator.num_processes == 1:
+            keep = [i for i in keep if not flat[i]]
+        else:  # every rank must run the same optimizer steps: mask the dropped sequences out instead
+            rollout.response_mask = rollout.response_mask * (~flat).long()[:, None]
     metrics["time/reward"] = time.perf_counter() - t0
     return keep, metrics
 
