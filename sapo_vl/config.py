@@ -144,6 +144,19 @@ def _valid_keys(cls, prefix: str = "") -> list[str]:
     return keys
 
 
+def describe_config(cls=Config, prefix: str = "") -> list[str]:
+    """Every dotted key with its default, for ``sapo-vl train --help``."""
+    lines = []
+    defaults = cls()
+    for f in fields(cls):
+        sub = _sub_dataclass(cls, f.name)
+        if sub:
+            lines.extend(describe_config(sub, f"{prefix}{f.name}."))
+        else:
+            lines.append(f"  {prefix}{f.name} = {getattr(defaults, f.name)!r}")
+    return lines
+
+
 def _sub_dataclass(cls, name: str):
     f = {f.name: f for f in fields(cls)}[name]
     if f.default_factory is not dataclasses.MISSING:

@@ -513,13 +513,18 @@ def _install_signal_handlers() -> dict:
 
 def cli_main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: sapo-vl train RECIPE.yaml [dotted.key=value ...]\n\n" + (__doc__ or ""))
+        from sapo_vl.config import describe_config
+
+        print("usage: sapo-vl train RECIPE.yaml [dotted.key=value ...]\n\n" + (__doc__ or "")
+              + "\nconfig keys (default values; a recipe or key=value overrides them):\n"
+              + "\n".join(describe_config()))
         return 0
-    os.environ.setdefault("HF_HUB_OFFLINE", "1") if argv[0].startswith("recipes/tiny") else None
     try:
         cfg = load_config(argv[0], argv[1:])
     except ValueError as err:
         print(f"sapo-vl train: {err}", file=sys.stderr)
         return 2
+    if cfg.model.path == "tiny":  # everything is built locally: never ask the hub
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run(cfg)
     return 0

@@ -177,3 +177,15 @@ def test_saved_config_loads_back_equal(tmp_path):
     cfg = load_config(DEMO, ["train.lr=1e-4", "log.backends=[jsonl]", "data.max_pixels=4096"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+def test_train_help_lists_every_config_key_with_its_default(capsys):
+    from sapo_vl.cli import main
+    from sapo_vl.config import Config, _valid_keys, describe_config
+
+    lines = describe_config()
+    assert "  algo.policy_loss = 'sapo'" in lines
+    assert "  algo.loss_hparams = {}" in lines
+    assert len(lines) == len(_valid_keys(Config))
+    assert main(["train", "--help"]) == 0
+    assert "rollout.group_size = 8" in capsys.readouterr().out
