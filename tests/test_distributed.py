@@ -38,3 +38,34 @@ def test_two_process_accelerate_run_trains_and_checkpoints(tmp_path):
     assert evals and evals[-1]["eval/n"] == 8.0  # 4 held-out prompts on each of the 2 ranks, reduced
     assert (out / "checkpoints" / "step-000002" / "model.safetensors").is_file()
     assert "resumed" not in proc.stdout
+
+
+def _reduce_worker(rank: int, world: int, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from sapo_vl.train import reduce_mean
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+
+    class _Acc:  # the two attributes and the method reduce_mean uses, backed by the real process group
+        num_processes, device = world, torch.device("cpu")
+
+        @staticmethod
+        def reduce(t, reduction):
+            dist.all_reduce(t)
+            return t
+
+    values = {"a": 1.0, "sapo/gate_mean_neg": 0.5} if rank == 0 else {"a": 3.0, "moe/x": 7.0}
+    result = reduce_mean(values, _Acc())
+    if rank == 0:
+        Path(out).write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def test_metrics_are_averaged_over_the_ranks_that_report_them(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "reduced.json"
+    mp.spawn(_reduce_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    assert json.loads(out.read_text()) == {"a": 2.0, "moe/x": 7.0, "sapo/gate_mean_neg": 0.5}
