@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sapo_vl._jsonl import iter_json_objects
+
 METRICS_FILE = "metrics.jsonl"
 # bookkeeping, not curves: counts of records / held-out prompts, micro-batches and optimizer steps per step
 NOT_PLOTTED = frozenset({"step", "wall_time", "epoch", "eval/n", "micro_batches", "optimizer_steps",
@@ -61,25 +63,20 @@ def load_metrics(path: str | Path) -> dict[str, Series]:
     if not path.is_file():
         raise FileNotFoundError(f"no metrics file at {path} (expected a run directory with {METRICS_FILE})")
     by_step: dict[int, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                warnings.warn(f"{path}:{lineno}: skipping a line that is not valid JSON", stacklevel=2)
-                continue
-            step = record.get("step") if isinstance(record, dict) else None
-            if isinstance(step, bool) or not isinstance(step, int):
-                warnings.warn(f"{path}:{lineno}: skipping a line without an integer 'step'", stacklevel=2)
-                continue
-            row = by_step.setdefault(step, {})
-            for key, value in record.items():
-                if value is None:
-                    row[key] = math.nan
-                elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                    row[key] = float(value)
+    for lineno, record, error in iter_json_objects(path):
+        if isinstance(error, json.JSONDecodeError):
+            warnings.warn(f"{path}:{lineno}: skipping a line that is not valid JSON", stacklevel=2)
+            continue
+        step = record.get("step") if record is not None else None  # a non-object line has no step
+        if isinstance(step, bool) or not isinstance(step, int):
+            warnings.warn(f"{path}:{lineno}: skipping a line without an integer 'step'", stacklevel=2)
+            continue
+        row = by_step.setdefault(step, {})
+        for key, value in record.items():
+            if value is None:
+                row[key] = math.nan
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[key] = float(value)
     if not by_step:
         raise ValueError(f"{path} is empty: the run has not logged any step yet")
     return _to_series(by_step)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sapo_vl._jsonl import iter_json_objects
 from sapo_vl.data.records import (
     FieldMap,
     LoadReport,
@@ -50,19 +51,12 @@ class _BadRow:
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict | _BadRow]:
     """Yield one dict per non-blank line; an unparsable line yields a ``_BadRow`` naming the line."""
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield _BadRow("invalid_json", "<line>", f"line {lineno} of {path} is not valid JSON: {exc}")
-                continue
-            if not isinstance(row, dict):
-                yield _BadRow("invalid_json", "<line>", f"line {lineno} of {path}: expected a JSON object, "
-                              f"got {type(row).__name__}")
-                continue
+    for lineno, row, error in iter_json_objects(path):
+        if isinstance(error, json.JSONDecodeError):
+            yield _BadRow("invalid_json", "<line>", f"line {lineno} of {path} is not valid JSON: {error}")
+        elif error is not None:
+            yield _BadRow("invalid_json", "<line>", f"line {lineno} of {path}: {error}")
+        else:
             yield row
 
 

@@ -26,6 +26,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from sapo_vl._jsonl import iter_json_objects
+
 ID_KEYS = ("doc_id", "task_id", "id")
 COMPLETION_LIST_KEYS = ("completions", "resps")
 
@@ -64,25 +66,20 @@ def read_samples_file(path: str | os.PathLike, tasks: list[str]) -> dict[str, di
     if not path.exists():
         raise SamplesFileError(f"samples file {path} does not exist")
     out: dict[str, dict[str, list[str]]] = {t: defaultdict(list) for t in tasks}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SamplesFileError(f"{where}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise SamplesFileError(f"{where}: expected a JSON object")
-            task = obj.get("task") or obj.get("task_name")
-            if task is None:
-                if len(tasks) != 1:
-                    raise SamplesFileError(f"{where}: no 'task' key, needed when evaluating several tasks {tasks}")
-                task = tasks[0]
-            if task not in out:
-                continue  # a line of a task not evaluated in this run
-            out[task][_line_id(obj, where)].extend(_line_completions(obj, where))
+    for lineno, obj, error in iter_json_objects(path):
+        where = f"{path}:{lineno}"
+        if isinstance(error, json.JSONDecodeError):
+            raise SamplesFileError(f"{where}: not valid JSON ({error.msg})") from error
+        if error is not None:
+            raise SamplesFileError(f"{where}: expected a JSON object")
+        task = obj.get("task") or obj.get("task_name")
+        if task is None:
+            if len(tasks) != 1:
+                raise SamplesFileError(f"{where}: no 'task' key, needed when evaluating several tasks {tasks}")
+            task = tasks[0]
+        if task not in out:
+            continue  # a line of a task not evaluated in this run
+        out[task][_line_id(obj, where)].extend(_line_completions(obj, where))
     return {t: dict(docs) for t, docs in out.items()}
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sapo_vl._jsonl import iter_json_objects
+
 FILE_TYPES = ("jsonl", "json", "parquet", "hf_disk")
 
 
@@ -64,20 +66,15 @@ def _jsonl_rows(files: list[Path]) -> Callable[[int | None], Iterator[dict]]:
     def rows(limit: int | None) -> Iterator[dict]:
         count = 0
         for file in files:
-            with open(file, encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    if limit is not None and count >= limit:
-                        return
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise TaskDataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
-                    if not isinstance(row, dict):
-                        raise TaskDataError(f"{file}:{lineno}: expected a JSON object, got {type(row).__name__}")
-                    count += 1
-                    yield row
+            for lineno, row, error in iter_json_objects(file):
+                if limit is not None and count >= limit:
+                    return
+                if isinstance(error, json.JSONDecodeError):
+                    raise TaskDataError(f"{file}:{lineno}: not valid JSON ({error.msg})") from error
+                if error is not None:
+                    raise TaskDataError(f"{file}:{lineno}: {error}")
+                count += 1
+                yield row
 
     return rows
 

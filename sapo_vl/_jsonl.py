@@ -1,0 +1,42 @@
+"""One reader for JSON Lines files: line numbers, blank lines skipped, bad lines reported rather than raised.
+
+Callers decide what a bad line means (raise their own error, skip it, warn), so the reader never raises for
+a line's content; it only names what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+
+
+class NotAJsonObject(ValueError):
+    """A line that is valid JSON but not an object (e.g. a list or a number)."""
+
+    def __init__(self, value: object):
+        self.type_name = type(value).__name__
+        super().__init__(f"expected a JSON object, got {self.type_name}")
+
+
+def iter_json_objects(
+    path: str | os.PathLike,
+) -> Iterator[tuple[int, dict | None, json.JSONDecodeError | NotAJsonObject | None]]:
+    """Yield ``(line number from 1, object or None, error or None)`` for each non-blank line of a UTF-8 file.
+
+    Exactly one of object and error is None. The error is the ``json.JSONDecodeError`` of a line that is not
+    valid JSON, or a ``NotAJsonObject`` for valid JSON that is not an object.
+    """
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield lineno, None, exc
+                continue
+            if isinstance(value, dict):
+                yield lineno, value, None
+            else:
+                yield lineno, None, NotAJsonObject(value)
