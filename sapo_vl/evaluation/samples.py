@@ -125,22 +125,21 @@ class SampleLog:
         rows: dict[str, dict] = {}
         if not self.path.exists():
             return rows
-        with open(self.path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SampleLogError(f"{self.path}:{lineno}: corrupt line ({exc.msg}); delete the file or "
-                                         "rerun with --overwrite") from exc
-                if row.get("run_key") != self.key:
-                    raise SampleLogError(
-                        f"{self.path} holds results of another run (run key {row.get('run_key')!r}, this run "
-                        f"{self.key!r}: different model, generation settings or task definition). Use another "
-                        "--output-dir, or --overwrite to discard them."
-                    )
-                rows[str(row["doc_id"])] = row
+        for lineno, row, error in iter_json_objects(self.path):
+            if error is not None:  # invalid JSON, or JSON that is not an object
+                detail = error.msg if isinstance(error, json.JSONDecodeError) else str(error)
+                raise SampleLogError(f"{self.path}:{lineno}: corrupt line ({detail}); delete the file or "
+                                     "rerun with --overwrite") from error
+            if row.get("run_key") != self.key:
+                raise SampleLogError(
+                    f"{self.path} holds results of another run (run key {row.get('run_key')!r}, this run "
+                    f"{self.key!r}: different model, generation settings or task definition). Use another "
+                    "--output-dir, or --overwrite to discard them."
+                )
+            if "doc_id" not in row:
+                raise SampleLogError(f"{self.path}:{lineno}: corrupt line (no 'doc_id'); delete the file or "
+                                     "rerun with --overwrite")
+            rows[str(row["doc_id"])] = row
         return rows
 
     def append(self, rows: list[dict]) -> None:

@@ -66,6 +66,16 @@ def test_log_refuses_rows_of_another_run_key_unless_overwritten(tmp_path):
     assert SampleLog(tmp_path / "l.jsonl", "k2", overwrite=True).read() == {}
 
 
+def test_log_line_that_is_not_an_object_or_lacks_doc_id_is_a_clear_error(tmp_path):
+    path = tmp_path / "l.jsonl"
+    path.write_text('[1, 2]\n')
+    with pytest.raises(SampleLogError, match=r"l.jsonl:1: corrupt line \(expected a JSON object, got list\)"):
+        SampleLog(path, "k").read()
+    path.write_text('{"run_key": "k"}\n')
+    with pytest.raises(SampleLogError, match=r"l.jsonl:1: corrupt line \(no 'doc_id'\)"):
+        SampleLog(path, "k").read()
+
+
 def test_log_corrupt_middle_line_is_an_error(tmp_path):
     path = tmp_path / "l.jsonl"
     path.write_text('{"doc_id": "a", "run_key": "k"}\ngarbage\n{"doc_id": "b", "run_key": "k"}\n')
