@@ -176,9 +176,9 @@ SUMMARY_PANELS: tuple[Panel, ...] = (
     Panel("Token entropy", "entropy (nats)", "entropy", keys=("entropy",), style="smooth"),
     Panel("SAPO soft gate (solid A>0, dashed A<0)", "gate statistic", "sapo_gate", prefix="sapo/",
           style="signed"),
-    Panel("GRPO clipping", "fraction", "grpo_clip", prefix="grpo/", style="signed"),
-    Panel("GSPO clipping", "fraction", "gspo_clip", prefix="gspo/", style="signed"),
-    Panel("CISPO clipping", "fraction", "cispo_clip", prefix="cispo/", style="signed"),
+    # the clipping losses (grpo, gspo, gspo-token, cispo) all report these keys (sapo_vl.algos.losses)
+    Panel("Clipped tokens (grpo / gspo / cispo)", "fraction of response tokens", "clipping",
+          keys=("clip_frac", "clip_frac_low", "clip_frac_high", "dual_clip_frac"), style="smooth"),
     Panel("Gradient norm & learning rate", "grad norm", "grad_norm_lr", keys=("grad_norm",), right=("lr",),
           right_label="learning rate", style="smooth", logy=True),
     Panel("MoE load balance", "load imbalance (max/mean)", "moe_balance", keys=("moe/load_imbalance",),

@@ -176,3 +176,13 @@ def test_cli_with_two_runs_writes_compare_png(tmp_path, capsys):
     assert cli_main([str(a), str(b), "--out", str(tmp_path), "--labels", "SAPO", "GRPO"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "compare.png")]
     png_size(tmp_path / "compare.png")
+
+
+def test_clipping_losses_metrics_get_their_own_panel():
+    from sapo_vl.plots import select_panels
+
+    chosen = select_panels(["reward/mean", "clip_frac", "clip_frac_low", "clip_frac_high", "dual_clip_frac"])
+    titles = {panel.title: keys for panel, keys in chosen}
+    assert titles["Clipped tokens (grpo / gspo / cispo)"] == ["clip_frac", "clip_frac_low", "clip_frac_high",
+                                                              "dual_clip_frac"]
+    assert "other" not in titles
