@@ -375,5 +375,9 @@ def _check_loss_hparams(name: str, hparams: dict) -> None:
         raise ConfigError(f"algo.loss_hparams: {err}") from None
 
 
+def config_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    Path(path).write_text(config_yaml(cfg))

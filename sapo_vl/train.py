@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from sapo_vl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from sapo_vl.config import Config, load_config, save_config
+from sapo_vl.config import Config, config_yaml, load_config, save_config
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
@@ -111,13 +111,14 @@ def load_datasets(cfg: Config, processor):
     return train, evals
 
 
-def build_policy(cfg: Config, device):
-    """Load the policy from model.path; "tiny" builds the offline tiny Qwen3-VL-MoE into the run directory."""
+def build_policy(cfg: Config, device, checkpoint: Path | None = None):
+    """Load the policy from ``checkpoint`` (resume) or model.path; "tiny" builds the offline tiny Qwen3-VL-MoE
+    into the run directory."""
     from sapo_vl.models.load import load_policy
     from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 
     m = cfg.model
-    path = m.path
+    path = checkpoint if checkpoint is not None else m.path
     if path == "tiny":
         path = Path(cfg.output_dir) / "tiny_init"
         if not (path / "config.json").is_file():
@@ -126,6 +127,11 @@ def build_policy(cfg: Config, device):
                        experts_implementation=m.experts_implementation,
                        gradient_checkpointing=m.gradient_checkpointing, freeze_vision=m.freeze_vision,
                        min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+
+
+def count_correct(components: dict[str, list], accuracy_key: str) -> float:
+    """Samples whose accuracy reward is 1 (None = not applicable counts as not correct)."""
+    return sum(1.0 for v in components[accuracy_key] if v is not None and v >= 1.0)
 
 
 @torch.no_grad()
@@ -142,8 +148,7 @@ def evaluate(model, processor, records, reward_pool, cfg: Config, accelerator) -
         max_pixels=cfg.data.max_pixels, system_prompt=cfg.data.system_prompt)]
     model.train(was_training)
     totals, comps = reward_pool.score(texts, share)
-    acc_key = cfg.reward.accuracy or reward_pool.names[0]
-    correct = sum(1.0 for v in comps[acc_key] if v is not None and v >= 1.0)
+    correct = count_correct(comps, cfg.reward.accuracy or reward_pool.names[0])
     stats = torch.tensor([correct, sum(totals), float(len(share))], device=accelerator.device)
     stats = accelerator.reduce(stats, reduction="sum")
     n = max(stats[2].item(), 1.0)
@@ -224,13 +229,12 @@ def setup(cfg: Config, resume_from: Path | None) -> Run:
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out_dir / "config.yaml")
-        print(f"[sapo-vl] resolved config (saved to {out_dir / 'config.yaml'}):\n{_yaml(cfg)}", flush=True)
+        print(f"[sapo-vl] resolved config (saved to {out_dir / 'config.yaml'}):\n{config_yaml(cfg)}", flush=True)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed + accelerator.process_index)
 
     with accelerator.main_process_first():  # rank 0 builds the tiny model (model.path=tiny) before others read it
-        model, processor = build_policy(cfg, accelerator.device) if resume_from is None else _load_ckpt(
-            resume_from, cfg, accelerator.device)
+        model, processor = build_policy(cfg, accelerator.device, checkpoint=resume_from)
     train_records, eval_records = load_datasets(cfg, processor)
     data_report = _data_report(train_records, eval_records, is_main)
     policy = PolicyModule(model)
@@ -299,8 +303,7 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     rollout.rewards = rewards
     rollout.advantages = r.advantage_fn(rewards, rollout.group_ids)  # (N,)
     metrics = rollout_metrics(rollout, rewards, comps, rollout.advantages, 0)
-    acc_key = r.cfg.reward.accuracy or r.reward_pool.names[0]
-    metrics["accuracy"] = sum(1.0 for v in comps[acc_key] if v is not None and v >= 1.0) / len(totals)
+    metrics["accuracy"] = count_correct(comps, r.cfg.reward.accuracy or r.reward_pool.names[0]) / len(totals)
     keep = list(range(len(rollout)))
     if r.cfg.algo.filter_zero_variance:  # DAPO dynamic sampling
         flat = zero_variance_groups(rewards, rollout.group_ids)  # (N,) bool
@@ -422,22 +425,6 @@ def _takes_on_error(name: str, builder) -> bool:
     import inspect
 
     return name in ("jsonl", "parquet", "disk") or "on_error" in inspect.signature(builder).parameters
-
-
-def _yaml(cfg: Config) -> str:
-    import yaml
-
-    return yaml.safe_dump(asdict(cfg), sort_keys=False)
-
-
-def _load_ckpt(path: Path, cfg: Config, device):
-    from sapo_vl.models.load import load_policy
-
-    m = cfg.model
-    return load_policy(path, dtype=m.dtype, device=device, attn_implementation=m.attn_implementation,
-                       experts_implementation=m.experts_implementation,
-                       gradient_checkpointing=m.gradient_checkpointing, freeze_vision=m.freeze_vision,
-                       min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
 
 
 def _reference_model(cfg: Config, model, accelerator):
