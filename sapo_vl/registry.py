@@ -1,0 +1,69 @@
+"""One registry idiom for every kind of plug-in: datasets, rewards, policy losses, advantages, eval adapters.
+
+A ``Registry`` is a ``dict`` (name -> object) that knows what kind of thing it holds, so every registry
+registers and fails the same way::
+
+    from sapo_vl.data import DATASETS
+
+    @DATASETS.register("my_charts")          # or DATASETS.register("my_charts", build_my_charts)
+    def build_my_charts(split="train", **kw): ...
+
+    DATASETS["my_chart"]   # UnknownNameError: unknown dataset 'my_chart'; registered datasets: ...
+                           #   (did you mean 'my_charts'?)
+
+Registering a taken name raises unless ``overwrite=True``. Plug-ins register at import time; see
+``sapo_vl.plugins`` for how the command line imports them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from sapo_vl.errors import UnknownNameError
+
+
+def unknown_name(kind: str, name: Any, known: list[str]) -> UnknownNameError:
+    """The one error for a name nothing registered: the kind, the name, the registered names, the closest."""
+    close = difflib.get_close_matches(str(name), known, n=1) if isinstance(name, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}; registered {kind}s: {', '.join(sorted(known)) or 'none'}"
+                            f"{hint}")
+
+
+class Registry(dict):
+    """``name -> object`` for one kind of plug-in, with ``register`` and an error that names the kind."""
+
+    def __init__(self, kind: str, entries: dict[str, Any] | None = None):
+        super().__init__(entries or {})
+        self.kind = kind
+
+    def __missing__(self, name: str):
+        raise unknown_name(self.kind, name, list(self))
+
+    def register(self, name: str, obj: Any = None, *, overwrite: bool = False) -> Any:
+        """Register ``obj`` under ``name``; used as ``register(name, obj)`` or as the decorator
+        ``@register(name)``. Returns ``obj``."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a {self.kind} name must be a non-empty str, got {name!r}")
+
+        def add(value: Any) -> Any:
+            if not callable(value):
+                raise TypeError(f"{self.kind} {name!r} must be callable, got {type(value).__name__}")
+            if name in self and self[name] is not value and not overwrite:
+                raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
+            self[name] = value
+            return value
+
+        return add if obj is None else add(obj)
+
+    def check(self, name: str, where: str = "") -> str:
+        """``name`` if registered, else the unknown-name error (prefixed with ``where``, e.g. a config key)."""
+        if name not in self:
+            err = unknown_name(self.kind, name, list(self))
+            raise type(err)(f"{where}: {err}" if where else str(err))
+        return name
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {sorted(self)})"
+
