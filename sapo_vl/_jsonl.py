@@ -25,14 +25,22 @@ def iter_json_objects(
     """Yield ``(line number from 1, object or None, error or None)`` for each non-blank line of a UTF-8 file.
 
     Exactly one of object and error is None. The error is the ``json.JSONDecodeError`` of a line that is not
-    valid JSON, or a ``NotAJsonObject`` for valid JSON that is not an object.
+    valid JSON (or not UTF-8, or nested too deeply for the parser), or a ``NotAJsonObject`` for valid JSON that
+    is not an object.
     """
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             try:
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
                 value = json.loads(line)
+            except UnicodeDecodeError as exc:
+                yield lineno, None, json.JSONDecodeError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", "", 0)
+                continue
+            except RecursionError:
+                yield lineno, None, json.JSONDecodeError("nested too deeply to parse", "", 0)
+                continue
             except json.JSONDecodeError as exc:
                 yield lineno, None, exc
                 continue

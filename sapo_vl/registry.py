@@ -27,7 +27,8 @@ def unknown_name(kind: str, name: Any, known: list[str]) -> UnknownNameError:
     """The one error for a name nothing registered: the kind, the name, the registered names, the closest."""
     close = difflib.get_close_matches(str(name), known, n=1) if isinstance(name, str) else []
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return UnknownNameError(f"unknown {kind} {name!r}; registered {kind}s: {', '.join(sorted(known)) or 'none'}"
+    plural = kind + ("es" if kind.endswith("s") else "s")
+    return UnknownNameError(f"unknown {kind} {name!r}; registered {plural}: {', '.join(sorted(known)) or 'none'}"
                             f"{hint}")
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from sapo_vl.data.images import decode_image
-from sapo_vl.data.records import LoadReport, Records
+from sapo_vl.data.records import LoadReport, Records, render_template
+from sapo_vl.errors import DataError
 
 __all__ = ["QUESTION_TYPES", "SPLITS", "build_easy_vqa", "classify_question"]
 
@@ -45,7 +46,7 @@ def _question_types(question_types) -> tuple[str, ...]:
     types = tuple(_ALIASES.get(t, t) for t in question_types)
     bad = [t for t in types if t not in QUESTION_TYPES]
     if bad or not types:
-        raise ValueError(f"unknown easy_vqa question type(s) {bad or question_types}; known: {QUESTION_TYPES}")
+        raise DataError(f"unknown easy_vqa question type(s) {bad or question_types}; known: {QUESTION_TYPES}")
     return types
 
 
@@ -55,7 +56,7 @@ def _read_split(split: str):
     except ImportError as exc:  # pragma: no cover - it is a declared dependency
         raise ImportError("the easy_vqa dataset needs the 'easy-vqa' package (pip install easy-vqa==1.0)") from exc
     if split not in SPLITS:
-        raise ValueError(f"easy_vqa has splits {SPLITS}, got {split!r}")
+        raise DataError(f"easy_vqa has splits {SPLITS}, got {split!r}")
     if split == "train":
         return easy_vqa.get_train_questions(), easy_vqa.get_train_image_paths()
     return easy_vqa.get_test_questions(), easy_vqa.get_test_image_paths()
@@ -80,7 +81,7 @@ def build_easy_vqa(
     """
     types = _question_types(question_types)
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise DataError(f"limit must be >= 0, got {limit}")
     (texts, answers, image_ids), paths = _read_split(split)
     order = np.random.default_rng(seed).permutation(len(texts)) if shuffle else np.arange(len(texts))
     cache: dict[int, object] = {}
@@ -98,10 +99,11 @@ def build_easy_vqa(
             cache[image_id] = decode_image(paths[image_id])
         records.append({
             "id": f"easy_vqa-{split}-{i}",
-            "prompt": prompt_template.format(question=texts[i][:1].upper() + texts[i][1:]),
+            "prompt": render_template(prompt_template, {"question": texts[i][:1].upper() + texts[i][1:]}),
             "images": [cache[image_id]],
             "answer": answers[i],
             "reward": "vqa",
             "meta": {"question_type": qtype, "image_id": image_id, "question": texts[i]},
         })
-    return Records(records, LoadReport(source=f"easy_vqa[{split}]", seen=len(records), kept=len(records)))
+    return Records(records, LoadReport(source=f"easy_vqa[{split}]", total=len(texts), seen=len(records),
+                                       kept=len(records)))

@@ -25,7 +25,7 @@ from typing import Any
 
 from PIL import Image
 
-__all__ = ["ImageDecodeError", "decode_image", "decode_images", "to_rgb"]
+__all__ = ["ImageDecodeError", "decode_image", "decode_images", "resolve_image", "to_rgb"]
 
 MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"
@@ -81,28 +81,31 @@ def _decode_data_uri(uri: str) -> Image.Image:
 
 def _resolve_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) -> Path:
     text = os.fspath(value)
-    text = text.removeprefix("file://")
-    path = Path(text).expanduser()
-    if not path.is_absolute() and base_dir is not None:
-        path = Path(base_dir) / path
-    return path
-
-
-def _decode_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) -> Image.Image:
-    text = os.fspath(value)
     if text.startswith(("http://", "https://")):
         raise ImageDecodeError(
             MISSING_IMAGE, f"remote image URL {text!r} is not fetched by the loader; download it and use a path"
         )
     if not text.strip():
         raise ImageDecodeError(MISSING_IMAGE, "empty image path")
-    path = _resolve_path(text, base_dir)
+    path = Path(text.removeprefix("file://")).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
     if not path.is_file():
         where = ""
         if not Path(text).is_absolute():
             where = f" ({text!r} resolved against {base_dir if base_dir is not None else 'the working directory'})"
         raise ImageDecodeError(MISSING_IMAGE, f"image file not found: {path.absolute()}{where}")
-    return _open_bytes(path.read_bytes(), str(path))
+    return path.absolute()
+
+
+def _open_file(path: Path) -> Image.Image:
+    """Decode a file without reading it whole first: a large non-image fails on its header."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return to_rgb(img)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(CORRUPT_IMAGE, f"cannot decode image ({path}): {exc}") from exc
 
 
 def _decode_array(value: Any) -> Image.Image:
@@ -119,39 +122,59 @@ def _decode_array(value: Any) -> Image.Image:
     return to_rgb(Image.fromarray(arr))
 
 
+def resolve_image(value: Any, base_dir: str | os.PathLike | None = None) -> Any:
+    """Check one image value without decoding it: a path becomes an absolute ``Path`` to an existing file, HF's
+    ``{bytes, path}`` becomes its bytes or path, bytes must be non-empty; PIL images, data URIs and numpy arrays
+    pass. ``decode_image`` of the result gives the image. Raises ``ImageDecodeError`` like ``decode_image``."""
+    if isinstance(value, (Image.Image, Path)) or type(value).__module__ == "numpy":
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if len(value) == 0:
+            raise ImageDecodeError(MISSING_IMAGE, "empty image bytes")
+        return bytes(value)
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is not None:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise ImageDecodeError(CORRUPT_IMAGE, f"image dict 'bytes' must be bytes, got {type(data).__name__}")
+            return resolve_image(data)
+        if path and not isinstance(path, (str, os.PathLike)):
+            raise ImageDecodeError(CORRUPT_IMAGE, f"image dict 'path' must be a str, got {type(path).__name__}")
+        if path:
+            return _resolve_path(path, base_dir)
+        raise ImageDecodeError(MISSING_IMAGE, "image dict has neither 'bytes' nor 'path'")
+    if isinstance(value, str) and value.startswith("data:"):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        return _resolve_path(value, base_dir)
+    if value is None:
+        raise ImageDecodeError(MISSING_IMAGE, "image is None")
+    raise ImageDecodeError(
+        CORRUPT_IMAGE,
+        f"unsupported image type {type(value).__name__}; expected a path, PIL image, bytes, "
+        "{'bytes','path'} dict, data URI or uint8 numpy array",
+    )
+
+
 def decode_image(value: Any, base_dir: str | os.PathLike | None = None) -> Image.Image:
     """Decode one image value (any accepted form) into an RGB PIL image.
 
     Raises ``ImageDecodeError`` with ``reason`` "missing_image" or "corrupt_image" and a message saying what was
     expected.
     """
+    value = resolve_image(value, base_dir)
     if isinstance(value, Image.Image):
         try:
             return to_rgb(value)
         except (OSError, ValueError) as exc:
             raise ImageDecodeError(CORRUPT_IMAGE, f"cannot convert PIL image to RGB: {exc}") from exc
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return _open_bytes(bytes(value), "raw bytes")
-    if isinstance(value, dict):
-        data, path = value.get("bytes"), value.get("path")
-        if data is not None:
-            return _open_bytes(bytes(data), f"bytes of {path}" if path else "dict bytes")
-        if path:
-            return _decode_path(path, base_dir)
-        raise ImageDecodeError(MISSING_IMAGE, "image dict has neither 'bytes' nor 'path'")
-    if isinstance(value, str) and value.startswith("data:"):
+    if isinstance(value, bytes):
+        return _open_bytes(value, "raw bytes")
+    if isinstance(value, Path):
+        return _open_file(value)
+    if isinstance(value, str):
         return _decode_data_uri(value)
-    if isinstance(value, (str, os.PathLike)):
-        return _decode_path(value, base_dir)
-    if value is None:
-        raise ImageDecodeError(MISSING_IMAGE, "image is None")
-    if type(value).__module__ == "numpy":
-        return _decode_array(value)
-    raise ImageDecodeError(
-        CORRUPT_IMAGE,
-        f"unsupported image type {type(value).__name__}; expected a path, PIL image, bytes, "
-        "{'bytes','path'} dict, data URI or uint8 numpy array",
-    )
+    return _decode_array(value)
 
 
 def as_image_list(value: Any) -> list[Any]:

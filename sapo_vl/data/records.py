@@ -16,14 +16,17 @@ user message (TRL's convention).
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sapo_vl.data.images import ImageDecodeError, as_image_list, decode_image
+from sapo_vl.data.images import ImageDecodeError, as_image_list, decode_image, resolve_image
+from sapo_vl.errors import DataError
 
 logger = logging.getLogger("sapo_vl.data")
 
@@ -32,7 +35,7 @@ RESERVED_KEYS = ("id", "prompt", "images", "answer", "reward", "meta")
 ROLES = ("system", "user", "assistant", "tool")
 
 
-class RecordError(ValueError):
+class RecordError(DataError):
     """A dataset row failed validation: names the row (index and id), the field, and what was expected."""
 
     def __init__(self, reason: str, index: int | None, record_id: str | None, field: str, detail: str):
@@ -52,6 +55,7 @@ class LoadReport:
     """What a load kept and skipped. ``skipped`` counts skips per reason; ``examples`` keeps the first messages."""
 
     source: str = "<records>"
+    total: int | None = None  # rows in the source (known without reading them all)
     seen: int = 0
     kept: int = 0
     skipped: Counter = field(default_factory=Counter)
@@ -121,17 +125,68 @@ class FieldMap:
         return cols | ({img} if img else set())
 
 
-@dataclass(frozen=True)
-class RecordOptions:
-    """How ``normalize_record`` validates: see ``sapo_vl.data.load_records`` for the user-facing arguments."""
+_FIELD_KEYS = ("id_field", "prompt_field", "image_field", "answer_field", "reward_field", "meta_field")
 
-    dataset: str = "records"
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """How raw rows become records: the options of ``load_records``. ``RecordSpec.of(**options)`` builds one from
+    flat keywords (a recipe's ``data.kwargs``), the field mapping given as ``prompt_field=...`` etc.
+
+    - ``dataset``: prefix of generated ids (``<dataset>-<index>``; default: the file's stem).
+    - ``fields``: the raw column feeding each record key (``FieldMap``).
+    - ``prompt_template``: formats str prompts with ``render_template`` (any column by name).
+    - ``default_reward``: reward name for rows without one. ``require_answer``: a missing answer is an error.
+    - ``base_dir``: where relative image paths resolve (default: the data file's folder; cwd for in-memory rows).
+    - ``decode_images``: False checks every image and resolves paths but leaves decoding to the caller
+      (``decode_images``), so a large evaluation set is decoded chunk by chunk.
+    - ``transform(row, index) -> row``: reshapes each raw row before normalisation (evaluation task adapters).
+    """
+
+    dataset: str | None = None
     fields: FieldMap = FieldMap()
-    base_dir: str | os.PathLike | None = None
-    require_answer: bool = True
-    default_reward: str | None = None
     prompt_template: str | None = None
-    answer_names: Sequence[str] | None = None  # int answers index into these (datasets ClassLabel)
+    default_reward: str | None = None
+    require_answer: bool = True
+    base_dir: str | os.PathLike | None = None
+    decode_images: bool = True
+    transform: Callable[[dict, int], dict] | None = None
+    answer_names: Sequence[str] | None = None  # int answers index into these (set from a datasets ClassLabel)
+
+    @classmethod
+    def of(cls, **options: Any) -> RecordSpec:
+        field_map = FieldMap.from_args(**{k: options.pop(k) for k in _FIELD_KEYS if k in options})
+        known = [f for f in cls.__dataclass_fields__ if f not in ("fields", "answer_names")]
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            close = [m for u in unknown for m in difflib.get_close_matches(u, known + list(_FIELD_KEYS), n=1)]
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise DataError(f"unknown record option(s) {unknown}{hint}; known: {sorted(known + list(_FIELD_KEYS))}")
+        return cls(fields=field_map, **options)
+
+
+_BLANK_RUN = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # 3+ line breaks left by empty fields -> one blank line
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def render_template(template: str, row: dict[str, Any]) -> str:
+    """Fill ``{field}`` placeholders from ``row``; ``{{`` / ``}}`` give literal braces; other braces stay (so
+    ``\\boxed{}`` needs no escaping). Runs of blank lines left by empty fields collapse to one; the result is
+    stripped. A placeholder naming no field raises ``KeyError`` naming it and the fields there are."""
+
+    def sub(match: re.Match) -> str:
+        name = match.group(1)
+        if name is None:
+            return match.group(0)[0]
+        if name not in row:
+            raise KeyError(f"the template uses {{{name}}} but there is no field {name!r} (fields: {sorted(row)})")
+        return "" if row[name] is None else str(row[name])
+
+    return _BLANK_RUN.sub("\n\n", _PLACEHOLDER.sub(sub, template)).strip()
+
+
+def _load_image(value: Any, opts: RecordSpec) -> Any:
+    return decode_image(value, opts.base_dir) if opts.decode_images else resolve_image(value, opts.base_dir)
 
 
 def _missing(value: Any) -> bool:
@@ -143,7 +198,7 @@ def _scalar(value: Any) -> Any:
     return value.item() if type(value).__module__ == "numpy" and hasattr(value, "item") else value
 
 
-def _normalize_answer(value: Any, opts: RecordOptions, fail: Callable[..., RecordError]) -> Any:
+def _normalize_answer(value: Any, opts: RecordSpec, fail: Callable[..., RecordError]) -> Any:
     name = opts.fields.answer
     value = _scalar(value)
     if _missing(value) or (isinstance(value, str) and not value.strip()):
@@ -165,7 +220,7 @@ def _normalize_answer(value: Any, opts: RecordOptions, fail: Callable[..., Recor
     return items if isinstance(value, (list, tuple)) else items[0]
 
 
-def _normalize_part(part: Any, where: str, images: list, opts: RecordOptions, fail) -> dict:
+def _normalize_part(part: Any, where: str, images: list, opts: RecordSpec, fail) -> dict:
     if isinstance(part, str):
         return {"type": "text", "text": part}
     if not isinstance(part, dict) or part.get("type") not in ("text", "image"):
@@ -178,13 +233,13 @@ def _normalize_part(part: Any, where: str, images: list, opts: RecordOptions, fa
     payload = next((part[k] for k in ("image", "path", "url") if part.get(k) is not None), None)
     if payload is not None:
         try:
-            images.append(decode_image(payload, opts.base_dir))
+            images.append(_load_image(payload, opts))
         except ImageDecodeError as exc:
             raise fail(exc.reason, where, exc.detail) from exc
     return {"type": "image"}
 
 
-def _normalize_messages(prompt: list, opts: RecordOptions, fail) -> tuple[list[dict], list, int]:
+def _normalize_messages(prompt: list, opts: RecordSpec, fail) -> tuple[list[dict], list, int]:
     """Validate messages; returns (messages, images embedded in parts, number of image parts)."""
     name = opts.fields.prompt
     messages, embedded, n_parts = [], [], 0
@@ -221,7 +276,7 @@ def _insert_placeholders(messages: list[dict], n: int) -> list[dict]:
     return out
 
 
-def _normalize_prompt(raw: dict, opts: RecordOptions, fail) -> tuple[Any, list, int | None]:
+def _normalize_prompt(raw: dict, opts: RecordSpec, fail) -> tuple[Any, list, int | None]:
     """Returns (prompt, images embedded in message parts, number of image parts or None for a str prompt)."""
     name = opts.fields.prompt
     prompt = raw.get(name)
@@ -231,16 +286,16 @@ def _normalize_prompt(raw: dict, opts: RecordOptions, fail) -> tuple[Any, list, 
     if isinstance(prompt, str):
         if opts.prompt_template is not None:
             try:
-                prompt = opts.prompt_template.format(**{**raw, "prompt": prompt})
-            except (KeyError, IndexError, ValueError) as exc:
-                raise fail("invalid_prompt", name, f"prompt_template {opts.prompt_template!r} failed: {exc!r}") from exc
+                prompt = render_template(opts.prompt_template, {**raw, "prompt": prompt})
+            except KeyError as exc:
+                raise fail("invalid_prompt", name, f"prompt_template {opts.prompt_template!r}: {exc.args[0]}") from exc
         return prompt, [], None
     if isinstance(prompt, (list, tuple)):
         return _normalize_messages(list(prompt), opts, fail)
     raise fail("invalid_prompt", name, f"expected a str or a list of chat messages, got {type(prompt).__name__}")
 
 
-def _decode_column(raw: dict, opts: RecordOptions, fail) -> list:
+def _decode_column(raw: dict, opts: RecordSpec, fail) -> list:
     column = opts.fields.image_column(raw)
     if column is None:
         if opts.fields.images_required:
@@ -250,7 +305,7 @@ def _decode_column(raw: dict, opts: RecordOptions, fail) -> list:
     images = []
     for k, value in enumerate(as_image_list(raw[column])):
         try:
-            images.append(decode_image(value, opts.base_dir))
+            images.append(_load_image(value, opts))
         except ImageDecodeError as exc:
             raise fail(exc.reason, f"{column}[{k}]", exc.detail) from exc
     return images
@@ -275,16 +330,16 @@ def _reconcile_images(prompt: Any, embedded: list, n_parts: int | None, column: 
     return prompt, column
 
 
-def _record_id(raw: dict, index: int, opts: RecordOptions, fail) -> str:
+def _record_id(raw: dict, index: int, opts: RecordSpec, fail) -> str:
     value = _scalar(raw.get(opts.fields.id))
     if value is None:
-        return f"{opts.dataset}-{index}"
+        return f"{opts.dataset or 'records'}-{index}"
     if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) == "":
         raise fail("invalid_field", opts.fields.id, f"expected a non-empty str or an int, got {value!r:.60}")
     return str(value)
 
 
-def normalize_record(raw: dict, index: int, opts: RecordOptions = RecordOptions()) -> dict:
+def normalize_record(raw: dict, index: int, opts: RecordSpec = RecordSpec()) -> dict:
     """Turn one raw row into a normalised record (module docstring). Raises ``RecordError`` on bad input."""
     record_id: str | None = None
 
@@ -293,6 +348,13 @@ def normalize_record(raw: dict, index: int, opts: RecordOptions = RecordOptions(
 
     if not isinstance(raw, dict):
         raise fail("invalid_field", "<row>", f"expected a dict row, got {type(raw).__name__}")
+    if opts.transform is not None:
+        try:
+            raw = opts.transform(raw, index)
+        except RecordError:
+            raise
+        except DataError as exc:
+            raise fail("invalid_row", "<row>", str(exc)) from exc
     f = opts.fields
     record_id = _record_id(raw, index, opts, fail)
     prompt, embedded, n_parts = _normalize_prompt(raw, opts, fail)
@@ -322,7 +384,7 @@ def normalize_record(raw: dict, index: int, opts: RecordOptions = RecordOptions(
 
 def check_on_error(on_error: str) -> None:
     if on_error not in ON_ERROR:
-        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        raise DataError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
 
 
 def check_prompt_length(
@@ -334,23 +396,25 @@ def check_prompt_length(
     """Drop (``on_error="skip"``) or reject (``"raise"``) records whose prompt exceeds ``max_prompt_length`` tokens.
 
     ``count_tokens(record) -> int`` is the collator's hook (chat template + processor, image tokens included), so
-    this layer needs no tokenizer; a ``RecordError`` it raises is raised or skipped like the others. Skips are
-    counted under ``"prompt_too_long"`` (or the hook's reason) in the returned ``Records.report``
+    this layer needs no tokenizer; a ``DataError`` it raises (``CollateError``) is raised or skipped like the
+    others. Skips are counted under ``"prompt_too_long"`` (or the hook's reason) in the returned ``Records.report``
     (which extends the input's report when the input is a ``Records``).
     """
     check_on_error(on_error)
     if max_prompt_length <= 0:
         raise ValueError(f"max_prompt_length must be positive, got {max_prompt_length}")
     base = getattr(records, "report", None)
-    report = LoadReport(source=base.source if base else "<records>", seen=base.seen if base else len(records),
+    report = LoadReport(source=base.source if base else "<records>", total=base.total if base else None,
+                        seen=base.seen if base else len(records),
                         skipped=Counter(base.skipped) if base else Counter(),
                         examples={k: list(v) for k, v in base.examples.items()} if base else {})
     kept = []
     for index, record in enumerate(records):
         try:
             n = int(count_tokens(record))
-        except RecordError as raised:  # the collator could not build this record's prompt (e.g. bad image)
-            err = RecordError(raised.reason, index, record.get("id"), raised.field, raised.detail)
+        except DataError as raised:  # the collator could not build this record's prompt (e.g. bad image)
+            err = RecordError(getattr(raised, "reason", "collate"), index, record.get("id"),
+                              getattr(raised, "field", "prompt/images"), getattr(raised, "detail", str(raised)))
             if on_error == "raise":
                 raise err from raised
             report.add_skip(err)

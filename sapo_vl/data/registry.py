@@ -1,93 +1,80 @@
 """Named datasets: the extension point of the data layer.
 
 A builder is any callable ``builder(split: str = "train", **options) -> list[dict]`` returning normalised records
-(``sapo_vl.data.records``). Register it under a name and every recipe can use it::
+(``sapo_vl.data.records``). Register it under a name and every recipe, mixture, eval task
+(``source: {type: registered, name: ...}``) and ``sapo-vl data inspect`` can use it::
 
     from sapo_vl.data import register_dataset, load_records
 
     @register_dataset("my_charts")
-    def build_my_charts(split="train", root="data/my_charts", **kw):
-        return load_records(f"{root}/{split}.jsonl", prompt_field="question", image_field="chart", **kw)
+    def build_my_charts(split="train", root="data/my_charts", on_error="raise"):
+        return load_records(f"{root}/{split}.jsonl", prompt_field="question", image_field="chart",
+                            on_error=on_error)
 
-Built in: "synthetic_shapes", "easy_vqa", and the generic file loaders "jsonl", "parquet", "disk" (``path=`` is
-required; a ``{split}`` placeholder in the path is filled with the split).
+A builder that names an ``on_error`` parameter gets the recipe's ``data.on_error``. Built in: "synthetic_shapes",
+"easy_vqa", "human_eval", and the generic file loaders "jsonl", "json", "parquet", "disk" (``path=`` is required;
+a ``{split}`` placeholder in the path is filled with the split).
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import os
 from collections.abc import Callable
 
 from sapo_vl.data.easy_vqa import build_easy_vqa
+from sapo_vl.data.human_eval import build_human_eval
 from sapo_vl.data.records import Records
 from sapo_vl.data.sources import load_records
 from sapo_vl.data.synthetic import build_synthetic_shapes
+from sapo_vl.errors import DataError
+from sapo_vl.registry import Registry
 
-__all__ = ["DATASETS", "concat_records", "load_dataset_by_name", "register_dataset"]
+__all__ = ["DATASETS", "load_dataset_by_name", "register_dataset"]
 
-Builder = Callable[..., list]
-DATASETS: dict[str, Builder] = {}
-
-
-def register_dataset(name: str, builder: Builder | None = None, *, overwrite: bool = False):
-    """Register ``builder`` under ``name``; usable as ``register_dataset(name, fn)`` or ``@register_dataset(name)``.
-
-    Re-registering a taken name raises unless ``overwrite=True``.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"dataset name must be a non-empty str, got {name!r}")
-
-    def _register(fn: Builder) -> Builder:
-        if not callable(fn):
-            raise TypeError(f"dataset builder for {name!r} must be callable, got {type(fn).__name__}")
-        if name in DATASETS and not overwrite and DATASETS[name] is not fn:
-            raise ValueError(f"dataset {name!r} is already registered; pass overwrite=True to replace it")
-        DATASETS[name] = fn
-        return fn
-
-    return _register(builder) if builder is not None else _register
+DATASETS = Registry("dataset")
+register_dataset = DATASETS.register
 
 
-def load_dataset_by_name(name: str, split: str = "train", **kwargs) -> list[dict]:
-    """Build the records of the registered dataset ``name`` for ``split`` (``kwargs`` go to its builder)."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; registered datasets: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](split=split, **kwargs)
+def _check_options(name: str, builder: Callable, options: dict) -> None:
+    """Options the builder cannot take are a user error now, not a TypeError from inside it."""
+    params = inspect.signature(builder).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    known = [k for k, p in params.items() if k != "split" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise DataError(f"dataset {name!r} has no option(s) {unknown}{hint}; its options: {known}")
 
 
-def _file_loader(fmt: str) -> Builder:
-    def build(split: str = "train", *, path: str | os.PathLike | None = None, **kwargs) -> Records:
+def load_dataset_by_name(name: str, split: str = "train", *, on_error: str | None = None, **options) -> list[dict]:
+    """Build the records of the registered dataset ``name`` for ``split`` (``options`` go to its builder;
+    ``on_error`` too when the builder names that parameter)."""
+    builder = DATASETS[name]
+    if on_error is not None and "on_error" in inspect.signature(builder).parameters and "on_error" not in options:
+        options = {**options, "on_error": on_error}
+    _check_options(name, builder, options)
+    return builder(split=split, **options)
+
+
+def _file_loader(fmt: str) -> Callable[..., Records]:
+    def build(split: str = "train", *, path: str | os.PathLike | None = None, on_error: str = "raise",
+              **options) -> Records:
         if path is None:
-            raise ValueError(f"the {fmt!r} dataset needs path= (a {fmt} source; '{{split}}' is replaced by the split)")
-        text = os.fspath(path)
-        if fmt == "disk":  # a DatasetDict picks the split itself; a plain Dataset ignores it
-            return load_records(text.replace("{split}", split), format=fmt, split=split, **kwargs)
-        return load_records(text.replace("{split}", split), format=fmt, **kwargs)
+            raise DataError(f"the {fmt!r} dataset needs path= (a {fmt} source; '{{split}}' is replaced by the split)")
+        return load_records(os.fspath(path).replace("{split}", split), format=fmt, on_error=on_error,
+                            split=split if fmt == "disk" else None, **options)
 
     build.__name__ = f"build_{fmt}"
-    build.__doc__ = f"Generic {fmt} loader: ``load_records(path, format={fmt!r}, **kwargs)``."
+    build.__doc__ = f"Generic {fmt} loader: ``load_records(path, format={fmt!r}, **options)``."
     return build
-
-
-def concat_records(*record_lists: list[dict]) -> list[dict]:
-    """Concatenate record lists from several datasets, checking that ids stay unique across them.
-
-    The seam for mixing: a ratio-based mixer samples from the lists this takes.
-    """
-    seen: dict[str, int] = {}
-    out: list[dict] = []
-    for k, records in enumerate(record_lists):
-        for record in records:
-            rid = record["id"]
-            if rid in seen:
-                raise ValueError(f"record id {rid!r} appears in dataset {seen[rid]} and dataset {k}; ids must be "
-                                 "unique across mixed datasets (give each dataset its own dataset= prefix)")
-            seen[rid] = k
-            out.append(record)
-    return out
 
 
 register_dataset("synthetic_shapes", build_synthetic_shapes)
 register_dataset("easy_vqa", build_easy_vqa)
-for _fmt in ("jsonl", "parquet", "disk"):
+register_dataset("human_eval", build_human_eval)
+for _fmt in ("jsonl", "json", "parquet", "disk"):
     register_dataset(_fmt, _file_loader(_fmt))

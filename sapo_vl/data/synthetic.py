@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sapo_vl.data.records import LoadReport, Records
+from sapo_vl.data.records import LoadReport, Records, render_template
+from sapo_vl.errors import DataError
 
 __all__ = ["COLORS", "QUESTIONS", "SHAPES", "ShapesConfig", "build_synthetic_shapes", "draw_shape"]
 
@@ -70,27 +71,27 @@ class ShapesConfig:
         colors, shapes = self.color_names(), self.shape_names()
         unknown = [c for c in (*colors, self.background) if c not in COLORS]
         if unknown:
-            raise ValueError(f"unknown colour(s) {unknown}; known: {sorted(COLORS)}")
+            raise DataError(f"unknown colour(s) {unknown}; known: {sorted(COLORS)}")
         bad_shapes = [s for s in shapes if s not in SHAPES]
         if bad_shapes:
-            raise ValueError(f"unknown shape(s) {bad_shapes}; known: {list(SHAPES)}")
+            raise DataError(f"unknown shape(s) {bad_shapes}; known: {list(SHAPES)}")
         if not colors or not shapes or len(set(colors)) != len(colors) or len(set(shapes)) != len(shapes):
-            raise ValueError(f"need >= 1 distinct colour and shape, got colors={colors}, shapes={shapes}")
+            raise DataError(f"need >= 1 distinct colour and shape, got colors={colors}, shapes={shapes}")
         if self.background in colors:
-            raise ValueError(f"background {self.background!r} is also a shape colour; pick another background")
+            raise DataError(f"background {self.background!r} is also a shape colour; pick another background")
         bad_q = [q for q in self.questions if q not in QUESTIONS]
         if not self.questions or bad_q:
-            raise ValueError(f"questions must be a non-empty subset of {list(QUESTIONS)}, got {self.questions}")
+            raise DataError(f"questions must be a non-empty subset of {list(QUESTIONS)}, got {self.questions}")
         if "shape" in self.questions and len(shapes) < 2:
-            raise ValueError("the 'shape' question needs at least 2 shapes (set num_shapes or shapes)")
+            raise DataError("the 'shape' question needs at least 2 shapes (set num_shapes or shapes)")
         if self.image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE}, got {self.image_size}")
+            raise DataError(f"image_size must be >= {MIN_IMAGE_SIZE}, got {self.image_size}")
         if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
+            raise DataError(f"n must be >= 1, got {self.n}")
         if not 0.1 <= self.shape_scale <= 1.0 or not 0 <= self.scale_jitter < 1 or not 0 <= self.position_jitter <= 1:
-            raise ValueError("need 0.1 <= shape_scale <= 1, 0 <= scale_jitter < 1, 0 <= position_jitter <= 1")
+            raise DataError("need 0.1 <= shape_scale <= 1, 0 <= scale_jitter < 1, 0 <= position_jitter <= 1")
         if self.noise < 0:
-            raise ValueError(f"noise must be >= 0, got {self.noise}")
+            raise DataError(f"noise must be >= 0, got {self.noise}")
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -105,7 +106,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
         return [(cx - t, cy - r), (cx + t, cy - r), (cx + t, cy - t), (cx + r, cy - t), (cx + r, cy + t),
                 (cx + t, cy + t), (cx + t, cy + r), (cx - t, cy + r), (cx - t, cy + t), (cx - r, cy + t),
                 (cx - r, cy - t), (cx - t, cy - t)]
-    raise ValueError(f"unknown shape {shape!r}; known: {list(SHAPES)}")
+    raise DataError(f"unknown shape {shape!r}; known: {list(SHAPES)}")
 
 
 def draw_shape(shape: str, color: str, cfg: ShapesConfig, rng: np.random.Generator) -> Image.Image:
@@ -160,7 +161,7 @@ def build_synthetic_shapes(split: str = "train", *, n: int | None = None, **opti
     known = set(ShapesConfig.__dataclass_fields__) - {"n"}
     unknown = sorted(set(options) - known)
     if unknown:
-        raise TypeError(f"synthetic_shapes got unknown option(s) {unknown}; known: {sorted(known | {'n'})}")
+        raise DataError(f"synthetic_shapes got unknown option(s) {unknown}; known: {sorted(known | {'n'})}")
     for key in ("colors", "shapes", "questions"):
         if isinstance(options.get(key), str):
             options[key] = (options[key],)
@@ -173,7 +174,7 @@ def build_synthetic_shapes(split: str = "train", *, n: int | None = None, **opti
     for i, (question, color, shape) in enumerate(_plan(cfg, rng)):
         prompt = QUESTIONS[question]
         if cfg.prompt_template is not None:
-            prompt = cfg.prompt_template.format(prompt=prompt)
+            prompt = render_template(cfg.prompt_template, {"prompt": prompt})
         records.append({
             "id": f"synthetic_shapes-{split}-{i}",
             "prompt": prompt,
@@ -182,4 +183,5 @@ def build_synthetic_shapes(split: str = "train", *, n: int | None = None, **opti
             "reward": "vqa",
             "meta": {"question_type": question, "color": color, "shape": shape},
         })
-    return Records(records, LoadReport(source=f"synthetic_shapes[{split}]", seen=len(records), kept=len(records)))
+    n = len(records)
+    return Records(records, LoadReport(source=f"synthetic_shapes[{split}]", total=n, seen=n, kept=n))

@@ -99,14 +99,14 @@ def count_words(record):
 def test_prompt_over_max_length_raises_naming_record():
     rows = [{"id": "short", "prompt": "one two", "answer": "a"}, {"id": "long", "prompt": "a b c d e", "answer": "b"}]
     with pytest.raises(RecordError) as info:
-        load_records(rows, count_tokens=count_words, max_prompt_length=3)
+        check_prompt_length(load_records(rows), count_words, max_prompt_length=3)
     msg = str(info.value)
     assert "record 1" in msg and "'long'" in msg and "field 'prompt'" in msg and "5 tokens" in msg
 
 
 def test_prompt_over_max_length_skip_extends_the_load_report():
     rows = [{"prompt": "", "answer": "a"}, {"prompt": "one two", "answer": "a"}, {"prompt": "a b c d e", "answer": "b"}]
-    records = load_records(rows, on_error="skip", count_tokens=count_words, max_prompt_length=3)
+    records = check_prompt_length(load_records(rows, on_error="skip"), count_words, 3, on_error="skip")
     assert [r["prompt"] for r in records] == ["one two"]
     assert records.report.skipped == {"missing_prompt": 1, "prompt_too_long": 1}
 
@@ -117,9 +117,10 @@ def test_check_prompt_length_works_on_plain_lists():
     assert [r["id"] for r in kept] == ["b"] and kept.report.skipped == {"prompt_too_long": 1}
 
 
-def test_max_prompt_length_without_counter_is_rejected():
-    with pytest.raises(ValueError, match="count_tokens"):
-        load_records([], max_prompt_length=10)
+def test_an_unknown_load_option_is_named_with_the_closest_known_one():
+    with pytest.raises(ValueError, match=r"unknown record option\(s\) \['prompt_feild'\] \(did you mean "
+                                         r"prompt_field\?\)"):
+        load_records([], prompt_feild="question")
 
 
 # ------------------------------------------------------------------------------------------- message prompts
@@ -138,9 +139,9 @@ def test_images_embedded_in_parts_move_to_images_in_order(fixture_dir, red_squar
     raw = {"prompt": [{"role": "user", "content": [
         {"type": "image", "image": "images/blue_circle.png"}, {"type": "text", "text": "vs"},
         {"type": "image", "image": red_square}]}], "answer": "x"}
-    from sapo_vl.data.records import RecordOptions
+    from sapo_vl.data.records import RecordSpec
 
-    record = normalize_record(raw, 0, RecordOptions(base_dir=fixture_dir))
+    record = normalize_record(raw, 0, RecordSpec(base_dir=fixture_dir))
     assert [p["type"] for p in record["prompt"][0]["content"]] == ["image", "text", "image"]
     assert all(set(p) == {"type"} for p in record["prompt"][0]["content"] if p["type"] == "image")
     assert pixels(record["images"][1]) == pixels(red_square)

@@ -2,18 +2,40 @@
 
 import pytest
 
-from sapo_vl.data import DATASETS, concat_records, load_dataset_by_name, register_dataset, write_jsonl
+from sapo_vl.data import DATASETS, load_dataset_by_name, register_dataset, write_jsonl
+from sapo_vl.errors import DataError, UnknownNameError
 
 
 def test_builtins_are_registered():
-    assert {"easy_vqa", "synthetic_shapes", "jsonl", "parquet", "disk"} <= set(DATASETS)
+    assert {"easy_vqa", "synthetic_shapes", "human_eval", "jsonl", "json", "parquet", "disk"} <= set(DATASETS)
 
 
-def test_unknown_name_lists_registered_names():
-    with pytest.raises(ValueError) as info:
-        load_dataset_by_name("no_such_set")
+def test_unknown_name_lists_registered_names_and_the_closest():
+    with pytest.raises(UnknownNameError) as info:
+        load_dataset_by_name("easy_vq")
     msg = str(info.value)
-    assert "no_such_set" in msg and "easy_vqa" in msg and "synthetic_shapes" in msg and "jsonl" in msg
+    assert msg.startswith("unknown dataset 'easy_vq'; registered datasets: ")
+    assert "synthetic_shapes" in msg and "jsonl" in msg and msg.endswith("(did you mean 'easy_vqa'?)")
+
+
+def test_an_option_the_builder_does_not_take_is_a_data_error_naming_its_options():
+    with pytest.raises(DataError, match=r"dataset 'human_eval' has no option\(s\) \['limt'\]; its options: \[\]"):
+        load_dataset_by_name("human_eval", split="test", limt=3)
+    with pytest.raises(DataError, match=r"unknown option\(s\) \['num_colours'\]"):
+        load_dataset_by_name("synthetic_shapes", num_colours=3)
+
+
+def test_on_error_reaches_only_builders_that_name_it(tmp_path):
+    (tmp_path / "t.jsonl").write_text('{"prompt": "p", "answer": "a"}\nnot json\n')
+    records = load_dataset_by_name("jsonl", path=tmp_path / "t.jsonl", on_error="skip")
+    assert len(records) == 1 and records.report.skipped == {"invalid_json": 1}
+    assert len(load_dataset_by_name("synthetic_shapes", n=2, on_error="skip")) == 2
+
+
+def test_human_eval_records_carry_the_code_verifier_columns():
+    records = load_dataset_by_name("human_eval", split="test")
+    assert len(records) == 164 and records[0]["id"] == "HumanEval/0" and records[0]["reward"] == "code"
+    assert {"tests", "entry_point", "code_prefix"} <= set(records[0]) and records[0]["images"] == []
 
 
 def test_register_as_decorator_and_load_with_split_and_options():
@@ -51,16 +73,8 @@ def test_parquet_loader_passes_field_options(fixture_dir, tmp_path):
 
 
 def test_file_loader_without_path_says_so():
-    with pytest.raises(ValueError, match="needs path="):
+    with pytest.raises(DataError, match="needs path="):
         load_dataset_by_name("disk")
-
-
-def test_concat_records_rejects_ids_shared_across_datasets():
-    a = load_dataset_by_name("synthetic_shapes", n=2)
-    b = load_dataset_by_name("synthetic_shapes", split="test", n=2)
-    assert len(concat_records(a, b)) == 4
-    with pytest.raises(ValueError, match="synthetic_shapes-train-0"):
-        concat_records(a, a)
 
 
 def test_export_script_writes_files_that_load_back(tmp_path):

@@ -11,6 +11,7 @@ from PIL import Image
 
 from sapo_vl.data import RecordError, load_records, write_jsonl, write_parquet
 from sapo_vl.data.images import decode_image
+from sapo_vl.errors import DataError
 
 from .helpers import pixels, png_bytes
 
@@ -154,7 +155,7 @@ def test_unknown_file_suffix_asks_for_format(tmp_path):
 
 
 def test_missing_source_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+    with pytest.raises(DataError, match="dataset source not found: .*nope.jsonl"):
         load_records(tmp_path / "nope.jsonl")
 
 

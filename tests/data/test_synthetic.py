@@ -6,6 +6,7 @@ import pytest
 
 from sapo_vl.data import build_synthetic_shapes, load_dataset_by_name
 from sapo_vl.data.synthetic import COLORS
+from sapo_vl.errors import DataError
 
 from .helpers import pixels
 
@@ -85,5 +86,5 @@ def test_invalid_options_are_rejected(kwargs, needle):
 
 
 def test_unknown_option_lists_known_ones():
-    with pytest.raises(TypeError, match="known:.*num_colors"):
+    with pytest.raises(DataError, match="known:.*num_colors"):
         build_synthetic_shapes(n=4, num_colours=4)
