@@ -17,12 +17,16 @@ import pickle
 import re
 import textwrap
 import zlib
-from collections.abc import Callable
 from typing import Any
 
-from sapo_vl.evaluation.sources import TaskDataError
+from sapo_vl.errors import DataError
+from sapo_vl.registry import Registry
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class TaskDataError(DataError):
+    """A task's data cannot be read or mapped: missing path, a malformed row, an answer no option matches."""
 
 
 def options_block(options: list[Any]) -> str:
@@ -223,7 +227,8 @@ def livecodebench(row: dict, where: str) -> dict:
     return {**row, "tests": tests, "fn_name": meta.get("func_name"), "starter_block": block, "meta": info}
 
 
-ADAPTERS: dict[str, Callable[[dict, str], dict]] = {
+# name -> adapter(row, where) -> row; plug-ins add theirs with ADAPTERS.register(name, fn)
+ADAPTERS = Registry("eval adapter", {
     "mathvista": mathvista,
     "mathvision": mathvision,
     "mmmu": mmmu,
@@ -232,4 +237,4 @@ ADAPTERS: dict[str, Callable[[dict, str], dict]] = {
     "docvqa": docvqa,
     "mbpp": mbpp,
     "livecodebench": livecodebench,
-}
+})

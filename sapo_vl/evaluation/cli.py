@@ -2,10 +2,11 @@
 
 Examples::
 
-    sapo-vl eval --tasks easy_vqa --model runs/tiny/final --output-dir out/easy --limit 8 --n 4 --k 1,2,4
+    sapo-vl eval --tasks easy_vqa --model runs/demo/checkpoints/latest --output-dir out/easy --limit 8 --n 4 --k 1,2,4
     sapo-vl eval --tasks humaneval --samples vllm_samples.jsonl --output-dir out/he
     sapo-vl eval --tasks mathvista_testmini --data-path mathvista_testmini=/data/MathVista --model ckpt
     sapo-vl eval --tasks humaneval --write-prompts prompts.jsonl      # prompts for an external generator
+    sapo-vl eval --tasks my_task --import my_plugin --model CKPT    # a task over a plug-in's registered dataset
     sapo-vl eval --list-tasks
 """
 
@@ -13,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 EPILOG = """\
 tasks:
   A task is a YAML file. Names resolve to <name>.yaml in $SAPO_VL_EVAL_DIR, in an eval/ directory found walking
-  up from the current directory or from the installed package, then in the tasks bundled with the package
-  (humaneval, easy_vqa). A path to any .yaml file also works. --list-tasks shows what resolves.
+  up from the current directory or from the installed package, then in the tasks bundled with the package. A path
+  to any .yaml file also works. A task may read any registered dataset (source: {type: registered, name: NAME}),
+  a plug-in's too (--import MODULE). Tasks that resolve here:
+{tasks}
 
 samples file (--samples), JSON Lines, one object per line:
   {"doc_id": "HumanEval/0", "completions": ["...", "..."]}   all completions of a doc, or
@@ -60,9 +64,15 @@ def _data_path(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from sapo_vl.evaluation.tasks import available_tasks
+
+    tasks = "\n".join("    " + line for line in textwrap.wrap(", ".join(available_tasks()), 108))
     p = argparse.ArgumentParser(prog="sapo-vl eval", description="Score benchmarks (Pass@1, pass@k).",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=EPILOG.replace("{tasks}", tasks),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", help="comma-separated task names or YAML paths")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import a plug-in module first (repeatable; a dotted name or a .py path)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="model directory; completions are generated with sapo_vl.rollout")
     src.add_argument("--samples", help="JSONL of completions generated elsewhere (format below)")
@@ -88,17 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-tasks", action="store_true", help="list the task names that resolve, and exit")
     p.add_argument("--write-prompts", metavar="FILE", help="write each doc's prompt to FILE (JSONL) and exit")
     return p
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors that explain themselves: printed as one line, no traceback."""
-    from sapo_vl.evaluation.harness import EvalInputError
-    from sapo_vl.evaluation.samples import SampleLogError, SamplesFileError
-    from sapo_vl.evaluation.scoring import ScoringError
-    from sapo_vl.evaluation.sources import TaskDataError
-    from sapo_vl.evaluation.tasks import TaskSpecError
-
-    return TaskSpecError, TaskDataError, SamplesFileError, SampleLogError, ScoringError, EvalInputError
 
 
 def _list_tasks() -> int:
@@ -134,6 +133,15 @@ def _config(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    from sapo_vl.errors import UserError
+    from sapo_vl.plugins import import_plugins, load_entry_points
+
+    try:
+        load_entry_points()
+        import_plugins(args.imports)
+    except UserError as exc:
+        print(f"sapo-vl eval: error: {exc}", file=sys.stderr)
+        return 2
     if args.list_tasks:
         return _list_tasks()
     if not args.tasks:
@@ -153,9 +161,9 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = _config(args)
         results = run_eval(cfg)
-    except _user_errors() as exc:
+    except UserError as exc:
         print(f"sapo-vl eval: error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(markdown_table(results), end="")
     print(f"\nresults written to {cfg.output_dir}/results.json")
     return 0

@@ -18,7 +18,8 @@ from typing import Any
 from sapo_vl.evaluation.metrics import task_metrics
 from sapo_vl.evaluation.samples import SampleLog, file_sha256, read_samples_file, run_key
 from sapo_vl.evaluation.scoring import score_docs
-from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, generation_problem, load_records, resolve_task
+from sapo_vl.errors import UserError
+from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, generation_problem, load_task_records, resolve_task
 from sapo_vl.evaluation.writers import (
     git_hash,
     markdown_table,
@@ -30,7 +31,7 @@ from sapo_vl.evaluation.writers import (
 )
 
 
-class EvalInputError(ValueError):
+class EvalInputError(UserError, ValueError):
     """Inconsistent run options or inputs (both/neither of --model/--samples, unknown sample ids, ...)."""
 
 
@@ -95,10 +96,11 @@ class _Policy:
         if self._loaded is None:
             import torch
 
+            from sapo_vl.config import ModelConfig
             from sapo_vl.models import load_policy
 
             self.device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-            self._loaded = load_policy(self.cfg.model, dtype=self.cfg.dtype, device=self.device)
+            self._loaded = load_policy(self.cfg.model, ModelConfig(dtype=self.cfg.dtype), self.device)
         return self._loaded
 
 
@@ -113,25 +115,20 @@ def effective_generation(spec: TaskSpec, cfg: EvalConfig) -> GenerationSpec:
     return gen
 
 
-def _for_rollout(records: list[dict]) -> list[dict]:
-    """Records in the normalised ``sapo_vl.data`` form the rollout collates: images decoded to RGB PIL, image
-    placeholders in message prompts. Done per chunk, so only the images being generated for are in memory."""
-    from sapo_vl.data.records import RecordOptions, normalize_record
-
-    opts = RecordOptions(dataset="evaluation", require_answer=False)
-    return [normalize_record(r, int(r["meta"].get("index", i)), opts) for i, r in enumerate(records)]
-
-
 def _generate(policy: _Policy, records: list[dict], gen: GenerationSpec, batch_size: int) -> list[list[str]]:
-    from sapo_vl.rollout.generate import generate_completions
+    """n completions per doc through the training rollout code; images are decoded here, one chunk at a time."""
+    import torch
+
+    from sapo_vl.data import decode_images
+    from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, generate_completions
 
     model, processor = policy.get()
-    seed = None if gen.seed is None else gen.seed + int(records[0]["meta"].get("index", 0))
-    outs = generate_completions(
-        model, processor, _for_rollout(records), n=gen.n, max_new_tokens=gen.max_new_tokens,
-        temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k, batch_size=batch_size,
-        min_pixels=gen.min_pixels, max_pixels=gen.max_pixels, seed=seed,
-    )
+    if gen.seed is not None:
+        torch.manual_seed(gen.seed + int(records[0]["meta"].get("index", 0)))
+    decoded = [{**r, "images": decode_images(r["images"])} for r in records]
+    outs = generate_completions(HFEngine(model, processor, batch_size=batch_size),
+                                PromptFormat(processor, None, gen.min_pixels, gen.max_pixels), decoded,
+                                SamplingParams(gen.max_new_tokens, gen.temperature, gen.top_p, gen.top_k), n=gen.n)
     if len(outs) != len(records) or any(len(o) != gen.n for o in outs):
         raise RuntimeError(f"generate_completions returned {[len(o) for o in outs]} completions for "
                            f"{len(records)} records x n={gen.n}")
@@ -183,7 +180,8 @@ def evaluate_task(spec: TaskSpec, cfg: EvalConfig, policy: _Policy | None,
                   provided: dict[str, list[str]] | None, progress) -> TaskRun:
     """Score one task into ``samples_<task>.jsonl`` (skipping finished docs) and return its rows."""
     start = time.time()
-    records, original = load_records(spec, cfg.data_paths.get(spec.name), cfg.limit)
+    records = load_task_records(spec, cfg.data_paths.get(spec.name), cfg.limit)
+    original = records.report.total
     if provided is not None:
         _check_sample_ids(spec.name, records, provided, complete=cfg.limit is None)
     gen = effective_generation(spec, cfg)

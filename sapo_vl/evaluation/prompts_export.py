@@ -18,7 +18,7 @@ import mimetypes
 from pathlib import Path
 from typing import Any
 
-from sapo_vl.evaluation.tasks import load_records, resolve_task
+from sapo_vl.evaluation.tasks import load_task_records, resolve_task
 
 _MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8", "image/jpeg"), (b"GIF8", "image/gif"), (b"RIFF", "image/webp"))
 
@@ -64,11 +64,12 @@ def write_prompts(tasks: list[str], path: str, *, limit: int | None = None,
     with open(path, "w", encoding="utf-8") as fh:
         for name in tasks:
             spec = resolve_task(name)
-            records, _ = load_records(spec, data_paths.get(spec.name) or data_paths.get(name), limit)
+            records = load_task_records(spec, data_paths.get(spec.name) or data_paths.get(name), limit)
             gen = dataclasses.asdict(spec.generation)
             for rec in records:
                 line = {"task": spec.name, "doc_id": rec["id"], "prompt": rec["prompt"],
-                        "images": [img if isinstance(img, str) else image_data_uri(img) for img in rec["images"]],
+                        "images": [str(img) if isinstance(img, (str, Path)) else image_data_uri(img)
+                                   for img in rec["images"]],
                         "messages": openai_messages(rec["prompt"], rec["images"]), "generation": gen}
                 fh.write(json.dumps(line, ensure_ascii=False) + "\n")
                 count += 1

@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from sapo_vl._jsonl import iter_json_objects
+from sapo_vl.errors import UserError
 
 ID_KEYS = ("doc_id", "task_id", "id")
 COMPLETION_LIST_KEYS = ("completions", "resps")
 
 
-class SamplesFileError(ValueError):
+class SamplesFileError(UserError, ValueError):
     """A malformed samples file: names the file and line."""
 
 
@@ -97,7 +98,7 @@ def run_key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-class SampleLogError(RuntimeError):
+class SampleLogError(UserError, RuntimeError):
     """The output directory holds results made under another run key."""
 
 

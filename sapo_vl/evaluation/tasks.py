@@ -6,18 +6,19 @@ with training.
 A task file (see ``eval/README.md`` for the full schema)::
 
     name: easy_vqa
-    version: 1
-    source: {type: pip, loader: easy_vqa, split: test}
-    prompt: {template: "{question}\\nAnswer with one word.", system: null}
-    images: [image]
-    answer: answer
-    verifier: {name: vqa, kwargs: {}, columns: {}, threshold: 1.0}
+    version: 2
+    source: {type: registered, name: easy_vqa, split: test, kwargs: {shuffle: false}}
+    verifier: {name: vqa, kwargs: {vqa_metric: exact}, columns: {}, threshold: 1.0}
     generation: {n: 1, temperature: 0.0, top_p: 1.0, max_new_tokens: 32}
     k: [1]
 
+Records are read and normalised by ``sapo_vl.data`` (``load_records`` over a local file, or a registered dataset);
+this module only turns a benchmark row into a record-shaped row (field aliases, adapter, prompt template, system
+prompt, image fields, verifier columns).
+
 Task names resolve to ``<name>.yaml`` in, in order: ``$SAPO_VL_EVAL_DIR``, an ``eval/`` directory found walking
 up from the current directory, one found walking up from this package (an editable install), and the tasks
-bundled in the package (``sapo_vl/evaluation/builtin_tasks/``, the offline HumanEval and easy-VQA).
+bundled in the package (``sapo_vl/evaluation/builtin_tasks/``, the offline tasks).
 Any path to a ``.yaml`` file works too.
 """
 
@@ -26,29 +27,35 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from sapo_vl.evaluation.adapters import ADAPTERS
-from sapo_vl.evaluation.sources import RowSource, TaskDataError, file_source, pip_source
+from sapo_vl.data import Records, RecordSpec, load_dataset_by_name, load_records, render_template
+from sapo_vl.data.images import as_image_list
+from sapo_vl.data.records import RESERVED_KEYS
+from sapo_vl.errors import UserError
+from sapo_vl.evaluation.adapters import ADAPTERS, TaskDataError
 
 BUILTIN_DIR = Path(__file__).parent / "builtin_tasks"
-RESERVED = ("id", "prompt", "images", "answer", "reward", "meta")
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(UserError, ValueError):
     """A task YAML file is malformed: names the file and the key."""
+
+
+SOURCE_TYPES = ("auto", "jsonl", "json", "parquet", "disk", "registered")
 
 
 @dataclass
 class SourceSpec:
-    type: str = "auto"  # auto | jsonl | json | parquet | hf_disk | pip
+    type: str = "auto"  # auto | jsonl | json | parquet | disk | registered
     path: str | None = None  # default data path (relative to the YAML file)
     env: str | None = None  # environment variable holding the data path
-    loader: str | None = None  # pip loader name (type: pip)
+    name: str | None = None  # a dataset registered in sapo_vl.data.DATASETS (type: registered)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # options of the registered dataset's builder
     split: str | None = None
     image_root: str | None = None  # where relative image paths point, relative to the data root
     hint: str | None = None  # where to get the data, shown when it is missing
@@ -56,7 +63,7 @@ class SourceSpec:
 
 @dataclass
 class PromptSpec:
-    template: str = "{question}"
+    template: str | None = None  # default: "{question}"; a registered dataset's prompt as it is
     system: str | None = None
 
 
@@ -85,15 +92,15 @@ class TaskSpec:
     name: str
     source: SourceSpec
     prompt: PromptSpec
-    answer: str | None  # the gold answer's field; null for tasks judged by tests only (code)
     verifier: VerifierSpec
+    answer: str | None = "answer"  # the gold answer's field; null for tasks judged by tests only (code)
     version: int | str = 1
     description: str = ""
     homepage: str | None = None
     id_field: str | None = "id"  # None: the row index is the id
     fields: dict[str, list[str]] = field(default_factory=dict)  # canonical name -> aliases (first non-null wins)
     adapter: str | None = None  # named row transform in sapo_vl.evaluation.adapters.ADAPTERS
-    images: list[str] = field(default_factory=list)
+    images: list[str] | None = None  # fields holding images; default: none, a registered dataset's "images"
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     k: list[int] = field(default_factory=lambda: [1])
     exports: list[str] = field(default_factory=list)  # "humaneval", "evalplus"
@@ -111,7 +118,7 @@ class TaskSpec:
 
 _SECTIONS = {"source": SourceSpec, "prompt": PromptSpec, "verifier": VerifierSpec, "generation": GenerationSpec}
 _TOP_KEYS = {f.name for f in dataclasses.fields(TaskSpec)} - {"path"}
-_REQUIRED = ("name", "source", "answer", "verifier")
+_REQUIRED = ("name", "source", "verifier")
 _EXPORTS = ("humaneval", "evalplus")
 
 
@@ -159,26 +166,27 @@ def _validate_top(where: str, raw: dict) -> None:
     _check_type(f"{where}: name", raw["name"], (str,), "a string")
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", raw["name"]):
         raise TaskSpecError(f"{where}: name {raw['name']!r} may only hold letters, digits, '_', '-', '.'")
-    if raw["answer"] is not None:
+    if raw.get("answer") is not None:
         _check_type(f"{where}: answer", raw["answer"], (str,), "a field name or null")
 
 
 def _validate_semantics(where: str, spec: TaskSpec) -> None:
     src = spec.source
-    if src.type == "pip" and not src.loader:
-        raise TaskSpecError(f"{where}: source.loader is required when source.type is 'pip'")
-    if src.type not in ("auto", "jsonl", "json", "parquet", "hf_disk", "pip"):
-        raise TaskSpecError(f"{where}: source.type {src.type!r} is not one of auto/jsonl/json/parquet/hf_disk/pip")
-    if spec.adapter is not None and spec.adapter not in ADAPTERS:
-        raise TaskSpecError(f"{where}: adapter {spec.adapter!r} unknown; known: {sorted(ADAPTERS)}")
+    if src.type not in SOURCE_TYPES:
+        raise TaskSpecError(f"{where}: source.type {src.type!r} is not one of {'/'.join(SOURCE_TYPES)}")
+    if src.type == "registered" and not src.name:
+        raise TaskSpecError(f"{where}: source.name (a registered dataset) is required when source.type is "
+                            "'registered'")
+    if spec.adapter is not None:
+        ADAPTERS.check(spec.adapter, f"{where}: adapter")
     if not spec.k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in spec.k):
         raise TaskSpecError(f"{where}: k must be a non-empty list of integers >= 1, got {spec.k!r}")
     problem = generation_problem(spec.generation)
     if problem:
         raise TaskSpecError(f"{where}: generation: {problem}")
-    clash = sorted(set(spec.verifier.columns) & set(RESERVED))
+    clash = sorted(set(spec.verifier.columns) & set(RESERVED_KEYS))
     if clash:
-        raise TaskSpecError(f"{where}: verifier.columns {clash} clash with record keys {RESERVED}")
+        raise TaskSpecError(f"{where}: verifier.columns {clash} clash with record keys {RESERVED_KEYS}")
     bad = sorted(set(spec.exports) - set(_EXPORTS))
     if bad:
         raise TaskSpecError(f"{where}: exports {bad} unknown; allowed: {list(_EXPORTS)}")
@@ -198,13 +206,18 @@ def parse_task(raw: Any, path: Path | None = None) -> TaskSpec:
     """Validate a parsed YAML mapping into a :class:`TaskSpec`; errors name the file and the key."""
     where = str(path) if path else "<task>"
     _check_type(where, raw, (dict,), "a mapping at the top level")
+    source = raw.get("source")
+    if isinstance(source, dict) and source.get("type") in ("pip", "hf_disk"):  # the names of task version 1
+        raise TaskSpecError(f"{where}: source.type {source['type']!r} was renamed: use "
+                            + ("{type: registered, name: <dataset>}" if source["type"] == "pip" else "'disk'"))
     _validate_top(where, raw)
     if isinstance(raw.get("prompt"), str):  # shorthand: prompt: "template"
         raw = {**raw, "prompt": {"template": raw["prompt"]}}
     kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in _SECTIONS}
     for key, cls in _SECTIONS.items():
         kwargs[key] = _section(f"{where}: {key}", cls, raw.get(key))
-    kwargs["images"] = _str_list(f"{where}: images", raw.get("images") or [])
+    if raw.get("images") is not None:
+        kwargs["images"] = _str_list(f"{where}: images", raw["images"])
     kwargs["exports"] = _str_list(f"{where}: exports", raw.get("exports") or [])
     kwargs["k"] = raw.get("k", [1]) if not isinstance(raw.get("k"), int) else [raw["k"]]
     fields_raw = raw.get("fields") or {}
@@ -296,63 +309,6 @@ def resolve_data_path(spec: TaskSpec, override: str | None = None) -> Path:
     raise TaskDataError(f"task {spec.name!r}: no local data found (source.path={src.path!r}). Set {where}.{hint}")
 
 
-def open_source(spec: TaskSpec, data_path: str | None = None) -> RowSource:
-    if spec.source.type == "pip":
-        return pip_source(spec.source.loader, spec.source.split)
-    return file_source(resolve_data_path(spec, data_path), spec.source.type, spec.source.split)
-
-
-_BLANK_RUN = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # 3+ line breaks left by empty fields -> one blank line
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-def render_template(template: str, row: dict[str, Any], where: str) -> str:
-    """Fill ``{field}`` placeholders from the row; ``{{`` / ``}}`` give literal braces; other braces stay
-    (so ``\\boxed{}`` needs no escaping). Runs of blank lines left by empty fields collapse to one; the result
-    is stripped."""
-
-    def sub(match: re.Match) -> str:
-        name = match.group(1)
-        if name is None:
-            return match.group(0)[0]
-        if name not in row:
-            raise TaskDataError(f"{where}: prompt template uses {{{name}}} but the row has no field {name!r} "
-                                f"(fields: {sorted(row)})")
-        value = row[name]
-        return "" if value is None else str(value)
-
-    text = _PLACEHOLDER.sub(sub, template)
-    return _BLANK_RUN.sub("\n\n", text).strip()
-
-
-def _image_items(value: Any, root: Path | None, where: str) -> list[Any]:
-    """Normalise one image field into a list of path strings / bytes / PIL images / data URIs."""
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple)):
-        return [img for v in value for img in _image_items(v, root, where)]
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return [value["bytes"]]
-        if value.get("path"):
-            return _image_items(value["path"], root, where)
-        raise TaskDataError(f"{where}: image dict has neither 'bytes' nor 'path': keys {sorted(value)}")
-    if isinstance(value, bytes):
-        return [value]
-    if isinstance(value, str):
-        if value.startswith(("data:", "http://", "https://")):
-            return [value]
-        path = Path(value).expanduser()
-        if not path.is_absolute() and root is not None:
-            path = root / path
-        if not path.exists():
-            raise TaskDataError(f"{where}: image file {path} does not exist")
-        return [str(path)]
-    if hasattr(value, "size") and hasattr(value, "mode"):  # PIL.Image
-        return [value]
-    raise TaskDataError(f"{where}: unsupported image value of type {type(value).__name__}")
-
-
 def _canonicalise(row: dict[str, Any], aliases: dict[str, list[str]]) -> dict[str, Any]:
     row = dict(row)
     for name, names in aliases.items():
@@ -360,31 +316,39 @@ def _canonicalise(row: dict[str, Any], aliases: dict[str, list[str]]) -> dict[st
     return row
 
 
-def build_record(spec: TaskSpec, row: dict[str, Any], index: int, image_root: Path | None) -> dict[str, Any]:
-    """One benchmark row -> one record (the ``sapo_vl.data`` layout plus the verifier's columns)."""
+def _prompt(spec: TaskSpec, row: dict[str, Any], where: str) -> Any:
+    template = spec.prompt.template or ("{prompt}" if spec.source.type == "registered" else "{question}")
+    try:
+        if template == "{prompt}" and not isinstance(row.get("prompt"), str) and "prompt" in row:
+            prompt = row["prompt"]  # a registered dataset's chat messages, as they are
+        else:
+            prompt = render_template(template, row)
+        if not spec.prompt.system:
+            return prompt
+        system = {"role": "system", "content": render_template(spec.prompt.system, row)}
+    except KeyError as exc:
+        raise TaskDataError(f"{where}: prompt template: {exc.args[0]}") from None
+    return [system, *(prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}])]
+
+
+def task_row(spec: TaskSpec, row: dict[str, Any], index: int) -> dict[str, Any]:
+    """One benchmark row -> a record-shaped row (the ``sapo_vl.data`` keys plus the verifier's columns), which
+    ``normalize_record`` then checks like any other."""
     row = _canonicalise(row, spec.fields)
-    if spec.id_field is None:
-        doc_id = str(index)
-    elif row.get(spec.id_field) is None:
+    if spec.id_field is not None and row.get(spec.id_field) is None:
         raise TaskDataError(f"task {spec.name} row {index}: id field {spec.id_field!r} missing "
                             f"(fields: {sorted(row)})")
-    else:
-        doc_id = str(row[spec.id_field])
+    doc_id = str(index) if spec.id_field is None else str(row[spec.id_field])
     where = f"task {spec.name} doc {doc_id}"
     if spec.adapter:
         row = ADAPTERS[spec.adapter](row, where)
     if spec.answer is not None and spec.answer not in row:
         raise TaskDataError(f"{where}: answer field {spec.answer!r} missing (fields: {sorted(row)})")
-    text = render_template(spec.prompt.template, row, where)
-    prompt: Any = text
-    if spec.prompt.system:
-        system = render_template(spec.prompt.system, row, where)
-        prompt = [{"role": "system", "content": system}, {"role": "user", "content": text}]
-    images = [img for f in spec.images for img in _image_items(row.get(f), image_root, f"{where} field {f!r}")]
-    record = {
+    image_fields = spec.images if spec.images is not None else (["images"] if spec.source.type == "registered" else [])
+    out = {
         "id": doc_id,
-        "prompt": prompt,
-        "images": images,
+        "prompt": _prompt(spec, row, where),
+        "images": [img for f in image_fields for img in as_image_list(row.get(f))],
         "answer": None if spec.answer is None else row[spec.answer],
         "reward": row.get("reward") or spec.verifier.name,
         "meta": {"task": spec.name, "index": index, **(row.get("meta") or {})},
@@ -393,21 +357,26 @@ def build_record(spec: TaskSpec, row: dict[str, Any], index: int, image_root: Pa
         if source_field not in row:
             raise TaskDataError(f"{where}: verifier column {column!r} reads field {source_field!r}, "
                                 f"which the row lacks (fields: {sorted(row)})")
-        record[column] = row[source_field]
-    return record
+        out[column] = row[source_field]
+    return out
 
 
-def load_records(spec: TaskSpec, data_path: str | None = None, limit: int | None = None
-                 ) -> tuple[list[dict[str, Any]], int]:
-    """The task's records (first ``limit`` rows) and the size of the full split."""
-    source = open_source(spec, data_path)
-    root = source.root
-    if spec.source.image_root:
-        root = (root or Path.cwd()) / spec.source.image_root
-    records = [build_record(spec, row, i, root) for i, row in enumerate(source.rows(limit))]
-    seen: set[str] = set()
-    for rec in records:
-        if rec["id"] in seen:
-            raise TaskDataError(f"task {spec.name}: duplicate doc id {rec['id']!r} (id_field={spec.id_field!r})")
-        seen.add(rec["id"])
-    return records, len(source)
+def load_task_records(spec: TaskSpec, data_path: str | None = None, limit: int | None = None) -> Records:
+    """The task's records (its first ``limit`` docs), read and normalised by ``sapo_vl.data``; images are checked
+    but decoded later (``decode_images``), chunk by chunk. ``result.report.total`` is the size of the split."""
+    src = spec.source
+    record_spec = RecordSpec(dataset=spec.name, require_answer=False, decode_images=False,
+                             transform=lambda row, index: task_row(spec, row, index))
+    try:
+        if src.type == "registered":
+            rows = load_dataset_by_name(src.name, split=src.split or "test", **src.kwargs)
+            return load_records(rows, record_spec, limit=limit)
+        path = resolve_data_path(spec, data_path)
+        if src.image_root:
+            record_spec = replace(record_spec, base_dir=(path if path.is_dir() else path.parent) / src.image_root)
+        return load_records(path, record_spec, format=None if src.type == "auto" else src.type, split=src.split,
+                            limit=limit)
+    except UserError as exc:  # a missing file, an unknown dataset, a bad row: say which task
+        if isinstance(exc, TaskDataError):
+            raise
+        raise TaskDataError(f"task {spec.name}: {exc}") from exc

@@ -8,7 +8,7 @@ import zlib
 import pytest
 
 from sapo_vl.evaluation.adapters import ADAPTERS, decode_lcb_tests, options_block
-from sapo_vl.evaluation.sources import TaskDataError
+from sapo_vl.evaluation.adapters import TaskDataError
 
 
 def test_options_block_letters_options():

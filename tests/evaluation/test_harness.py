@@ -10,10 +10,11 @@ from sapo_vl.evaluation.metrics import pass_at_k
 from sapo_vl.evaluation.samples import SampleLogError
 
 EASY = [  # easy-VQA test docs 0-3: gold triangle, red, red, no
-    {"doc_id": "test/0", "completions": ["triangle", "circle", "<answer>Triangle</answer>", "\\boxed{triangle}"]},
-    {"doc_id": "test/1", "completions": ["red", "blue", "Red.", "green"]},
-    {"doc_id": "test/2", "completions": ["blue", "blue", "green", "yellow"]},
-    {"doc_id": "test/3", "completions": ["no", "yes", "No", "no"]},
+    {"doc_id": "easy_vqa-test-0",
+     "completions": ["triangle", "circle", "<answer>Triangle</answer>", "\\boxed{triangle}"]},
+    {"doc_id": "easy_vqa-test-1", "completions": ["red", "blue", "Red.", "green"]},
+    {"doc_id": "easy_vqa-test-2", "completions": ["blue", "blue", "green", "yellow"]},
+    {"doc_id": "easy_vqa-test-3", "completions": ["no", "yes", "No", "no"]},
 ]
 
 
@@ -27,7 +28,7 @@ def test_easy_vqa_samples_are_scored_by_the_vqa_verifier(evaluate):
     assert entry["maj@4,none"] == pytest.approx(0.75)
     rows = read_jsonl(out / "samples_easy_vqa.jsonl")
     first = rows[0]
-    assert first["doc_id"] == "test/0" and first["target"] == "triangle"
+    assert first["doc_id"] == "easy_vqa-test-0" and first["target"] == "triangle"
     assert first["filtered_resps"] == ["triangle", "circle", "Triangle", "triangle"]
     assert first["verdicts"] == [True, False, True, True] and first["status"] == "scored"
     assert first["gen_kwargs"] == {"source": "samples file"}
@@ -116,8 +117,8 @@ def test_summary_markdown_lists_every_metric(evaluate):
     results, out = evaluate(["easy_vqa"], EASY, limit=4, k=[1, 2])
     table = (out / "summary.md").read_text()
     assert table.splitlines()[0] == "| Task | Version | Docs | n | Metric | Value | Stderr |"
-    assert "| easy_vqa | 1 | 4 | 4 | pass@1 | 0.5000 | " in table
-    assert "| easy_vqa | 1 | 4 | 4 | pass@2 |" in table and "| maj@4 |" in table
+    assert "| easy_vqa | 2 | 4 | 4 | pass@1 | 0.5000 | " in table
+    assert "| easy_vqa | 2 | 4 | 4 | pass@2 |" in table and "| maj@4 |" in table
 
 
 class _CountingScorer:
@@ -136,16 +137,16 @@ def test_rerun_skips_finished_docs_and_scores_only_new_or_changed_ones(evaluate,
     counter.real = harness.score_docs
     monkeypatch.setattr(harness, "score_docs", counter)
     first, out = evaluate(["easy_vqa"], EASY[:3], limit=4)
-    assert counter.docs == ["test/0", "test/1", "test/2"]
+    assert counter.docs == ["easy_vqa-test-0", "easy_vqa-test-1", "easy_vqa-test-2"]
     counter.docs.clear()
     again, _ = evaluate(["easy_vqa"], EASY[:3], limit=4)
     assert counter.docs == []
     assert again["results"] == first["results"]
-    changed = [*EASY[:2], {"doc_id": "test/2", "completions": ["red"]}, EASY[3]]
+    changed = [*EASY[:2], {"doc_id": "easy_vqa-test-2", "completions": ["red"]}, EASY[3]]
     evaluate(["easy_vqa"], changed, limit=4)
-    assert counter.docs == ["test/2", "test/3"]
+    assert counter.docs == ["easy_vqa-test-2", "easy_vqa-test-3"]
     latest = {r["doc_id"]: r for r in read_jsonl(out / "samples_easy_vqa.jsonl")}
-    assert latest["test/2"]["verdicts"] == [True]
+    assert latest["easy_vqa-test-2"]["verdicts"] == [True]
 
 
 def test_a_half_written_last_line_is_dropped_on_rerun(evaluate):
@@ -161,7 +162,8 @@ def test_a_half_written_last_line_is_dropped_on_rerun(evaluate):
 def test_rerun_under_another_task_definition_is_refused(evaluate, tmp_path):
     evaluate(["easy_vqa"], EASY[:1], limit=1)
     other = tmp_path / "easy_vqa.yaml"
-    other.write_text((EVAL_DIR / "easy_vqa.yaml").read_text().replace("single word", "one word"))
+    other.write_text((EVAL_DIR / "easy_vqa.yaml").read_text().replace(
+        "kwargs: {shuffle: false}", "kwargs: {shuffle: false, prompt_template: '{question} One word.'}"))
     with pytest.raises(SampleLogError, match="another run"):
         evaluate([str(other)], EASY[:1], limit=1)
     results, _ = evaluate([str(other)], EASY[:1], limit=1, overwrite=True)

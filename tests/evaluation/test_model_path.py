@@ -25,7 +25,7 @@ def _cfg(model, out, task="easy_vqa", **kw):
 def test_model_run_generates_n_completions_per_doc_and_records_the_model(tiny_model, tmp_path):
     results = run_eval(_cfg(tiny_model, tmp_path / "o"))
     rows = read_jsonl(tmp_path / "o/samples_easy_vqa.jsonl")
-    assert [r["doc_id"] for r in rows] == ["test/0", "test/1", "test/2"]
+    assert [r["doc_id"] for r in rows] == ["easy_vqa-test-0", "easy_vqa-test-1", "easy_vqa-test-2"]
     assert all(len(r["resps"]) == 2 and all(isinstance(c, str) for c in r["resps"]) for r in rows)
     assert rows[0]["gen_kwargs"]["n"] == 2 and rows[0]["gen_kwargs"]["max_new_tokens"] == 4
     entry = results["results"]["easy_vqa"]
@@ -50,7 +50,7 @@ def test_model_rerun_skips_generation_and_other_settings_are_refused(tiny_model,
 
 def test_system_prompt_task_with_images_generates(tiny_model, tmp_path):
     task = tmp_path / "sys_vqa.yaml"
-    text = (EVAL_DIR / "easy_vqa.yaml").read_text().replace("name: easy_vqa", "name: sys_vqa")
-    task.write_text(text.replace("prompt:\n", "prompt:\n  system: You answer with one word.\n"))
+    text = (EVAL_DIR / "easy_vqa.yaml").read_text().replace("\nname: easy_vqa", "\nname: sys_vqa")
+    task.write_text(text.replace("\nverifier:\n", "\nprompt:\n  system: You answer with one word.\nverifier:\n"))
     run_eval(_cfg(tiny_model, tmp_path / "o", task=str(task), limit=2))
     assert len(read_jsonl(tmp_path / "o/samples_sys_vqa.jsonl")) == 2

@@ -9,22 +9,23 @@ import pytest
 import yaml
 from PIL import Image
 
-from sapo_vl.evaluation.sources import TaskDataError
+from sapo_vl.data import render_template
+from sapo_vl.errors import DataError
+from sapo_vl.evaluation.adapters import TaskDataError
 from sapo_vl.evaluation.tasks import (
     BUILTIN_DIR,
     TaskSpecError,
     available_tasks,
-    load_records,
     load_task_file,
+    load_task_records,
     parse_task,
-    render_template,
     resolve_task,
 )
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_DIR = REPO / "eval"
 TASK_FILES = sorted(EVAL_DIR.glob("*.yaml"))
-FILE_TASKS = [p for p in TASK_FILES if yaml.safe_load(p.read_text())["source"]["type"] != "pip"]
+FILE_TASKS = [p for p in TASK_FILES if yaml.safe_load(p.read_text())["source"]["type"] != "registered"]
 IMAGE_TASKS = {"mathvista_testmini", "mathvision", "mmmu_val", "chartqa", "docvqa", "ai2d"}
 EXPECTED = {"humaneval", "easy_vqa", "mathvista_testmini", "mathvision", "mmmu_val", "chartqa", "docvqa", "ai2d",
             "math500", "aime2024", "aime2025", "mbpp", "livecodebench"}
@@ -33,7 +34,7 @@ EXPECTED = {"humaneval", "easy_vqa", "mathvista_testmini", "mathvision", "mmmu_v
 def _open(image):
     if isinstance(image, (bytes, bytearray)):
         return Image.open(io.BytesIO(image))
-    if isinstance(image, str):
+    if isinstance(image, (str, Path)):
         return Image.open(image)
     return image
 
@@ -46,8 +47,8 @@ def test_every_expected_task_is_defined():
 def test_task_loads_its_fixture_into_records(path):
     spec = load_task_file(path)
     assert spec.fixture, f"{path.name} has no fixture"
-    records, total = load_records(spec, str(path.parent / spec.fixture))
-    assert 2 <= len(records) == total <= 3
+    records = load_task_records(spec, str(path.parent / spec.fixture))
+    assert 2 <= len(records) == records.report.total <= 3
     for rec in records:
         assert isinstance(rec["prompt"], (str, list)) and rec["prompt"]
         if spec.verifier.name == "code":
@@ -67,11 +68,32 @@ def test_task_loads_its_fixture_into_records(path):
 
 
 @pytest.mark.parametrize("path", [p for p in TASK_FILES if p not in FILE_TASKS], ids=lambda p: p.stem)
-def test_pip_task_loads_offline(path):
+def test_registered_dataset_task_loads_offline(path):
     spec = load_task_file(path)
-    records, total = load_records(spec, limit=3)
-    assert len(records) == 3 and total > 100
-    assert all(r["prompt"] and r["answer"] for r in records)
+    records = load_task_records(spec, limit=3)
+    assert len(records) == 3 and records.report.total >= 164
+    assert all(r["prompt"] and r["answer"] and r["meta"]["task"] == spec.name for r in records)
+
+
+def test_a_version_1_pip_source_says_what_replaced_it():
+    with pytest.raises(TaskSpecError, match=r"source.type 'pip' was renamed: use \{type: registered"):
+        parse_task(_raw(source={"type": "pip", "loader": "easy_vqa"}))
+
+
+def test_a_registered_source_keeps_the_datasets_prompt_images_and_answer():
+    spec = parse_task({"name": "shapes", "source": {"type": "registered", "name": "synthetic_shapes",
+                                                    "kwargs": {"n": 4, "num_colors": 2}},
+                       "verifier": {"name": "vqa"}})
+    records = load_task_records(spec)
+    assert [r["id"] for r in records] == [f"synthetic_shapes-test-{i}" for i in range(4)]
+    assert records[0]["prompt"] == "What color is the shape?" and len(records[0]["images"]) == 1
+    assert records[0]["answer"] in ("red", "green") and records[0]["reward"] == "vqa"
+
+
+def test_an_unknown_registered_dataset_names_the_registered_ones():
+    spec = parse_task({"name": "t", "source": {"type": "registered", "name": "easy_vq"}, "verifier": {"name": "vqa"}})
+    with pytest.raises(DataError, match="unknown dataset 'easy_vq'.*did you mean 'easy_vqa'"):
+        load_task_records(spec)
 
 
 def test_builtin_tasks_are_copies_of_the_eval_dir_ones():
@@ -103,7 +125,7 @@ def test_missing_data_names_the_override_env_var_and_where_to_get_it(monkeypatch
     monkeypatch.delenv("SAPO_VL_MATHVISTA", raising=False)
     spec = resolve_task("mathvista_testmini")
     with pytest.raises(TaskDataError) as err:
-        load_records(spec)
+        load_task_records(spec)
     text = str(err.value)
     assert "--data-path mathvista_testmini=PATH" in text and "$SAPO_VL_MATHVISTA" in text
     assert "AI4Math/MathVista" in text
@@ -111,7 +133,7 @@ def test_missing_data_names_the_override_env_var_and_where_to_get_it(monkeypatch
 
 def test_env_var_gives_the_data_path(monkeypatch):
     monkeypatch.setenv("SAPO_VL_MATH500", str(EVAL_DIR / "fixtures/math500/test.jsonl"))
-    records, _ = load_records(resolve_task("math500"))
+    records = load_task_records(resolve_task("math500"))
     assert records[0]["id"] == "test/prealgebra/1.json"
 
 
@@ -144,7 +166,7 @@ def test_wrong_type_names_the_key():
 
 
 def test_missing_required_keys_are_listed():
-    with pytest.raises(TaskSpecError, match=r"missing required keys \['answer', 'verifier'\]"):
+    with pytest.raises(TaskSpecError, match=r"missing required keys \['verifier'\]"):
         parse_task({"name": "t", "source": {}})
 
 
@@ -154,10 +176,10 @@ def test_verifier_columns_may_not_shadow_record_keys():
 
 
 def test_template_fills_fields_and_leaves_latex_braces():
-    text = render_template(r"{q} in \boxed{} {{q}}", {"q": "1+1?"}, "here")
+    text = render_template(r"{q} in \boxed{} {{q}}", {"q": "1+1?"})
     assert text == r"1+1? in \boxed{} {q}"
-    with pytest.raises(TaskDataError, match="here: prompt template uses {missing}"):
-        render_template("{missing}", {"q": 1}, "here")
+    with pytest.raises(KeyError, match="the template uses {missing} but there is no field 'missing'"):
+        render_template("{missing}", {"q": 1})
 
 
 def test_system_prompt_makes_chat_messages(tmp_path):
@@ -165,7 +187,7 @@ def test_system_prompt_makes_chat_messages(tmp_path):
     rows.write_text('{"id": 1, "question": "hi", "answer": "x"}\n')
     spec = parse_task(_raw(source={"type": "jsonl", "path": str(rows)},
                            prompt={"template": "{question}", "system": "Be brief."}))
-    (rec,), _ = load_records(spec)
+    (rec,) = load_task_records(spec)
     assert rec["prompt"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
 
 
@@ -173,21 +195,22 @@ def test_missing_image_file_names_the_doc_and_path(tmp_path):
     rows = tmp_path / "d.jsonl"
     rows.write_text('{"id": "a", "question": "q", "answer": "x", "image": "nope.png"}\n')
     spec = parse_task(_raw(source={"type": "jsonl", "path": str(rows)}, images=["image"]))
-    with pytest.raises(TaskDataError, match="doc a field 'image': image file .*nope.png does not exist"):
-        load_records(spec)
+    with pytest.raises(TaskDataError, match=r"record 0 \(id 'a'\), field 'images\[0\]': image file not found: "
+                                            r".*nope.png"):
+        load_task_records(spec)
 
 
 def test_duplicate_ids_are_refused(tmp_path):
     rows = tmp_path / "d.jsonl"
     rows.write_text('{"id": 1, "question": "q", "answer": "x"}\n' * 2)
-    with pytest.raises(TaskDataError, match="duplicate doc id '1'"):
-        load_records(parse_task(_raw(source={"type": "jsonl", "path": str(rows)})))
+    with pytest.raises(TaskDataError, match="record 1 \\(id '1'\\), field 'id': id already used by record 0"):
+        load_task_records(parse_task(_raw(source={"type": "jsonl", "path": str(rows)})))
 
 
 def test_limit_reads_only_the_first_rows_and_reports_full_size():
     spec = resolve_task("mathvista_testmini")
-    records, total = load_records(spec, str(EVAL_DIR / spec.fixture), limit=2)
-    assert [r["id"] for r in records] == ["1", "2"] and total == 3
+    records = load_task_records(spec, str(EVAL_DIR / spec.fixture), limit=2)
+    assert [r["id"] for r in records] == ["1", "2"] and records.report.total == 3
 
 
 def test_relative_source_path_resolves_against_the_yaml(tmp_path):
@@ -198,7 +221,7 @@ def test_relative_source_path_resolves_against_the_yaml(tmp_path):
     cwd = os.getcwd()
     try:
         os.chdir("/")
-        records, _ = load_records(load_task_file(tmp_path / "m.yaml"))
+        records = load_task_records(load_task_file(tmp_path / "m.yaml"))
     finally:
         os.chdir(cwd)
     assert len(records) == 2
