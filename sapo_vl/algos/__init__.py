@@ -1,8 +1,8 @@
 """Pure tensor functions for RL fine-tuning: policy losses, aggregation, advantages, KL estimators.
 
-* ``POLICY_LOSSES`` / ``policy_loss``: sapo, grpo, gspo, gspo-token, cispo (see ``losses``)
+* ``POLICY_LOSSES`` / ``register_policy_loss``: sapo, grpo, gspo, gspo-token, cispo (see ``losses``)
 * ``aggregate`` / ``AGGREGATION_MODES`` / ``global_normalizers``: (B, T) loss -> scalar, micro-batch exact
-* ``ADVANTAGES``: grpo, dr_grpo, rloo; ``zero_variance_groups`` for DAPO dynamic sampling
+* ``ADVANTAGES`` / ``register_advantage``: grpo, dr_grpo, rloo; ``zero_variance_groups`` for DAPO dynamic sampling
 * ``kl_penalty``: k1 / k2 / k3 to a reference policy
 * ``ALGORITHMS``: the papers' loss + aggregation + advantage combinations (e.g. dr_grpo, dapo)
 """
@@ -11,6 +11,7 @@ from sapo_vl.algos.advantages import (
     ADVANTAGES,
     dr_grpo_advantages,
     grpo_advantages,
+    register_advantage,
     rloo_advantages,
     zero_variance_groups,
 )
@@ -23,7 +24,7 @@ from sapo_vl.algos.registry import (
     POLICY_LOSSES,
     get_policy_loss,
     loss_hparams,
-    policy_loss,
+    register_policy_loss,
 )
 from sapo_vl.algos.types import PolicyLossOutput, UnknownArgumentError
 
@@ -48,7 +49,8 @@ __all__ = [
     "gspo_token_loss",
     "kl_penalty",
     "loss_hparams",
-    "policy_loss",
+    "register_advantage",
+    "register_policy_loss",
     "rloo_advantages",
     "sapo_loss",
     "zero_variance_groups",

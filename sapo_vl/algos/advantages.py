@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sapo_vl.algos.types import check_number
+from sapo_vl.registry import Registry
 
 
 def _prepare(owner: str, rewards: Tensor, group_ids: Tensor) -> tuple[Tensor, Tensor, int]:
@@ -106,8 +107,9 @@ def rloo_advantages(rewards: Tensor, group_ids: Tensor) -> Tensor:
     return _out(adv, _zero_variance(r, index, g), rewards)
 
 
-ADVANTAGES = {
+ADVANTAGES = Registry("advantage", {
     "grpo": grpo_advantages,
     "dr_grpo": dr_grpo_advantages,
     "rloo": rloo_advantages,
-}
+})
+register_advantage = ADVANTAGES.register

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from sapo_vl import algos
-from sapo_vl.algos import POLICY_LOSSES, PolicyLossOutput, aggregate, policy_loss
+from sapo_vl.algos import POLICY_LOSSES, aggregate, get_policy_loss
+from sapo_vl.errors import UnknownNameError
 
 F64 = torch.float64
 ALL = sorted(POLICY_LOSSES)
@@ -180,43 +181,21 @@ def test_registry_has_the_contract_losses():
     assert algos.loss_hparams("sapo") == {"tau_pos": 1.0, "tau_neg": 1.05, "log_ratio_clip": 20.0}
 
 
-def test_policy_loss_computes_when_given_tensors():
-    logp, old, adv, mask = _batch()
-    out = policy_loss("grpo", logprobs=logp, old_logprobs=old, advantages=adv, response_mask=mask, eps_high=0.28)
-    ref = POLICY_LOSSES["grpo"](logprobs=logp, old_logprobs=old, advantages=adv, response_mask=mask, eps_high=0.28)
-    assert isinstance(out, PolicyLossOutput)
-    torch.testing.assert_close(out.per_token_loss, ref.per_token_loss)
-
-
-def test_policy_loss_without_tensors_returns_the_configured_loss():
-    logp, old, adv, mask = _batch()
-    fn = policy_loss("sapo", tau_neg=2.0)
-    out = fn(logprobs=logp, old_logprobs=old, advantages=adv, response_mask=mask)
-    ref = POLICY_LOSSES["sapo"](logprobs=logp, old_logprobs=old, advantages=adv, response_mask=mask, tau_neg=2.0)
-    torch.testing.assert_close(out.per_token_loss, ref.per_token_loss)
-
-
-def test_policy_loss_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError) as info:
-        policy_loss("ppo2")
+def test_unknown_loss_name_lists_registered_names_and_the_closest():
+    with pytest.raises(UnknownNameError) as info:
+        get_policy_loss("sapoo")
     for name in ALL:
-        assert repr(name) in str(info.value)
+        assert repr(name) in str(info.value) or name in str(info.value)
+    assert "did you mean 'sapo'" in str(info.value)
 
 
-def test_policy_loss_dr_grpo_explains_it_is_grpo_with_other_aggregation():
-    with pytest.raises(ValueError, match="seq-mean-token-sum-norm"):
-        policy_loss("dr_grpo")
+def test_dr_grpo_is_not_a_loss_and_the_error_points_at_its_preset():
+    with pytest.raises(ValueError, match="seq-mean-token-sum-norm.*algo.preset=dr_grpo"):
+        get_policy_loss("dr_grpo")
 
 
-def test_policy_loss_validates_hyperparameters_at_config_time():
-    with pytest.raises(ValueError, match="tau_pos"):
-        policy_loss("sapo", tau=1.0)
-    with pytest.raises(TypeError, match="real number"):
-        policy_loss("grpo", eps_high="0.28")
-    policy_loss("grpo", clip_ratio_c=None)  # None is a valid value where it is the default
-
-
-def test_policy_loss_with_some_tensors_missing_says_which():
-    logp, old, adv, _mask = _batch()
-    with pytest.raises(TypeError, match="response_mask"):
-        policy_loss("sapo", logprobs=logp, old_logprobs=old, advantages=adv)
+def test_a_registered_plugin_loss_is_found_by_name(monkeypatch):
+    monkeypatch.setitem(POLICY_LOSSES, "_test_copy", POLICY_LOSSES["sapo"])
+    assert get_policy_loss("_test_copy") is POLICY_LOSSES["sapo"]
+    with pytest.raises(ValueError, match="already registered"):
+        algos.register_policy_loss("sapo", POLICY_LOSSES["grpo"])
