@@ -4,6 +4,7 @@
         config.json, model.safetensors, generation_config.json   (from_pretrained-loadable policy)
         processor / tokenizer files                                (AutoProcessor-loadable)
         trainer_state.pt                                           (optimizer, scheduler, RNG, data position, step)
+    RUN_DIR/checkpoints/latest -> step-000040                      (the checkpoint written last)
 
 A checkpoint is written to a temporary directory and renamed into place, so a crash never leaves a half-written
 ``step-*`` directory; only the newest ``keep_last`` are kept.
@@ -11,6 +12,7 @@ A checkpoint is written to a temporary directory and renamed into place, so a cr
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -73,6 +75,10 @@ def save_checkpoint(run_dir: str | Path, step: int, *, model, processor, trainer
         final.rename(stale)
     tmp.rename(final)
     shutil.rmtree(stale, ignore_errors=True)
+    link = root / ".latest.tmp"
+    link.unlink(missing_ok=True)
+    os.symlink(final.name, link)  # relative, so the run directory can move
+    os.replace(link, root / "latest")  # atomic: `latest` always names a complete checkpoint
     # newest by step; never the one just written (a run restarted with resume=never may find higher steps)
     for old in list_checkpoints(run_dir)[:-keep_last] if keep_last > 0 else []:
         if old != final:

@@ -1,4 +1,5 @@
-"""One policy update on a mini-batch of a rollout: micro-batches by token budget, exact gradient accumulation.
+"""The policy update of one rollout, whole: mini-batches x epochs, micro-batches by token budget with exact gradient
+accumulation, gradient clipping, one optimizer step per mini-batch, and the learning-rate schedule.
 
 Every micro-batch's loss is aggregated with the FULL mini-batch's normalisers (``global_normalizers``), so the sum
 of the micro-batch gradients equals the gradient of the mini-batch loss, whatever the aggregation mode
@@ -11,11 +12,13 @@ The one approximation is the MoE load-balancing term (``moe_aux_coef > 0``): it 
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 
 import torch
 
-from sapo_vl.algos import aggregate, global_normalizers, kl_penalty
+from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
+from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing_drift
 from sapo_vl.rollout.types import Rollout
 
@@ -37,73 +40,155 @@ def token_budget_split(lengths: list[int], budget: int) -> list[list[int]]:
     return groups
 
 
-def _reduce_sum(value: int, accelerator) -> int:
-    if accelerator is None or accelerator.num_processes == 1:
-        return value
-    t = torch.tensor([float(value)], device=accelerator.device)
-    return int(accelerator.reduce(t, reduction="sum").item())
+def lr_lambda(schedule: str, warmup: int, total: int):
+    """Linear warm-up over ``warmup`` steps, then constant or cosine decay to 0 at ``total``."""
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return f
 
 
-def minibatch_loss_and_backward(policy, mb: Rollout, *, loss_fn, loss_hparams: dict, aggregation: str,
-                                max_len: int | None, kl_beta: float, kl_estimator: str, moe_aux_coef: float,
-                                micro_batch_tokens: int, temperature: float, chunk_size: int, accelerator=None,
-                                top_k_experts: int | None = None) -> dict[str, float]:
-    """Forward + backward over ``mb`` in micro-batches; gradients accumulate in ``.grad``. Returns metrics."""
-    world = accelerator.num_processes if accelerator is not None else 1
-    norm = global_normalizers(mb.response_mask, max_len=max_len if aggregation == "seq-mean-token-sum-norm" else None)
-    norm["global_num_tokens"] = _reduce_sum(norm["global_num_tokens"], accelerator)
-    norm["global_num_seqs"] = _reduce_sum(norm["global_num_seqs"], accelerator)
-    lengths = (mb.prompt_mask.sum(1) + mb.response_mask.sum(1)).tolist()
-    groups = token_budget_split(lengths, micro_batch_tokens)
-    device = accelerator.device if accelerator is not None else next(policy.parameters()).device
-    sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
-    n_tokens_total = max(int(mb.response_mask.sum()), 1)
+class _WeightedMeans:
+    """Weighted means of the metrics micro-batches report (not every micro-batch reports every key)."""
 
-    def add(key, value, weight):  # weighted mean over the micro-batches that report ``key``
-        sums[key] = sums.get(key, 0.0) + float(value) * weight
-        weights[key] = weights.get(key, 0.0) + weight
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
 
-    for j, idx in enumerate(groups):
-        micro = mb.select(idx)
+    def add(self, key: str, value: float, weight: float) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + float(value) * weight
+        self.weights[key] = self.weights.get(key, 0.0) + weight
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+
+
+class PolicyUpdate:
+    """Owns the optimisation of the policy: the optimizer (AdamW), the schedule, and every update.
+
+    Built from the ``algo`` (loss, aggregation, KL, MoE aux), ``train`` (optimizer, batching) and ``rollout``
+    (sampling temperature, generation budget) config sections. With an ``accelerator`` the policy and optimizer
+    are prepared for it (DDP / FSDP / DeepSpeed) after ``state`` (a checkpoint's optimizer and scheduler) is loaded.
+    """
+
+    def __init__(self, model, algo, train, rollout, accelerator=None, state: dict | None = None):
+        self.algo, self.train, self.rollout, self.accelerator = algo, train, rollout, accelerator
+        self.loss_fn = POLICY_LOSSES[algo.policy_loss]
+        text_config = getattr(model.config, "text_config", model.config)
+        self.top_k_experts = getattr(text_config, "num_experts_per_tok", None)
+        self.policy = PolicyModule(model)
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=train.lr, betas=tuple(train.adam_betas),
+                                           weight_decay=train.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
+        if state is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+        if accelerator is not None:
+            self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def update(self, batch: Rollout) -> dict[str, float]:
+        """Mini-batches x epochs over ``batch``, one optimizer step per mini-batch, then one schedule step."""
+        per_step: list[dict] = []
+        n_mb = min(self.train.num_mini_batches, len(batch))
+        for _ in range(self.train.epochs if len(batch) else 0):
+            order = torch.randperm(len(batch)).tolist()
+            for k in range(n_mb):
+                per_step.append(self.step(batch.select(order[k::n_mb])))
+        self.scheduler.step()
+        metrics = {key: sum(m[key] for m in per_step if key in m) / sum(1 for m in per_step if key in m)
+                   for key in sorted({k for m in per_step for k in m})}
+        metrics.update({"lr": self.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step))})
+        return metrics
+
+    def step(self, mb: Rollout) -> dict[str, float]:
+        """One optimizer step on the mini-batch ``mb``: accumulate, clip, step."""
+        metrics = self.accumulate(mb)
+        if self.accelerator is not None:
+            norm = self.accelerator.clip_grad_norm_(self.params, self.train.max_grad_norm)
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
+        metrics["grad_norm"] = float(norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return metrics
+
+    def _reduce_sum(self, value: int) -> int:
+        if self.accelerator is None or self.accelerator.num_processes == 1:
+            return value
+        t = torch.tensor([float(value)], device=self.accelerator.device)
+        return int(self.accelerator.reduce(t, reduction="sum").item())
+
+    def accumulate(self, mb: Rollout) -> dict[str, float]:
+        """Forward + backward over ``mb`` in micro-batches; gradients accumulate in ``.grad``. Returns metrics."""
+        acc, algo = self.accelerator, self.algo
+        world = acc.num_processes if acc is not None else 1
+        max_len = self.rollout.max_new_tokens if algo.aggregation == "seq-mean-token-sum-norm" else None
+        norm = global_normalizers(mb.response_mask, max_len=max_len)
+        norm["global_num_tokens"] = self._reduce_sum(norm["global_num_tokens"])
+        norm["global_num_seqs"] = self._reduce_sum(norm["global_num_seqs"])
+        groups = token_budget_split((mb.prompt_mask.sum(1) + mb.response_mask.sum(1)).tolist(),
+                                    self.train.micro_batch_tokens)
+        device = acc.device if acc is not None else next(self.policy.parameters()).device
+        means = _WeightedMeans()
+        loss_total, n_tokens_total = 0.0, max(int(mb.response_mask.sum()), 1)
+        for j, idx in enumerate(groups):
+            micro = mb.select(idx)
+            sync = nullcontext() if acc is None or j == len(groups) - 1 else acc.no_sync(self.policy)
+            with sync:
+                loss, out, mask, inputs = self._micro_loss(micro, norm, len(idx) / len(mb), device, means)
+                (acc.backward if acc is not None else torch.Tensor.backward)(loss * world)
+            loss_total += loss.item()  # micro losses add up to the mini-batch loss
+            self._diagnostics(micro, out, mask, inputs, len(idx) / len(mb), int(mask.sum()) / n_tokens_total, means)
+        metrics = means.means()
+        metrics.update(loss=loss_total, micro_batches=float(len(groups)))
+        return metrics
+
+    def _micro_loss(self, micro: Rollout, norm: dict, share: float, device, means: _WeightedMeans):
+        """The micro-batch's share of the mini-batch objective (policy loss + KL + MoE aux)."""
+        algo = self.algo
         inputs, P = micro.model_inputs()
         inputs = {k: v.to(device) for k, v in inputs.items()}
-        sync = nullcontext() if accelerator is None or j == len(groups) - 1 else accelerator.no_sync(policy)
-        with sync:
-            out = policy(inputs, P, temperature=temperature, chunk_size=chunk_size, with_entropy=True)
-            C = out.logprobs.shape[1]
-            mask = micro.response_mask[:, :C].to(device)  # (n, C)
-            adv = micro.advantages.to(device)  # (n,)
-            res = loss_fn(logprobs=out.logprobs, old_logprobs=micro.old_logprobs[:, :C].to(device), advantages=adv,
-                          response_mask=mask, **loss_hparams)
-            loss = aggregate(res.per_token_loss, mask, aggregation, **norm)
-            if kl_beta > 0:
-                kl = kl_penalty(out.logprobs, micro.ref_logprobs[:, :C].to(device), kl_estimator, mask)
-                kl_term = aggregate(kl, mask, aggregation, **norm)
-                loss = loss + kl_beta * kl_term
-                add("kl", (kl * mask).sum().item() / max(int(mask.sum()), 1), int(mask.sum()))
-            if out.aux_loss is not None and moe_aux_coef > 0:
-                loss = loss + moe_aux_coef * out.aux_loss * (len(idx) / len(mb))
-            backward = accelerator.backward if accelerator is not None else torch.Tensor.backward
-            backward(loss * world)
+        out = self.policy(inputs, P, temperature=self.rollout.temperature, chunk_size=self.train.logprob_chunk_size,
+                          with_entropy=True)
+        C = out.logprobs.shape[1]
+        mask = micro.response_mask[:, :C].to(device)  # (n, C)
+        res = self.loss_fn(logprobs=out.logprobs, old_logprobs=micro.old_logprobs[:, :C].to(device),
+                           advantages=micro.advantages.to(device), response_mask=mask, **algo.loss_hparams)
+        loss = aggregate(res.per_token_loss, mask, algo.aggregation, **norm)
         n_tok = int(mask.sum())
-        weight = n_tok / n_tokens_total
-        loss_sum = sums.get("loss_total", 0.0) + loss.item()  # micro losses add up to the mini-batch loss
-        sums["loss_total"], weights["loss_total"] = loss_sum, 1.0
-        add("entropy", (out.entropy * mask).sum().item() / max(n_tok, 1), weight)
         for k, v in res.metrics.items():
-            add(k, v, weight)
-        if out.router_logits is not None:
-            if out.aux_loss is not None:
-                add("moe/aux_loss", out.aux_loss.item(), len(idx) / len(mb))
-            for k, v in router_stats(out.router_logits, inputs["attention_mask"], top_k_experts or 1).items():
-                add(k, v, len(idx) / len(mb))
-            if micro.router_topk is not None and top_k_experts:
-                new_topk = completion_topk(out.router_logits, len(idx), P, top_k_experts).cpu()
-                drift = routing_drift(micro.router_topk[:, :C], new_topk, micro.response_mask[:, :C])
-                for k, v in drift.items():
-                    add(k, v, weight)
-    metrics = {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
-    metrics["loss"] = metrics.pop("loss_total")
-    metrics["micro_batches"] = float(len(groups))
-    return metrics
+            means.add(k, v, n_tok)
+        if algo.kl_beta > 0:
+            kl = kl_penalty(out.logprobs, micro.ref_logprobs[:, :C].to(device), algo.kl_estimator, mask)
+            loss = loss + algo.kl_beta * aggregate(kl, mask, algo.aggregation, **norm)
+            means.add("kl", (kl * mask).sum().item() / max(n_tok, 1), n_tok)
+        if out.aux_loss is not None and algo.moe_aux_coef > 0:
+            loss = loss + algo.moe_aux_coef * out.aux_loss * share
+        return loss, out, mask, (inputs, P)
+
+    def _diagnostics(self, micro: Rollout, out, mask, inputs, share: float, weight: float,
+                     means: _WeightedMeans) -> None:
+        """Entropy and MoE router statistics from tensors the forward already has."""
+        (inputs, P), k = inputs, self.top_k_experts
+        means.add("entropy", (out.entropy * mask).sum().item() / max(int(mask.sum()), 1), weight)
+        if out.router_logits is None:
+            return
+        if out.aux_loss is not None:
+            means.add("moe/aux_loss", out.aux_loss.item(), share)
+        for key, v in router_stats(out.router_logits, inputs["attention_mask"], k or 1).items():
+            means.add(key, v, share)
+        if micro.router_topk is not None and k:
+            C = mask.shape[1]
+            new_topk = completion_topk(out.router_logits, len(micro), P, k).cpu()
+            for key, v in routing_drift(micro.router_topk[:, :C], new_topk, micro.response_mask[:, :C]).items():
+                means.add(key, v, weight)

@@ -14,7 +14,7 @@ import random
 import torch
 
 from sapo_vl.models.logprobs import policy_forward
-from sapo_vl.rollout.collate import collate_prompts
+from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import Rollout
 
 
@@ -29,13 +29,11 @@ def answer_pool(records: list[dict]) -> list[str]:
     return sorted({a for a in map(_first_answer, records) if a is not None})
 
 
-def supervised_batch(processor, records: list[dict], targets: list[str], *, system_prompt=None, min_pixels=None,
-                     max_pixels=None) -> Rollout:
+def supervised_batch(fmt: PromptFormat, records: list[dict], targets: list[str]) -> Rollout:
     """A Rollout whose completions are ``targets`` + EOS (for a teacher-forced forward)."""
-    tok = processor.tokenizer
+    tok = fmt.processor.tokenizer
     eos = tok.convert_tokens_to_ids("<|im_end|>")
-    prompts = collate_prompts(processor, records, system_prompt=system_prompt, min_pixels=min_pixels,
-                              max_pixels=max_pixels)
+    prompts = collate_prompts(fmt, records)
     ids = [tok(t, add_special_tokens=False)["input_ids"] + [eos] for t in targets]
     width = max(len(x) for x in ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else eos
@@ -51,10 +49,10 @@ def supervised_batch(processor, records: list[dict], targets: list[str], *, syst
                    images_per_sample=prompts.images_per_sample, records=list(records), completions=list(targets))
 
 
-def warmup(model, processor, records: list[dict], *, steps: int, batch_size: int = 16, lr: float = 3e-3,
-           labels: str = "shuffled", seed: int = 0, system_prompt=None, min_pixels=None, max_pixels=None,
-           log=None) -> list[float]:
-    """Teacher-forced next-token training on (prompt, target + EOS) for ``steps`` steps. Returns the losses."""
+def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, log=None) -> list[float]:
+    """Teacher-forced next-token training on (prompt, target + EOS) for ``cfg.steps`` steps (``cfg``: the
+    ``warmup`` config section: steps, batch_size, lr, labels). Returns the losses."""
+    steps, batch_size, labels = cfg.steps, cfg.batch_size, cfg.labels
     if labels not in ("shuffled", "gold"):
         raise ValueError(f"warmup labels must be 'shuffled' or 'gold', got {labels!r}")
     rng = random.Random(seed)
@@ -65,7 +63,7 @@ def warmup(model, processor, records: list[dict], *, steps: int, batch_size: int
     if labels == "gold" and missing:
         raise ValueError(f"warm-up with gold labels: {len(missing)} record(s) have no answer, e.g. {missing[:3]}")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     device = next(model.parameters()).device
     model.train()
     losses = []
@@ -75,8 +73,7 @@ def warmup(model, processor, records: list[dict], *, steps: int, batch_size: int
             targets = [rng.choice(pool) for _ in batch]
         else:
             targets = [_first_answer(r) for r in batch]
-        sb = supervised_batch(processor, batch, targets, system_prompt=system_prompt, min_pixels=min_pixels,
-                              max_pixels=max_pixels)
+        sb = supervised_batch(fmt, batch, targets)
         inputs, P = sb.model_inputs()
         out = policy_forward(model, {k: v.to(device) for k, v in inputs.items()}, P)
         mask = sb.response_mask[:, :out.logprobs.shape[1]].to(device).bool()

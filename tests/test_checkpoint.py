@@ -87,13 +87,22 @@ def test_rewriting_a_step_replaces_it(tmp_path, policy):
     _save(tmp_path, 4, policy, state={"sampler": {"pos": 2}})
     assert _steps(tmp_path) == ["step-000004"]
     assert load_trainer_state(latest_checkpoint(tmp_path))["sampler"] == {"pos": 2}
-    assert [p.name for p in checkpoint_dir(tmp_path).iterdir()] == ["step-000004"]
+    assert sorted(p.name for p in checkpoint_dir(tmp_path).iterdir()) == ["latest", "step-000004"]
 
 
 def test_only_the_newest_keep_last_checkpoints_are_kept(tmp_path, policy):
     for step in (1, 2, 3, 10):
         _save(tmp_path, step, policy, keep_last=2)
     assert _steps(tmp_path) == ["step-000003", "step-000010"]  # numeric order, not lexical
+
+
+def test_latest_points_at_the_checkpoint_written_last_and_loads(tmp_path, policy):
+    for step in (1, 2):
+        _save(tmp_path, step, policy, keep_last=1)
+    latest = checkpoint_dir(tmp_path) / "latest"
+    assert latest.is_symlink() and latest.readlink().name == "step-000002" and latest.resolve().is_dir()
+    assert type(AutoModelForImageTextToText.from_pretrained(str(latest))).__name__.startswith("Qwen3VL")
+    assert _steps(tmp_path) == ["step-000002"]
 
 
 def test_keep_last_zero_keeps_everything(tmp_path, policy):

@@ -4,10 +4,12 @@ import pytest
 import torch
 from PIL import Image
 
-from sapo_vl.algos import AGGREGATION_MODES, POLICY_LOSSES
+from sapo_vl.algos import AGGREGATION_MODES
+from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
-from sapo_vl.models.logprobs import PolicyModule, policy_forward
-from sapo_vl.update import minibatch_loss_and_backward, token_budget_split
+from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.rollout import PromptFormat
+from sapo_vl.update import PolicyUpdate, token_budget_split
 from sapo_vl.warmup import supervised_batch
 
 # ------------------------------------------------------------------------------------------ token_budget_split
@@ -61,7 +63,7 @@ def model_and_batch(tiny_dir):
     from 1, so clipping and the SAPO gate are active) and advantages of both signs."""
     model, processor = load_policy(tiny_dir)
     model.train()
-    batch = supervised_batch(processor, RECORDS, TARGETS)
+    batch = supervised_batch(PromptFormat(processor), RECORDS, TARGETS)
     inputs, P = batch.model_inputs()
     with torch.no_grad():
         logprobs = policy_forward(model, inputs, P).logprobs  # (N, C)
@@ -71,16 +73,16 @@ def model_and_batch(tiny_dir):
     batch.ref_logprobs = logprobs + 0.2 * torch.randn(N, C, generator=g)
     batch.advantages = torch.tensor([1.2, -0.7, 0.4, -1.5, 0.9, -0.3])
     assert len(set(batch.response_mask.sum(1).tolist())) >= 4 and len(set(batch.prompt_mask.sum(1).tolist())) >= 4
-    return PolicyModule(model), batch
+    return model, batch
 
 
-def _grads(policy, batch, *, micro_batch_tokens, loss, aggregation, kl_beta=0.0):
-    policy.zero_grad(set_to_none=True)
-    metrics = minibatch_loss_and_backward(
-        policy, batch, loss_fn=POLICY_LOSSES[loss], loss_hparams={}, aggregation=aggregation,
-        max_len=batch.completion_ids.shape[1], kl_beta=kl_beta, kl_estimator="k3", moe_aux_coef=0.0,
-        micro_batch_tokens=micro_batch_tokens, temperature=1.0, chunk_size=7, top_k_experts=2)
-    grads = {n: p.grad.clone() for n, p in policy.named_parameters() if p.grad is not None}
+def _grads(model, batch, *, micro_batch_tokens, loss, aggregation, kl_beta=0.0):
+    update = PolicyUpdate(model, AlgoConfig(policy_loss=loss, aggregation=aggregation, kl_beta=kl_beta),
+                          TrainConfig(micro_batch_tokens=micro_batch_tokens, logprob_chunk_size=7),
+                          RolloutConfig(max_new_tokens=batch.completion_ids.shape[1], temperature=1.0))
+    update.policy.zero_grad(set_to_none=True)
+    metrics = update.accumulate(batch)
+    grads = {n: p.grad.clone() for n, p in update.policy.named_parameters() if p.grad is not None}
     return metrics, grads
 
 

@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from sapo_vl.config import WarmupConfig
 from sapo_vl.data import build_synthetic_shapes
 from sapo_vl.models.load import load_policy
-from sapo_vl.rollout import generate_completions
+from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, generate_completions
 from sapo_vl.warmup import answer_pool, supervised_batch, warmup
 
 
@@ -16,7 +17,8 @@ def records():
 
 def _greedy(model, processor, records):
     model.eval()
-    out = [c[0] for c in generate_completions(model, processor, records, n=1, max_new_tokens=4)]
+    out = [c[0] for c in generate_completions(HFEngine(model, processor), PromptFormat(processor), records,
+                                              SamplingParams(4, temperature=0.0))]
     model.train()
     return out
 
@@ -30,15 +32,15 @@ def test_gold_labels_need_an_answer_on_every_record(tiny_dir, records):
     model, processor = load_policy(tiny_dir)
     unlabeled = [*records[:3], {**records[3], "id": "no-answer", "answer": None}]
     with pytest.raises(ValueError, match=r"1 record\(s\) have no answer, e.g. \['no-answer'\]"):
-        warmup(model, processor, unlabeled, steps=1, labels="gold")
+        warmup(model, PromptFormat(processor), unlabeled, WarmupConfig(steps=1, labels="gold"))
     with pytest.raises(ValueError, match="none of the given records has one"):
-        warmup(model, processor, [{**r, "answer": None} for r in records[:2]], steps=1)
+        warmup(model, PromptFormat(processor), [{**r, "answer": None} for r in records[:2]], WarmupConfig(steps=1))
 
 
 def test_supervised_batch_targets_end_with_eos_and_mask_them(tiny_dir, records):
     _, processor = load_policy(tiny_dir)
     targets = ["red", "light blue green"]
-    batch = supervised_batch(processor, records[:2], targets)
+    batch = supervised_batch(PromptFormat(processor), records[:2], targets)
     eos = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
     for i, target in enumerate(targets):
         ids = batch.completion_ids[i][batch.response_mask[i].bool()].tolist()
@@ -52,13 +54,13 @@ def test_shuffled_labels_teach_the_answer_format(tiny_dir, records):
     pool = answer_pool(records)
     held_out = build_synthetic_shapes("test", n=9, num_colors=3)
     assert not any(text in pool for text in _greedy(model, processor, held_out))  # random init: no valid answer
-    warmup(model, processor, records, steps=8, batch_size=16, lr=3e-3, labels="shuffled", seed=0)
+    warmup(model, PromptFormat(processor), records, WarmupConfig(steps=8, batch_size=16, lr=3e-3, labels="shuffled"))
     assert all(text in pool for text in _greedy(model, processor, held_out))  # one valid answer, then EOS
 
 
 def test_gold_labels_reduce_the_loss(tiny_dir, records):
     model, processor = load_policy(tiny_dir)
-    losses = warmup(model, processor, records, steps=6, batch_size=8, lr=3e-3, labels="gold", seed=0)
+    losses = warmup(model, PromptFormat(processor), records, WarmupConfig(steps=6, batch_size=8, labels="gold"))
     assert len(losses) == 6 and all(torch.isfinite(torch.tensor(losses)))
     assert sum(losses[-2:]) / 2 < losses[0] - 1.0
 
@@ -67,11 +69,11 @@ def test_warmup_is_deterministic_by_seed(tiny_dir, records):
     runs = []
     for _ in range(2):
         model, processor = load_policy(tiny_dir)
-        runs.append(warmup(model, processor, records, steps=2, batch_size=4, labels="shuffled", seed=3))
+        runs.append(warmup(model, PromptFormat(processor), records, WarmupConfig(steps=2, batch_size=4), seed=3))
     assert runs[0] == runs[1]
 
 
 def test_unknown_labels_value_is_an_error(tiny_dir, records):
     model, processor = load_policy(tiny_dir)
     with pytest.raises(ValueError, match="warmup labels must be 'shuffled' or 'gold', got 'random'"):
-        warmup(model, processor, records, steps=1, labels="random")
+        warmup(model, PromptFormat(processor), records, WarmupConfig(steps=1, labels="random"))

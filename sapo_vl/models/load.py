@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 import sapo_vl  # noqa: F401  (torchvision compat before transformers)
+from sapo_vl.config import ModelConfig
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -40,68 +41,47 @@ def resolve_attn_implementation(requested: str | None, device: str | torch.devic
     return "sdpa"
 
 
-def load_processor(path: str | Path, *, min_pixels: int | None = None, max_pixels: int | None = None):
-    """Load the processor; optionally override the image processor's pixel budget (OOM guard for big images)."""
+def load_processor(path: str | Path):
+    """The checkpoint's processor, tokenizer padding on the left (generation batches)."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(str(path))
-    image_processor = getattr(processor, "image_processor", None)
-    if image_processor is not None and (min_pixels or max_pixels):
-        size = dict(getattr(image_processor, "size", None) or {})
-        if min_pixels:
-            size["shortest_edge"] = int(min_pixels)
-            image_processor.min_pixels = int(min_pixels)
-        if max_pixels:
-            size["longest_edge"] = int(max_pixels)
-            image_processor.max_pixels = int(max_pixels)
-        image_processor.size = size
     if getattr(processor, "tokenizer", None) is not None:
         processor.tokenizer.padding_side = "left"
     return processor
 
 
-def load_policy(
-    path: str | Path,
-    *,
-    dtype: str | torch.dtype | None = "auto",
-    device: str | torch.device = "cpu",
-    attn_implementation: str | None = "auto",
-    experts_implementation: str | None = None,
-    gradient_checkpointing: bool = False,
-    freeze_vision: bool = False,
-    min_pixels: int | None = None,
-    max_pixels: int | None = None,
-):
-    """Load ``(model, processor)`` from a local checkpoint directory (real or tiny).
+def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu"):
+    """Load ``(model, processor)`` from a local checkpoint directory (real or tiny), as the ``model`` config
+    section says (``path`` there is ignored: the caller resolves it):
 
-    Args:
-        dtype: "auto" (bf16 on capable CUDA, else fp32), "bf16", "fp32", ... or a torch.dtype.
-        attn_implementation: "auto" (flash_attention_2 when installed on CUDA, else sdpa), or any HF name.
-        experts_implementation: MoE expert kernels: "eager", "batched_mm" or "grouped_mm" (None: HF default).
-        gradient_checkpointing: enable HF gradient checkpointing (non-reentrant).
-        freeze_vision: freeze the vision tower (its parameters get requires_grad=False).
+    - dtype: "auto" (bf16 on capable CUDA, else fp32), "bf16", "fp32", ...
+    - attn_implementation: "auto" (flash_attention_2 when installed on CUDA, else sdpa), or any HF name.
+    - experts_implementation: MoE expert kernels: "eager", "batched_mm" or "grouped_mm" (None: HF default).
+    - gradient_checkpointing (non-reentrant); freeze_vision (the vision tower gets requires_grad=False).
     """
     from transformers import AutoModelForImageTextToText
 
+    cfg = cfg or ModelConfig()
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no Hugging Face checkpoint at {path} (config.json missing). Build the offline "
                                 f"tiny model with `sapo-vl make-tiny-model {path}` or download a real one first.")
-    if experts_implementation is not None and experts_implementation not in EXPERTS_IMPLEMENTATIONS:
-        raise ValueError(f"experts_implementation {experts_implementation!r} not in {EXPERTS_IMPLEMENTATIONS}")
-    kwargs = dict(dtype=resolve_dtype(dtype, device), attn_implementation=resolve_attn_implementation(
-        attn_implementation, device))
-    if experts_implementation is not None:
-        kwargs["experts_implementation"] = experts_implementation
+    experts = cfg.experts_implementation
+    if experts is not None and experts not in EXPERTS_IMPLEMENTATIONS:
+        raise ValueError(f"experts_implementation {experts!r} not in {EXPERTS_IMPLEMENTATIONS}")
+    kwargs = dict(dtype=resolve_dtype(cfg.dtype, device),
+                  attn_implementation=resolve_attn_implementation(cfg.attn_implementation, device))
+    if experts is not None:
+        kwargs["experts_implementation"] = experts
     model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
     model.to(device)
-    if gradient_checkpointing:
+    if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
-    if freeze_vision:
+    if cfg.freeze_vision:
         freeze_vision_tower(model)
-    processor = load_processor(path, min_pixels=min_pixels, max_pixels=max_pixels)
-    return model, processor
+    return model, load_processor(path)
 
 
 def vision_tower(model) -> torch.nn.Module:
@@ -126,8 +106,3 @@ def is_moe(model) -> bool:
     text_config = getattr(model.config, "text_config", model.config)
     return bool(getattr(text_config, "num_experts", 0)) and getattr(text_config, "num_experts_per_tok", 0) > 0
 
-
-def special_token_ids(processor, tokens: list[str]) -> list[int]:
-    tok = getattr(processor, "tokenizer", processor)
-    ids = [tok.convert_tokens_to_ids(t) for t in tokens]
-    return [i for i in ids if i is not None and i != tok.unk_token_id]

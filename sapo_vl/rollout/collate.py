@@ -1,45 +1,54 @@
 """Image-text prompt collation: chat template + qwen-vl-utils + the model's processor, each image processed once.
 
-``collate_prompts`` turns records (see ``sapo_vl.data``) into a left-padded ``PromptBatch``. Its pixel tensors and
-grids are reused unchanged by generation and by every training forward of the rollout, so the number of image
-placeholder tokens always matches the features (the mismatch that other toolkits' users fight): it is checked
+A ``PromptFormat`` (the processor, an optional system prompt and the image pixel budget) is all the configuration
+this needs. ``collate_prompts`` turns records (see ``sapo_vl.data``) into a left-padded ``PromptBatch``. Its pixel
+tensors and grids are reused unchanged by generation and by every training forward of the rollout, so the number of
+image placeholder tokens always matches the features (the mismatch that other toolkits' users fight): it is checked
 here, per sample, once.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from sapo_vl.errors import DataError
 from sapo_vl.rollout.types import PromptBatch
 
 IMAGE_PAD = "<|image_pad|>"
 VIDEO_PAD = "<|video_pad|>"
 
 
-class CollateError(ValueError):
+class CollateError(DataError):
     """A record could not be turned into model inputs; the message names the record and the field."""
 
 
-def _image_part(image, min_pixels: int | None, max_pixels: int | None) -> dict:
-    part = {"type": "image", "image": image}
-    if min_pixels:
-        part["min_pixels"] = int(min_pixels)
-    if max_pixels:
-        part["max_pixels"] = int(max_pixels)
-    return part
+@dataclass(frozen=True)
+class PromptFormat:
+    """How records become prompts: the model's processor, an optional system prompt (added when a prompt has
+    none), and the pixel budget of each image (``None``: qwen-vl-utils' defaults)."""
+
+    processor: Any
+    system_prompt: str | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+
+def _image_part(image, bounds: tuple[int, int]) -> dict:
+    return {"type": "image", "image": image, "min_pixels": bounds[0], "max_pixels": bounds[1]}
 
 
 IMAGE_MARKER = "<image>"
 
 
-def _string_prompt_content(prompt: str, images: list, rid, min_pixels, max_pixels) -> list[dict]:
+def _string_prompt_content(prompt: str, images: list, rid, bounds: tuple[int, int]) -> list[dict]:
     """Images go where the prompt says ``<image>`` (the Geometry3K / EasyR1 convention), else before the text."""
     pieces = prompt.split(IMAGE_MARKER)
     if len(pieces) == 1:
-        return [_image_part(im, min_pixels, max_pixels) for im in images] + [{"type": "text", "text": prompt}]
+        return [_image_part(im, bounds) for im in images] + [{"type": "text", "text": prompt}]
     if len(pieces) - 1 != len(images):
         raise CollateError(f"record {rid!r}, field 'prompt': {len(pieces) - 1} {IMAGE_MARKER} markers but "
                            f"{len(images)} images")
@@ -48,13 +57,13 @@ def _string_prompt_content(prompt: str, images: list, rid, min_pixels, max_pixel
         if text:
             content.append({"type": "text", "text": text})
         if i < len(images):
-            content.append(_image_part(images[i], min_pixels, max_pixels))
+            content.append(_image_part(images[i], bounds))
     return content
 
 
-def build_messages(record: dict, *, system_prompt: str | None = None, min_pixels: int | None = None,
-                   max_pixels: int | None = None) -> list[dict]:
-    """Chat messages for one record, with image parts carrying the PIL image (qwen-vl-utils layout).
+def build_messages(record: dict, fmt: PromptFormat) -> list[dict]:
+    """Chat messages for one record, with image parts carrying the PIL image and its pixel budget (qwen-vl-utils
+    layout).
 
     A string prompt becomes one user turn: images at its ``<image>`` markers if it has them, else first, then the
     text. In a message prompt, the
@@ -63,8 +72,9 @@ def build_messages(record: dict, *, system_prompt: str | None = None, min_pixels
     images = list(record.get("images") or [])
     prompt = record.get("prompt")
     rid = record.get("id", "?")
+    bounds = pixel_bounds(fmt)
     if isinstance(prompt, str):
-        messages = [{"role": "user", "content": _string_prompt_content(prompt, images, rid, min_pixels, max_pixels)}]
+        messages = [{"role": "user", "content": _string_prompt_content(prompt, images, rid, bounds)}]
     elif isinstance(prompt, list):
         messages, used = [], 0
         for msg in prompt:
@@ -76,7 +86,7 @@ def build_messages(record: dict, *, system_prompt: str | None = None, min_pixels
                         if used >= len(images):
                             raise CollateError(f"record {rid!r}, field 'prompt': more image parts than images "
                                                f"({len(images)})")
-                        parts.append(_image_part(images[used], min_pixels, max_pixels))
+                        parts.append(_image_part(images[used], bounds))
                         used += 1
                     else:
                         parts.append(part)
@@ -87,8 +97,8 @@ def build_messages(record: dict, *, system_prompt: str | None = None, min_pixels
     else:
         raise CollateError(f"record {rid!r}, field 'prompt': expected a string or chat messages, "
                            f"got {type(prompt).__name__}")
-    if system_prompt and messages[0]["role"] != "system":
-        messages.insert(0, {"role": "system", "content": system_prompt})
+    if fmt.system_prompt and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": fmt.system_prompt})
     return messages
 
 
@@ -100,29 +110,33 @@ def _merge_size(processor) -> int:
     return int(getattr(processor.image_processor, "merge_size", 2))
 
 
-def pixel_bounds(processor, min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
+def _factor(processor) -> int:
+    return _patch_size(processor) * _merge_size(processor)
+
+
+def pixel_bounds(fmt: PromptFormat) -> tuple[int, int]:
     """The explicit (min, max) pixel budget of an image: qwen-vl-utils' defaults (4 and 16384 merged tokens) where
     unset, with the default minimum lowered to a smaller given maximum (qwen-vl-utils asserts min <= max)."""
     from qwen_vl_utils.vision_process import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM
 
-    factor = _patch_size(processor) * _merge_size(processor)
-    hi = int(max_pixels) if max_pixels else IMAGE_MAX_TOKEN_NUM * factor ** 2
-    lo = int(min_pixels) if min_pixels else min(IMAGE_MIN_TOKEN_NUM * factor ** 2, hi)
+    factor = _factor(fmt.processor)
+    hi = int(fmt.max_pixels) if fmt.max_pixels else IMAGE_MAX_TOKEN_NUM * factor ** 2
+    lo = int(fmt.min_pixels) if fmt.min_pixels else min(IMAGE_MIN_TOKEN_NUM * factor ** 2, hi)
     if lo > hi:
         raise CollateError(f"min_pixels ({lo}) must not exceed max_pixels ({hi})")
     return lo, hi
 
 
-def count_prompt_tokens(processor, record: dict, *, system_prompt: str | None = None,
-                        min_pixels: int | None = None, max_pixels: int | None = None) -> int:
+def count_prompt_tokens(fmt: PromptFormat, record: dict) -> int:
     """Prompt length in tokens (image placeholders expanded) without processing pixels: for length filtering.
     Raises ``CollateError`` for a record that ``collate_prompts`` would reject (placeholders, image shape)."""
-    min_pixels, max_pixels = pixel_bounds(processor, min_pixels, max_pixels)
-    messages = build_messages(record, system_prompt=system_prompt, min_pixels=min_pixels, max_pixels=max_pixels)
+    processor = fmt.processor
+    min_pixels, max_pixels = pixel_bounds(fmt)
+    messages = build_messages(record, fmt)
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     _check_placeholders([text], [record])  # the record would fail collation: say so at load time
     n = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
-    factor = _patch_size(processor) * _merge_size(processor)
+    factor = _factor(processor)
     for k, im in enumerate(record.get("images") or []):
         h, w = resized_image_size(im.height, im.width, factor, min_pixels, max_pixels, where=_where(record, k))
         n += (h // factor) * (w // factor) - 1  # the one <|image_pad|> in the text expands to this many
@@ -163,7 +177,7 @@ def resized_image_size(height: int, width: int, factor: int, min_pixels: int, ma
     return h_bar, w_bar
 
 
-def _presize_images(conversation: list[dict], record: dict, factor: int, min_pixels: int, max_pixels: int) -> None:
+def _presize_images(conversation: list[dict], record: dict, factor: int) -> None:
     """Resize each image part to its final size here (``resized_image_size``) and pin its pixel budget to that
     area, so qwen-vl-utils keeps the size as is: one resize per image, the same sizes as ``count_prompt_tokens``."""
     k = 0
@@ -172,7 +186,8 @@ def _presize_images(conversation: list[dict], record: dict, factor: int, min_pix
             if part.get("type") != "image":
                 continue
             im = part["image"]
-            h, w = resized_image_size(im.height, im.width, factor, min_pixels, max_pixels, where=_where(record, k))
+            h, w = resized_image_size(im.height, im.width, factor, part["min_pixels"], part["max_pixels"],
+                                      where=_where(record, k))
             part.update(image=im if im.size == (w, h) else im.resize((w, h)), min_pixels=h * w, max_pixels=h * w)
             k += 1
 
@@ -212,22 +227,19 @@ def _check_image_tokens(batch: dict, records: list[dict], processor) -> list[int
     return counts
 
 
-def collate_prompts(processor, records: list[dict], *, system_prompt: str | None = None,
-                    min_pixels: int | None = None, max_pixels: int | None = None) -> PromptBatch:
-    """Left-padded model inputs for a list of records. Images are resized (``resized_image_size`` with the given
-    pixel budget) and turned into patches exactly once."""
+def collate_prompts(fmt: PromptFormat, records: list[dict]) -> PromptBatch:
+    """Left-padded model inputs for a list of records. Images are resized (``resized_image_size`` within the
+    format's pixel budget) and turned into patches exactly once."""
     from qwen_vl_utils import process_vision_info
 
     if not records:
         raise CollateError("collate_prompts got no records")
-    min_pixels, max_pixels = pixel_bounds(processor, min_pixels, max_pixels)
-    conversations = [build_messages(r, system_prompt=system_prompt, min_pixels=min_pixels, max_pixels=max_pixels)
-                     for r in records]
+    processor = fmt.processor
+    conversations = [build_messages(r, fmt) for r in records]
     texts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
     _check_placeholders(texts, records)
-    factor = _patch_size(processor) * _merge_size(processor)
     for conversation, record in zip(conversations, records):
-        _presize_images(conversation, record, factor, min_pixels, max_pixels)
+        _presize_images(conversation, record, _factor(processor))
     images, _ = process_vision_info(conversations, image_patch_size=_patch_size(processor))
     processor.tokenizer.padding_side = "left"
     kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
@@ -244,6 +256,3 @@ def collate_prompts(processor, records: list[dict], *, system_prompt: str | None
         images_per_sample=images_per_sample, records=list(records),
     )
 
-
-def patches_per_image(image_grid_thw: torch.Tensor | None) -> list[int]:
-    return [] if image_grid_thw is None else [int(math.prod(g)) for g in image_grid_thw.tolist()]

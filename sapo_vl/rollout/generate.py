@@ -15,7 +15,7 @@ import torch
 
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import completion_topk
-from sapo_vl.rollout.collate import collate_prompts
+from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
@@ -34,10 +34,13 @@ NEUTRAL_GENERATION = dict(
 @dataclass
 class SamplingParams:
     max_new_tokens: int = 32
-    temperature: float = 1.0
+    temperature: float = 1.0  # 0 = greedy
     top_p: float = 1.0
     top_k: int = 0  # 0 = off
-    do_sample: bool = True
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
 
 
 class RolloutEngine(Protocol):
@@ -120,46 +123,31 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     return logprobs, topk
 
 
-def make_rollout(engine, model, processor, records: list[dict], *, group_size: int, params: SamplingParams,
-                 min_pixels: int | None = None, max_pixels: int | None = None, system_prompt: str | None = None,
-                 micro_batch_size: int = 32, chunk_size: int = 1024, with_old_logprobs: bool = True) -> Rollout:
-    """Collate ``records`` once, sample ``group_size`` completions each, and score them (old log-probs)."""
-    prompts = collate_prompts(processor, records, system_prompt=system_prompt, min_pixels=min_pixels,
-                              max_pixels=max_pixels).repeat(group_size)
+def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int, params: SamplingParams) -> Rollout:
+    """Collate ``records`` once and sample ``group_size`` completions each. The old log-probs are
+    ``score_rollout``'s, the one place they are computed."""
+    prompts = collate_prompts(fmt, records).repeat(group_size)
     completion_ids = engine.generate(prompts, params)  # (N, C)
     mask, truncated = response_mask_from_ids(completion_ids, getattr(engine, "eos_ids", engine.eos_id))
     completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, engine.pad_id))
-    texts = processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
-    rollout = Rollout(
+    texts = fmt.processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
+    return Rollout(
         prompt_ids=prompts.input_ids, prompt_mask=prompts.attention_mask, prompt_mm_types=prompts.mm_token_type_ids,
         completion_ids=completion_ids, response_mask=mask, truncated=truncated,
         group_ids=torch.arange(len(records)).repeat_interleave(group_size),
         pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw,
         images_per_sample=prompts.images_per_sample, records=prompts.records, completions=texts,
     )
-    if with_old_logprobs:
-        text_config = getattr(_unwrap(model).config, "text_config", None)
-        k = getattr(text_config, "num_experts_per_tok", None) if text_config is not None else None
-        rollout.old_logprobs, rollout.router_topk = score_rollout(
-            model, rollout, temperature=params.temperature if params.do_sample else 1.0,
-            micro_batch_size=micro_batch_size, chunk_size=chunk_size, top_k_experts=k)
-    return rollout
 
 
-def generate_completions(model, processor, records: list[dict], *, n: int = 1, max_new_tokens: int = 256,
-                         temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 16,
-                         min_pixels: int | None = None, max_pixels: int | None = None, seed: int | None = None,
-                         system_prompt: str | None = None) -> list[list[str]]:
-    """n completions (text) per record through the same collate + engine as training. temperature 0 = greedy."""
-    if seed is not None:
-        torch.manual_seed(seed)
-    engine = HFEngine(model, processor, batch_size=batch_size)
-    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=max(temperature, 1e-6), top_p=top_p,
-                            top_k=top_k, do_sample=temperature > 0)
+def generate_completions(engine, fmt: PromptFormat, records: list[dict], params: SamplingParams,
+                         n: int = 1) -> list[list[str]]:
+    """n completions (text) per record through the same collate + engine as training, ``engine.batch_size``
+    sequences at a time. ``params.temperature`` 0 = greedy. Seed torch's RNG before for reproducible samples."""
+    per_call = max(1, engine.batch_size // max(n, 1))
     results: list[list[str]] = []
-    for start in range(0, len(records), max(1, batch_size // max(n, 1))):
-        chunk = records[start:start + max(1, batch_size // max(n, 1))]
-        ro = make_rollout(engine, model, processor, chunk, group_size=n, params=params, min_pixels=min_pixels,
-                          max_pixels=max_pixels, system_prompt=system_prompt, with_old_logprobs=False)
+    for start in range(0, len(records), per_call):
+        chunk = records[start:start + per_call]
+        ro = make_rollout(engine, fmt, chunk, n, params)
         results.extend(ro.completions[i * n:(i + 1) * n] for i in range(len(chunk)))
     return results

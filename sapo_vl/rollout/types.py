@@ -7,7 +7,7 @@ a subset of sequences, so micro-batches reuse the very same pixel tensors.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 
@@ -91,7 +91,6 @@ class Rollout:
     ref_logprobs: torch.Tensor | None = None  # (N, C) reference policy (only when KL is on)
     rewards: torch.Tensor | None = None  # (N,)
     advantages: torch.Tensor | None = None  # (N,)
-    extras: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.prompt_ids.shape[0]

@@ -6,6 +6,7 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
+from sapo_vl.config import ModelConfig
 from sapo_vl.models import load_policy, policy_forward
 from sapo_vl.models.tiny import VISION_SPECIAL_TOKENS, TinyConfig, build_tiny, make_tiny_model, mrope_section
 
@@ -118,7 +119,7 @@ def test_mrope_section_sums_to_half_head_dim():
 
 
 def test_freeze_vision_and_invalid_tiny_sizes_are_rejected(tiny_dir):
-    model, _ = load_policy(tiny_dir, freeze_vision=True)
+    model, _ = load_policy(tiny_dir, ModelConfig(freeze_vision=True))
     assert not any(p.requires_grad for p in model.model.visual.parameters())
     assert any(p.requires_grad for p in model.model.language_model.parameters())
     import pytest

@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sapo_vl.rollout import CollateError, collate_prompts, count_prompt_tokens
+from sapo_vl.rollout import CollateError, PromptFormat, collate_prompts, count_prompt_tokens
 from sapo_vl.rollout.collate import IMAGE_PAD
 from sapo_vl.rollout.types import Rollout
 
@@ -33,7 +33,7 @@ RECORDS = [
 
 
 def test_string_prompt_with_image_expands_placeholders_to_the_image_features(processor):
-    batch = collate_prompts(processor, RECORDS[:1])
+    batch = collate_prompts(PromptFormat(processor), RECORDS[:1])
     grid = batch.image_grid_thw
     assert grid.tolist() == [[1, 4, 4]]  # 64x64 pixels, patch 16
     assert batch.pixel_values.shape[0] == 16 and batch.images_per_sample == [1]
@@ -46,7 +46,7 @@ def test_string_prompt_with_image_expands_placeholders_to_the_image_features(pro
 
 
 def test_message_prompt_with_two_images_keeps_their_order_and_sizes(processor):
-    batch = collate_prompts(processor, [RECORDS[2]])
+    batch = collate_prompts(PromptFormat(processor), [RECORDS[2]])
     assert batch.images_per_sample == [2]
     # 96x48 -> 96x64 pixels; 32x80 is below the 4-token minimum, so it is scaled up to 64x128 (qwen-vl-utils)
     assert batch.image_grid_thw.tolist() == [[1, 4, 6], [1, 8, 4]]
@@ -58,7 +58,7 @@ def test_message_prompt_with_two_images_keeps_their_order_and_sizes(processor):
 
 
 def test_text_only_record_has_no_pixels(processor):
-    batch = collate_prompts(processor, [RECORDS[1]])
+    batch = collate_prompts(PromptFormat(processor), [RECORDS[1]])
     assert batch.pixel_values is None and batch.image_grid_thw is None
     assert batch.images_per_sample == [0]
     assert int(batch.mm_token_type_ids.sum()) == 0
@@ -66,11 +66,11 @@ def test_text_only_record_has_no_pixels(processor):
 
 
 def test_prompts_are_left_padded_and_each_row_equals_its_own_collation(processor):
-    batch = collate_prompts(processor, RECORDS)
+    batch = collate_prompts(PromptFormat(processor), RECORDS)
     assert batch.attention_mask[:, -1].all()
     assert not batch.attention_mask[:, 0].all()
     for i, record in enumerate(RECORDS):
-        alone = collate_prompts(processor, [record])
+        alone = collate_prompts(PromptFormat(processor), [record])
         n = int(batch.attention_mask[i].sum())
         assert batch.attention_mask[i, -n:].all() and not batch.attention_mask[i, :-n].any()
         assert (batch.input_ids[i, :-n] == processor.tokenizer.pad_token_id).all()
@@ -79,16 +79,17 @@ def test_prompts_are_left_padded_and_each_row_equals_its_own_collation(processor
 
 def test_min_and_max_pixels_change_the_image_grid(processor):
     record = {"id": "r", "prompt": "Color?", "images": [_image(128, 128)]}
-    assert collate_prompts(processor, [record]).image_grid_thw.tolist() == [[1, 8, 8]]
-    assert collate_prompts(processor, [record], max_pixels=64 * 64).image_grid_thw.tolist() == [[1, 4, 4]]
-    assert collate_prompts(processor, [record], min_pixels=192 * 192).image_grid_thw.tolist() == [[1, 12, 12]]
+    assert collate_prompts(PromptFormat(processor), [record]).image_grid_thw.tolist() == [[1, 8, 8]]
+    small, large = PromptFormat(processor, max_pixels=64 * 64), PromptFormat(processor, min_pixels=192 * 192)
+    assert collate_prompts(small, [record]).image_grid_thw.tolist() == [[1, 4, 4]]
+    assert collate_prompts(large, [record]).image_grid_thw.tolist() == [[1, 12, 12]]
 
 
 def test_pixels_equal_qwen_vl_utils_preprocessing_of_the_same_image(processor):
     from qwen_vl_utils import fetch_image
 
     record = RECORDS[2]
-    batch = collate_prompts(processor, [record])
+    batch = collate_prompts(PromptFormat(processor), [record])
     expected = processor.image_processor(images=[fetch_image({"image": im}, image_patch_size=16)
                                                  for im in record["images"]], do_resize=False, return_tensors="pt")
     assert torch.equal(batch.image_grid_thw, expected["image_grid_thw"])
@@ -97,40 +98,41 @@ def test_pixels_equal_qwen_vl_utils_preprocessing_of_the_same_image(processor):
 
 def test_max_pixels_below_the_default_minimum_is_honoured(processor):
     record = {"id": "r", "prompt": "Color?", "images": [_image(64, 64)]}
-    batch = collate_prompts(processor, [record], max_pixels=32 * 32)
+    batch = collate_prompts(PromptFormat(processor, max_pixels=32 * 32), [record])
     assert batch.image_grid_thw.tolist() == [[1, 2, 2]]  # one merged token
-    assert count_prompt_tokens(processor, record, max_pixels=32 * 32) == int(batch.attention_mask.sum())
+    assert count_prompt_tokens(PromptFormat(processor, max_pixels=32 * 32), record) == batch.attention_mask.sum()
 
 
 def test_narrow_image_under_a_small_budget_keeps_at_least_one_patch_row(processor):
     record = {"id": "strip", "prompt": "Color?", "images": [_image(300, 20)]}
-    batch = collate_prompts(processor, [record], max_pixels=64 * 64)
+    batch = collate_prompts(PromptFormat(processor, max_pixels=64 * 64), [record])
     t, h, w = batch.image_grid_thw[0].tolist()
     assert h == 2 and h * w * 16 * 16 <= 64 * 64  # 32 pixels high, the area within the budget
-    assert count_prompt_tokens(processor, record, max_pixels=64 * 64) == int(batch.attention_mask.sum())
+    assert count_prompt_tokens(PromptFormat(processor, max_pixels=64 * 64), record) == batch.attention_mask.sum()
 
 
 def test_extreme_aspect_ratio_raises_naming_the_record_and_image(processor):
     record = {"id": "needle", "prompt": "?", "images": [_image(64, 64), _image(3000, 10)]}
     with pytest.raises(CollateError, match=r"'needle', field 'images\[1\]'.*aspect ratio"):
-        collate_prompts(processor, [record])
+        collate_prompts(PromptFormat(processor), [record])
     with pytest.raises(CollateError, match="needle"):
-        count_prompt_tokens(processor, record)
+        count_prompt_tokens(PromptFormat(processor), record)
     almost = {"id": "almost", "prompt": "?", "images": [_image(6500, 33)]}  # 197:1, but 203:1 once rounded
     with pytest.raises(CollateError, match=r"'almost'.*resizes to 6496x32"):
-        count_prompt_tokens(processor, almost)
+        count_prompt_tokens(PromptFormat(processor), almost)
 
 
 def test_min_pixels_above_max_pixels_raises(processor):
     with pytest.raises(CollateError, match=r"min_pixels \(4096\) must not exceed max_pixels \(1024\)"):
-        collate_prompts(processor, RECORDS[:1], min_pixels=4096, max_pixels=1024)
+        collate_prompts(PromptFormat(processor, min_pixels=4096, max_pixels=1024), RECORDS[:1])
 
 
 @pytest.mark.parametrize("pixels", [{}, {"max_pixels": 48 * 48}, {"min_pixels": 96 * 96}])
 def test_count_prompt_tokens_equals_the_collated_length(processor, pixels):
-    batch = collate_prompts(processor, RECORDS, system_prompt="Be brief.", **pixels)
+    fmt = PromptFormat(processor, system_prompt="Be brief.", **pixels)
+    batch = collate_prompts(fmt, RECORDS)
     lengths = batch.attention_mask.sum(1).tolist()
-    assert lengths == [count_prompt_tokens(processor, r, system_prompt="Be brief.", **pixels) for r in RECORDS]
+    assert lengths == [count_prompt_tokens(fmt, r) for r in RECORDS]
 
 
 def test_more_image_parts_than_images_raises_naming_the_record(processor):
@@ -138,15 +140,15 @@ def test_more_image_parts_than_images_raises_naming_the_record(processor):
               "prompt": [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text",
                                                                                               "text": "?"}]}]}
     with pytest.raises(CollateError, match="rec-17.*more image parts than images"):
-        collate_prompts(processor, [RECORDS[0], record])
+        collate_prompts(PromptFormat(processor), [RECORDS[0], record])
 
 
 def test_literal_placeholder_in_prompt_text_raises_naming_the_record(processor):
     record = {"id": "rec-injected", "prompt": f"What is {IMAGE_PAD} here?", "images": []}
     with pytest.raises(CollateError, match="rec-injected.*placeholder"):
-        collate_prompts(processor, [RECORDS[0], record])
+        collate_prompts(PromptFormat(processor), [RECORDS[0], record])
     with pytest.raises(CollateError, match="rec-injected.*placeholder"):
-        count_prompt_tokens(processor, record)
+        count_prompt_tokens(PromptFormat(processor), record)
 
 
 class _DroppingProcessor:
@@ -171,7 +173,7 @@ class _DroppingProcessor:
 def test_placeholder_feature_mismatch_raises_naming_the_record(processor):
     with pytest.raises(CollateError, match=r"'two-images' \(batch index 2\).*13 image placeholder tokens but its "
                                            r"2 image\(s\) give 14 features"):
-        collate_prompts(_DroppingProcessor(processor, row=2), RECORDS)
+        collate_prompts(PromptFormat(_DroppingProcessor(processor, row=2)), RECORDS)
 
 
 def _same_images(a, b):
@@ -185,9 +187,9 @@ def _same_images(a, b):
 
 @pytest.mark.parametrize("indices", [[3, 0], [2], [1], [2, 1, 0], [0, 0, 2]])
 def test_prompt_batch_select_gathers_the_pixel_rows_of_the_subset(processor, indices):
-    batch = collate_prompts(processor, RECORDS)
+    batch = collate_prompts(PromptFormat(processor), RECORDS)
     sub = batch.select(indices)
-    direct = collate_prompts(processor, [RECORDS[i] for i in indices])
+    direct = collate_prompts(PromptFormat(processor), [RECORDS[i] for i in indices])
     _same_images(sub, direct)
     assert [r["id"] for r in sub.records] == [RECORDS[i]["id"] for i in indices]
     for j in range(len(indices)):
@@ -195,7 +197,7 @@ def test_prompt_batch_select_gathers_the_pixel_rows_of_the_subset(processor, ind
 
 
 def test_prompt_batch_repeat_is_the_group_layout(processor):
-    batch = collate_prompts(processor, RECORDS[:3])
+    batch = collate_prompts(PromptFormat(processor), RECORDS[:3])
     rep = batch.repeat(2)
     assert [r["id"] for r in rep.records] == ["square", "square", "text-only", "text-only", "two-images",
                                               "two-images"]
@@ -204,7 +206,7 @@ def test_prompt_batch_repeat_is_the_group_layout(processor):
 
 
 def test_rollout_select_gathers_the_pixel_rows_of_the_subset(processor):
-    batch = collate_prompts(processor, RECORDS)
+    batch = collate_prompts(PromptFormat(processor), RECORDS)
     n, c = len(batch), 3
     rollout = Rollout(
         prompt_ids=batch.input_ids, prompt_mask=batch.attention_mask, prompt_mm_types=batch.mm_token_type_ids,
@@ -213,7 +215,7 @@ def test_rollout_select_gathers_the_pixel_rows_of_the_subset(processor):
         image_grid_thw=batch.image_grid_thw, images_per_sample=batch.images_per_sample, records=batch.records,
         completions=[f"c{i}" for i in range(n)], old_logprobs=torch.randn(n, c), advantages=torch.arange(n) * 1.0)
     sub = rollout.select([3, 1, 2])
-    direct = collate_prompts(processor, [RECORDS[i] for i in (3, 1, 2)])
+    direct = collate_prompts(PromptFormat(processor), [RECORDS[i] for i in (3, 1, 2)])
     _same_images(sub, direct)
     assert sub.completions == ["c3", "c1", "c2"] and sub.advantages.tolist() == [3.0, 1.0, 2.0]
     assert torch.equal(sub.completion_ids, rollout.completion_ids[[3, 1, 2]])

@@ -8,13 +8,16 @@ from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import completion_topk
 from sapo_vl.models.tiny import VISION_SPECIAL_TOKENS
+from sapo_vl.config import WarmupConfig
 from sapo_vl.rollout import (
     HFEngine,
+    PromptFormat,
     SamplingParams,
     collate_prompts,
     generate_completions,
     make_rollout,
     response_mask_from_ids,
+    score_rollout,
 )
 from sapo_vl.warmup import warmup
 
@@ -25,16 +28,20 @@ def warm(tiny_dir):
     Shared by the tests of this module, which must not change it."""
     model, processor = load_policy(tiny_dir)
     records = build_synthetic_shapes("train", n=16)
-    warmup(model, processor, records, steps=7, batch_size=8, lr=1e-2, labels="gold", seed=0)
+    warmup(model, PromptFormat(processor), records, WarmupConfig(steps=7, batch_size=8, lr=1e-2, labels="gold"))
     model.eval()
     return model, processor, records
 
 
 def _rollout(model, processor, records, *, group_size=4, seed=0, **params):
+    """A rollout with its old log-probs and routing, as the training loop makes it."""
     torch.manual_seed(seed)
     engine = HFEngine(model, processor)
     params = SamplingParams(**{"max_new_tokens": 3, "temperature": 1.0, **params})
-    return engine, make_rollout(engine, model, processor, records, group_size=group_size, params=params)
+    ro = make_rollout(engine, PromptFormat(processor), records, group_size, params)
+    ro.old_logprobs, ro.router_topk = score_rollout(model, ro, temperature=params.temperature, micro_batch_size=32,
+                                                    top_k_experts=model.config.text_config.num_experts_per_tok)
+    return engine, ro
 
 
 def test_make_rollout_shapes_and_group_layout(warm):
@@ -47,7 +54,7 @@ def test_make_rollout_shapes_and_group_layout(warm):
     assert ro.group_ids.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert [r["id"] for r in ro.records] == [records[i // 4]["id"] for i in range(12)]
     assert (ro.prompt_ids == ro.prompt_ids[ro.group_ids * 4]).all()  # one prompt per group, repeated
-    single = collate_prompts(processor, records[:3])
+    single = collate_prompts(PromptFormat(processor), records[:3])
     assert ro.pixel_values.shape[0] == 4 * single.pixel_values.shape[0] and ro.images_per_sample == [1] * 12
     texts = processor.tokenizer.batch_decode(ro.completion_ids, skip_special_tokens=True)
     assert ro.completions == texts and all(isinstance(t, str) for t in texts)
@@ -104,7 +111,7 @@ def test_engine_stops_at_every_eos_id_of_the_generation_config(warm, monkeypatch
 def test_checkpoint_generation_config_does_not_change_the_sampling_distribution(warm, monkeypatch):
     model, processor, records = warm
     _, clean = _rollout(model, processor, records[:3], seed=5)
-    inputs = collate_prompts(processor, records[:3]).model_inputs()
+    inputs = collate_prompts(PromptFormat(processor), records[:3]).model_inputs()
     plain = model.generate(**inputs, do_sample=False, max_new_tokens=3)
     for key, value in dict(repetition_penalty=3.0, no_repeat_ngram_size=1, min_new_tokens=3, typical_p=0.5,
                            min_p=0.3).items():  # what a checkpoint's generation_config.json may hold
@@ -174,19 +181,19 @@ def test_router_topk_has_one_expert_set_per_token_layer_and_matches_a_fresh_forw
 
 def test_generate_completions_returns_n_strings_per_record(warm):
     model, processor, records = warm
-    out = generate_completions(model, processor, records[:5], n=3, max_new_tokens=3, temperature=1.0, seed=1,
-                               batch_size=4)
+    engine, fmt, params = HFEngine(model, processor, batch_size=4), PromptFormat(processor), SamplingParams(3, 1.0)
+    torch.manual_seed(1)
+    out = generate_completions(engine, fmt, records[:5], params, n=3)
     assert len(out) == 5 and all(len(c) == 3 and all(isinstance(s, str) for s in c) for c in out)
-    again = generate_completions(model, processor, records[:5], n=3, max_new_tokens=3, temperature=1.0, seed=1,
-                                 batch_size=4)
-    assert again == out  # seeded sampling repeats
+    torch.manual_seed(1)
+    assert generate_completions(engine, fmt, records[:5], params, n=3) == out  # seeded sampling repeats
 
 
 def test_greedy_generate_completions_is_deterministic_and_independent_of_batching(warm):
     model, processor, records = warm
-    first = generate_completions(model, processor, records[:6], n=2, max_new_tokens=3, temperature=0.0)
+    fmt, greedy = PromptFormat(processor), SamplingParams(3, temperature=0.0)
+    first = generate_completions(HFEngine(model, processor), fmt, records[:6], greedy, n=2)
     assert all(a == b for a, b in first)  # greedy: the n completions of a record agree
     torch.manual_seed(123)  # greedy decoding does not depend on the RNG...
-    second = generate_completions(model, processor, records[:6], n=2, max_new_tokens=3, temperature=0.0,
-                                  batch_size=3)
+    second = generate_completions(HFEngine(model, processor, batch_size=3), fmt, records[:6], greedy, n=2)
     assert second == first  # ...nor on how the records are chunked
