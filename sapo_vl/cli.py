@@ -1,9 +1,14 @@
 """The ``sapo-vl`` command: one entry point, each subcommand lives in its own module.
 
-    sapo-vl train RECIPE.yaml [dotted.key=value ...]     (also under ``accelerate launch``)
-    sapo-vl eval ...                                     (``sapo-vl eval --help``)
+    sapo-vl train RECIPE.yaml [--import M] [dotted.key=value ...]   (also under ``accelerate launch``)
+    sapo-vl eval ...                                                (``sapo-vl eval --help``)
+    sapo-vl data inspect SOURCE [--import M] [key=value ...]        (``sapo-vl data --help``)
     sapo-vl make-tiny-model OUT_DIR [--dense] [--seed N]
-    sapo-vl plot RUN_DIR
+    sapo-vl plot RUN_DIR [RUN_DIR ...]
+
+Plug-ins registered by the entry-point group ``sapo_vl.plugins`` are imported first. A ``UserError`` (a wrong
+recipe key, name, path or data row) is printed as one line and exits 2; any other exception is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 COMMANDS = {
     "train": ("sapo_vl.train", "cli_main", "train a policy from a YAML recipe with dotted overrides"),
     "eval": ("sapo_vl.evaluation.cli", "main", "score benchmarks (Pass@1, pass@k) from a model or samples file"),
+    "data": ("sapo_vl.data.inspect", "cli_main", "inspect a dataset before training on it (sapo-vl data inspect)"),
     "make-tiny-model": ("sapo_vl.models.tiny", "cli_main", "build the offline tiny Qwen3-VL(-MoE) checkpoint"),
     "plot": ("sapo_vl.plots", "cli_main", "draw PNG curves from RUN_DIR/metrics.jsonl"),
 }
@@ -42,8 +48,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sapo-vl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from sapo_vl.errors import UserError
+    from sapo_vl.plugins import load_entry_points
+
     module, func, _ = COMMANDS[name]
-    result = getattr(importlib.import_module(module), func)(rest)
+    try:
+        load_entry_points()
+        result = getattr(importlib.import_module(module), func)(rest)
+    except UserError as err:
+        print(f"sapo-vl {name}: error: {err}", file=sys.stderr)
+        return 2
     return int(result or 0)
 
 

@@ -2,8 +2,11 @@
 
     sapo-vl train recipes/tiny/demo.yaml output_dir=runs/x algo.policy_loss=grpo train.total_steps=50
 
-The config is read here and turned into flat arguments at the edge (``sapo_vl.train``); nothing below the training
-loop sees these classes. Defaults follow the SAPO paper: tau_pos 1.0, tau_neg 1.05, no KL, seq-mean-token-mean.
+Components receive their own section (``PolicyUpdate`` gets ``algo``, ``train`` and ``rollout``; ``warmup`` its
+section; the data layer ``data``), never the whole ``Config``. Names (datasets, rewards, losses, advantages, presets)
+are resolved against the registries when the config is loaded, after the recipe's ``imports:`` and any
+``--import`` plug-ins are imported, so a typo fails before any model is built. Defaults follow the SAPO paper:
+tau_pos 1.0, tau_neg 1.05, no KL, seq-mean-token-mean.
 """
 
 from __future__ import annotations
@@ -11,12 +14,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from sapo_vl.errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "DataSource", "describe_config", "load_config", "save_config"]
 
 
 @dataclass
@@ -31,13 +39,28 @@ class ModelConfig:
 
 
 @dataclass
+class DataSource:
+    """One entry of ``data.mixture``: a registered dataset sampled with probability proportional to ``weight``."""
+
+    dataset: str
+    weight: float = 1.0
+    kwargs: dict = field(default_factory=dict)  # options of the dataset's builder
+    reward: str | None = None  # score this source's records with this reward (routed by reward.funcs' auto)
+    name: str | None = None  # its name in metrics (reward/by_source/<name>); default: the dataset name
+    split: str | None = None  # default: data.split
+    eval_split: str | None = None  # default: data.eval_split
+    eval_kwargs: dict = field(default_factory=dict)  # extra builder options for the held-out split
+
+
+@dataclass
 class DataConfig:
-    dataset: str = "synthetic_shapes"  # a name in sapo_vl.data.DATASETS (jsonl / parquet / disk take path=)
+    dataset: str = "synthetic_shapes"  # a name in sapo_vl.data.DATASETS (jsonl / json / parquet / disk take path=)
     kwargs: dict = field(default_factory=dict)
     split: str = "train"
     eval_dataset: str | None = None  # default: same dataset
     eval_kwargs: dict = field(default_factory=dict)
     eval_split: str = "test"
+    mixture: list[DataSource] = field(default_factory=list)  # several datasets by weight (replaces dataset)
     system_prompt: str | None = None
     max_prompt_length: int = 2048
     min_pixels: int | None = None
@@ -76,10 +99,11 @@ class WarmupConfig:
 
 @dataclass
 class AlgoConfig:
-    policy_loss: str = "sapo"  # sapo | grpo | gspo | gspo-token | cispo
+    preset: str | None = None  # a paper's combination (sapo_vl.algos.ALGORITHMS): sets the keys below it
+    policy_loss: str = "sapo"
     loss_hparams: dict = field(default_factory=dict)  # e.g. {tau_pos: 1.0, tau_neg: 1.05} or {eps_high: 0.28}
     aggregation: str = "seq-mean-token-mean"
-    advantage: str = "grpo"  # grpo | dr_grpo | rloo
+    advantage: str = "grpo"
     filter_zero_variance: bool = False  # DAPO dynamic sampling: drop groups whose rewards are all equal
     kl_beta: float = 0.0  # > 0 loads a frozen reference policy
     kl_estimator: str = "k3"
@@ -99,7 +123,7 @@ class TrainConfig:
     epochs: int = 1  # passes over each rollout batch
     micro_batch_tokens: int = 16384  # token budget (prompt + completion) per forward/backward
     logprob_chunk_size: int = 1024
-    mixed_precision: str = "auto"  # auto (bf16 on CUDA) | no | bf16
+    mixed_precision: str = "auto"  # auto: bf16 on CUDA
 
 
 @dataclass
@@ -116,6 +140,7 @@ class LogConfig:
 
 @dataclass
 class Config:
+    imports: list = field(default_factory=list)  # plug-in modules imported before names are resolved
     output_dir: str = "runs/sapo_vl"
     seed: int = 0
     resume: str = "auto"  # auto (latest checkpoint in output_dir if any) | never | a checkpoint path
@@ -132,10 +157,6 @@ class Config:
         return asdict(self)
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def _valid_keys(cls, prefix: str = "") -> list[str]:
     keys = []
     for f in fields(cls):
@@ -144,16 +165,38 @@ def _valid_keys(cls, prefix: str = "") -> list[str]:
     return keys
 
 
-def describe_config(cls=Config, prefix: str = "") -> list[str]:
-    """Every dotted key with its default, for ``sapo-vl train --help``."""
+def choices() -> dict[str, Any]:
+    """The allowed values of every enumerated key: the registries (plug-ins included) and fixed lists."""
+    from sapo_vl.algos import ADVANTAGES, AGGREGATION_MODES, ALGORITHMS, KL_ESTIMATORS, POLICY_LOSSES
+    from sapo_vl.data import DATASETS
+    from sapo_vl.rewards import REWARDS
+
+    return {
+        "data.dataset": DATASETS, "data.eval_dataset": DATASETS, "data.on_error": ("raise", "skip"),
+        "reward.funcs": REWARDS, "reward.accuracy": REWARDS, "warmup.labels": ("shuffled", "gold"),
+        "algo.preset": ALGORITHMS, "algo.policy_loss": POLICY_LOSSES, "algo.aggregation": AGGREGATION_MODES,
+        "algo.advantage": ADVANTAGES, "algo.kl_estimator": KL_ESTIMATORS, "train.lr_schedule": ("constant", "cosine"),
+        "train.mixed_precision": ("auto", "no", "bf16"), "resume": ("auto", "never", "PATH"),
+        "log.backends": ("jsonl", "tensorboard", "wandb", "trackio"),
+    }
+
+
+def describe_config(cls=Config, prefix: str = "", allowed: dict | None = None) -> list[str]:
+    """Every dotted key with its default and, for enumerated keys, the allowed values (``sapo-vl train --help``)."""
+    allowed = choices() if allowed is None else allowed
     lines = []
-    defaults = cls()
     for f in fields(cls):
         sub = _sub_dataclass(cls, f.name)
         if sub:
-            lines.extend(describe_config(sub, f"{prefix}{f.name}."))
-        else:
-            lines.append(f"  {prefix}{f.name} = {getattr(defaults, f.name)!r}")
+            lines.extend(describe_config(sub, f"{prefix}{f.name}.", allowed))
+            continue
+        key = f"{prefix}{f.name}"
+        values = allowed.get(key) or allowed.get(key.replace("data.mixture[].", "data."))
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = "<required>" if default is dataclasses.MISSING else repr(default)
+        lines.append(f"  {key} = {shown}" + (f"  ({' | '.join(values)})" if values else ""))
+        if key == "data.mixture":
+            lines.extend(describe_config(DataSource, "data.mixture[].", allowed))
     return lines
 
 
@@ -177,6 +220,10 @@ def _build(cls, data: dict, where: str):
         hint = f" (did you mean {', '.join(prefix + m for m in close)}?)" if close else ""
         raise ConfigError(f"unknown config key(s) {', '.join(prefix + u for u in unknown)}{hint}; "
                           f"valid keys: {', '.join(_valid_keys(cls, prefix))}")
+    missing = [f.name for f in fields(cls) if f.name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
     kwargs = {}
     hints = typing.get_type_hints(cls)
     for name, value in data.items():
@@ -206,9 +253,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None:
             return None
         hint = next(a for a in args if a is not type(None))
-    if hint is float:
+    if typing.get_origin(hint) is list and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        if isinstance(value, list):
+            return [_build(typing.get_args(hint)[0], item, f"{key}[{i}]") for i, item in enumerate(value)]
+        hint = list
+    elif hint is float:
         value = _number(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
     elif hint is int:
         value = _number(value)
@@ -271,7 +324,8 @@ def _section(cls, name: str):
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``dotted.key=value`` overrides in order to a recipe's data. A mapping given to a config section
     merges into it (``train={lr: 0.1}`` keeps the other train keys); given to a dict-valued field
-    (``reward.funcs``, ``algo.loss_hparams``, ``data.kwargs``, ...) it replaces the whole dict."""
+    (``reward.funcs``, ``algo.loss_hparams``, ``data.kwargs``, ...) it replaces the whole dict. ``algo.preset=X``
+    resets the algorithm keys to the preset's (later overrides still change them)."""
     out = copy.deepcopy(data)
     for item in overrides:
         key, value = _split_override(item)
@@ -285,7 +339,22 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         if _section(cls, last) and isinstance(value, dict) and isinstance(node.get(last), dict):
             value = _merge(node[last], value)
         node[last] = value
+        if key in ("algo.preset", "algo") and isinstance(out.get("algo"), dict) and out["algo"].get("preset"):
+            out["algo"] = _with_preset(out["algo"], replace=True)
     return out
+
+
+def _with_preset(algo: dict, replace: bool) -> dict:
+    """``algo`` with its preset's keys: under the explicit keys (a recipe's own preset), or over them (an
+    override naming a preset)."""
+    from sapo_vl.algos import ALGORITHMS
+    from sapo_vl.registry import unknown_name
+
+    name = algo["preset"]
+    if name not in ALGORITHMS:
+        raise ConfigError(f"algo.preset: {unknown_name('algorithm preset', name, list(ALGORITHMS))}")
+    keys = ALGORITHMS[name].algo_keys()
+    return {**algo, **keys} if replace else {**keys, **algo}
 
 
 def _merge(base: dict, update: dict) -> dict:
@@ -295,9 +364,14 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML recipe, apply dotted overrides, and validate every key."""
+def load_config(recipe: str | Path | None = None, overrides: list[str] | None = None,
+                imports: list[str] | None = None) -> Config:
+    """Read a YAML recipe, import its plug-ins (``imports:``, then ``imports`` such as ``--import``, then the
+    ``sapo_vl.plugins`` entry points), apply dotted overrides, and validate every key and name."""
+    from sapo_vl.plugins import import_plugins, load_entry_points
+
     data: dict = {}
+    base_dir = None
     if recipe is not None:
         path = Path(recipe)
         if not path.is_file():
@@ -308,21 +382,65 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         if "distributed_type" in data:
             raise ConfigError(f"{path} is an accelerate config, not a training recipe: accelerate launch "
                               f"--config_file {path} -m sapo_vl.cli train RECIPE.yaml")
+        base_dir = path.resolve().parent
+        if isinstance(data.get("algo"), dict) and data["algo"].get("preset"):
+            data["algo"] = _with_preset(data["algo"], replace=False)
     data = apply_overrides(data, overrides or [])
+    data["imports"] = list(data.get("imports") or []) + [m for m in imports or [] if m not in (data.get("imports")
+                                                                                                 or [])]
     cfg = _build(Config, data, "")
+    load_entry_points()
+    import_plugins(cfg.imports, base_dir)
     validate(cfg)
     return cfg
 
 
-def validate(cfg: Config) -> None:
-    from sapo_vl.algos import ADVANTAGES, AGGREGATION_MODES, KL_ESTIMATORS, POLICY_LOSSES
+def _check_names(cfg: Config, allowed: dict) -> None:
+    """Every name in the config is registered (plug-ins included): the registry's unknown-name error otherwise."""
+    d = cfg.data
+    names = [("algo.policy_loss", cfg.algo.policy_loss), ("algo.advantage", cfg.algo.advantage)]
+    names += [("reward.funcs", name) for name in cfg.reward.funcs]
+    for i, src in enumerate(d.mixture):
+        names += [(f"data.mixture[{i}].dataset", src.dataset)]
+        names += [(f"data.mixture[{i}].reward", src.reward)] if src.reward else []
+    if not d.mixture:
+        names += [("data.dataset", d.dataset)] + ([("data.eval_dataset", d.eval_dataset)] if d.eval_dataset else [])
+    for key, name in names:
+        kind = {"dataset": "data.dataset", "reward": "reward.funcs"}.get(key.rsplit(".", 1)[-1], key)
+        allowed[kind].check(name, key)
 
+
+def _check_choices(cfg: Config, allowed: dict) -> None:
+    for key in ("data.on_error", "warmup.labels", "algo.aggregation", "algo.kl_estimator", "train.lr_schedule",
+                "train.mixed_precision"):
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed[key]:
+            raise ConfigError(f"{key} must be one of {' | '.join(allowed[key])}, got {value!r}")
+
+
+def _check_mixture(d) -> None:
+    if not d.mixture:
+        return
+    if d.dataset != DataConfig.dataset or d.kwargs or d.eval_dataset:
+        raise ConfigError("data.mixture replaces data.dataset, data.kwargs and data.eval_dataset: set one or the "
+                          "other (each mixture entry has its own kwargs)")
+    names = [s.name or s.dataset for s in d.mixture]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"data.mixture: source name(s) {dup} appear twice; give each entry its own name:")
+    for i, s in enumerate(d.mixture):
+        if not s.weight > 0:
+            raise ConfigError(f"data.mixture[{i}].weight must be > 0, got {s.weight}")
+
+
+def validate(cfg: Config) -> None:
+    allowed = choices()
+    _check_names(cfg, allowed)
+    _check_choices(cfg, allowed)
+    _check_mixture(cfg.data)
     r, t = cfg.rollout, cfg.train
     checks = [
-        (cfg.algo.policy_loss in POLICY_LOSSES, f"algo.policy_loss must be one of {sorted(POLICY_LOSSES)}"),
-        (cfg.algo.aggregation in AGGREGATION_MODES, f"algo.aggregation must be one of {list(AGGREGATION_MODES)}"),
-        (cfg.algo.advantage in ADVANTAGES, f"algo.advantage must be one of {sorted(ADVANTAGES)}"),
-        (cfg.algo.kl_estimator in KL_ESTIMATORS, f"algo.kl_estimator must be one of {sorted(KL_ESTIMATORS)}"),
         (cfg.algo.kl_beta >= 0 and cfg.algo.moe_aux_coef >= 0, "algo.kl_beta and algo.moe_aux_coef must be >= 0"),
         (r.group_size >= 2, "rollout.group_size must be >= 2 (group-normalised advantages)"),
         (r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
@@ -336,14 +454,13 @@ def validate(cfg: Config) -> None:
          "train.lr and train.warmup_steps must be >= 0, train.max_grad_norm > 0"),
         (len(t.adam_betas) == 2, "train.adam_betas must be two numbers, e.g. [0.9, 0.999]"),
         (cfg.train.num_mini_batches >= 1, "train.num_mini_batches must be >= 1"),
-        (cfg.warmup.labels in ("shuffled", "gold"), "warmup.labels must be shuffled or gold"),
         (cfg.warmup.steps >= 0 and cfg.warmup.batch_size >= 1, "warmup.steps must be >= 0, warmup.batch_size >= 1"),
-        (cfg.train.lr_schedule in ("constant", "cosine"), "train.lr_schedule must be constant or cosine"),
-        (cfg.data.on_error in ("raise", "skip"), "data.on_error must be raise or skip"),
-        (cfg.train.mixed_precision in ("auto", "no", "bf16"), "train.mixed_precision must be auto, no or bf16"),
         (bool(cfg.reward.funcs), "reward.funcs must name at least one reward function"),
         (cfg.reward.accuracy is None or cfg.reward.accuracy in cfg.reward.funcs,
          f"reward.accuracy ({cfg.reward.accuracy!r}) must be one of reward.funcs {sorted(cfg.reward.funcs)}"),
+        (not any(s.reward for s in cfg.data.mixture) or "auto" in cfg.reward.funcs,
+         "data.mixture[].reward routes records to a reward by their reward column, which only reward 'auto' reads: "
+         "add auto to reward.funcs"),
         (min(cfg.log.eval_every, cfg.log.eval_limit, cfg.log.save_every, cfg.log.keep_last) >= 0,
          "log.eval_every, log.eval_limit, log.save_every and log.keep_last must be >= 0"),
     ]

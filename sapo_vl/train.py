@@ -9,12 +9,11 @@ normalisers are reduced over ranks).
 
 from __future__ import annotations
 
-import math
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 
 import torch
 
-from sapo_vl.algos import ADVANTAGES, get_policy_loss, zero_variance_groups
+from sapo_vl.errors import DataError, UserError
+from sapo_vl.algos import ADVANTAGES, zero_variance_groups
 from sapo_vl.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
@@ -31,133 +31,81 @@ from sapo_vl.checkpoint import (
     set_rng_state,
 )
 from sapo_vl.config import Config, config_yaml, load_config, save_config
-from sapo_vl.models.logprobs import PolicyModule
+from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
+from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
-from sapo_vl.update import minibatch_loss_and_backward
+from sapo_vl.update import PolicyUpdate
 
 # ----------------------------------------------------------------------------------------------------------------
-# building blocks (flat arguments; the Config stops at run())
+# building blocks
 
 
-class PromptSampler:
-    """Epoch-wise seeded permutations over the dataset; its state (epoch, position) is checkpointed."""
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1):
-        self.n, self.seed, self.rank, self.world = n, seed, rank, world
-        self.epoch, self.pos = 0, 0
-
-    def _perm(self) -> list[int]:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
-
-    def next(self, k: int) -> list[int]:
-        """k indices for this rank (ranks take disjoint slices of the same global order)."""
-        out = []
-        while len(out) < k:
-            perm = self._perm()
-            take = perm[self.pos:]
-            need = (k - len(out)) * self.world
-            chunk = take[:need]
-            self.pos += len(chunk)
-            out.extend(chunk[self.rank::self.world])
-            if self.pos >= self.n:
-                self.epoch, self.pos = self.epoch + 1, 0
-        return out[:k]
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.pos = state["epoch"], state["pos"]
-
-
-def lr_lambda(schedule: str, warmup: int, total: int):
-    def f(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "cosine":
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-        return 1.0
-
-    return f
-
-
-def load_datasets(cfg: Config, processor):
-    from sapo_vl.data import DATASETS, RecordError, check_prompt_length, load_dataset_by_name
-    from sapo_vl.rollout.collate import CollateError, count_prompt_tokens
-
-    d = cfg.data
-
-    def build(name, split, kwargs):
-        if _takes_on_error(name, DATASETS[name]) and "on_error" not in kwargs:
-            kwargs = {**kwargs, "on_error": d.on_error}
-        return load_dataset_by_name(name, split=split, **kwargs)
-
-    train = build(d.dataset, d.split, d.kwargs)
-    evals = build(d.eval_dataset or d.dataset, d.eval_split, {**d.kwargs, **d.eval_kwargs})
-
-    def count(rec):
-        try:
-            return count_prompt_tokens(processor, rec, system_prompt=d.system_prompt, min_pixels=d.min_pixels,
-                                       max_pixels=d.max_pixels)
-        except CollateError as err:  # raised or counted as a skip by check_prompt_length, per data.on_error
-            raise RecordError("collate", -1, rec.get("id"), "prompt/images", str(err)) from err
-
-    train = check_prompt_length(train, count, d.max_prompt_length, d.on_error)
-    evals = check_prompt_length(evals, count, d.max_prompt_length, d.on_error)
-    if not train:
-        raise ValueError(f"dataset {d.dataset!r} has no usable training records")
-    return train, evals
-
-
-def build_policy(cfg: Config, device, checkpoint: Path | None = None):
-    """Load the policy from ``checkpoint`` (resume) or model.path; "tiny" builds the offline tiny Qwen3-VL-MoE
-    into the run directory."""
-    from sapo_vl.models.load import load_policy
+def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
+    """The policy to load: ``checkpoint`` (resume) or model.path; "tiny" builds the offline tiny Qwen3-VL-MoE into
+    the run directory (once: a temporary folder renamed into place, so a kill never leaves half a model)."""
     from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 
-    m = cfg.model
-    path = checkpoint if checkpoint is not None else m.path
-    if path == "tiny":
-        path = Path(cfg.output_dir) / "tiny_init"
-        if not (path / "config.json").is_file():
-            make_tiny_model(path, TinyConfig(**m.tiny))
-    return load_policy(path, dtype=m.dtype, device=device, attn_implementation=m.attn_implementation,
-                       experts_implementation=m.experts_implementation,
-                       gradient_checkpointing=m.gradient_checkpointing, freeze_vision=m.freeze_vision,
-                       min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels)
+    if checkpoint is not None:
+        return checkpoint
+    if cfg.model.path != "tiny":
+        return Path(cfg.model.path)
+    path = Path(cfg.output_dir) / "tiny_init"
+    if not (path / "config.json").is_file():
+        tmp = path.with_name(f".tmp-tiny_init-{os.getpid()}")
+        make_tiny_model(tmp, TinyConfig(**cfg.model.tiny))
+        if path.exists():  # an earlier run was killed mid-write: no config.json, so it is not a model
+            import shutil
+
+            shutil.rmtree(path)
+        tmp.rename(path)
+    return path
 
 
-def count_correct(components: dict[str, list], accuracy_key: str) -> float:
+def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
+    """Every source's records, reward names checked (``auto`` routes by them) and over-long prompts dropped or
+    rejected (``data.on_error``), before any model weights are loaded."""
+    from sapo_vl.data import check_prompt_length
+    from sapo_vl.rollout.collate import count_prompt_tokens
+
+    sources = load_sources(cfg.data)
+    if "auto" in cfg.reward.funcs:
+        from sapo_vl.rewards import REWARDS
+
+        for src in sources:
+            for split, records in (("train", src.train), ("held-out", src.eval)):
+                for rec in records:
+                    if rec.get("reward") is not None:
+                        REWARDS.check(rec["reward"], f"data source {src.name!r} ({split}), record {rec['id']!r}, "
+                                                     "field 'reward'")
+    count = partial(count_prompt_tokens, fmt)
+    for src in sources:
+        src.train = check_prompt_length(src.train, count, cfg.data.max_prompt_length, cfg.data.on_error)
+        src.eval = check_prompt_length(src.eval, count, cfg.data.max_prompt_length, cfg.data.on_error)
+        if not src.train:
+            raise DataError(f"data source {src.name!r} has no usable training records")
+    return sources
+
+
+def count_correct(values: list) -> float:
     """Samples whose accuracy reward is 1 (None = not applicable counts as not correct)."""
-    return sum(1.0 for v in components[accuracy_key] if v is not None and v >= 1.0)
+    return sum(1.0 for v in values if v is not None and v >= 1.0)
 
 
-@torch.no_grad()
-def evaluate(model, processor, records, reward_pool, cfg: Config, accelerator) -> dict[str, float]:
-    """Greedy held-out accuracy (the accuracy reward == 1) and mean reward, on this rank's share, reduced."""
-    from sapo_vl.rollout.generate import generate_completions
-
-    share = records[accelerator.process_index::accelerator.num_processes][:cfg.log.eval_limit]
-    was_training = model.training
-    model.eval()
-    texts = [c[0] for c in generate_completions(
-        model, processor, share, n=1, max_new_tokens=cfg.rollout.max_new_tokens, temperature=0.0,
-        batch_size=cfg.rollout.generation_batch_size, min_pixels=cfg.data.min_pixels,
-        max_pixels=cfg.data.max_pixels, system_prompt=cfg.data.system_prompt)]
-    model.train(was_training)
-    totals, comps = reward_pool.score(texts, share)
-    correct = count_correct(comps, cfg.reward.accuracy or reward_pool.names[0])
-    stats = torch.tensor([correct, sum(totals), float(len(share))], device=accelerator.device)
-    stats = accelerator.reduce(stats, reduction="sum")
-    n = max(stats[2].item(), 1.0)
-    return {"eval/accuracy": stats[0].item() / n, "eval/reward": stats[1].item() / n, "eval/n": stats[2].item()}
+def by_source(prefix: str, records: list[dict], values: dict[str, list[float]]) -> dict[str, float]:
+    """``{prefix}<metric>/by_source/<name>``: the mean of each metric over each source's samples."""
+    out = {}
+    names = [r.get(SOURCE_COLUMN) for r in records]
+    for name in sorted({n for n in names if n is not None}):
+        idx = [i for i, n in enumerate(names) if n == name]
+        for metric, vals in values.items():
+            out[f"{prefix}{metric}/by_source/{name}"] = sum(vals[i] for i in idx) / len(idx)
+    return out
 
 
 def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
     """Mean of each metric over the ranks that report it (ranks may lack a key, e.g. no negative-advantage token
-    for a SAPO gate statistic)."""
+    for a SAPO gate statistic, or no prompt of a mixture source)."""
     if accelerator.num_processes == 1 or not values:
         return values
     import torch.distributed as dist
@@ -171,13 +119,13 @@ def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
     return {k: (v / n) for k, (v, n) in zip(keys, sums.tolist()) if n > 0}
 
 
-def rollout_metrics(rollout, rewards, comps, advantages, filtered: int) -> dict[str, float]:
+def rollout_metrics(rollout, rewards, comps, advantages) -> dict[str, float]:
     lengths = rollout.response_mask.sum(1).float()  # (N,)
     out = {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
            "adv/mean": advantages.mean().item(), "adv/std": advantages.std().item() if len(rewards) > 1 else 0.0,
            "adv/abs_mean": advantages.abs().mean().item(), "response_length/mean": lengths.mean().item(),
            "response_length/max": lengths.max().item(), "truncated_frac": rollout.truncated.float().mean().item(),
-           "filtered_groups": float(filtered)}
+           "filtered_groups": 0.0}
     for name, values in comps.items():
         applicable = [v for v in values if v is not None]
         if applicable:
@@ -195,22 +143,16 @@ class Run:
 
     cfg: Config
     accelerator: Any
-    policy: Any  # PolicyModule, wrapped by accelerate (DDP / FSDP / DeepSpeed)
     hf_model: Any  # the unwrapped Hugging Face model (generation, saving)
-    processor: Any
-    optimizer: Any
-    scheduler: Any
-    params: list
-    sampler: PromptSampler
-    train_records: list
-    eval_records: list
+    fmt: PromptFormat
+    update: PolicyUpdate  # the policy (wrapped by accelerate), optimizer, schedule and every update
+    sampler: MixtureSampler
+    sources: list[Source]
+    train_records: list  # the sources' train records, concatenated (the sampler's indices point here)
     reward_pool: Any
     engine: HFEngine
     sampling: SamplingParams
-    loss_fn: Any
-    advantage_fn: Any
     ref_model: Any
-    top_k_experts: int | None
     start_step: int
     data_report: dict
 
@@ -219,6 +161,7 @@ def setup(cfg: Config, resume_from: Path | None) -> Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
+    from sapo_vl.models.load import load_policy, load_processor
     from sapo_vl.rewards.pool import RewardPool
 
     cuda = torch.cuda.is_available()
@@ -234,47 +177,63 @@ def setup(cfg: Config, resume_from: Path | None) -> Run:
     set_seed(cfg.seed + accelerator.process_index)
 
     with accelerator.main_process_first():  # rank 0 builds the tiny model (model.path=tiny) before others read it
-        model, processor = build_policy(cfg, accelerator.device, checkpoint=resume_from)
-    train_records, eval_records = load_datasets(cfg, processor)
-    data_report = _data_report(train_records, eval_records, is_main)
-    policy = PolicyModule(model)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=tuple(cfg.train.adam_betas),
-                                  weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.lr_schedule,
-                                                                       cfg.train.warmup_steps, cfg.train.total_steps))
-    sampler = PromptSampler(len(train_records), cfg.seed, accelerator.process_index, accelerator.num_processes)
+        path = model_path(cfg, resume_from)
+    d = cfg.data
+    fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
+    sources = load_data(cfg, fmt)  # data errors surface before the weights load
+    model, _ = load_policy(path, cfg.model, accelerator.device)
+    train_records = [rec for src in sources for rec in src.train]
+    sampler = MixtureSampler([len(s.train) for s in sources], [s.weight for s in sources], cfg.seed,
+                             accelerator.process_index, accelerator.num_processes)
     if resume_from is None and cfg.warmup.steps > 0:  # same seed on every rank: identical weights after it
         from sapo_vl.warmup import warmup
 
-        w = cfg.warmup
-        warmup(model, processor, train_records, steps=w.steps, batch_size=w.batch_size, lr=w.lr, labels=w.labels,
-               seed=cfg.seed, system_prompt=cfg.data.system_prompt, min_pixels=cfg.data.min_pixels,
-               max_pixels=cfg.data.max_pixels, log=(lambda m: print(m, flush=True)) if is_main else None)
+        warmup(model, fmt, train_records, cfg.warmup, seed=cfg.seed,
+               log=(lambda m: print(m, flush=True)) if is_main else None)
     ref_model = _reference_model(cfg, model, accelerator) if cfg.algo.kl_beta > 0 else None
-    start_step = 0
+    state, start_step = None, 0
     if resume_from is not None:
         state = load_trainer_state(resume_from)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
         sampler.load_state_dict(state["sampler"])
         start_step = state["step"]
         set_rng_state(state["rng"][accelerator.process_index] if isinstance(state["rng"], list) else state["rng"])
         if is_main:
             print(f"[sapo-vl] resumed from {resume_from} at step {start_step}", flush=True)
-    policy, optimizer = accelerator.prepare(policy, optimizer)
-    hf_model = accelerator.unwrap_model(policy).model
-    text_config = getattr(hf_model.config, "text_config", hf_model.config)
+    update = PolicyUpdate(model, cfg.algo, cfg.train, cfg.rollout, accelerator, state)
+    hf_model = accelerator.unwrap_model(update.policy).model
+    r = cfg.rollout
     return Run(
-        cfg=cfg, accelerator=accelerator, policy=policy, hf_model=hf_model, processor=processor,
-        optimizer=optimizer, scheduler=scheduler, params=params, sampler=sampler, train_records=train_records,
-        eval_records=eval_records, reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers),
-        engine=HFEngine(hf_model, processor, batch_size=cfg.rollout.generation_batch_size),
-        sampling=SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                                top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k),
-        loss_fn=get_policy_loss(cfg.algo.policy_loss), advantage_fn=ADVANTAGES[cfg.algo.advantage],
-        ref_model=ref_model, top_k_experts=getattr(text_config, "num_experts_per_tok", None),
-        start_step=start_step, data_report=data_report)
+        cfg=cfg, accelerator=accelerator, hf_model=hf_model, fmt=fmt, update=update, sampler=sampler,
+        sources=sources, train_records=train_records,
+        reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers),
+        engine=HFEngine(hf_model, fmt.processor, batch_size=r.generation_batch_size),
+        sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
+                                top_k=r.top_k),
+        ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main))
+
+
+@torch.no_grad()
+def evaluate(r: Run) -> dict[str, float]:
+    """Greedy held-out accuracy (the accuracy reward == 1) and mean reward, on this rank's share of each source
+    (``log.eval_limit`` prompts per source), reduced over ranks; per source too when there are several."""
+    from sapo_vl.rollout.generate import generate_completions
+
+    acc, limit = r.accelerator, r.cfg.log.eval_limit
+    share = [rec for src in r.sources for rec in src.eval[acc.process_index::acc.num_processes][:limit]]
+    was_training = r.hf_model.training
+    r.hf_model.eval()
+    greedy = SamplingParams(max_new_tokens=r.cfg.rollout.max_new_tokens, temperature=0.0)
+    texts = [c[0] for c in generate_completions(r.engine, r.fmt, share, greedy)] if share else []
+    r.hf_model.train(was_training)
+    totals, comps = r.reward_pool.score(texts, share) if share else ([], {n: [] for n in r.reward_pool.names})
+    correct = [float(v is not None and v >= 1.0) for v in comps[r.cfg.reward.accuracy or r.reward_pool.names[0]]]
+    stats = torch.tensor([sum(correct), sum(totals), float(len(share))], device=acc.device)
+    stats = acc.reduce(stats, reduction="sum")
+    n = max(stats[2].item(), 1.0)
+    out = {"eval/accuracy": stats[0].item() / n, "eval/reward": stats[1].item() / n, "eval/n": stats[2].item()}
+    if len(r.sources) > 1:
+        out.update(reduce_mean(by_source("eval/", share, {"accuracy": correct, "reward": totals}), acc))
+    return out
 
 
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
@@ -282,13 +241,11 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     cfg = r.cfg
     r.hf_model.eval()
     t0 = time.perf_counter()
-    rollout = make_rollout(r.engine, r.hf_model, r.processor, records, group_size=cfg.rollout.group_size,
-                           params=r.sampling, min_pixels=cfg.data.min_pixels, max_pixels=cfg.data.max_pixels,
-                           system_prompt=cfg.data.system_prompt, with_old_logprobs=False)
+    rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
     rollout.old_logprobs, rollout.router_topk = score_rollout(
         r.hf_model, rollout, temperature=r.sampling.temperature, micro_batch_size=cfg.rollout.generation_batch_size,
-        chunk_size=cfg.train.logprob_chunk_size, top_k_experts=r.top_k_experts)
+        chunk_size=cfg.train.logprob_chunk_size, top_k_experts=r.update.top_k_experts)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
                                                 micro_batch_size=cfg.rollout.generation_batch_size)
@@ -301,9 +258,12 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     totals, comps = r.reward_pool.score(rollout.completions, rollout.records)
     rewards = torch.tensor(totals, dtype=torch.float32)  # (N,)
     rollout.rewards = rewards
-    rollout.advantages = r.advantage_fn(rewards, rollout.group_ids)  # (N,)
-    metrics = rollout_metrics(rollout, rewards, comps, rollout.advantages, 0)
-    metrics["accuracy"] = count_correct(comps, r.cfg.reward.accuracy or r.reward_pool.names[0]) / len(totals)
+    rollout.advantages = ADVANTAGES[r.cfg.algo.advantage](rewards, rollout.group_ids)  # (N,)
+    metrics = rollout_metrics(rollout, rewards, comps, rollout.advantages)
+    correct = [float(v is not None and v >= 1.0) for v in comps[r.cfg.reward.accuracy or r.reward_pool.names[0]]]
+    metrics["accuracy"] = sum(correct) / len(totals)
+    if len(r.sources) > 1:
+        metrics.update(by_source("", rollout.records, {"reward": totals, "accuracy": correct}))
     keep = list(range(len(rollout)))
     if r.cfg.algo.filter_zero_variance:  # DAPO dynamic sampling
         flat = zero_variance_groups(rewards, rollout.group_ids)  # (N,) bool
@@ -316,34 +276,6 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     return keep, metrics
 
 
-def update_phase(r: Run, batch: Rollout) -> dict:
-    """Mini-batches x epochs; one optimizer step per mini-batch; micro-batches by token budget inside."""
-    cfg = r.cfg
-    t0 = time.perf_counter()
-    r.hf_model.train()
-    per_step: list[dict] = []
-    n_mb = min(cfg.train.num_mini_batches, len(batch))
-    for _ in range(cfg.train.epochs if len(batch) else 0):
-        order = torch.randperm(len(batch)).tolist()
-        for k in range(n_mb):
-            m = minibatch_loss_and_backward(
-                r.policy, batch.select(order[k::n_mb]), loss_fn=r.loss_fn, loss_hparams=cfg.algo.loss_hparams,
-                aggregation=cfg.algo.aggregation, max_len=cfg.rollout.max_new_tokens, kl_beta=cfg.algo.kl_beta,
-                kl_estimator=cfg.algo.kl_estimator, moe_aux_coef=cfg.algo.moe_aux_coef,
-                micro_batch_tokens=cfg.train.micro_batch_tokens, temperature=r.sampling.temperature,
-                chunk_size=cfg.train.logprob_chunk_size, accelerator=r.accelerator, top_k_experts=r.top_k_experts)
-            m["grad_norm"] = float(r.accelerator.clip_grad_norm_(r.params, cfg.train.max_grad_norm))
-            r.optimizer.step()
-            r.optimizer.zero_grad(set_to_none=True)
-            per_step.append(m)
-    r.scheduler.step()
-    metrics = {key: sum(m[key] for m in per_step if key in m) / sum(1 for m in per_step if key in m)
-               for key in sorted({k for m in per_step for k in m})}
-    metrics.update({"lr": r.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step)),
-                    "time/update": time.perf_counter() - t0})
-    return metrics
-
-
 def train_step(r: Run) -> dict:
     """One step: prompts -> rollout -> rewards and advantages -> policy update. Returns the step's metrics."""
     t0 = time.perf_counter()
@@ -351,7 +283,10 @@ def train_step(r: Run) -> dict:
     rollout, metrics = rollout_phase(r, records)
     keep, reward_metrics = reward_phase(r, rollout)
     metrics.update(reward_metrics)
-    metrics.update(update_phase(r, rollout.select(keep) if len(keep) < len(rollout) else rollout))
+    t1 = time.perf_counter()
+    r.hf_model.train()
+    metrics.update(r.update.update(rollout.select(keep) if len(keep) < len(rollout) else rollout))
+    metrics["time/update"] = time.perf_counter() - t1
     n_tokens = int(rollout.response_mask.sum() + rollout.prompt_mask.sum())
     metrics["time/step"] = time.perf_counter() - t0
     metrics["throughput/tokens_per_s"] = n_tokens / max(metrics["time/step"], 1e-9)
@@ -365,8 +300,8 @@ def run(cfg: Config) -> dict:
     out_dir = Path(cfg.output_dir)
     resume_from = resolve_resume(cfg.resume, out_dir)
     if cfg.resume == "never" and (existing := latest_checkpoint(out_dir)) is not None:
-        raise ValueError(f"output_dir {out_dir} already has checkpoints (up to {existing.name}); use resume=auto "
-                         f"to continue, or a new output_dir")
+        raise UserError(f"output_dir {out_dir} already has checkpoints (up to {existing.name}); use resume=auto "
+                        f"to continue, or a new output_dir")
     r = setup(cfg, resume_from)
     is_main = r.accelerator.is_main_process
     tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
@@ -375,7 +310,7 @@ def run(cfg: Config) -> dict:
     stop = _install_signal_handlers()
     summary: dict = dict(r.data_report)
     if r.start_step == 0:
-        summary["eval_before"] = evaluate(r.hf_model, r.processor, r.eval_records, r.reward_pool, cfg, r.accelerator)
+        summary["eval_before"] = evaluate(r)
         tracker.log({**summary["eval_before"], **r.data_report}, step=0)
         if is_main:
             print(f"[sapo-vl] held-out accuracy before training: {summary['eval_before']['eval/accuracy']:.3f}",
@@ -385,7 +320,7 @@ def run(cfg: Config) -> dict:
     for step in range(r.start_step + 1, cfg.train.total_steps + 1):
         metrics = train_step(r)
         if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.train.total_steps:
-            metrics.update(evaluate(r.hf_model, r.processor, r.eval_records, r.reward_pool, cfg, r.accelerator))
+            metrics.update(evaluate(r))
         tracker.log(metrics, step=step)
         progress.update(step, metrics)
         if (cfg.log.save_every and step % cfg.log.save_every == 0) or step == cfg.train.total_steps \
@@ -397,7 +332,7 @@ def run(cfg: Config) -> dict:
             break
 
     if not stop["requested"]:  # a preempted run saves and leaves; evaluation could outlast the grace period
-        summary["eval_after"] = evaluate(r.hf_model, r.processor, r.eval_records, r.reward_pool, cfg, r.accelerator)
+        summary["eval_after"] = evaluate(r)
         tracker.log(summary["eval_after"], step=step)
     progress.close()
     tracker.close()
@@ -420,13 +355,6 @@ def run(cfg: Config) -> dict:
 # helpers
 
 
-def _takes_on_error(name: str, builder) -> bool:
-    """File datasets forward on_error to load_records; other builders take it only if they name it."""
-    import inspect
-
-    return name in ("jsonl", "parquet", "disk") or "on_error" in inspect.signature(builder).parameters
-
-
 def _reference_model(cfg: Config, model, accelerator):
     """The frozen KL reference: the policy RL starts from (after any warm-up), loaded only when kl_beta > 0.
 
@@ -438,14 +366,14 @@ def _reference_model(cfg: Config, model, accelerator):
 
     ref_dir = Path(cfg.output_dir) / "reference"
     if (ref_dir / "config.json").is_file():
-        ref, _ = load_policy(ref_dir, dtype=cfg.model.dtype, device=accelerator.device)
+        ref, _ = load_policy(ref_dir, cfg.model, accelerator.device)
     elif cfg.warmup.steps > 0:
         ref = copy.deepcopy(model)
         if accelerator.is_main_process:
             ref.save_pretrained(ref_dir)
         accelerator.wait_for_everyone()
     else:
-        ref, _ = build_policy(cfg, accelerator.device)
+        ref, _ = load_policy(model_path(cfg), cfg.model, accelerator.device)
     return ref.requires_grad_(False).eval()
 
 
@@ -461,24 +389,25 @@ def _save(out_dir: Path, step: int, r: Run) -> None:
         dist.all_gather_object(gathered, rng)
         rng = gathered
     if r.accelerator.is_main_process:
-        state = {"optimizer": r.optimizer.state_dict(), "scheduler": r.scheduler.state_dict(),
-                 "sampler": r.sampler.state_dict()}
+        state = {**r.update.state_dict(), "sampler": r.sampler.state_dict()}
         if isinstance(rng, list):
             state["rng"] = rng  # overrides save_checkpoint's own (this process's) rng entry
-        save_checkpoint(out_dir, step, model=r.hf_model, processor=r.processor, trainer_state=state,
+        save_checkpoint(out_dir, step, model=r.hf_model, processor=r.fmt.processor, trainer_state=state,
                         keep_last=r.cfg.log.keep_last)
     r.accelerator.wait_for_everyone()
 
 
-def _data_report(train_records, eval_records, is_main: bool) -> dict:
+def _data_report(sources: list[Source], is_main: bool) -> dict:
     def skipped(recs):
         report = getattr(recs, "report", None)
         if report is not None and report.num_skipped and is_main:
             print(f"[sapo-vl] {report.summary()}", flush=True)
         return float(report.num_skipped if report is not None else 0)
 
-    return {"data/train_records": float(len(train_records)), "data/eval_records": float(len(eval_records)),
-            "data/train_skipped": skipped(train_records), "data/eval_skipped": skipped(eval_records)}
+    return {"data/train_records": float(sum(len(s.train) for s in sources)),
+            "data/eval_records": float(sum(len(s.eval) for s in sources)),
+            "data/train_skipped": sum(skipped(s.train) for s in sources),
+            "data/eval_skipped": sum(skipped(s.eval) for s in sources)}
 
 
 def _install_signal_handlers() -> dict:
@@ -498,19 +427,32 @@ def _install_signal_handlers() -> dict:
     return stop
 
 
+def _pop_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``--import MODULE`` / ``--import=MODULE`` (repeatable) out of ``argv``."""
+    rest, imports, it = [], [], iter(argv)
+    for arg in it:
+        if arg == "--import":
+            imports.append(next(it, ""))
+        elif arg.startswith("--import="):
+            imports.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return rest, imports
+
+
 def cli_main(argv: list[str]) -> int:
+    argv, imports = _pop_imports(argv)
     if not argv or argv[0] in ("-h", "--help"):
         from sapo_vl.config import describe_config
+        from sapo_vl.plugins import import_plugins, load_entry_points
 
-        print("usage: sapo-vl train RECIPE.yaml [dotted.key=value ...]\n\n" + (__doc__ or "")
-              + "\nconfig keys (default values; a recipe or key=value overrides them):\n"
+        load_entry_points()
+        import_plugins(imports)
+        print("usage: sapo-vl train RECIPE.yaml [--import MODULE ...] [dotted.key=value ...]\n\n" + (__doc__ or "")
+              + "\nconfig keys (default values and allowed values; a recipe or key=value overrides them):\n"
               + "\n".join(describe_config()))
         return 0
-    try:
-        cfg = load_config(argv[0], argv[1:])
-    except ValueError as err:
-        print(f"sapo-vl train: {err}", file=sys.stderr)
-        return 2
+    cfg = load_config(argv[0], argv[1:], imports)
     if cfg.model.path == "tiny":  # everything is built locally: never ask the hub
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     run(cfg)

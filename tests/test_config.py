@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from sapo_vl.config import Config, ConfigError, load_config, parse_overrides, save_config
+from sapo_vl.errors import UserError
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "demo.yaml"
 
@@ -111,7 +112,7 @@ def test_unknown_key_error_suggests_a_close_match():
 
 
 def test_unknown_top_level_section_lists_the_sections_keys():
-    with pytest.raises(ConfigError, match=r"unknown config key\(s\) trainer.*valid keys: output_dir, seed"):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) trainer.*valid keys: imports, output_dir, seed"):
         load_config(DEMO, ["trainer.lr=0.1"])
 
 
@@ -134,14 +135,20 @@ def test_values_of_the_wrong_type_are_named(override, message):
 
 
 @pytest.mark.parametrize("override,message", [
-    ("algo.policy_loss=ppo2", r"algo.policy_loss must be one of \['cispo', 'grpo', 'gspo', 'gspo-token', 'sapo'\]"),
-    ("algo.aggregation=sum", "algo.aggregation must be one of"),
-    ("algo.advantage=ppo", "algo.advantage must be one of"),
+    ("algo.policy_loss=ppo2", r"algo.policy_loss: unknown policy loss 'ppo2'; registered policy losses: cispo, grpo, "
+                              r"gspo, gspo-token, sapo"),
+    ("algo.aggregation=sum", "algo.aggregation must be one of token-mean | seq-mean-token-mean"),
+    ("algo.advantage=rlo", r"algo.advantage: unknown advantage 'rlo'; .* \(did you mean 'rloo'\?\)"),
     ("rollout.group_size=1", r"rollout.group_size must be >= 2"),
     ("rollout.temperature=0", "rollout.temperature must be > 0"),
-    ("train.lr_schedule=linear", "train.lr_schedule must be constant or cosine"),
-    ("data.on_error=ignore", "data.on_error must be raise or skip"),
-    ("warmup.labels=random", "warmup.labels must be shuffled or gold"),
+    ("train.lr_schedule=linear", "train.lr_schedule must be one of constant | cosine, got 'linear'"),
+    ("data.on_error=ignore", "data.on_error must be one of raise | skip"),
+    ("warmup.labels=random", "warmup.labels must be one of shuffled | gold"),
+    ("data.dataset=easy_vq", r"data.dataset: unknown dataset 'easy_vq'.*\(did you mean 'easy_vqa'\?\)"),
+    ("reward.funcs={vqaa: 1}", r"reward.funcs: unknown reward 'vqaa'.*\(did you mean 'vqa'\?\)"),
+    ("algo.preset=dapoo", r"algo.preset: unknown algorithm preset 'dapoo'.*\(did you mean 'dapo'\?\)"),
+    ("train.lr=.inf", "train.lr: expected a finite number, got inf"),
+    ("rollout.temperature=.nan", "rollout.temperature: expected a finite number, got nan"),
     ("reward.funcs={}", "reward.funcs must name at least one reward function"),
     ("reward.accuracy=math", r"reward.accuracy \('math'\) must be one of reward.funcs \['vqa'\]"),
     ("log.keep_last=-1", "log.keep_last must be >= 0"),
@@ -149,7 +156,7 @@ def test_values_of_the_wrong_type_are_named(override, message):
     ("algo.loss_hparams={tau_pos: -1}", r"algo.loss_hparams: .*tau_pos"),
 ])
 def test_invalid_values_give_clear_errors(override, message):
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(UserError, match=message):
         load_config(DEMO, [override])
 
 
@@ -184,8 +191,76 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
     from sapo_vl.config import Config, _valid_keys, describe_config
 
     lines = describe_config()
-    assert "  algo.policy_loss = 'sapo'" in lines
+    assert "  algo.policy_loss = 'sapo'  (sapo | grpo | gspo | gspo-token | cispo)" in lines
     assert "  algo.loss_hparams = {}" in lines
-    assert len(lines) == len(_valid_keys(Config))
+    assert "  data.mixture[].dataset = <required>  (synthetic_shapes | easy_vqa | human_eval | jsonl | json | parquet " \
+           "| disk)" in lines
+    assert len(lines) == len(_valid_keys(Config)) + 8  # + the 8 keys of a mixture entry
     assert main(["train", "--help"]) == 0
     assert "rollout.group_size = 8" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------ presets, mixtures, plugins
+
+
+def test_a_preset_in_an_override_resets_the_algorithm_keys_and_later_overrides_win():
+    cfg = load_config(DEMO, ["algo.preset=dapo", "algo.loss_hparams.eps_high=0.3"])
+    a = cfg.algo
+    assert (a.policy_loss, a.aggregation, a.advantage, a.filter_zero_variance) == ("grpo", "token-mean", "grpo", True)
+    assert a.loss_hparams == {"eps_low": 0.2, "eps_high": 0.3}
+
+
+def test_a_preset_in_a_recipe_sits_under_the_recipes_own_keys(tmp_path):
+    cfg = load_config(_recipe(tmp_path, {"algo": {"preset": "dr_grpo", "loss_hparams": {"eps_high": 0.28}}}))
+    assert (cfg.algo.aggregation, cfg.algo.advantage) == ("seq-mean-token-sum-norm", "dr_grpo")
+    assert cfg.algo.loss_hparams == {"eps_high": 0.28}
+
+
+def test_a_mixture_entry_is_checked_like_a_section(tmp_path):
+    mixture = [{"dataset": "synthetic_shapes", "weight": 2}, {"dataset": "easy_vqa", "reward": "vqa",
+                                                                "kwargs": {"limit": 10}}]
+    cfg = load_config(_recipe(tmp_path, {"data": {"mixture": mixture}}))
+    assert [(s.dataset, s.weight, s.reward) for s in cfg.data.mixture] == [("synthetic_shapes", 2.0, None),
+                                                                             ("easy_vqa", 1.0, "vqa")]
+    with pytest.raises(ConfigError, match=r"data.mixture\[0\]: missing required key\(s\) dataset"):
+        load_config(_recipe(tmp_path, {"data": {"mixture": [{"weight": 1}]}}))
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) data.mixture\[1\].weigth \(did you mean "):
+        load_config(_recipe(tmp_path, {"data": {"mixture": [mixture[0], {"dataset": "easy_vqa", "weigth": 1}]}}))
+    with pytest.raises(UserError, match=r"data.mixture\[1\].dataset: unknown dataset 'easyvqa'"):
+        load_config(_recipe(tmp_path, {"data": {"mixture": [mixture[0], {"dataset": "easyvqa"}]}}))
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"mixture": [{"dataset": "easy_vqa"}], "kwargs": {"n": 3}}, "data.mixture replaces data.dataset, data.kwargs"),
+    ({"mixture": [{"dataset": "easy_vqa"}, {"dataset": "easy_vqa"}]}, r"source name\(s\) \['easy_vqa'\] appear twice"),
+    ({"mixture": [{"dataset": "easy_vqa", "weight": 0}]}, r"data.mixture\[0\].weight must be > 0"),
+])
+def test_inconsistent_mixtures_are_refused(tmp_path, data, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(_recipe(tmp_path, {"data": data}))
+
+
+def test_a_source_reward_needs_the_auto_router(tmp_path):
+    data = {"mixture": [{"dataset": "easy_vqa", "reward": "mcq"}]}
+    with pytest.raises(ConfigError, match="only reward 'auto' reads: add auto to reward.funcs"):
+        load_config(_recipe(tmp_path, {"data": data, "reward": {"funcs": {"vqa": 1.0}}}))
+
+
+def test_recipe_imports_register_names_before_they_are_checked(tmp_path):
+    (tmp_path / "my_losses.py").write_text(
+        "from sapo_vl.algos import POLICY_LOSSES, register_policy_loss\n"
+        "register_policy_loss('_test_plugin_loss', POLICY_LOSSES['sapo'], overwrite=True)\n")
+    recipe = _recipe(tmp_path, {"imports": ["my_losses"], "algo": {"policy_loss": "_test_plugin_loss"}})
+    try:
+        assert load_config(recipe).algo.policy_loss == "_test_plugin_loss"
+    finally:
+        from sapo_vl.algos import POLICY_LOSSES
+
+        POLICY_LOSSES.pop("_test_plugin_loss", None)
+
+
+def test_a_missing_plugin_module_is_a_one_line_plugin_error(tmp_path):
+    from sapo_vl.errors import PluginError
+
+    with pytest.raises(PluginError, match="plug-in 'no_such_plugin_mod': no module named 'no_such_plugin_mod'"):
+        load_config(_recipe(tmp_path, {}), imports=["no_such_plugin_mod"])

@@ -102,6 +102,30 @@ def test_resume_is_bit_identical_on_cpu(tmp_path, tiny_dir, length_reward, monke
         assert torch.equal(wa[name], wb[name]), name
 
 
+MIXTURE = ("data.mixture=[{dataset: synthetic_shapes, name: colours, weight: 2, kwargs: {n: 24}}, "
+           "{dataset: synthetic_shapes, name: shapes, kwargs: {n: 24, num_shapes: 3, questions: [shape]}}]")
+
+
+def test_a_mixture_logs_per_source_metrics_and_resumes_exactly(tmp_path, tiny_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    common = [MIXTURE, "data.kwargs={}", "rollout.prompts_per_step=4", "log.save_every=1", "log.keep_last=3"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(_config(straight, tiny_dir, "train.total_steps=3", *common))
+    run(_config(split, tiny_dir, "train.total_steps=2", *common))
+    run(_config(split, tiny_dir, "train.total_steps=3", *common))
+
+    a, b = _train_rows(straight), _train_rows(split)
+    for name in ("colours", "shapes"):
+        assert any(f"reward/by_source/{name}" in row and f"accuracy/by_source/{name}" in row for row in a.values())
+    evals = [r for r in _rows(straight) if "eval/accuracy" in r]
+    assert {"eval/accuracy/by_source/colours", "eval/accuracy/by_source/shapes"} <= evals[-1].keys()
+    assert evals[-1]["eval/n"] == 8  # log.eval_limit (4) held-out prompts per source
+    assert a[3] == {**b[3], "wall_time": a[3]["wall_time"], **{k: a[3][k] for k in a[3] if k.startswith("time/")
+                                                              or k.startswith("throughput/")}}
+    wa, wb = _weights(straight / "checkpoints" / "step-000003"), _weights(split / "checkpoints" / "step-000003")
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
 def _wait_for(predicate, timeout_s, proc):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sapo_vl.rewards.format import format_reward, format_reward_lenient
 from sapo_vl.rewards.math import math_reward
 from sapo_vl.rewards.vqa import mcq_reward, vqa_reward
+from sapo_vl.registry import Registry
 
 RewardFn = Callable[..., list]
 
@@ -70,7 +71,7 @@ def auto(completions: list, reward: list | None = None, verifier: list | None = 
     return rewards
 
 
-REWARDS: dict[str, RewardFn] = {
+REWARDS = Registry("reward", {
     "math": math_reward,
     "mcq": mcq_reward,
     "vqa": vqa_reward,
@@ -78,7 +79,7 @@ REWARDS: dict[str, RewardFn] = {
     "format_lenient": format_reward_lenient,
     "code": code,
     "auto": auto,
-}
+})
 
 
 def register_reward(name: str, fn: RewardFn | None = None, *, overwrite: bool = False):
