@@ -5,67 +5,25 @@ A task's reward is its evaluation (nanochat's rule): the harness calls ``REWARDS
 task's threshold (1.0 by default). ``None`` (not applicable) is never correct; a doc whose completions are all
 ``None`` is reported as ``not_applicable`` and left out of the metrics.
 
-For the per-sample output, each verifier's own extractor gives the answer it read from a completion
-(:data:`EXTRACTORS`), so what the log shows is what was graded.
+For the per-sample output, a verifier's own ``extract(completion_text, **record, **kwargs)``
+(:class:`sapo_vl.rewards.verifier.Verifier`) gives the answer it read from a completion, so what the log shows is
+what was graded; maj@n votes on those answers when the verifier is ``votable``. A plain reward function has no
+``extract``: its answers are ``None`` and it gets no maj@n.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from typing import Any
 
+from sapo_vl.errors import UnknownNameError, UserError
 from sapo_vl.evaluation.metrics import majority_vote
+from sapo_vl.rewards import REWARDS
 
 
-def _math(text: str, record: dict) -> str | None:
-    from sapo_vl.rewards.math import extract_answer
-
-    return extract_answer(text)
-
-
-def _choice(text: str, record: dict) -> str | None:
-    from sapo_vl.rewards.vqa import extract_choice
-
-    return extract_choice(text, record.get("choices"))
-
-
-def _vqa(text: str, record: dict) -> str | None:
-    from sapo_vl.rewards.vqa import extract_vqa_answer
-
-    return extract_vqa_answer(text)
-
-
-def _code(text: str, record: dict) -> str | None:
-    from sapo_vl.rewards.code import extract_code
-
-    return extract_code(text, entry_point=record.get("entry_point") or record.get("fn_name"))
-
-
-# verifier name -> the extractor whose output that verifier grades: f(completion_text, record) -> str | None
-EXTRACTORS: dict[str, Callable[[str, dict], str | None]] = {"math": _math, "mcq": _choice, "vqa": _vqa, "code": _code}
-
-
-# verifiers whose extracted answers can be voted on (maj@n); code is not one of them
-MAJORITY_VERIFIERS = ("math", "mcq", "vqa")
-
-
-class ScoringError(RuntimeError):
-    """A verifier failed or broke its contract on a doc."""
-
-
-def get_reward_fn(name: str) -> Callable[..., list]:
-    from sapo_vl.rewards import REWARDS
-
-    if name not in REWARDS:
-        raise ScoringError(f"verifier {name!r} is not in sapo_vl.rewards.REWARDS {sorted(REWARDS)}")
-    return REWARDS[name]
-
-
-def extract(name: str, text: str, record: dict) -> str | None:
-    """The answer verifier ``name`` reads from ``text`` (``None``: nothing extractable, or no extractor)."""
-    return EXTRACTORS[name](text, record) if name in EXTRACTORS else None
+class ScoringError(UserError, RuntimeError):
+    """A verifier failed or broke its contract on a doc (or no reward has its name)."""
 
 
 def prompt_hash(prompt: Any) -> str:
@@ -79,7 +37,10 @@ def _status(rewards: list) -> str:
 
 
 def _call_verifier(name: str, completions: list[str], columns: dict[str, list], kwargs: dict, where: str) -> list:
-    fn = get_reward_fn(name)
+    try:
+        fn = REWARDS[name]
+    except UnknownNameError as exc:
+        raise ScoringError(f"{where}: {exc}") from None
     try:
         rewards = fn(completions, **columns, **kwargs)
     except Exception as exc:
@@ -122,14 +83,16 @@ def score_docs(
         for i in idx:
             rewards_of[i] = flat_rewards[pos: pos + len(completions[i])]
             pos += len(completions[i])
-    return [_row(task, rec, comps, rewards_of[i], threshold) for i, (rec, comps)
+    return [_row(task, rec, comps, rewards_of[i], threshold, kwargs) for i, (rec, comps)
             in enumerate(zip(records, completions))]
 
 
-def _row(task: str, record: dict, comps: list[str], rewards: list, threshold: float) -> dict[str, Any]:
+def _row(task: str, record: dict, comps: list[str], rewards: list, threshold: float, kwargs: dict) -> dict[str, Any]:
     verdicts = [r is not None and float(r) >= threshold for r in rewards]
     given = [float(r) for r in rewards if r is not None]
-    extracted = [extract(record["reward"], c, record) for c in comps]
+    verifier = REWARDS[record["reward"]]
+    extract = getattr(verifier, "extract", None)
+    extracted = [extract(c, **{**record, **kwargs}) if extract else None for c in comps]
     return {
         "doc_id": record["id"],
         "task_name": task,
@@ -143,7 +106,7 @@ def _row(task: str, record: dict, comps: list[str], rewards: list, threshold: fl
         "n_correct": sum(verdicts),
         "reward_mean": sum(given) / len(given) if given else None,
         "maj_correct": (majority_vote(extracted, verdicts)
-                        if len(comps) > 1 and record["reward"] in MAJORITY_VERIFIERS else None),
+                        if len(comps) > 1 and getattr(verifier, "votable", False) else None),
         "status": _status(rewards),
         "prompt_hash": prompt_hash(record["prompt"]),
     }

@@ -1,14 +1,15 @@
 """Verifiable rewards shared by training and evaluation.
 
-``REWARDS`` maps a name to a TRL-compatible reward function ``fn(completions, **columns) -> list[float | None]``
-(``None`` = not applicable to that sample):
+``REWARDS`` (a :class:`sapo_vl.registry.Registry`) maps a name to a TRL-compatible reward function
+``fn(completions, **columns) -> list[float | None]`` (``None`` = not applicable to that sample). The built-in ones
+are :class:`Verifier` objects, which also ``extract(completion_text, /, **row)`` the answer they grade:
 
 - ``"math"``: final answer equivalence through math-verify (:mod:`sapo_vl.rewards.math`)
 - ``"mcq"``: multiple-choice letter (:func:`sapo_vl.rewards.vqa.mcq_reward`)
 - ``"vqa"``: free-form visual QA metrics (:func:`sapo_vl.rewards.vqa.vqa_reward`)
 - ``"format"`` / ``"format_lenient"``: ``<think>``/``<answer>`` output format (:mod:`sapo_vl.rewards.format`)
 - ``"code"``: program execution in a sandbox (:mod:`sapo_vl.rewards.code`, imported on first use)
-- ``"auto"``: routes each sample to the reward named by its ``reward`` (or ``verifier``) column
+- ``"auto"``: routes each sample to the reward named by its ``reward`` (or ``verifier``) column (a plain function)
 """
 
 from sapo_vl.rewards.format import format_reward, format_reward_lenient
@@ -21,12 +22,14 @@ from sapo_vl.rewards.registry import (
     get_reward,
     register_reward,
 )
+from sapo_vl.rewards.verifier import Verifier
 from sapo_vl.rewards.vqa import extract_choice, mcq_reward, vqa_reward
 
 __all__ = [
     "REWARDS",
     "CombinedReward",
     "RewardBreakdown",
+    "Verifier",
     "combine_rewards",
     "extract_answer",
     "extract_choice",

@@ -10,7 +10,9 @@ Lenient (:func:`is_lenient_format`, reward ``"format_lenient"``): the think bloc
 it there is at least one complete non-empty answer block; text around it is allowed.
 
 Tags are configurable (``think_tags``, ``answer_tags``). Rewards are 1.0 / 0.0 and never ``None``: format applies to
-every sample.
+every sample. What each reward grades, as an answer (its verifier's ``extract``): :func:`strict_answer` and
+:func:`lenient_answer` give the answer block's content when the format holds and ``None`` when it is broken, so a
+completion scores 1.0 exactly when they return a string.
 """
 
 from __future__ import annotations
@@ -32,6 +34,34 @@ def _after_think(text: str, think_tags: tuple[str, str], require_think: bool, th
     return body
 
 
+def strict_answer(
+    text: str,
+    /,
+    *,
+    think_tags: tuple[str, str] = THINK_TAGS,
+    answer_tags: tuple[str, str] = ANSWER_TAGS,
+    require_think: bool = False,
+    think_in_prompt: bool = False,
+    **ignored,
+) -> str | None:
+    """The answer block's content when ``text`` is ``[<think>...</think>] <answer>non-empty</answer>`` and nothing
+    else, else ``None``. Other keywords (a record's columns) are ignored.
+
+    >>> strict_answer("<think>hm</think><answer> 4 </answer>"), strict_answer("<answer>4</answer> ok")
+    ('4', None)
+    """
+    open_a, close_a = answer_tags
+    if text.count(open_a) != 1 or text.count(close_a) != 1:
+        return None
+    rest = _after_think(text, think_tags, require_think, think_in_prompt)
+    if rest is None:
+        return None
+    rest = rest.strip()
+    if not (rest.startswith(open_a) and rest.endswith(close_a)):
+        return None
+    return rest[len(open_a): len(rest) - len(close_a)].strip() or None
+
+
 def is_strict_format(
     text: str,
     *,
@@ -47,16 +77,21 @@ def is_strict_format(
     >>> is_strict_format("<answer>4</answer> Hope this helps!")
     False
     """
-    open_a, close_a = answer_tags
-    if text.count(open_a) != 1 or text.count(close_a) != 1:
-        return False
-    rest = _after_think(text, think_tags, require_think, think_in_prompt)
-    if rest is None:
-        return False
-    rest = rest.strip()
-    if not (rest.startswith(open_a) and rest.endswith(close_a)):
-        return False
-    return bool(rest[len(open_a): len(rest) - len(close_a)].strip())
+    return strict_answer(text, think_tags=think_tags, answer_tags=answer_tags, require_think=require_think,
+                         think_in_prompt=think_in_prompt) is not None
+
+
+def lenient_answer(
+    text: str, /, *, think_tags: tuple[str, str] = THINK_TAGS, answer_tags: tuple[str, str] = ANSWER_TAGS, **ignored
+) -> str | None:
+    """The last complete non-empty answer block after any (closed) think block, else ``None``. Other keywords are
+    ignored.
+
+    >>> lenient_answer("Sure. <answer>4</answer> Hope this helps!")
+    '4'
+    """
+    body = strip_think(text, think_tags)
+    return None if body is None else last_tag_block(body, answer_tags)
 
 
 def is_lenient_format(
@@ -70,8 +105,7 @@ def is_lenient_format(
     >>> is_lenient_format("Sure. <answer>4</answer> Hope this helps!")
     True
     """
-    body = strip_think(text, think_tags)
-    return body is not None and last_tag_block(body, answer_tags) is not None
+    return lenient_answer(text, think_tags=think_tags, answer_tags=answer_tags) is not None
 
 
 def format_reward(

@@ -6,7 +6,9 @@ Every entry of :data:`REWARDS` follows the TRL reward-function contract::
 
 TRL calls it with keyword arguments ``prompts``, ``completions``, ``completion_ids`` and every dataset column (one
 entry per completion); a function ignores the keywords it does not use. ``None`` means "not applicable to this
-sample". So any TRL reward function can be registered unchanged, and ours can be handed to TRL.
+sample". So any TRL reward function can be registered unchanged, and ours can be handed to TRL. The built-in
+verifiers are :class:`~sapo_vl.rewards.verifier.Verifier` objects: also ``extract(completion_text, **row)``, the
+answer each one grades (what ``sapo-vl eval`` logs and votes on).
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sapo_vl.rewards.format import format_reward, format_reward_lenient
-from sapo_vl.rewards.math import math_reward
-from sapo_vl.rewards.vqa import mcq_reward, vqa_reward
 from sapo_vl.registry import Registry
+from sapo_vl.rewards.format import format_reward, format_reward_lenient, lenient_answer, strict_answer
+from sapo_vl.rewards.math import extract_answer, math_reward
+from sapo_vl.rewards.verifier import Verifier
+from sapo_vl.rewards.vqa import extract_choice, extract_vqa_answer, mcq_reward, vqa_reward
 
 RewardFn = Callable[..., list]
 
@@ -35,6 +38,27 @@ def code(completions: list, **columns) -> list[float | None]:
     from sapo_vl.rewards.code import code_reward
 
     return code_reward(completions, **columns)
+
+
+# Each verifier's extract(completion_text, /, **row): the answer its reward grades, read with the columns
+# (choices, entry_point / fn_name) and settings (fallback, letters) the reward reads; other keys are ignored.
+def _math_answer(text: str, /, fallback: bool | Sequence[str] = True, **row) -> str | None:
+    return extract_answer(text, fallback=fallback)
+
+
+def _choice(text: str, /, choices: Sequence[str] | None = None, letters: str | None = None, **row) -> str | None:
+    return extract_choice(text, choices, letters)
+
+
+def _vqa_answer(text: str, /, **row) -> str | None:
+    return extract_vqa_answer(text)
+
+
+def _program(text: str, /, entry_point: str | None = None, fn_name: str | None = None, **row) -> str | None:
+    """:func:`sapo_vl.rewards.code.extract_code`, imported on first call (like ``code``)."""
+    from sapo_vl.rewards.code import extract_code
+
+    return extract_code(text, entry_point=entry_point or fn_name)
 
 
 def auto(completions: list, reward: list | None = None, verifier: list | None = None, **columns) -> list[float | None]:
@@ -71,43 +95,23 @@ def auto(completions: list, reward: list | None = None, verifier: list | None = 
     return rewards
 
 
-REWARDS = Registry("reward", {
-    "math": math_reward,
-    "mcq": mcq_reward,
-    "vqa": vqa_reward,
-    "format": format_reward,
-    "format_lenient": format_reward_lenient,
-    "code": code,
-    "auto": auto,
+REWARDS: Registry = Registry("reward", {
+    "math": Verifier("math", math_reward, _math_answer, votable=True),
+    "mcq": Verifier("mcq", mcq_reward, _choice, votable=True),
+    "vqa": Verifier("vqa", vqa_reward, _vqa_answer, votable=True),
+    "format": Verifier("format", format_reward, strict_answer),
+    "format_lenient": Verifier("format_lenient", format_reward_lenient, lenient_answer),
+    "code": Verifier("code", code, _program),
+    "auto": auto,  # routing, not a verifier: it grades nothing itself
 })
 
-
-def register_reward(name: str, fn: RewardFn | None = None, *, overwrite: bool = False):
-    """Register ``fn`` under ``name`` (usable as a decorator: ``@register_reward("mine")``).
-
-    ``fn`` must follow the TRL contract (accept ``completions`` and ``**kwargs``). Re-registering a taken name
-    needs ``overwrite=True``.
-    """
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"register_reward: name must be a non-empty string, got {name!r}")
-
-    def add(f: RewardFn) -> RewardFn:
-        if not callable(f):
-            raise TypeError(f"register_reward({name!r}): expected a callable, got {type(f).__name__}")
-        if name in REWARDS and REWARDS[name] is not f and not overwrite:
-            raise ValueError(f"reward {name!r} is already registered; pass overwrite=True to replace it")
-        REWARDS[name] = f
-        return f
-
-    return add if fn is None else add(fn)
+# ``@register_reward("mine")`` or ``register_reward("mine", fn)``; a taken name needs ``overwrite=True``.
+register_reward = REWARDS.register
 
 
 def get_reward(name: str) -> RewardFn:
-    """The reward registered as ``name``; a clear error listing the valid names otherwise."""
-    try:
-        return REWARDS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown reward {name!r}; registered rewards: {', '.join(sorted(REWARDS))}") from None
+    """The reward registered as ``name`` (an unknown name lists the registered ones and suggests the closest)."""
+    return REWARDS[name]
 
 
 def _check_output(values: object, n: int, name: str) -> list[float | None]:

@@ -2,7 +2,14 @@
 
 import pytest
 
-from sapo_vl.rewards.format import format_reward, format_reward_lenient, is_lenient_format, is_strict_format
+from sapo_vl.rewards.format import (
+    format_reward,
+    format_reward_lenient,
+    is_lenient_format,
+    is_strict_format,
+    lenient_answer,
+    strict_answer,
+)
 
 
 @pytest.mark.parametrize(
@@ -14,8 +21,9 @@ from sapo_vl.rewards.format import format_reward, format_reward_lenient, is_leni
         "<think></think><answer>4</answer>",
     ],
 )
-def test_strict_format_accepts(text):
+def test_strict_format_accepts_and_its_answer_is_the_block_content(text):
     assert is_strict_format(text)
+    assert strict_answer(text) == "4"
 
 
 @pytest.mark.parametrize(
@@ -36,8 +44,9 @@ def test_strict_format_accepts(text):
         ("</think><answer>4</answer>", "stray closing think tag"),
     ],
 )
-def test_strict_format_rejects(text, why):
+def test_strict_format_rejects_and_gives_no_answer(text, why):
     assert not is_strict_format(text), why
+    assert strict_answer(text) is None, why
 
 
 def test_strict_format_require_think():
@@ -49,6 +58,8 @@ def test_strict_format_think_opened_in_prompt():
     assert is_strict_format("reasoning...</think>\n<answer>4</answer>", think_in_prompt=True)
     assert not is_strict_format("<think>r</think><answer>4</answer>", think_in_prompt=True)
     assert not is_strict_format("<answer>4</answer>", think_in_prompt=True)
+    assert strict_answer("reasoning...</think>\n<answer>4</answer>", think_in_prompt=True) == "4"
+    assert strict_answer("reasoning...</think>\n<answer>4</answer>") is None
 
 
 def test_strict_format_custom_tags():
@@ -63,6 +74,12 @@ def test_lenient_format():
     assert not is_lenient_format("<think>a <answer>4</answer>")
     assert not is_lenient_format("<answer> </answer>")
     assert not is_lenient_format("4")
+
+
+def test_lenient_answer_is_the_last_answer_block_after_the_think_block():
+    assert lenient_answer("<think><answer>1</answer></think> <answer>2</answer> or <answer> 3 </answer>") == "3"
+    assert lenient_answer("<think>a <answer>4</answer>") is None
+    assert lenient_answer("<answer> </answer>") is None
 
 
 def test_format_reward_values_and_trl_kwargs():

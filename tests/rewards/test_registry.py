@@ -2,20 +2,25 @@
 
 import doctest
 import importlib.util
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-import sapo_vl.rewards as rewards
-from sapo_vl.rewards import REWARDS, combine_rewards, get_reward, register_reward
-from sapo_vl.rewards import registry as registry_module
+from sapo_vl.errors import UnknownNameError
+from sapo_vl.rewards import REWARDS, combine_rewards, get_reward, math_equal, register_reward
+from sapo_vl.rewards.vqa import VQA_METRICS
 
 
 @pytest.fixture
-def scratch_registry(monkeypatch):
-    """Let a test register functions without leaking them into other tests."""
-    monkeypatch.setattr(registry_module, "REWARDS", dict(REWARDS))
-    monkeypatch.setattr(rewards, "REWARDS", registry_module.REWARDS)
-    return registry_module.REWARDS
+def scratch_registry():
+    """Let a test register functions without leaking them into other tests (``register_reward`` is bound to the
+    one ``REWARDS`` object, so its contents are restored rather than the object swapped)."""
+    saved = dict(REWARDS)
+    yield REWARDS
+    REWARDS.clear()
+    REWARDS.update(saved)
 
 
 def test_registry_has_the_contract_names():
@@ -24,6 +29,17 @@ def test_registry_has_the_contract_names():
 
 def test_get_reward_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown reward 'maths'.*format.*math.*mcq"):
+        get_reward("maths")
+
+
+def test_unknown_reward_name_is_one_user_error_that_suggests_the_closest():
+    with pytest.raises(UnknownNameError) as info:
+        REWARDS["format_lenent"]
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    message = str(info.value)
+    assert message.startswith("unknown reward 'format_lenent'; registered rewards: auto, code, format, ")
+    assert message.endswith(" (did you mean 'format_lenient'?)")
+    with pytest.raises(UnknownNameError, match="did you mean 'math'"):
         get_reward("maths")
 
 
@@ -78,6 +94,95 @@ def test_code_entry_imports_lazily_and_forwards(monkeypatch):
     monkeypatch.setitem(sys.modules, "sapo_vl.rewards.code", fake)
     assert get_reward("code")(["print(1)"], tests=["assert True"]) == [0.5]
     assert calls == [{"tests": ["assert True"]}]
+
+
+# ------------------------------------------------------------------ each verifier's extract is what it grades
+def test_builtin_verifiers_say_which_answers_can_be_majority_voted():
+    votable = {name: getattr(fn, "votable", None) for name, fn in REWARDS.items()}
+    assert votable == {"math": True, "mcq": True, "vqa": True, "code": False, "format": False,
+                       "format_lenient": False, "auto": None}  # auto routes; it has no answer of its own
+    assert not hasattr(REWARDS["auto"], "extract")
+
+
+@pytest.mark.parametrize(("text", "gold", "settings"), [
+    (r"so \boxed{\frac{1}{2}}", "0.5", {}),
+    ("<answer>0.4</answer>", "0.5", {}),
+    ("The answer is 7.", "7", {}),
+    ("The answer is 7.", "7", {"fallback": False}),  # no cue search: nothing read, nothing graded
+    ("<think>\\boxed{7}", "7", {}),  # unclosed think block
+])
+def test_math_scores_one_exactly_when_its_extracted_answer_equals_the_gold(text, gold, settings):
+    verifier = REWARDS["math"]
+    extracted = verifier.extract(text, answer=gold, **settings)
+    assert verifier([text], answer=[gold], **settings) == [float(math_equal(extracted, gold))]
+
+
+@pytest.mark.parametrize(("text", "gold", "row"), [
+    ("The answer is (B).", "B", {}),
+    ("a dog", "B", {"choices": ["a cat", "a dog"]}),
+    ("a dog", "B", {}),  # no option texts: nothing parses
+    ("E", "A", {"letters": "ABCD"}),  # a letter outside the options
+])
+def test_mcq_scores_one_exactly_when_its_extracted_letter_is_the_gold(text, gold, row):
+    verifier = REWARDS["mcq"]
+    extracted = verifier.extract(text, answer=gold, **row)
+    columns = {k: [v] for k, v in row.items() if k == "choices"}
+    settings = {k: v for k, v in row.items() if k != "choices"}
+    assert verifier([text], answer=[gold], **columns, **settings) == [float(extracted == gold)]
+
+
+@pytest.mark.parametrize(("text", "gold"), [("<think>red?</think>Red.", "red"), ("red green blue", "red"),
+                                            ("<answer>Two</answer>", "2"), ("<think>red", "red")])
+def test_vqa_scores_its_extracted_answer_with_the_metric(text, gold):
+    verifier = REWARDS["vqa"]
+    extracted = verifier.extract(text, answer=gold)
+    expected = VQA_METRICS["exact"](extracted, [gold]) if extracted else 0.0
+    assert verifier([text], answer=[gold]) == [expected]
+
+
+@pytest.mark.parametrize("name", ["format", "format_lenient"])
+@pytest.mark.parametrize("text", ["<think>hm</think><answer>4</answer>", "Sure. <answer>4</answer> Thanks!",
+                                  "<answer></answer>", "<think>hm <answer>4</answer>", "4"])
+def test_format_scores_one_exactly_when_an_answer_block_is_extracted(name, text):
+    verifier = REWARDS[name]
+    extracted = verifier.extract(text)
+    assert verifier([text]) == [float(extracted is not None)]
+    assert extracted in (None, "4")
+
+
+def test_format_extract_honours_the_reward_settings():
+    text = "<answer>4</answer>"
+    assert REWARDS["format"]([text], require_think=True) == [0.0]
+    assert REWARDS["format"].extract(text, require_think=True) is None
+    assert REWARDS["format"].extract(text) == "4"
+
+
+@pytest.mark.parametrize("key", ["entry_point", "fn_name"])
+def test_code_runs_exactly_the_program_its_extract_returns(monkeypatch, key):
+    from sapo_vl.rewards import code as code_module
+
+    text = "```python\ndef add(a, b):\n    return a + b\n```\nUsage:\n```python\nprint(add(1, 2))\n```"
+    ran = []
+
+    def fake_verify_many(codes, specs, cfg):
+        ran.extend(codes)
+        return [code_module.CodeVerdict([True], [], c) for c in codes]
+
+    monkeypatch.setattr(code_module, "verify_many", fake_verify_many)
+    row = {key: "add"}
+    tests = "def check(candidate):\n    assert candidate(1, 2) == 3\n"
+    assert REWARDS["code"]([text], tests=[tests], **{k: [v] for k, v in row.items()}) == [1.0]
+    assert ran == [REWARDS["code"].extract(text, tests=tests, **row)]
+    assert ran[0].startswith("def add(a, b):")
+
+
+def test_importing_rewards_leaves_the_code_verifier_and_sandbox_unimported():
+    probe = ("import sys, sapo_vl.rewards as r\n"
+             "r.REWARDS['code']\n"
+             "print(sorted(m for m in sys.modules if m in ('sapo_vl.rewards.code', 'sapo_vl.rewards.sandbox')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "[]"
 
 
 def test_auto_routes_by_reward_column_and_subsets_columns():
@@ -169,7 +274,7 @@ def test_registered_reward_docstring_example_runs(name):
     assert runner.tries > 0 or name == "code"
 
 
-@pytest.mark.parametrize("module", ["_text", "math", "vqa", "format", "registry"])
+@pytest.mark.parametrize("module", ["_text", "math", "vqa", "format", "registry", "verifier"])
 def test_module_doc_examples_run(module):
     mod = importlib.import_module(f"sapo_vl.rewards.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
