@@ -193,8 +193,8 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
     lines = describe_config()
     assert "  algo.policy_loss = 'sapo'  (sapo | grpo | gspo | gspo-token | cispo)" in lines
     assert "  algo.loss_hparams = {}" in lines
-    assert "  data.mixture[].dataset = <required>  (synthetic_shapes | easy_vqa | human_eval | jsonl | json | parquet " \
-           "| disk)" in lines
+    assert ("  data.mixture[].dataset = <required>  (synthetic_shapes | easy_vqa | human_eval | jsonl | json | "
+            "parquet | disk)") in lines
     assert len(lines) == len(_valid_keys(Config)) + 8  # + the 8 keys of a mixture entry
     assert main(["train", "--help"]) == 0
     assert "rollout.group_size = 8" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Mixtures: sources built from the data section, tagged for per-source metrics, sampled by weight, exactly resumable."""
+"""Mixtures: sources built from the data section, tagged per source, sampled by weight, exactly resumable."""
 
 from collections import Counter
 
