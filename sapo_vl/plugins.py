@@ -67,9 +67,12 @@ def _import_one(name: str, base_dir: Path | None) -> ModuleType:
         path = next((p.resolve() for p in candidates if p.is_file()), None)
         if path is None:
             raise PluginError(f"{where}: file not found (looked in {', '.join(str(p) for p in candidates)})")
-        module_name = f"sapo_vl_plugin_{path.stem}"
+        module_name = path.stem  # the name `imports: [stem]` would give it: imported once either way
         if module_name in sys.modules:
-            return sys.modules[module_name]
+            loaded = getattr(sys.modules[module_name], "__file__", None)
+            if loaded and Path(loaded).resolve() == path:
+                return sys.modules[module_name]
+            raise PluginError(f"{where}: another module named {module_name!r} is already imported ({loaded})")
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
