@@ -18,8 +18,8 @@ from sapo_vl.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "tiny" / "demo.yaml"
 TINY = ["log.plot=false", "log.progress=false", "log.eval_limit=2", "rollout.group_size=2",
-        "rollout.prompts_per_step=2", "rollout.max_new_tokens=3", "warmup.steps=0", "train.total_steps=1", "reward.num_workers=1",
-        "train.num_mini_batches=1", "data.kwargs={n: 8}"]
+        "rollout.prompts_per_step=2", "rollout.max_new_tokens=3", "warmup.steps=0", "train.total_steps=1",
+        "reward.num_workers=1", "train.num_mini_batches=1", "data.kwargs={n: 8}"]
 TASK = {"name": "dots", "source": {"type": "registered", "name": "dots", "split": "test", "kwargs": {"n": 3}},
         "verifier": {"name": "count"}, "generation": {"max_new_tokens": 3}}
 
