@@ -296,24 +296,6 @@ def _split_override(item: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
-    node[parts[-1]] = value
-
-
-def parse_overrides(overrides: list[str]) -> dict:
-    """["a.b=1", "c=[x, y]"] -> nested dict, values parsed as YAML scalars/lists."""
-    tree: dict = {}
-    for item in overrides:
-        _set_dotted(tree, *_split_override(item))
-    return tree
-
-
 def _section(cls, name: str):
     """The dataclass of section ``name`` of ``cls`` (None for a plain field, an unknown name or no ``cls``)."""
     if cls is None or name not in {f.name for f in fields(cls)}:

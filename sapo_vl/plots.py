@@ -128,7 +128,8 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
 class Panel:
     """One subplot: which keys it draws and how.
 
-    ``keys`` are exact names, ``prefix`` adds every key that starts with it (minus ``exclude``); ``right``
+    ``keys`` are exact names, ``prefix`` adds every key that starts with it and ``infix`` every key that holds it
+    (minus ``exclude``); ``right``
     keys go on a twin y axis. ``style``: "smooth" (faint raw + EMA), "line", "points" (sparse, e.g. eval),
     "stack" (stacked areas, ``total`` drawn as a dashed line on top) or "signed" (``*_pos`` solid, ``*_neg``
     dashed, one colour per statistic).
@@ -139,6 +140,7 @@ class Panel:
     name: str  # file name stem of the panel's own PNG
     keys: tuple[str, ...] = ()
     prefix: str | None = None
+    infix: str | None = None
     exclude: tuple[str, ...] = ()
     right: tuple[str, ...] = ()
     right_label: str = ""
@@ -148,9 +150,10 @@ class Panel:
 
     def left_keys(self, available: Sequence[str]) -> list[str]:
         found = [k for k in self.keys if k in available]
-        if self.prefix is not None:
-            found += sorted(k for k in available
-                            if k.startswith(self.prefix) and k not in self.exclude and k not in found)
+        if self.prefix is not None or self.infix is not None:
+            found += sorted(k for k in available if k not in self.exclude and k not in found
+                            and (self.prefix is None or k.startswith(self.prefix))
+                            and (self.infix is None or self.infix in k))
         return found
 
     def right_keys(self, available: Sequence[str]) -> list[str]:
@@ -166,6 +169,7 @@ SUMMARY_PANELS: tuple[Panel, ...] = (
           right_label="reward std within batch", style="smooth"),
     Panel("Accuracy", "accuracy", "accuracy", keys=("accuracy",), style="smooth"),
     Panel("Held-out evaluation", "score", "eval", prefix="eval/", style="points"),
+    Panel("Reward and accuracy by data source", "value", "by_source", infix="/by_source/", style="smooth"),
     Panel("Reward components", "reward", "reward_components", prefix="reward/",
           exclude=("reward/mean", "reward/std"), style="smooth"),
     Panel("Advantages", "advantage", "advantages", prefix="adv/", style="smooth"),

@@ -87,11 +87,6 @@ def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
     return sources
 
 
-def count_correct(values: list) -> float:
-    """Samples whose accuracy reward is 1 (None = not applicable counts as not correct)."""
-    return sum(1.0 for v in values if v is not None and v >= 1.0)
-
-
 def by_source(prefix: str, records: list[dict], values: dict[str, list[float]]) -> dict[str, float]:
     """``{prefix}<metric>/by_source/<name>``: the mean of each metric over each source's samples."""
     out = {}
@@ -262,6 +257,7 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     metrics = rollout_metrics(rollout, rewards, comps, rollout.advantages)
     correct = [float(v is not None and v >= 1.0) for v in comps[r.cfg.reward.accuracy or r.reward_pool.names[0]]]
     metrics["accuracy"] = sum(correct) / len(totals)
+    metrics["reward/not_applicable_frac"] = r.reward_pool.last_not_applicable / len(totals)  # scored as 0
     if len(r.sources) > 1:
         metrics.update(by_source("", rollout.records, {"reward": totals, "accuracy": correct}))
     keep = list(range(len(rollout)))

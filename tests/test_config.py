@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sapo_vl.config import Config, ConfigError, load_config, parse_overrides, save_config
+from sapo_vl.config import Config, ConfigError, load_config, save_config
 from sapo_vl.errors import UserError
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "demo.yaml"
@@ -85,11 +85,6 @@ def test_exponent_without_a_dot_is_a_number_not_a_string(tmp_path):
                                                                        "train.total_steps=1e2"])
     assert cfg.train.lr == 1e-6 and isinstance(cfg.train.lr, float)
     assert cfg.algo.loss_hparams["tau_neg"] == 2.0 and cfg.train.total_steps == 100
-
-
-def test_parse_overrides_builds_a_nested_tree():
-    tree = parse_overrides(["a.b.c=1", "a.d=[x, 2]", "e=", "f=null"])
-    assert tree == {"a": {"b": {"c": 1}, "d": ["x", 2]}, "e": "", "f": None}
 
 
 def test_override_without_equals_sign_is_an_error():

@@ -186,3 +186,10 @@ def test_clipping_losses_metrics_get_their_own_panel():
     assert titles["Clipped tokens (grpo / gspo / cispo)"] == ["clip_frac", "clip_frac_low", "clip_frac_high",
                                                               "dual_clip_frac"]
     assert "other" not in titles
+
+
+def test_mixture_metrics_get_a_by_source_panel_and_stay_out_of_reward_components():
+    keys = ["reward/mean", "reward/vqa", "reward/by_source/a", "accuracy/by_source/a", "eval/accuracy/by_source/a"]
+    chosen = {panel.name: found for panel, found in select_panels(keys)}
+    assert chosen["by_source"] == ["accuracy/by_source/a", "reward/by_source/a"]
+    assert chosen["reward_components"] == ["reward/vqa"] and chosen["eval"] == ["eval/accuracy/by_source/a"]
