@@ -7,7 +7,8 @@
     RUN_DIR/checkpoints/latest -> step-000040                      (the checkpoint written last)
 
 A checkpoint is written to a temporary directory and renamed into place, so a crash never leaves a half-written
-``step-*`` directory; only the newest ``keep_last`` are kept.
+``step-*`` directory (a full disk is reported as such, and the partial temp removed); only the newest ``keep_last``
+are kept.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from sapo_vl.errors import UserError
+from sapo_vl.rundir import atomic_dir
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -58,23 +62,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model, processor, trainer_state: dict,
                     keep_last: int = 2) -> Path:
-    """Atomically write ``step-{step}``; prune to the newest ``keep_last``. Call on the main process only."""
+    """Atomically write ``step-{step}`` (``rundir.atomic_dir``: a full disk is a clear error and leaves the
+    previous checkpoints intact); point ``latest`` at it; prune to the newest ``keep_last``. Main process only."""
     root = checkpoint_dir(run_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    torch.save({"rng": rng_state(), **trainer_state, "step": step}, tmp / "trainer_state.pt")  # caller may pass rng
-    stale = root / f".old-step-{step:06d}"
-    if final.exists():  # rewriting a step: move the old one aside first, so a complete step-* always exists
-        if stale.exists():
-            shutil.rmtree(stale)
-        final.rename(stale)
-    tmp.rename(final)
-    shutil.rmtree(stale, ignore_errors=True)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    with atomic_dir(final, needed_bytes=3 * weights) as tmp:  # weights + Adam's two moments
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        torch.save({"rng": rng_state(), **trainer_state, "step": step}, tmp / "trainer_state.pt")  # caller may pass rng
     link = root / ".latest.tmp"
     link.unlink(missing_ok=True)
     os.symlink(final.name, link)  # relative, so the run directory can move
@@ -94,12 +90,12 @@ def load_trainer_state(path: str | Path) -> dict:
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
-    """"auto" -> the latest checkpoint in run_dir (or None); "never" -> None; else a checkpoint path."""
+    """"auto" / "force" -> the latest checkpoint in run_dir (or None); "never" -> None; else a checkpoint path."""
     if resume in ("never", "", None):
         return None
-    if resume == "auto":
+    if resume in ("auto", "force"):
         return latest_checkpoint(run_dir)
     path = Path(resume)
     if not (path / "trainer_state.pt").is_file():
-        raise FileNotFoundError(f"resume={resume!r}: no trainer_state.pt there")
+        raise UserError(f"resume={resume!r}: no sapo_vl checkpoint there (no trainer_state.pt)")
     return path

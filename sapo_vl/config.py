@@ -84,6 +84,8 @@ class RewardConfig:
     funcs: dict = field(default_factory=lambda: {"auto": 1.0})  # REWARDS name -> weight
     accuracy: str | None = None  # the function whose value == 1 counts as correct (default: first of funcs)
     num_workers: int = 4
+    timeout_s: float = 600.0  # wall-clock budget of one step's scoring (0 = none); late samples score 0
+    on_timeout: str = "zero"  # zero: late samples keep reward 0 | skip: their groups leave the update
 
 
 @dataclass
@@ -143,7 +145,7 @@ class Config:
     imports: list = field(default_factory=list)  # plug-in modules imported before names are resolved
     output_dir: str = "runs/sapo_vl"
     seed: int = 0
-    resume: str = "auto"  # auto (latest checkpoint in output_dir if any) | never | a checkpoint path
+    resume: str = "auto"  # auto: latest checkpoint in output_dir, if any | never | force | a checkpoint path
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -176,7 +178,8 @@ def choices() -> dict[str, Any]:
         "reward.funcs": REWARDS, "reward.accuracy": REWARDS, "warmup.labels": ("shuffled", "gold"),
         "algo.preset": ALGORITHMS, "algo.policy_loss": POLICY_LOSSES, "algo.aggregation": AGGREGATION_MODES,
         "algo.advantage": ADVANTAGES, "algo.kl_estimator": KL_ESTIMATORS, "train.lr_schedule": ("constant", "cosine"),
-        "train.mixed_precision": ("auto", "no", "bf16"), "resume": ("auto", "never", "PATH"),
+        "train.mixed_precision": ("auto", "no", "bf16"), "resume": ("auto", "never", "force", "PATH"),
+        "reward.on_timeout": ("zero", "skip"), "data.mixture[].reward": REWARDS,
         "log.backends": ("jsonl", "tensorboard", "wandb", "trackio"),
     }
 
@@ -358,7 +361,10 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
         path = Path(recipe)
         if not path.is_file():
             raise ConfigError(f"recipe not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a recipe must be a YAML mapping")
         if "distributed_type" in data:
@@ -394,11 +400,15 @@ def _check_names(cfg: Config, allowed: dict) -> None:
 
 def _check_choices(cfg: Config, allowed: dict) -> None:
     for key in ("data.on_error", "warmup.labels", "algo.aggregation", "algo.kl_estimator", "train.lr_schedule",
-                "train.mixed_precision"):
+                "train.mixed_precision", "reward.on_timeout"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed[key]:
             raise ConfigError(f"{key} must be one of {' | '.join(allowed[key])}, got {value!r}")
+    bad = [b for b in cfg.log.backends if b not in allowed["log.backends"]]
+    if bad or len(set(cfg.log.backends)) != len(cfg.log.backends):
+        raise ConfigError(f"log.backends: {bad or cfg.log.backends} (each once, of "
+                          f"{' | '.join(allowed['log.backends'])})")
 
 
 def _check_mixture(d) -> None:
@@ -445,6 +455,11 @@ def validate(cfg: Config) -> None:
          "add auto to reward.funcs"),
         (min(cfg.log.eval_every, cfg.log.eval_limit, cfg.log.save_every, cfg.log.keep_last) >= 0,
          "log.eval_every, log.eval_limit, log.save_every and log.keep_last must be >= 0"),
+        (not (cfg.data.min_pixels and cfg.data.max_pixels) or cfg.data.min_pixels <= cfg.data.max_pixels,
+         f"data.min_pixels ({cfg.data.min_pixels}) must not exceed data.max_pixels ({cfg.data.max_pixels})"),
+        (cfg.reward.timeout_s >= 0 and cfg.reward.num_workers >= 1,
+         "reward.timeout_s must be >= 0 (0 = no limit) and reward.num_workers >= 1"),
+        (cfg.data.max_prompt_length >= 1, "data.max_prompt_length must be >= 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -472,6 +487,34 @@ def _check_loss_hparams(name: str, hparams: dict) -> None:
                           f"algo.policy_loss, replace them all, e.g. 'algo.loss_hparams={{}}'") from None
     except (TypeError, ValueError) as err:
         raise ConfigError(f"algo.loss_hparams: {err}") from None
+
+
+# keys that may change when a run resumes: how long it runs, where and how it logs, how work is batched
+SAFE_ON_RESUME = ("output_dir", "resume", "imports", "train.total_steps", "log.", "reward.num_workers",
+                  "reward.timeout_s", "rollout.generation_batch_size", "train.micro_batch_tokens",
+                  "train.logprob_chunk_size")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict) and tree and all(isinstance(k, str) for k in tree) and not prefix.endswith(
+            ("kwargs.", "loss_hparams.", "funcs.", "tiny.")):
+        return {k: v for key, value in tree.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    return {prefix[:-1]: tree}
+
+
+def check_resume(saved: dict | None, cfg: Config, checkpoint: Path) -> None:
+    """A resumed run continues the same experiment: every key that changed since ``checkpoint`` was written must
+    be safe to change (``SAFE_ON_RESUME``), unless ``resume=force``."""
+    if saved is None:  # a checkpoint from before configs were stored in it
+        return
+    old, new = _flat(saved), _flat(cfg.to_dict())
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+               and not any(k == s or (s.endswith(".") and k.startswith(s)) for s in SAFE_ON_RESUME)]
+    if changed and cfg.resume != "force":
+        shown = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        raise ConfigError(f"resuming {checkpoint} with a different experiment ({shown}"
+                          f"{'; ...' if len(changed) > 8 else ''}). Use a new output_dir, or resume=force to continue "
+                          "anyway")
 
 
 def config_yaml(cfg: Config) -> str:

@@ -29,3 +29,7 @@ class PluginError(UserError, ImportError):
 
 class DataError(UserError, ValueError):
     """A data source cannot be read as asked: a missing path, an unknown format, a bad dataset option."""
+
+
+class Interrupted(Exception):
+    """A stop (SIGTERM / SIGINT) was requested while a phase was running; it ended early and its work is void."""

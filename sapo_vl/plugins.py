@@ -105,3 +105,16 @@ def _guarded(call, module: str | None, where: str):
 def _note(exc: BaseException, where: str) -> None:
     if hasattr(exc, "add_note"):  # Python >= 3.11
         exc.add_note(f"(raised while importing sapo_vl {where})")
+
+
+def split_imports(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``--import MODULE`` / ``--import=MODULE`` (repeatable) out of ``argv``."""
+    rest, imports, it = [], [], iter(argv)
+    for arg in it:
+        if arg == "--import":
+            imports.append(next(it, ""))
+        elif arg.startswith("--import="):
+            imports.append(arg.split("=", 1)[1])
+        else:
+            rest.append(arg)
+    return rest, imports

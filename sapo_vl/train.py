@@ -10,8 +10,8 @@ normalisers are reduced over ranks).
 from __future__ import annotations
 
 import os
-import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -21,29 +21,37 @@ import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 
 import torch
 
-from sapo_vl.errors import DataError, UserError
+from sapo_vl.errors import DataError, Interrupted, UserError
 from sapo_vl.algos import ADVANTAGES, zero_variance_groups
 from sapo_vl.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
     resolve_resume,
+    rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from sapo_vl.config import Config, config_yaml, load_config, save_config
+from sapo_vl.config import Config, check_resume, config_yaml, load_config, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
+from sapo_vl.plugins import split_imports
+from sapo_vl.rundir import RunLock, StopFlag, atomic_dir
 from sapo_vl.update import PolicyUpdate
 
 # ----------------------------------------------------------------------------------------------------------------
 # building blocks
 
 
+def _complete(path: Path) -> bool:
+    """A model directory with its config and weights (what a killed in-place write of an older version lacked)."""
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
 def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
     """The policy to load: ``checkpoint`` (resume) or model.path; "tiny" builds the offline tiny Qwen3-VL-MoE into
-    the run directory (once: a temporary folder renamed into place, so a kill never leaves half a model)."""
+    the run directory once (atomically, so a kill never leaves half a model)."""
     from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 
     if checkpoint is not None:
@@ -51,14 +59,9 @@ def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
     if cfg.model.path != "tiny":
         return Path(cfg.model.path)
     path = Path(cfg.output_dir) / "tiny_init"
-    if not (path / "config.json").is_file():
-        tmp = path.with_name(f".tmp-tiny_init-{os.getpid()}")
-        make_tiny_model(tmp, TinyConfig(**cfg.model.tiny))
-        if path.exists():  # an earlier run was killed mid-write: no config.json, so it is not a model
-            import shutil
-
-            shutil.rmtree(path)
-        tmp.rename(path)
+    if not _complete(path):
+        with atomic_dir(path) as tmp:
+            make_tiny_model(tmp, TinyConfig(**cfg.model.tiny))
     return path
 
 
@@ -150,9 +153,11 @@ class Run:
     ref_model: Any
     start_step: int
     data_report: dict
+    stop: StopFlag
+    last_saved: int = 0  # the step of the newest checkpoint this run can fall back to
 
 
-def setup(cfg: Config, resume_from: Path | None) -> Run:
+def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -175,8 +180,14 @@ def setup(cfg: Config, resume_from: Path | None) -> Run:
         path = model_path(cfg, resume_from)
     d = cfg.data
     fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
+    _check_context(cfg, path)
     sources = load_data(cfg, fmt)  # data errors surface before the weights load
+    state = load_trainer_state(resume_from) if resume_from is not None else None
+    if state is not None:
+        check_resume(state.get("config"), cfg, resume_from)
+    stop.check("the data load")
     model, _ = load_policy(path, cfg.model, accelerator.device)
+    stop.check("the model load")
     train_records = [rec for src in sources for rec in src.train]
     sampler = MixtureSampler([len(s.train) for s in sources], [s.weight for s in sources], cfg.seed,
                              accelerator.process_index, accelerator.num_processes)
@@ -184,11 +195,10 @@ def setup(cfg: Config, resume_from: Path | None) -> Run:
         from sapo_vl.warmup import warmup
 
         warmup(model, fmt, train_records, cfg.warmup, seed=cfg.seed,
-               log=(lambda m: print(m, flush=True)) if is_main else None)
+               log=(lambda m: print(m, flush=True)) if is_main else None, stop=stop)
     ref_model = _reference_model(cfg, model, accelerator) if cfg.algo.kl_beta > 0 else None
-    state, start_step = None, 0
-    if resume_from is not None:
-        state = load_trainer_state(resume_from)
+    start_step = 0
+    if state is not None:
         sampler.load_state_dict(state["sampler"])
         start_step = state["step"]
         set_rng_state(state["rng"][accelerator.process_index] if isinstance(state["rng"], list) else state["rng"])
@@ -200,11 +210,13 @@ def setup(cfg: Config, resume_from: Path | None) -> Run:
     return Run(
         cfg=cfg, accelerator=accelerator, hf_model=hf_model, fmt=fmt, update=update, sampler=sampler,
         sources=sources, train_records=train_records,
-        reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers),
-        engine=HFEngine(hf_model, fmt.processor, batch_size=r.generation_batch_size),
+        reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers,
+                               timeout_s=cfg.reward.timeout_s or None),
+        engine=HFEngine(hf_model, fmt.processor, batch_size=r.generation_batch_size, stop=stop), stop=stop,
         sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k),
-        ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main))
+        ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
+        last_saved=start_step)
 
 
 @torch.no_grad()
@@ -250,7 +262,7 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
 def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     """Score in the worker pool, group-normalised advantages; returns the sequences to train on and metrics."""
     t0 = time.perf_counter()
-    totals, comps = r.reward_pool.score(rollout.completions, rollout.records)
+    totals, comps = r.reward_pool.score(rollout.completions, rollout.records, stop=r.stop)
     rewards = torch.tensor(totals, dtype=torch.float32)  # (N,)
     rollout.rewards = rewards
     rollout.advantages = ADVANTAGES[r.cfg.algo.advantage](rewards, rollout.group_ids)  # (N,)
@@ -260,14 +272,21 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     metrics["reward/not_applicable_frac"] = r.reward_pool.last_not_applicable / len(totals)  # scored as 0
     if len(r.sources) > 1:
         metrics.update(by_source("", rollout.records, {"reward": totals, "accuracy": correct}))
+    metrics["reward/timeouts"] = float(len(r.reward_pool.last_timed_out))
     keep = list(range(len(rollout)))
+    drop = torch.zeros(len(rollout), dtype=torch.bool)  # (N,)
+    if r.cfg.reward.on_timeout == "skip" and r.reward_pool.last_timed_out:  # whole groups: no exact advantage
+        lost = rollout.group_ids[r.reward_pool.last_timed_out].unique()
+        drop |= torch.isin(rollout.group_ids, lost)
     if r.cfg.algo.filter_zero_variance:  # DAPO dynamic sampling
         flat = zero_variance_groups(rewards, rollout.group_ids)  # (N,) bool
         metrics["filtered_groups"] = float(flat.sum().item() / r.cfg.rollout.group_size)
+        drop |= flat
+    if drop.any():
         if r.accelerator.num_processes == 1:
-            keep = [i for i in keep if not flat[i]]
+            keep = [i for i in keep if not drop[i]]
         else:  # every rank must run the same optimizer steps: mask the dropped sequences out instead
-            rollout.response_mask = rollout.response_mask * (~flat).long()[:, None]
+            rollout.response_mask = rollout.response_mask * (~drop).long()[:, None]
     metrics["time/reward"] = time.perf_counter() - t0
     return keep, metrics
 
@@ -290,61 +309,109 @@ def train_step(r: Run) -> dict:
 
 
 def run(cfg: Config) -> dict:
-    """Train with ``cfg``; returns a summary (held-out accuracy before / after, last step)."""
+    """Train with ``cfg``; returns a summary (held-out accuracy before / after, last step).
+
+    The output directory is locked for the run (``RunLock``). SIGTERM / SIGINT are honoured in every phase: in the
+    build and warm-up nothing is saved; mid-step (generation, rewards) the step is dropped and the last completed one
+    saved; during an update the update finishes and is saved. A second signal exits at once."""
+    out_dir = Path(cfg.output_dir)
+    stop = StopFlag().install()  # first thing: a signal during the build or the warm-up still stops cleanly
+    with RunLock(out_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
+        resume_from = resolve_resume(cfg.resume, out_dir)
+        if cfg.resume == "never" and (existing := latest_checkpoint(out_dir)) is not None:
+            raise UserError(f"output_dir {out_dir} already has checkpoints (up to {existing.name}); use "
+                            "resume=auto to continue, or a new output_dir")
+        try:
+            r = setup(cfg, resume_from, stop)
+        except Interrupted as why:
+            print(f"[sapo-vl] {stop.signal}: {why}; stopped before training started, nothing saved", flush=True)
+            return {"step": 0, "stopped": stop.signal}
+        try:
+            return _loop(r, out_dir, resume_from)
+        finally:
+            r.reward_pool.close()
+
+
+def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
+    """Held-out eval, the steps (checkpoints on schedule and on a stop), the final eval and the plots."""
     from sapo_vl.tracking import Progress, Tracker
 
-    out_dir = Path(cfg.output_dir)
-    resume_from = resolve_resume(cfg.resume, out_dir)
-    if cfg.resume == "never" and (existing := latest_checkpoint(out_dir)) is not None:
-        raise UserError(f"output_dir {out_dir} already has checkpoints (up to {existing.name}); use resume=auto "
-                        f"to continue, or a new output_dir")
-    r = setup(cfg, resume_from)
-    is_main = r.accelerator.is_main_process
+    cfg, is_main = r.cfg, r.accelerator.is_main_process
     tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
                       is_main_process=is_main, resume_step=r.start_step if resume_from is not None else None)
     progress = Progress(cfg.train.total_steps, r.start_step, enabled=is_main and cfg.log.progress)
-    stop = _install_signal_handlers()
     summary: dict = dict(r.data_report)
-    if r.start_step == 0:
-        summary["eval_before"] = evaluate(r)
-        tracker.log({**summary["eval_before"], **r.data_report}, step=0)
-        if is_main:
-            print(f"[sapo-vl] held-out accuracy before training: {summary['eval_before']['eval/accuracy']:.3f}",
-                  flush=True)
-
     step = r.start_step
+    if r.start_step == 0 and (before := _evaluate_unless_stopped(r)) is not None:
+        summary["eval_before"] = before
+        tracker.log({**before, **r.data_report}, step=0)
+        _say(r, f"held-out accuracy before training: {_accuracy(before)}")
     for step in range(r.start_step + 1, cfg.train.total_steps + 1):
-        metrics = train_step(r)
+        if r.stop():
+            step -= 1
+            break
+        snapshot = (r.sampler.state_dict(), rng_state())  # what a step dropped mid-way is saved with
+        try:
+            metrics = train_step(r)
+        except Interrupted:
+            step -= 1
+            if step > r.last_saved:
+                _save(out_dir, step, r, snapshot)
+            _say(r, f"{r.stop.signal} during step {step + 1}: that step is dropped, step {r.last_saved} is saved")
+            break
         if cfg.log.eval_every and step % cfg.log.eval_every == 0 and step != cfg.train.total_steps:
-            metrics.update(evaluate(r))
+            metrics.update(_evaluate_unless_stopped(r) or {})
         tracker.log(metrics, step=step)
         progress.update(step, metrics)
-        if (cfg.log.save_every and step % cfg.log.save_every == 0) or step == cfg.train.total_steps \
-                or stop["requested"]:
+        stopping = _any_rank(r, r.stop())
+        if (cfg.log.save_every and step % cfg.log.save_every == 0) or step == cfg.train.total_steps or stopping:
             _save(out_dir, step, r)
-        if stop["requested"]:
-            if is_main:
-                print(f"[sapo-vl] {stop['signal']} received: saved step {step} and stopping", flush=True)
+        if stopping:
+            _say(r, f"{r.stop.signal} received: saved step {step} and stopping")
             break
-
-    if not stop["requested"]:  # a preempted run saves and leaves; evaluation could outlast the grace period
-        summary["eval_after"] = evaluate(r)
-        tracker.log(summary["eval_after"], step=step)
+    if not r.stop() and (after := _evaluate_unless_stopped(r)) is not None:  # a preempted run leaves at once
+        summary["eval_after"] = after
+        tracker.log(after, step=step)
+        _say(r, f"held-out accuracy: before {_accuracy(summary.get('eval_before'))} -> after {_accuracy(after)}")
     progress.close()
     tracker.close()
-    r.reward_pool.close()
-    if is_main and "eval_after" in summary:
-        before = summary.get("eval_before", {}).get("eval/accuracy")
-        after = summary["eval_after"]["eval/accuracy"]
-        print(f"[sapo-vl] held-out accuracy: before {before if before is None else f'{before:.3f}'} -> after "
-              f"{after:.3f} ({int(summary['eval_after']['eval/n'])} prompts)", flush=True)
-        if cfg.log.plot:
-            from sapo_vl.plots import plot_run
+    if is_main and "eval_after" in summary and cfg.log.plot:
+        from sapo_vl.plots import plot_run
 
-            for p in plot_run(out_dir):
-                print(f"[sapo-vl] plot: {p}", flush=True)
+        for p in plot_run(out_dir):
+            print(f"[sapo-vl] plot: {p}", flush=True)
     summary["step"] = step
+    if r.stop():
+        summary["stopped"] = r.stop.signal
     return summary
+
+
+def _evaluate_unless_stopped(r: Run) -> dict | None:
+    try:
+        return evaluate(r)
+    except Interrupted:
+        return None
+
+
+def _accuracy(result: dict | None) -> str:
+    if result is None:
+        return "not measured"
+    if not result["eval/n"]:
+        return "no held-out prompts"
+    return f"{result['eval/accuracy']:.3f} ({int(result['eval/n'])} prompts)"
+
+
+def _say(r: Run, message: str) -> None:
+    if r.accelerator.is_main_process:
+        print(f"[sapo-vl] {message}", flush=True)
+
+
+def _any_rank(r: Run, flag: bool) -> bool:
+    """True on every rank when it is true on one (ranks must agree to save and stop together)."""
+    if r.accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=r.accelerator.device)
+    return bool(r.accelerator.reduce(t, reduction="sum").item() > 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -361,35 +428,36 @@ def _reference_model(cfg: Config, model, accelerator):
     from sapo_vl.models.load import load_policy
 
     ref_dir = Path(cfg.output_dir) / "reference"
-    if (ref_dir / "config.json").is_file():
+    if _complete(ref_dir):
         ref, _ = load_policy(ref_dir, cfg.model, accelerator.device)
     elif cfg.warmup.steps > 0:
         ref = copy.deepcopy(model)
         if accelerator.is_main_process:
-            ref.save_pretrained(ref_dir)
+            with atomic_dir(ref_dir) as tmp:
+                ref.save_pretrained(tmp)
         accelerator.wait_for_everyone()
     else:
         ref, _ = load_policy(model_path(cfg), cfg.model, accelerator.device)
     return ref.requires_grad_(False).eval()
 
 
-def _save(out_dir: Path, step: int, r: Run) -> None:
-    """Checkpoint on the main process; every rank's RNG state is gathered so each resumes its own stream."""
+def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> None:
+    """Checkpoint on the main process; every rank's RNG state is gathered so each resumes its own stream.
+    ``snapshot`` (sampler state, RNG state) replaces the current ones: a step dropped mid-way is redone on resume."""
     import torch.distributed as dist
 
-    from sapo_vl.checkpoint import rng_state
-
-    rng = rng_state()
+    sampler_state, rng = snapshot if snapshot is not None else (r.sampler.state_dict(), rng_state())
     if r.accelerator.num_processes > 1 and dist.is_initialized():
         gathered = [None] * r.accelerator.num_processes
         dist.all_gather_object(gathered, rng)
         rng = gathered
     if r.accelerator.is_main_process:
-        state = {**r.update.state_dict(), "sampler": r.sampler.state_dict()}
+        state = {**r.update.state_dict(), "sampler": sampler_state, "config": r.cfg.to_dict()}
         if isinstance(rng, list):
             state["rng"] = rng  # overrides save_checkpoint's own (this process's) rng entry
         save_checkpoint(out_dir, step, model=r.hf_model, processor=r.fmt.processor, trainer_state=state,
                         keep_last=r.cfg.log.keep_last)
+    r.last_saved = step
     r.accelerator.wait_for_everyone()
 
 
@@ -406,38 +474,21 @@ def _data_report(sources: list[Source], is_main: bool) -> dict:
             "data/eval_skipped": sum(skipped(s.eval) for s in sources)}
 
 
-def _install_signal_handlers() -> dict:
-    """SIGTERM / SIGINT: finish the current step, save a checkpoint, exit cleanly."""
-    stop = {"requested": False, "signal": None}
+def _check_context(cfg: Config, path: Path) -> None:
+    """The longest prompt plus the generation budget must fit the model's context (read from config.json)."""
+    import json
 
-    def handler(signum, _frame):
-        if stop["requested"]:  # a second signal: stop now
-            raise KeyboardInterrupt
-        stop.update(requested=True, signal=signal.Signals(signum).name)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
-    return stop
-
-
-def _pop_imports(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Split ``--import MODULE`` / ``--import=MODULE`` (repeatable) out of ``argv``."""
-    rest, imports, it = [], [], iter(argv)
-    for arg in it:
-        if arg == "--import":
-            imports.append(next(it, ""))
-        elif arg.startswith("--import="):
-            imports.append(arg.split("=", 1)[1])
-        else:
-            rest.append(arg)
-    return rest, imports
+    config = json.loads((path / "config.json").read_text())
+    context = config.get("text_config", config).get("max_position_embeddings")
+    need = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
+    if context and need > context:
+        raise UserError(f"data.max_prompt_length ({cfg.data.max_prompt_length}) + rollout.max_new_tokens "
+                        f"({cfg.rollout.max_new_tokens}) = {need} exceeds the model's context ({context} tokens, "
+                        f"max_position_embeddings in {path / 'config.json'})")
 
 
 def cli_main(argv: list[str]) -> int:
-    argv, imports = _pop_imports(argv)
+    argv, imports = split_imports(argv)
     if not argv or argv[0] in ("-h", "--help"):
         from sapo_vl.config import describe_config
         from sapo_vl.plugins import import_plugins, load_entry_points

@@ -18,6 +18,7 @@ from contextlib import nullcontext
 import torch
 
 from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
+from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing_drift
 from sapo_vl.rollout.types import Rollout
@@ -88,7 +89,11 @@ class PolicyUpdate:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
         if state is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except ValueError as err:  # another set of trainable parameters
+                raise UserError(f"the checkpoint's optimizer state does not fit this model's trainable parameters "
+                                f"({err}); did model.freeze_vision change?") from None
             self.scheduler.load_state_dict(state["scheduler"])
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)

@@ -13,6 +13,7 @@ import random
 
 import torch
 
+from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import Rollout
@@ -49,9 +50,10 @@ def supervised_batch(fmt: PromptFormat, records: list[dict], targets: list[str])
                    images_per_sample=prompts.images_per_sample, records=list(records), completions=list(targets))
 
 
-def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, log=None) -> list[float]:
+def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, log=None, stop=None) -> list[float]:
     """Teacher-forced next-token training on (prompt, target + EOS) for ``cfg.steps`` steps (``cfg``: the
-    ``warmup`` config section: steps, batch_size, lr, labels). Returns the losses."""
+    ``warmup`` config section: steps, batch_size, lr, labels). Returns the losses. ``stop()`` true between two steps
+    raises ``Interrupted``."""
     steps, batch_size, labels = cfg.steps, cfg.batch_size, cfg.labels
     if labels not in ("shuffled", "gold"):
         raise ValueError(f"warmup labels must be 'shuffled' or 'gold', got {labels!r}")
@@ -68,6 +70,8 @@ def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, lo
     model.train()
     losses = []
     for step in range(steps):
+        if stop is not None and stop():
+            raise Interrupted(f"stop requested during the warm-up (step {step} of {steps})")
         batch = rng.sample(records, min(batch_size, len(records)))
         if labels == "shuffled":
             targets = [rng.choice(pool) for _ in batch]

@@ -17,6 +17,7 @@ from sapo_vl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from sapo_vl.errors import UserError
 from sapo_vl.models.load import load_policy
 
 
@@ -134,7 +135,8 @@ def test_resolve_resume(tmp_path, policy):
     assert resolve_resume("auto", tmp_path) == second
     assert resolve_resume("never", tmp_path) is None
     assert resolve_resume(str(first), tmp_path) == first
-    with pytest.raises(FileNotFoundError, match="no trainer_state.pt"):
+    assert resolve_resume("force", tmp_path) == second
+    with pytest.raises(UserError, match="no sapo_vl checkpoint there"):
         resolve_resume(str(tmp_path / "checkpoints" / "step-000007"), tmp_path)
     with pytest.raises(FileNotFoundError, match="not a sapo_vl checkpoint"):
         load_trainer_state(tmp_path)

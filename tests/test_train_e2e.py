@@ -157,8 +157,8 @@ def test_sigterm_saves_a_checkpoint_at_the_step_reached_and_exits_zero(tmp_path,
         log.close()
     output = (tmp_path / "train.log").read_text()
     assert rc == 0, output[-3000:]
-    reached = max(_train_rows(out))
-    assert reached < 10000 and "SIGTERM received" in output
+    reached = max(_train_rows(out))  # a signal between steps saves that step, one mid-step drops that step
+    assert reached < 10000 and ("SIGTERM received: saved step" in output or "SIGTERM during step" in output)
     assert [p.name for p in list_checkpoints(out)] == [f"step-{reached:06d}"]
     state = torch.load(latest_checkpoint(out) / "trainer_state.pt", weights_only=False)
     assert state["step"] == reached

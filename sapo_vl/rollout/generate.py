@@ -13,6 +13,9 @@ from typing import Protocol
 
 import torch
 
+from transformers import StoppingCriteriaList
+
+from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import completion_topk
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
@@ -52,11 +55,22 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-class HFEngine:
-    """Sampling with Hugging Face ``generate``, in chunks of ``batch_size`` sequences to bound memory."""
+class _StopWhen:
+    """A ``generate`` stopping criterion: every sequence is done once ``stop()`` is true (a SIGTERM mid-rollout)."""
 
-    def __init__(self, model, processor, *, batch_size: int = 64):
-        self.model, self.processor, self.batch_size = model, processor, batch_size
+    def __init__(self, stop):
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), bool(self.stop()), dtype=torch.bool, device=input_ids.device)
+
+
+class HFEngine:
+    """Sampling with Hugging Face ``generate``, in chunks of ``batch_size`` sequences to bound memory. With
+    ``stop`` (a callable), a stop request ends generation within one decoding step and raises ``Interrupted``."""
+
+    def __init__(self, model, processor, *, batch_size: int = 64, stop=None):
+        self.model, self.processor, self.batch_size, self.stop = model, processor, batch_size, stop
         tok = processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         if self.eos_id is None or self.eos_id == tok.unk_token_id:
@@ -82,7 +96,11 @@ class HFEngine:
                           suppress_tokens=self.suppress or None, use_cache=True)
             if params.do_sample:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+            if self.stop is not None:
+                kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhen(self.stop)])
             seq = model.generate(**inputs, **kwargs)
+            if self.stop is not None and self.stop():
+                raise Interrupted("stop requested during generation")
             outs.append(seq[:, inputs["input_ids"].shape[1]:].cpu())
         width = max(o.shape[1] for o in outs)
         return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
