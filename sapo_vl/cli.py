@@ -7,8 +7,8 @@
     sapo-vl plot RUN_DIR [RUN_DIR ...]
 
 Plug-ins registered by the entry-point group ``sapo_vl.plugins`` are imported first. A ``UserError`` (a wrong
-recipe key, name, path or data row) is printed as one line and exits 2; any other exception is a bug and keeps its
-traceback.
+recipe key, name, path or data row) or an ``OSError`` (a missing path, a permission, a full disk) is printed as one
+line and exits 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         load_entry_points()
         result = getattr(importlib.import_module(module), func)(rest)
-    except UserError as err:
+    except (UserError, OSError) as err:  # OSError: a path, a permission, a full disk: the user's to fix
         print(f"sapo-vl {name}: error: {err}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -448,6 +448,9 @@ def validate(cfg: Config) -> None:
         (cfg.train.num_mini_batches >= 1, "train.num_mini_batches must be >= 1"),
         (cfg.warmup.steps >= 0 and cfg.warmup.batch_size >= 1, "warmup.steps must be >= 0, warmup.batch_size >= 1"),
         (bool(cfg.reward.funcs), "reward.funcs must name at least one reward function"),
+        (all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+             for w in cfg.reward.funcs.values()),
+         f"reward.funcs weights must be finite numbers, got {cfg.reward.funcs}"),
         (cfg.reward.accuracy is None or cfg.reward.accuracy in cfg.reward.funcs,
          f"reward.accuracy ({cfg.reward.accuracy!r}) must be one of reward.funcs {sorted(cfg.reward.funcs)}"),
         (not any(s.reward for s in cfg.data.mixture) or "auto" in cfg.reward.funcs,

@@ -87,6 +87,6 @@ def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, lo
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        if log is not None and (step + 1) % max(1, steps // 5) == 0:
+        if log is not None and (step == 0 or (step + 1) % max(1, steps // 5) == 0):
             log(f"[sapo-vl] warm-up step {step + 1}/{steps}: loss {loss.item():.3f}")
     return losses

@@ -1,11 +1,13 @@
 """Shared test setup: offline Hugging Face, deterministic CPU threads, GPU marker handling."""
 
 import os
+import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("SAPO_VL_CACHE_DIR", tempfile.mkdtemp(prefix="sapo-vl-test-cache-"))  # not the user's cache
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

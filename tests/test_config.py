@@ -143,6 +143,12 @@ def test_values_of_the_wrong_type_are_named(override, message):
     ("reward.funcs={vqaa: 1}", r"reward.funcs: unknown reward 'vqaa'.*\(did you mean 'vqa'\?\)"),
     ("algo.preset=dapoo", r"algo.preset: unknown algorithm preset 'dapoo'.*\(did you mean 'dapo'\?\)"),
     ("train.lr=.inf", "train.lr: expected a finite number, got inf"),
+    ("warmup.lr=.inf", "warmup.lr: expected a finite number, got inf"),
+    ("reward.funcs={vqa: .inf}", "reward.funcs weights must be finite numbers"),
+    ("reward.funcs={vqa: high}", "reward.funcs weights must be finite numbers"),
+    ("data.min_pixels=4096", r"data.min_pixels \(4096\) must not exceed data.max_pixels \(1024\)"),
+    ("log.backends=[jsonl, tensorbord]", r"log.backends: \['tensorbord'\]"),
+    ("reward.on_timeout=drop", "reward.on_timeout must be one of zero | skip"),
     ("rollout.temperature=.nan", "rollout.temperature: expected a finite number, got nan"),
     ("reward.funcs={}", "reward.funcs must name at least one reward function"),
     ("reward.accuracy=math", r"reward.accuracy \('math'\) must be one of reward.funcs \['vqa'\]"),
@@ -152,7 +158,15 @@ def test_values_of_the_wrong_type_are_named(override, message):
 ])
 def test_invalid_values_give_clear_errors(override, message):
     with pytest.raises(UserError, match=message):
-        load_config(DEMO, [override])
+        load_config(DEMO, [override, *(["data.max_pixels=1024"] if "min_pixels" in override else [])])
+
+
+def test_a_yaml_syntax_error_names_the_recipe_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML: .*line \d+") as info:
+        load_config(bad)
+    assert "\n" not in str(info.value)
 
 
 def test_switching_the_loss_needs_its_own_hyperparameters():

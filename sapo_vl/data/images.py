@@ -29,6 +29,7 @@ __all__ = ["ImageDecodeError", "decode_image", "decode_images", "resolve_image",
 
 MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"
+MAX_IMAGE_BYTES = int(os.environ.get("SAPO_VL_MAX_IMAGE_MB", "256")) * 2**20  # larger files are refused unread
 
 
 class ImageDecodeError(ValueError):
@@ -90,11 +91,18 @@ def _resolve_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) 
     path = Path(text.removeprefix("file://")).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
-    if not path.is_file():
+    if not path.exists():
         where = ""
         if not Path(text).is_absolute():
             where = f" ({text!r} resolved against {base_dir if base_dir is not None else 'the working directory'})"
         raise ImageDecodeError(MISSING_IMAGE, f"image file not found: {path.absolute()}{where}")
+    if not path.is_file():
+        kind = "a directory" if path.is_dir() else "not a regular file (a FIFO, socket or device)"
+        raise ImageDecodeError(CORRUPT_IMAGE, f"image path {path.absolute()} is {kind}; expected an image file")
+    size = path.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ImageDecodeError(CORRUPT_IMAGE, f"image file {path.absolute()} is {size / 2**20:.0f} MB; expected at "
+                               f"most {MAX_IMAGE_BYTES / 2**20:.0f} MB (SAPO_VL_MAX_IMAGE_MB)")
     return path.absolute()
 
 
@@ -126,11 +134,14 @@ def resolve_image(value: Any, base_dir: str | os.PathLike | None = None) -> Any:
     """Check one image value without decoding it: a path becomes an absolute ``Path`` to an existing file, HF's
     ``{bytes, path}`` becomes its bytes or path, bytes must be non-empty; PIL images, data URIs and numpy arrays
     pass. ``decode_image`` of the result gives the image. Raises ``ImageDecodeError`` like ``decode_image``."""
-    if isinstance(value, (Image.Image, Path)) or type(value).__module__ == "numpy":
+    if isinstance(value, Image.Image) or type(value).__module__ == "numpy":
         return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         if len(value) == 0:
             raise ImageDecodeError(MISSING_IMAGE, "empty image bytes")
+        if len(value) > MAX_IMAGE_BYTES:
+            raise ImageDecodeError(CORRUPT_IMAGE, f"{len(value) / 2**20:.0f} MB of image bytes; expected at most "
+                                   f"{MAX_IMAGE_BYTES / 2**20:.0f} MB (SAPO_VL_MAX_IMAGE_MB)")
         return bytes(value)
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import re
 from collections import Counter
@@ -213,9 +214,11 @@ def _normalize_answer(value: Any, opts: RecordSpec, fail: Callable[..., RecordEr
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     for i, item in enumerate(items):
         item = _scalar(item)
+        where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            where = f"{name}[{i}]" if isinstance(value, (list, tuple)) else name
             raise fail("invalid_answer", where, f"expected a str or a number, got {type(item).__name__}")
+        if isinstance(item, float) and not math.isfinite(item):
+            raise fail("invalid_answer", where, f"expected a finite number, got {item}")
         items[i] = item
     return items if isinstance(value, (list, tuple)) else items[0]
 

@@ -46,12 +46,7 @@ def load_records(source: Any, spec: RecordSpec | None = None, *, split: str | No
             break
         report.seen += 1
         try:
-            if isinstance(raw, BadRow):
-                raise RecordError(raw.reason, index, None, raw.field, raw.detail)
-            record = normalize_record(raw, index, spec)
-            if record["id"] in seen_ids:
-                raise RecordError("duplicate_id", index, record["id"], spec.fields.id,
-                                  f"id already used by record {seen_ids[record['id']]}; expected unique ids")
+            record = _record(raw, index, spec, seen_ids)
         except RecordError as err:
             if on_error == "raise":
                 raise
@@ -62,6 +57,22 @@ def load_records(source: Any, spec: RecordSpec | None = None, *, split: str | No
     report.kept = len(kept)
     report.log()
     return Records(kept, report)
+
+
+def _record(raw: Any, index: int, spec: RecordSpec, seen_ids: dict[str, int]) -> dict:
+    """One row -> one record; every failure of a row (even one our checks did not foresee) is a RecordError."""
+    if isinstance(raw, BadRow):
+        raise RecordError(raw.reason, index, None, raw.field, raw.detail)
+    try:
+        record = normalize_record(raw, index, spec)
+    except RecordError:
+        raise
+    except (ValueError, TypeError, OSError, RecursionError, MemoryError) as exc:
+        raise RecordError("invalid_row", index, None, "<row>", f"{type(exc).__name__}: {exc}") from exc
+    if record["id"] in seen_ids:
+        raise RecordError("duplicate_id", index, record["id"], spec.fields.id,
+                          f"id already used by record {seen_ids[record['id']]}; expected unique ids")
+    return record
 
 
 # ---------------------------------------------------------------------------------------------------- writers

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
         cfg = _config(args)
         results = run_eval(cfg)
-    except UserError as exc:
+    except (UserError, OSError) as exc:
         print(f"sapo-vl eval: error: {exc}", file=sys.stderr)
         return 2
     print(markdown_table(results), end="")

@@ -150,11 +150,13 @@ def _todo(records: list[dict], done: dict[str, dict], provided: dict[str, list[s
 
 
 def _check_sample_ids(task: str, records: list[dict], provided: dict[str, list[str]], complete: bool) -> None:
-    """A samples file naming docs the task does not have is a mistake (wrong task, wrong ids): say which."""
-    if not complete:
-        return
+    """A samples file naming docs the task does not have is a mistake (wrong task, wrong ids): say which. With
+    ``--limit`` (not ``complete``) ids beyond the first docs are expected, but said."""
     unknown = sorted(set(provided) - {r["id"] for r in records})
-    if unknown:
+    if unknown and not complete:
+        print(f"sapo-vl eval: warning: {len(unknown)} doc ids of the samples file are not among the {len(records)} "
+              f"docs --limit keeps for task {task!r} (e.g. {unknown[:3]}); they are not scored", file=sys.stderr)
+    elif unknown:
         raise EvalInputError(f"samples file has {len(unknown)} doc ids that task {task!r} does not have, e.g. "
                              f"{unknown[:5]}; ids look like {[r['id'] for r in records[:3]]}")
     empty = [d for d, comps in provided.items() if not comps]
@@ -205,6 +207,9 @@ def evaluate_task(spec: TaskSpec, cfg: EvalConfig, policy: _Policy | None,
     wanted = [r["id"] for r in records if provided is None or r["id"] in provided]
     missing = len(records) - len(wanted)
     rows = [done[i] for i in wanted if i in done]
+    if missing:
+        print(f"sapo-vl eval: warning: task {spec.name}: the samples file covers {len(wanted)} of {len(records)} docs; "
+              "the metrics are over those only", file=sys.stderr)
     code_prompts = {r["id"]: r.get("code_prefix") or "" for r in records} if spec.exports else {}
     return TaskRun(spec, gen_kwargs, rows, original, missing, time.time() - start, code_prompts)
 
@@ -263,9 +268,17 @@ def build_results(runs: list[TaskRun], cfg: EvalConfig, policy: _Policy | None, 
 
 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate every task of ``cfg`` and write results.json, samples_<task>.jsonl, summary.md and exports."""
-    start = time.time()
+    """Evaluate every task of ``cfg`` and write results.json, samples_<task>.jsonl, summary.md and exports (the
+    output directory is locked: two evaluations never append to the same sample logs)."""
+    from sapo_vl.rundir import RunLock
+
     specs = [resolve_task(t) for t in cfg.tasks]
+    with RunLock(cfg.output_dir, "evaluation"):
+        return _run_eval(cfg, specs)
+
+
+def _run_eval(cfg: EvalConfig, specs: list[TaskSpec]) -> dict[str, Any]:
+    start = time.time()
     cfg.data_paths = {resolve_alias(specs, cfg.tasks, k): v for k, v in cfg.data_paths.items()}
     provided = read_samples_file(cfg.samples, [s.name for s in specs]) if cfg.samples else None
     policy = _Policy(cfg) if cfg.model is not None else None

@@ -19,9 +19,11 @@ mixed in.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ def read_samples_file(path: str | os.PathLike, tasks: list[str]) -> dict[str, di
     if not path.exists():
         raise SamplesFileError(f"samples file {path} does not exist")
     out: dict[str, dict[str, list[str]]] = {t: defaultdict(list) for t in tasks}
+    others: dict[str, int] = {}  # lines of tasks not evaluated in this run
     for lineno, obj, error in iter_json_objects(path):
         where = f"{path}:{lineno}"
         if isinstance(error, json.JSONDecodeError):
@@ -79,8 +82,20 @@ def read_samples_file(path: str | os.PathLike, tasks: list[str]) -> dict[str, di
                 raise SamplesFileError(f"{where}: no 'task' key, needed when evaluating several tasks {tasks}")
             task = tasks[0]
         if task not in out:
-            continue  # a line of a task not evaluated in this run
+            others[str(task)] = others.get(str(task), 0) + 1
+            continue
         out[task][_line_id(obj, where)].extend(_line_completions(obj, where))
+    if not any(out.values()):
+        seen = f"; its lines name only tasks {sorted(others)}" if others else " (no lines)"
+        raise SamplesFileError(f"samples file {path} has no samples for {tasks}{seen}")
+    close = {t: difflib.get_close_matches(t, tasks, n=1) for t in others}
+    typos = {t: m[0] for t, m in close.items() if m}
+    if typos:
+        raise SamplesFileError(f"samples file {path}: lines of task(s) {sorted(typos)} look like misspellings of "
+                               f"{sorted(set(typos.values()))}; fix the 'task' values")
+    if others:
+        print(f"sapo-vl eval: warning: {sum(others.values())} lines of {path} belong to tasks not evaluated now "
+              f"({sorted(others)}); they are ignored", file=sys.stderr)
     return {t: dict(docs) for t, docs in out.items()}
 
 

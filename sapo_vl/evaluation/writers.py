@@ -24,16 +24,34 @@ from typing import Any
 FILTER = "none"  # lmms-eval's "<metric>,<filter>" key suffix; we apply no response filter
 
 
-def _head_tail_digest(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's size, first and last MiB: cheap for multi-GB weights, changes when they change."""
-    size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
+def _cache_file() -> Path:
+    root = os.environ.get("SAPO_VL_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return Path(root) / "sapo_vl" / "weight_sha256.json"
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a whole weight file, computed once: cached by absolute path, size, mtime and inode (a file
+    rewritten in place gets a new mtime), so a second evaluation of the same checkpoint costs nothing."""
+    stat = path.stat()
+    key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
+    cache_path = _cache_file()
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if key in cache:
+        return cache[key]
     with open(path, "rb") as fh:
-        digest.update(fh.read(chunk))
-        if size > chunk:
-            fh.seek(max(chunk, size - chunk))
-            digest.update(fh.read(chunk))
-    return digest.hexdigest()
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    cache[key] = digest
+    try:  # best effort: a read-only home only costs a re-hash next time
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, cache_path)
+    except OSError:
+        pass
+    return digest
 
 
 _SMALL_FILES = ("*.json", "*.jinja", "*.txt", "*.model", "*.py")  # configs, tokenizer, processor, template
@@ -41,12 +59,10 @@ _WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
 
 
 def model_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """Identify a model directory without hashing all its weights.
-
-    Hashes the full content of the small top-level files (config, generation config, tokenizer, processor, chat
-    template: ``*.json``, ``*.jinja``, ``*.txt``, ``*.model``, ``*.py``) and, for every weight file, its size plus
-    its first and last MiB. Paths and mtimes are recorded but not hashed, so a copied checkpoint keeps its
-    fingerprint.
+    """Identify a model directory by its content: the small top-level files (config, generation config,
+    tokenizer, processor, chat template: ``*.json``, ``*.jinja``, ``*.txt``, ``*.model``, ``*.py``) and the full
+    sha256 of every weight file (``file_sha256``, cached). Paths and mtimes are recorded but not hashed, so a copied
+    checkpoint keeps its fingerprint and any changed weight changes it.
     """
     root = Path(path)
     if not root.is_dir():
@@ -59,9 +75,9 @@ def model_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     files: dict[str, Any] = {}
     for file in weights:
-        part = _head_tail_digest(file)
+        part = file_sha256(file)
         digest.update(file.name.encode() + b"\0" + part.encode())
-        files[file.name] = {"size": file.stat().st_size, "sha256_head_tail": part[:16]}
+        files[file.name] = {"size": file.stat().st_size, "sha256": part}
     config = json.loads((root / "config.json").read_text()) if (root / "config.json").exists() else {}
     return {
         "path": str(root.resolve()),
@@ -111,11 +127,15 @@ def _fmt(value: Any) -> str:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
-    """One row per (task, metric), like lmms-eval's table: Task | Version | Docs | n | Metric | Value | Stderr."""
+    """One row per (task, metric), like lmms-eval's table: Task | Version | Docs | n | Metric | Value | Stderr.
+    Docs is "scored/in the split" when a samples file or --limit covered only part of the task."""
     lines = ["| Task | Version | Docs | n | Metric | Value | Stderr |", "|---|---|---|---|---|---:|---:|"]
     for task, entry in results["results"].items():
         version = results["versions"].get(task, "")
-        docs = results["n-samples"].get(task, {}).get("effective", "")
+        counts = results["n-samples"].get(task, {})
+        docs = counts.get("effective", "")
+        if counts.get("original") not in (None, docs):
+            docs = f"{docs}/{counts['original']}"
         n = entry.get("n_per_doc", "")
         for key, value in entry.items():
             if "," not in key or "_stderr," in key:

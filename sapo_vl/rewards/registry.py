@@ -14,6 +14,7 @@ answer each one grades (what ``sapo-vl eval`` logs and votes on).
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -115,6 +116,10 @@ def get_reward(name: str) -> RewardFn:
 
 
 def _check_output(values: object, n: int, name: str) -> list[float | None]:
+    """A reward function's output as floats: one per completion, each a real number (numpy scalars too, as TRL
+    reward functions often return) or None; NaN and bools are refused."""
+    if hasattr(values, "tolist") and not isinstance(values, (list, tuple)):  # a numpy array or a tensor
+        values = values.tolist()
     if not isinstance(values, (list, tuple)) or len(values) != n:
         got = f"{len(values)} values" if isinstance(values, (list, tuple)) else type(values).__name__
         raise ValueError(f"reward {name!r} must return a list of {n} values (one per completion), got {got}")
@@ -123,7 +128,8 @@ def _check_output(values: object, n: int, name: str) -> list[float | None]:
         if v is None:
             out.append(None)
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(float(v)):
+        if isinstance(v, bool) or type(v).__name__ == "bool_" or not isinstance(v, numbers.Real) \
+                or math.isnan(float(v)):
             raise ValueError(f"reward {name!r} returned {v!r} for sample {i}; expected a number or None")
         out.append(float(v))
     return out

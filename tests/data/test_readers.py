@@ -75,10 +75,15 @@ def test_malformed_image_values_are_image_errors_not_crashes(value, reason):
     assert info.value.reason == reason
 
 
-def test_a_large_non_image_file_fails_on_its_header_without_being_read_whole(tmp_path):
+def test_a_large_non_image_file_is_refused_by_size_or_fails_on_its_header_unread(tmp_path, monkeypatch):
+    from sapo_vl.data import images
+
     big = tmp_path / "big.png"
     with open(big, "wb") as fh:
         fh.truncate(2 * 1024**3)  # a sparse 2 GB file: reading it whole would need 2 GB of memory
+    with pytest.raises(ImageDecodeError, match=r"is 2048 MB; expected at most 256 MB"):
+        decode_image(big)
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 4 * 1024**3)
     with pytest.raises(ImageDecodeError, match="cannot decode image"):
         decode_image(big)
 
@@ -94,3 +99,30 @@ def test_resolve_image_checks_without_decoding_and_decode_gives_the_same_pixels(
     records = load_records([{"prompt": "p", "answer": "a", "image": "a.png"}], base_dir=tmp_path,
                            decode_images=False)
     assert records[0]["images"] == [ref]
+
+
+def test_hostile_rows_are_skipped_and_counted_never_a_crash(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    rows = [{"prompt": "p", "answer": "a", "image": value} for value in
+            ({"bytes": "abc"}, {"bytes": -1}, {"path": 123}, "/proc/self/mem", str(tmp_path), str(fifo))]
+    rows += [{"prompt": "p", "answer": float("nan")}, {"prompt": {"not": "a prompt"}, "answer": "a"},
+             {"prompt": "ok", "answer": "a"}]
+    records = load_records(rows, on_error="skip")
+    assert len(records) == 1 and records.report.num_skipped == 8
+    assert records.report.skipped == {"corrupt_image": 6, "invalid_answer": 1, "invalid_prompt": 1}
+    with pytest.raises(ImageDecodeError, match="is a directory; expected an image file"):
+        decode_image(str(tmp_path))
+    with pytest.raises(ImageDecodeError, match="is not a regular file"):
+        decode_image(str(fifo))
+
+
+def test_an_image_file_over_the_cap_is_refused_unread(tmp_path, monkeypatch):
+    from sapo_vl.data import images
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    monkeypatch.setattr(images, "MAX_IMAGE_BYTES", 10)
+    with pytest.raises(ImageDecodeError, match=r"a.png is 0 MB; expected at most 0 MB \(SAPO_VL_MAX_IMAGE_MB\)"):
+        decode_image(tmp_path / "a.png")

@@ -14,7 +14,7 @@ def test_eval_with_samples_prints_the_table_and_writes_outputs(tmp_path, capsys)
                  "--limit", "1", "--k", "1,2", "--no-progress"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "| easy_vqa | 2 | 1 | 2 | pass@1 | 0.5000 |" in printed and "pass@2" in printed
+    assert "| easy_vqa | 2 | 1/9673 | 2 | pass@1 | 0.5000 |" in printed and "pass@2" in printed
     assert printed.startswith((out / "summary.md").read_text())
     assert json.loads((out / "results.json").read_text())["results"]["easy_vqa"]["pass@2,none"] == 1.0
 

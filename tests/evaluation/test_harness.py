@@ -117,8 +117,8 @@ def test_summary_markdown_lists_every_metric(evaluate):
     results, out = evaluate(["easy_vqa"], EASY, limit=4, k=[1, 2])
     table = (out / "summary.md").read_text()
     assert table.splitlines()[0] == "| Task | Version | Docs | n | Metric | Value | Stderr |"
-    assert "| easy_vqa | 2 | 4 | 4 | pass@1 | 0.5000 | " in table
-    assert "| easy_vqa | 2 | 4 | 4 | pass@2 |" in table and "| maj@4 |" in table
+    assert "| easy_vqa | 2 | 4/9673 | 4 | pass@1 | 0.5000 | " in table
+    assert "| easy_vqa | 2 | 4/9673 | 4 | pass@2 |" in table and "| maj@4 |" in table
 
 
 class _CountingScorer:
@@ -174,6 +174,19 @@ def test_docs_without_samples_are_counted_as_missing(evaluate):
     results, _ = evaluate(["easy_vqa"], EASY[:2], limit=5)
     assert results["results"]["easy_vqa"]["n_missing"] == 3
     assert results["n-samples"]["easy_vqa"]["effective"] == 2
+
+
+def test_partial_samples_say_their_coverage_in_the_table_and_on_stderr(evaluate, capsys):
+    from sapo_vl.evaluation.writers import markdown_table
+
+    results, _ = evaluate(["easy_vqa"], EASY[:2], limit=5)
+    assert "| easy_vqa | 2 | 2/9673 |" in markdown_table(results)
+    assert "covers 2 of 5 docs" in capsys.readouterr().err
+
+
+def test_with_limit_unknown_ids_are_a_warning_not_silence(evaluate, capsys):
+    evaluate(["easy_vqa"], [*EASY[:2], {"doc_id": "easy_vqa-test-9000", "completions": ["x"]}], limit=3)
+    assert "1 doc ids of the samples file are not among the 3 docs --limit keeps" in capsys.readouterr().err
 
 
 def test_unknown_doc_ids_are_an_error_naming_them(evaluate):

@@ -46,6 +46,33 @@ def test_malformed_lines_name_file_and_line(tmp_path, line, message):
         read_samples_file(path, ["t"])
 
 
+def test_an_empty_samples_file_is_an_error_not_an_empty_table(tmp_path):
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(SamplesFileError, match=r"has no samples for \['t'\] \(no lines\)"):
+        read_samples_file(tmp_path / "empty.jsonl", ["t"])
+    other = write_jsonl(tmp_path / "other.jsonl", [{"task": "math500", "doc_id": "1", "completion": "x"}])
+    with pytest.raises(SamplesFileError, match=r"its lines name only tasks \['math500'\]"):
+        read_samples_file(other, ["humaneval"])
+
+
+def test_a_misspelled_task_is_an_error_and_other_tasks_a_visible_warning(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"task": "humaneval", "doc_id": "1", "completion": "x"},
+                                              {"task": "humanevl", "doc_id": "2", "completion": "y"}])
+    with pytest.raises(SamplesFileError, match=r"task\(s\) \['humanevl'\] look like misspellings of \['humaneval'\]"):
+        read_samples_file(path, ["humaneval"])
+    path = write_jsonl(tmp_path / "t.jsonl", [{"task": "humaneval", "doc_id": "1", "completion": "x"},
+                                              {"task": "math500", "doc_id": "2", "completion": "y"}])
+    assert read_samples_file(path, ["humaneval"]) == {"humaneval": {"1": ["x"]}}
+    assert "1 lines of" in capsys.readouterr().err
+
+
+def test_a_non_utf8_line_names_its_line(tmp_path):
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"doc_id": "a", "completion": "x"}\n{"doc_id": "b", "completion": "caf\xe9"}\n')
+    with pytest.raises(SamplesFileError, match=r"s.jsonl:2: not valid JSON \(not UTF-8 text"):
+        read_samples_file(path, ["t"])
+
+
 def test_missing_samples_file(tmp_path):
     with pytest.raises(SamplesFileError, match="does not exist"):
         read_samples_file(tmp_path / "none.jsonl", ["t"])

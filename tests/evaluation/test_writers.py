@@ -26,6 +26,22 @@ def test_fingerprint_follows_config_and_weights_not_location(tmp_path):
     assert a["architectures"] == ["X"] and a["files"]["model.safetensors"]["size"] == 100
 
 
+def test_fingerprint_hashes_all_of_every_weight_file_once(tmp_path, monkeypatch):
+    import hashlib
+
+    big = bytearray(b"w" * (3 << 20))  # identical first and last MiB, different middle
+    a = model_fingerprint(_model(tmp_path / "a", bytes(big)))
+    big[len(big) // 2] = ord("v")
+    b = model_fingerprint(_model(tmp_path / "b", bytes(big)))
+    assert a["sha256"] != b["sha256"] and len(a["files"]["model.safetensors"]["sha256"]) == 64
+    calls = []
+    digest = hashlib.file_digest
+    monkeypatch.setattr(hashlib, "file_digest", lambda *a, **k: calls.append(1) or digest(*a, **k))
+    assert model_fingerprint(tmp_path / "a")["sha256"] == a["sha256"] and calls == []  # cached by size and mtime
+    (tmp_path / "a" / "model.safetensors").write_bytes(bytes(big))  # rewritten in place: hashed again
+    assert model_fingerprint(tmp_path / "a")["sha256"] == b["sha256"] and calls == [1]
+
+
 def test_fingerprint_needs_weights(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(FileNotFoundError, match="has no weights"):
@@ -41,7 +57,7 @@ def test_task_entry_pairs_each_metric_with_its_stderr():
 def test_markdown_table_rows():
     results = {"results": {"t": task_result_entry("t", {"pass@1": 0.5, "pass@1_stderr": 0.25}, {"n_per_doc": 4})},
                "versions": {"t": 2}, "n-samples": {"t": {"original": 10, "effective": 3}}}
-    assert markdown_table(results).splitlines()[2] == "| t | 2 | 3 | 4 | pass@1 | 0.5000 | 0.2500 |"
+    assert markdown_table(results).splitlines()[2] == "| t | 2 | 3/10 | 4 | pass@1 | 0.5000 | 0.2500 |"
 
 
 def test_code_exports_follow_human_eval_and_evalplus_formats(tmp_path):

@@ -280,3 +280,14 @@ def test_module_doc_examples_run(module):
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0
     assert result.attempted > 0
+
+
+def test_numpy_scalars_and_arrays_from_a_trl_function_are_accepted_nan_is_not():
+    import numpy as np
+
+    from sapo_vl.rewards.registry import _check_output
+
+    assert _check_output([np.float32(0.5), np.int64(1), None], 3, "f") == [0.5, 1.0, None]
+    assert _check_output(np.array([0.25, 1.0]), 2, "f") == [0.25, 1.0]
+    with pytest.raises(ValueError, match=r"returned np.float64\(nan\) for sample 0"):
+        _check_output([np.float64("nan")], 1, "f")
