@@ -129,3 +129,27 @@ def test_a_stop_ends_generation_within_a_decoding_step(tiny_dir):
     with pytest.raises(Interrupted, match="during generation"):
         engine.generate(prompts, SamplingParams(max_new_tokens=5000, temperature=1.0))
     assert len(calls) <= 6 and time.monotonic() - start < 30
+
+
+WRITER = ("import sys, time; from sapo_vl.rundir import atomic_dir\n"
+          "with atomic_dir(sys.argv[1]) as tmp:\n"
+          "    (tmp / 'config.json').write_text('')\n"
+          "    print('writing', flush=True)\n"
+          "    time.sleep(600)\n"
+          "    (tmp / 'config.json').write_text('new')\n")
+
+
+def test_a_kill_during_a_directory_write_leaves_the_old_one_and_the_next_write_cleans_up(tmp_path):
+    final = tmp_path / "tiny_init"
+    with atomic_dir(final) as tmp:
+        (tmp / "config.json").write_text("old")
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(final)], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (final / "config.json").read_text() == "old"  # whole, the previous content
+    with atomic_dir(final) as tmp:  # the next writer removes what the killed one left
+        (tmp / "config.json").write_text("newer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny_init"]
+    assert (final / "config.json").read_text() == "newer"

@@ -132,6 +132,24 @@ def test_sigterm_during_the_warm_up_exits_zero_promptly_with_nothing_saved(tmp_p
     assert latest_checkpoint(out) is None
 
 
+@pytest.mark.timeout(300)
+def test_a_second_training_run_on_the_same_output_dir_is_refused_while_the_first_goes_on(tmp_path, tiny_dir):
+    out = tmp_path / "run"
+    first, log = _spawn([*TINY, f"output_dir={out}", f"model.path={tiny_dir}", "train.total_steps=100000"], tmp_path)
+    try:
+        metrics = out / "metrics.jsonl"
+        assert _wait_for(lambda: metrics.is_file() and '"loss"' in metrics.read_text(), first)
+        second = subprocess.run([sys.executable, "-m", "sapo_vl.cli", "train", str(DEMO), *TINY, f"output_dir={out}",
+                                 f"model.path={tiny_dir}"], capture_output=True, text=True, timeout=120,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert second.returncode == 2 and f"is in use by PID {first.pid}" in second.stderr
+        assert first.poll() is None  # the first run is untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        rc, _ = _finish(first, log, tmp_path, timeout_s=60)
+    assert rc == 0 and latest_checkpoint(out) is not None
+
+
 def test_resume_refuses_another_experiment_and_names_the_changes(tmp_path, tiny_dir):
     out = tmp_path / "run"
     run(_config(out, tiny_dir, "train.total_steps=1", "log.save_every=1"))
