@@ -77,6 +77,7 @@ class RolloutConfig:
     top_p: float = 1.0
     top_k: int = 0
     generation_batch_size: int = 64  # sequences per generate() call (memory bound)
+    staleness: int = 0  # train on the rollout generated this many steps back (an asynchronous trainer's lag)
 
 
 @dataclass
@@ -110,6 +111,7 @@ class AlgoConfig:
     kl_beta: float = 0.0  # > 0 loads a frozen reference policy
     kl_estimator: str = "k3"
     moe_aux_coef: float = 0.0  # coefficient of the MoE router load-balancing loss (0 = off)
+    routing_replay: str = "none"  # none | rollout: training forwards use the experts the rollout forward chose
 
 
 @dataclass
@@ -180,6 +182,7 @@ def choices() -> dict[str, Any]:
         "algo.advantage": ADVANTAGES, "algo.kl_estimator": KL_ESTIMATORS, "train.lr_schedule": ("constant", "cosine"),
         "train.mixed_precision": ("auto", "no", "bf16"), "resume": ("auto", "never", "force", "PATH"),
         "reward.on_timeout": ("zero", "skip"), "data.mixture[].reward": REWARDS,
+        "algo.routing_replay": ("none", "rollout"),
         "log.backends": ("jsonl", "tensorboard", "wandb", "trackio"),
     }
 
@@ -400,7 +403,7 @@ def _check_names(cfg: Config, allowed: dict) -> None:
 
 def _check_choices(cfg: Config, allowed: dict) -> None:
     for key in ("data.on_error", "warmup.labels", "algo.aggregation", "algo.kl_estimator", "train.lr_schedule",
-                "train.mixed_precision", "reward.on_timeout"):
+                "train.mixed_precision", "reward.on_timeout", "algo.routing_replay"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed[key]:
@@ -435,7 +438,8 @@ def validate(cfg: Config) -> None:
     checks = [
         (cfg.algo.kl_beta >= 0 and cfg.algo.moe_aux_coef >= 0, "algo.kl_beta and algo.moe_aux_coef must be >= 0"),
         (r.group_size >= 2, "rollout.group_size must be >= 2 (group-normalised advantages)"),
-        (r.prompts_per_step >= 1, "rollout.prompts_per_step must be >= 1"),
+        (r.prompts_per_step >= 1 and r.staleness >= 0,
+         "rollout.prompts_per_step must be >= 1 and rollout.staleness >= 0"),
         (r.max_new_tokens >= 1 and r.generation_batch_size >= 1,
          "rollout.max_new_tokens and rollout.generation_batch_size must be >= 1"),
         (r.temperature > 0 and 0 < r.top_p <= 1 and r.top_k >= 0,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from sapo_vl.checkpoint import (
 )
 from sapo_vl.config import Config, check_resume, config_yaml, load_config, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
+from sapo_vl.models.moe import moe_routers
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
@@ -155,6 +156,7 @@ class Run:
     data_report: dict
     stop: StopFlag
     last_saved: int = 0  # the step of the newest checkpoint this run can fall back to
+    pending: list = field(default_factory=list)  # scored rollouts waiting rollout.staleness steps
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
@@ -204,6 +206,8 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         set_rng_state(state["rng"][accelerator.process_index] if isinstance(state["rng"], list) else state["rng"])
         if is_main:
             print(f"[sapo-vl] resumed from {resume_from} at step {start_step}", flush=True)
+    if cfg.algo.routing_replay != "none" and not moe_routers(model):
+        raise UserError(f"algo.routing_replay={cfg.algo.routing_replay} needs an MoE model; {path} is dense")
     update = PolicyUpdate(model, cfg.algo, cfg.train, cfg.rollout, accelerator, state)
     hf_model = accelerator.unwrap_model(update.policy).model
     r = cfg.rollout
@@ -216,7 +220,7 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k),
         ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
-        last_saved=start_step)
+        last_saved=start_step, pending=_pending(state, accelerator.process_index))
 
 
 @torch.no_grad()
@@ -250,9 +254,9 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     t0 = time.perf_counter()
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
-    rollout.old_logprobs, rollout.router_topk = score_rollout(
+    rollout.old_logprobs, rollout.routing = score_rollout(
         r.hf_model, rollout, temperature=r.sampling.temperature, micro_batch_size=cfg.rollout.generation_batch_size,
-        chunk_size=cfg.train.logprob_chunk_size, top_k_experts=r.update.top_k_experts)
+        chunk_size=cfg.train.logprob_chunk_size)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
                                                 micro_batch_size=cfg.rollout.generation_batch_size)
@@ -292,15 +296,20 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
 
 
 def train_step(r: Run) -> dict:
-    """One step: prompts -> rollout -> rewards and advantages -> policy update. Returns the step's metrics."""
+    """One step: prompts -> rollout -> rewards and advantages -> policy update. Returns the step's metrics.
+
+    With ``rollout.staleness = s`` the update trains on the rollout made ``s`` steps earlier, scored by the policy
+    of its time (an asynchronous trainer's lag); the first ``s`` steps only fill the queue."""
     t0 = time.perf_counter()
     records = [r.train_records[i] for i in r.sampler.next(r.cfg.rollout.prompts_per_step)]
     rollout, metrics = rollout_phase(r, records)
     keep, reward_metrics = reward_phase(r, rollout)
     metrics.update(reward_metrics)
+    r.pending.append(rollout.select(keep) if len(keep) < len(rollout) else rollout)
     t1 = time.perf_counter()
     r.hf_model.train()
-    metrics.update(r.update.update(rollout.select(keep) if len(keep) < len(rollout) else rollout))
+    if len(r.pending) > r.cfg.rollout.staleness:
+        metrics.update(r.update.update(r.pending.pop(0)))
     metrics["time/update"] = time.perf_counter() - t1
     n_tokens = int(rollout.response_mask.sum() + rollout.prompt_mask.sum())
     metrics["time/step"] = time.perf_counter() - t0
@@ -418,6 +427,12 @@ def _any_rank(r: Run, flag: bool) -> bool:
 # helpers
 
 
+def _pending(state: dict | None, rank: int) -> list:
+    """This rank's queue of stale rollouts from a checkpoint (none before rollout.staleness existed)."""
+    queues = state.get("pending") if state else None
+    return list(queues[rank]) if queues else []
+
+
 def _reference_model(cfg: Config, model, accelerator):
     """The frozen KL reference: the policy RL starts from (after any warm-up), loaded only when kl_beta > 0.
 
@@ -447,12 +462,13 @@ def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> No
     import torch.distributed as dist
 
     sampler_state, rng = snapshot if snapshot is not None else (r.sampler.state_dict(), rng_state())
+    pending = [r.pending]  # one queue per rank
     if r.accelerator.num_processes > 1 and dist.is_initialized():
         gathered = [None] * r.accelerator.num_processes
-        dist.all_gather_object(gathered, rng)
-        rng = gathered
+        dist.all_gather_object(gathered, (rng, pending))
+        rng, pending = [g[0] for g in gathered], [g[1][0] for g in gathered]
     if r.accelerator.is_main_process:
-        state = {**r.update.state_dict(), "sampler": sampler_state, "config": r.cfg.to_dict()}
+        state = {**r.update.state_dict(), "sampler": sampler_state, "config": r.cfg.to_dict(), "pending": pending}
         if isinstance(rng, list):
             state["rng"] = rng  # overrides save_checkpoint's own (this process's) rng entry
         save_checkpoint(out_dir, step, model=r.hf_model, processor=r.fmt.processor, trainer_state=state,

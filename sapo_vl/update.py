@@ -20,7 +20,7 @@ import torch
 from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
 from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
-from sapo_vl.models.moe import completion_topk, router_stats, routing_drift
+from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.rollout.types import Rollout
 
 
@@ -149,11 +149,14 @@ class PolicyUpdate:
         for j, idx in enumerate(groups):
             micro = mb.select(idx)
             sync = nullcontext() if acc is None or j == len(groups) - 1 else acc.no_sync(self.policy)
-            with sync:
+            replay = micro.replay_routing() if algo.routing_replay == "rollout" else None
+            with sync, routing(self.policy, replay) as used:  # hooks stay for a checkpointed backward's re-forward
                 loss, out, mask, inputs = self._micro_loss(micro, norm, len(idx) / len(mb), device, means)
                 (acc.backward if acc is not None else torch.Tensor.backward)(loss * world)
             loss_total += loss.item()  # micro losses add up to the mini-batch loss
-            self._diagnostics(micro, out, mask, inputs, len(idx) / len(mb), int(mask.sum()) / n_tokens_total, means)
+            weight = int(mask.sum()) / n_tokens_total
+            self._diagnostics(micro, out, mask, inputs, len(idx) / len(mb), weight, means)
+            self._drift(micro, out, used, inputs[1], weight, means)
         metrics = means.means()
         metrics.update(loss=loss_total, micro_batches=float(len(groups)))
         return metrics
@@ -184,7 +187,7 @@ class PolicyUpdate:
     def _diagnostics(self, micro: Rollout, out, mask, inputs, share: float, weight: float,
                      means: _WeightedMeans) -> None:
         """Entropy and MoE router statistics from tensors the forward already has."""
-        (inputs, P), k = inputs, self.top_k_experts
+        (inputs, _), k = inputs, self.top_k_experts
         means.add("entropy", (out.entropy * mask).sum().item() / max(int(mask.sum()), 1), weight)
         if out.router_logits is None:
             return
@@ -192,8 +195,18 @@ class PolicyUpdate:
             means.add("moe/aux_loss", out.aux_loss.item(), share)
         for key, v in router_stats(out.router_logits, inputs["attention_mask"], k or 1).items():
             means.add(key, v, share)
-        if micro.router_topk is not None and k:
-            C = mask.shape[1]
-            new_topk = completion_topk(out.router_logits, len(micro), P, k).cpu()
-            for key, v in routing_drift(micro.router_topk[:, :C], new_topk, micro.response_mask[:, :C]).items():
-                means.add(key, v, weight)
+
+    def _drift(self, micro: Rollout, out, used: list, prompt_width: int, weight: float, means: _WeightedMeans) -> None:
+        """Routing drift: the experts the training forward used vs those of the rollout, per completion token; under
+        replay (drift 0 by design) also ``moe/router_drift``, what the router itself would have chosen."""
+        if micro.routing is None or not used or used[0] is None:
+            return
+        n, c1, P = len(micro), micro.span()[1], micro.prompt_len
+        old = micro.routing[:, P:P + c1].long().sort(-1).values  # (n, C', L, k)
+        now = torch.stack([u.view(n, -1, u.shape[-1])[:, prompt_width:] for u in used], 2).cpu().sort(-1).values
+        mask = micro.response_mask[:, :c1]
+        for key, v in routing_drift(old, now, mask).items():
+            means.add(key, v, weight)
+        if self.algo.routing_replay == "rollout" and out.router_logits is not None:
+            natural = completion_topk(out.router_logits, n, prompt_width, old.shape[-1]).cpu().long()
+            means.add("moe/router_drift", routing_drift(old, natural, mask)["moe/routing_drift"], weight)

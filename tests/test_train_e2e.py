@@ -126,6 +126,25 @@ def test_a_mixture_logs_per_source_metrics_and_resumes_exactly(tmp_path, tiny_di
     assert all(torch.equal(wa[n], wb[n]) for n in wa)
 
 
+def test_stale_rollouts_train_late_off_policy_and_resume_exactly(tmp_path, tiny_dir, length_reward, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    common = ["rollout.staleness=1", "train.num_mini_batches=1", "log.save_every=1", "log.keep_last=4",
+              "algo.routing_replay=rollout", length_reward]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(_config(straight, tiny_dir, "train.total_steps=3", *common))
+    run(_config(split, tiny_dir, "train.total_steps=2", *common))
+    run(_config(split, tiny_dir, "train.total_steps=3", *common))
+    rows = {r["step"]: r for r in _rows(straight) if r["step"] > 0 and "reward/mean" in r}
+    assert "optimizer_steps" not in rows[1]  # the first step only fills the queue
+    assert rows[2]["optimizer_steps"] == rows[3]["optimizer_steps"] == 1.0
+    assert rows[3]["ratio/mean"] != 1.0  # one step stale: off-policy from the first mini-batch
+    assert rows[3]["moe/routing_drift"] == 0.0 and rows[3]["moe/router_drift"] >= 0.0
+    resumed = {r["step"]: r for r in _rows(split) if r["step"] > 0 and "reward/mean" in r}
+    assert resumed[3]["loss"] == rows[3]["loss"] and resumed[3]["ratio/mean"] == rows[3]["ratio/mean"]
+    wa, wb = _weights(straight / "checkpoints" / "step-000003"), _weights(split / "checkpoints" / "step-000003")
+    assert all(torch.equal(wa[n], wb[n]) for n in wa)
+
+
 def _wait_for(predicate, timeout_s, proc):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

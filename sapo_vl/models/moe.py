@@ -1,13 +1,79 @@
-"""MoE router statistics: load-balancing loss, expert load, router entropy and routing drift.
+"""MoE routing: record and replay the experts each token is sent to, and router statistics (load-balancing loss,
+expert load, router entropy, routing drift).
 
 Router logits come from a Qwen3-VL-MoE forward with ``output_router_logits=True``: one (B * T, E) tensor per MoE
 layer. Routing drift is the fraction of completion tokens whose top-k expert set differs between the rollout-time
 policy and the policy at update time: the instability that SAPO's soft gate is meant to tame in MoE models.
+
+``routing(model, replay)`` hooks every MoE router (no fork of transformers' modelling code): it records the expert
+ids each router returns, or, given the ids recorded in the rollout's forward, makes every router return those ids
+again (routing replay, "R3", as verl and ms-swift have it on Megatron). Under replay the router logits still give
+the gate weights, a softmax over the recorded experts renormalised as the router does, so the router keeps
+learning; only which experts run is fixed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+
+from sapo_vl.errors import UserError
+
+
+def moe_routers(model) -> list[torch.nn.Module]:
+    """The top-k router of every MoE layer, in layer order (``*TopKRouter`` modules with ``top_k`` and
+    ``weight``: Qwen3-VL-MoE and Qwen3-MoE in transformers >= 5). Empty for a dense model."""
+    return [m for m in model.modules() if type(m).__name__.endswith("TopKRouter") and hasattr(m, "top_k")
+            and isinstance(getattr(m, "weight", None), torch.Tensor)]
+
+
+def _router_output(output, layer: int):
+    if not (isinstance(output, tuple) and len(output) == 3 and all(isinstance(t, torch.Tensor) for t in output)
+            and output[0].dim() == 2 and output[2].shape == output[1].shape):
+        raise UserError(f"routing replay: MoE router {layer} returned {type(output).__name__}, not the (logits, "
+                        "weights, expert ids) of transformers 5's TopKRouter; this transformers version's MoE block "
+                        "is not supported (algo.routing_replay=none still works)")
+    return output
+
+
+@contextmanager
+def routing(model, replay: list[torch.Tensor] | None = None) -> Iterator[list]:
+    """Within the block, every forward records the expert ids each MoE router returns (``used[layer]``: (tokens, k),
+    the router's own order); with ``replay`` (one (tokens, k) tensor per layer), the routers return those ids, gate
+    weights recomputed from their own logits. Yields ``used``."""
+    routers = moe_routers(model)
+    if replay is not None and len(replay) != len(routers):
+        raise ValueError(f"routing replay has {len(replay)} layers, the model {len(routers)} MoE routers")
+    used: list = [None] * len(routers)
+
+    def hook_for(layer: int):
+        def hook(module, args, output):
+            logits, weights, ids = _router_output(output, layer)
+            if replay is not None:
+                ids = replay[layer].to(device=ids.device, dtype=ids.dtype)
+                if ids.shape != weights.shape:
+                    raise ValueError(f"routing replay for layer {layer}: {tuple(ids.shape)} recorded ids, the "
+                                     f"forward routes {tuple(weights.shape)}")
+                top = torch.softmax(logits, dtype=torch.float, dim=-1).gather(-1, ids)  # as the router does
+                weights = (top / top.sum(dim=-1, keepdim=True)).to(logits.dtype)
+            used[layer] = ids.detach()
+            return logits, weights, ids
+
+        return hook
+
+    handles = [r.register_forward_hook(hook_for(i)) for i, r in enumerate(routers)]
+    try:
+        yield used
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def routing_dtype(num_experts: int) -> torch.dtype:
+    """The smallest integer type that holds every expert id (int8 up to 128 experts)."""
+    return torch.int8 if num_experts <= 128 else torch.int16
 
 
 def load_balancing_loss(router_logits: tuple[torch.Tensor, ...], attention_mask: torch.Tensor | None,

@@ -17,7 +17,6 @@ from transformers import StoppingCriteriaList
 
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import policy_forward
-from sapo_vl.models.moe import completion_topk
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout
 
@@ -118,27 +117,35 @@ def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]
 
 
 @torch.no_grad()
-def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int, chunk_size: int = 1024,
-                  top_k_experts: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (N, C) of the rollout's completions under ``model`` (and MoE top-k routing), micro-batched."""
+def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int,
+                  chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (N, C) of the rollout's completions under ``model``, micro-batched, and for an MoE model the
+    expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay."""
+    from sapo_vl.models.moe import routing, routing_dtype
+
     N, C = rollout.completion_ids.shape
+    P = rollout.prompt_len
     logprobs = torch.zeros(N, C)
-    topk = None
-    device = next(_unwrap(model).parameters()).device
+    recorded = None
+    model = _unwrap(model)
+    device = next(model.parameters()).device
     for start in range(0, N, micro_batch_size):
         idx = list(range(start, min(start + micro_batch_size, N)))
         mb = rollout.select(idx)
-        inputs, P = mb.model_inputs()
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        out = policy_forward(_unwrap(model), inputs, P, temperature=temperature, chunk_size=chunk_size)
+        inputs, P_mb = mb.model_inputs()
+        (p0, c1), n = mb.span(), len(idx)
+        with routing(model) as used:
+            out = policy_forward(model, {k: v.to(device) for k, v in inputs.items()}, P_mb, temperature=temperature,
+                                 chunk_size=chunk_size)
         width = out.logprobs.shape[1]
-        logprobs[start:start + len(idx), :width] = out.logprobs.float().cpu()
-        if out.router_logits is not None and top_k_experts:
-            t = completion_topk(out.router_logits, len(idx), P, top_k_experts).cpu()  # (n, width, L, k)
-            if topk is None:
-                topk = torch.zeros(N, C, t.shape[2], t.shape[3], dtype=t.dtype)
-            topk[start:start + len(idx), :width] = t
-    return logprobs, topk
+        logprobs[start:start + n, :width] = out.logprobs.float().cpu()
+        if used and used[0] is not None:
+            ids = torch.stack([u.view(n, -1, u.shape[-1]) for u in used], dim=2).cpu()  # (n, T', L, k)
+            if recorded is None:
+                num_experts = model.config.text_config.num_experts
+                recorded = torch.zeros(N, P + C, ids.shape[2], ids.shape[3], dtype=routing_dtype(num_experts))
+            recorded[start:start + n, p0:P + c1] = ids.to(recorded.dtype)
+    return logprobs, recorded
 
 
 def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int, params: SamplingParams) -> Rollout:

@@ -87,7 +87,7 @@ class Rollout:
     records: list[dict]  # (N,) the record of each sequence's prompt
     completions: list[str]  # (N,) decoded completion text (special tokens removed)
     old_logprobs: torch.Tensor | None = None  # (N, C) from policy_forward, no grad
-    router_topk: torch.Tensor | None = None  # (N, C, L, k) MoE top-k experts at rollout time
+    routing: torch.Tensor | None = None  # (N, P + C, L, k) MoE expert ids of every token at rollout time
     ref_logprobs: torch.Tensor | None = None  # (N, C) reference policy (only when KL is on)
     rewards: torch.Tensor | None = None  # (N,)
     advantages: torch.Tensor | None = None  # (N,)
@@ -99,12 +99,24 @@ class Rollout:
     def prompt_len(self) -> int:
         return self.prompt_ids.shape[1]
 
+    def span(self) -> tuple[int, int]:
+        """(p0, c1): the forward reads prompt columns p0: and completion columns :c1 (all-padding columns
+        trimmed); in the full [prompt | completion] layout those are columns p0 .. P + c1."""
+        keep_p = self.prompt_mask.any(0).nonzero()
+        keep_c = self.response_mask.any(0).nonzero()
+        return (int(keep_p[0]) if len(keep_p) else 0), (int(keep_c[-1]) + 1 if len(keep_c) else 1)
+
+    def replay_routing(self) -> list[torch.Tensor] | None:
+        """The recorded expert ids of the tokens ``model_inputs`` holds, one (n * T', k) tensor per MoE layer."""
+        if self.routing is None:
+            return None
+        p0, c1 = self.span()
+        ids = self.routing[:, p0:self.prompt_len + c1].long()  # (n, T', L, k)
+        return [ids[:, :, layer].reshape(-1, ids.shape[-1]) for layer in range(ids.shape[2])]
+
     def model_inputs(self) -> tuple[dict, int]:
         """(inputs over [prompt | completion], P) for ``policy_forward``; trims all-padding columns first."""
-        keep_p = self.prompt_mask.any(0).nonzero()
-        p0 = int(keep_p[0]) if len(keep_p) else 0
-        keep_c = self.response_mask.any(0).nonzero()
-        c1 = int(keep_c[-1]) + 1 if len(keep_c) else 1
+        p0, c1 = self.span()
         prompt_ids, prompt_mask = self.prompt_ids[:, p0:], self.prompt_mask[:, p0:]
         comp, cmask = self.completion_ids[:, :c1], self.response_mask[:, :c1]
         inputs = {

@@ -39,8 +39,7 @@ def _rollout(model, processor, records, *, group_size=4, seed=0, **params):
     engine = HFEngine(model, processor)
     params = SamplingParams(**{"max_new_tokens": 3, "temperature": 1.0, **params})
     ro = make_rollout(engine, PromptFormat(processor), records, group_size, params)
-    ro.old_logprobs, ro.router_topk = score_rollout(model, ro, temperature=params.temperature, micro_batch_size=32,
-                                                    top_k_experts=model.config.text_config.num_experts_per_tok)
+    ro.old_logprobs, ro.routing = score_rollout(model, ro, temperature=params.temperature, micro_batch_size=32)
     return engine, ro
 
 
@@ -163,20 +162,21 @@ def test_old_logprobs_equal_the_log_softmax_of_generate_logits(warm, monkeypatch
     assert torch.allclose(ro.old_logprobs[mask], from_generate[mask], atol=1e-5)
 
 
-def test_router_topk_has_one_expert_set_per_token_layer_and_matches_a_fresh_forward(warm):
+def test_routing_records_one_expert_set_per_token_and_layer_matching_a_fresh_forward(warm):
     model, processor, records = warm
     _, ro = _rollout(model, processor, records[:2], group_size=3)
     cfg = model.config.text_config
     N, C = ro.completion_ids.shape
-    assert ro.router_topk.shape == (N, C, cfg.num_hidden_layers, cfg.num_experts_per_tok)
-    topk = ro.router_topk[ro.response_mask.bool()]  # (tokens, L, k)
+    assert ro.routing.shape == (N, ro.prompt_len + C, cfg.num_hidden_layers, cfg.num_experts_per_tok)
+    assert ro.routing.dtype == torch.int8  # 8 experts: a byte per (token, layer, slot)
+    topk = ro.routing[:, ro.prompt_len:][ro.response_mask.bool()].long().sort(-1).values  # (tokens, L, k)
     assert (topk >= 0).all() and (topk < cfg.num_experts).all()
     assert (topk[..., 1:] > topk[..., :-1]).all()  # distinct experts, sorted
     inputs, P = ro.model_inputs()
     with torch.no_grad():
         out = policy_forward(model, inputs, P)
     fresh = completion_topk(out.router_logits, N, P, cfg.num_experts_per_tok)
-    assert torch.equal(fresh[ro.response_mask.bool()], topk)
+    assert torch.equal(fresh[ro.response_mask.bool()].long(), topk)
 
 
 def test_generate_completions_returns_n_strings_per_record(warm):

@@ -1,0 +1,110 @@
+"""Routing replay on the Hugging Face path: the training forwards use the experts the rollout forward chose, the router
+still learns, the first mini-batch stays exactly on-policy; and the off-policy stress knob (rollout.staleness)."""
+
+import pytest
+import torch
+
+from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
+from sapo_vl.data import build_synthetic_shapes
+from sapo_vl.errors import UserError
+from sapo_vl.models.load import load_policy
+from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.moe import moe_routers, routing
+from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, make_rollout, score_rollout
+from sapo_vl.update import PolicyUpdate
+
+
+def _rollout(model, processor, n_prompts=4, group=4, seed=0):
+    torch.manual_seed(seed)
+    engine = HFEngine(model, processor)
+    records = build_synthetic_shapes("train", n=n_prompts)
+    ro = make_rollout(engine, PromptFormat(processor), records, group, SamplingParams(max_new_tokens=4))
+    ro.old_logprobs, ro.routing = score_rollout(model, ro, temperature=1.0, micro_batch_size=8)
+    ro.advantages = torch.randn(len(ro), generator=torch.Generator().manual_seed(seed))
+    return ro
+
+
+@pytest.fixture
+def policy(tiny_dir):
+    model, processor = load_policy(tiny_dir)
+    model.train()
+    return model, processor
+
+
+def _update(model, replay: str, lr=0.05, mini_batches=4, micro_tokens=10**6):
+    return PolicyUpdate(model, AlgoConfig(routing_replay=replay), TrainConfig(lr=lr, num_mini_batches=mini_batches,
+                        epochs=2, micro_batch_tokens=micro_tokens, max_grad_norm=100.0), RolloutConfig(temperature=1.0))
+
+
+def test_replay_keeps_routing_drift_at_zero_on_every_mini_batch_and_epoch(policy):
+    model, processor = policy
+    ro = _rollout(model, processor)
+    update = _update(model, "rollout", micro_tokens=60)  # several micro-batches: slicing of the recorded ids
+    steps = [update.step(ro.select(list(range(k, len(ro), 4)))) for _ in range(2) for k in range(4)]
+    assert [m["moe/routing_drift"] for m in steps] == [0.0] * 8
+    assert [m["moe/routing_drift_any_layer"] for m in steps] == [0.0] * 8
+    assert max(m["moe/router_drift"] for m in steps) > 0  # the router itself did move: replay hid it
+    assert steps[0]["micro_batches"] > 1
+
+
+def test_without_replay_the_same_updates_drift(policy):
+    model, processor = policy
+    ro = _rollout(model, processor)
+    update = _update(model, "none")
+    steps = [update.step(ro.select(list(range(k, len(ro), 4)))) for _ in range(2) for k in range(4)]
+    assert steps[0]["moe/routing_drift"] == 0.0 and max(m["moe/routing_drift"] for m in steps) > 0
+    assert "moe/router_drift" not in steps[0]
+
+
+def test_the_first_mini_batch_under_replay_is_exactly_on_policy_and_the_router_gets_gradients(policy):
+    model, processor = policy
+    ro = _rollout(model, processor)
+    inputs, P = ro.model_inputs()
+    with routing(model, ro.replay_routing()):
+        out = policy_forward(model, inputs, P, temperature=1.0)
+    mask = ro.response_mask.bool()
+    assert torch.equal(out.logprobs.detach()[mask], ro.old_logprobs[:, :out.logprobs.shape[1]][mask])
+    update = _update(model, "rollout", mini_batches=1)
+    metrics = update.accumulate(ro)
+    assert metrics["ratio/mean"] == 1.0
+    grads = [r.weight.grad for r in moe_routers(model)]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_replay_forces_the_recorded_experts_even_when_the_router_would_choose_others(policy):
+    model, processor = policy
+    ro = _rollout(model, processor, n_prompts=2, group=2)
+    replay = ro.replay_routing()
+    forced = [torch.roll(ids, 1, dims=-1) % 8 if i % 2 else (ids + 1) % 8 for i, ids in enumerate(replay)]
+    inputs, P = ro.model_inputs()
+    with torch.no_grad(), routing(model, forced) as used:
+        policy_forward(model, inputs, P)
+    assert all(torch.equal(u.cpu(), f) for u, f in zip(used, forced))
+
+
+def test_a_router_of_another_shape_is_a_clear_error(policy):
+    model, processor = policy
+    ro = _rollout(model, processor, n_prompts=1, group=2)
+    router = moe_routers(model)[0]
+    handle = router.register_forward_hook(lambda module, args, output: output[0])  # a different router contract
+    inputs, P = ro.model_inputs()
+    try:
+        with pytest.raises(UserError, match="not the \\(logits, weights, expert ids\\) of transformers 5"):
+            with torch.no_grad(), routing(model, ro.replay_routing()):
+                policy_forward(model, inputs, P)
+    finally:
+        handle.remove()
+
+
+def test_a_dense_model_has_no_routers_and_replay_is_refused_at_setup(tmp_path, capsys):
+    from pathlib import Path
+
+    from sapo_vl.cli import main
+    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
+
+    dense = make_tiny_model(tmp_path / "dense", TinyConfig(moe=False))
+    assert moe_routers(load_policy(dense)[0]) == []
+    demo = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "demo.yaml"
+    code = main(["train", str(demo), f"output_dir={tmp_path / 'run'}", f"model.path={dense}", "warmup.steps=0",
+                 "algo.routing_replay=rollout", "data.kwargs={n: 8}", "log.progress=false"])
+    assert code == 2 and "needs an MoE model" in capsys.readouterr().err
