@@ -247,16 +247,25 @@ def evaluate(r: Run) -> dict[str, float]:
     return out
 
 
+def one_pass(cfg: Config) -> bool:
+    """Each rollout gets exactly one optimizer step from the policy that made it: pi_old is the policy being
+    trained, so its log-probs need no forward of their own (the ratio is 1 by construction)."""
+    return (cfg.train.num_mini_batches == 1 and cfg.train.epochs == 1 and cfg.rollout.staleness == 0
+            and cfg.algo.routing_replay == "none")
+
+
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
-    """G completions per prompt, then old log-probs and MoE routing from the update's own forward."""
+    """G completions per prompt, then old log-probs and MoE routing from the update's own forward (skipped when
+    ``one_pass``: the update's forward gives them)."""
     cfg = r.cfg
     r.hf_model.eval()
     t0 = time.perf_counter()
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
-    rollout.old_logprobs, rollout.routing = score_rollout(
-        r.hf_model, rollout, temperature=r.sampling.temperature, micro_batch_size=cfg.rollout.generation_batch_size,
-        chunk_size=cfg.train.logprob_chunk_size)
+    if not one_pass(cfg):
+        rollout.old_logprobs, rollout.routing = score_rollout(
+            r.hf_model, rollout, temperature=r.sampling.temperature,
+            micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
                                                 micro_batch_size=cfg.rollout.generation_batch_size)

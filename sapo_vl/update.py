@@ -170,8 +170,10 @@ class PolicyUpdate:
                           with_entropy=True)
         C = out.logprobs.shape[1]
         mask = micro.response_mask[:, :C].to(device)  # (n, C)
-        res = self.loss_fn(logprobs=out.logprobs, old_logprobs=micro.old_logprobs[:, :C].to(device),
-                           advantages=micro.advantages.to(device), response_mask=mask, **algo.loss_hparams)
+        # no old log-probs: the rollout gets this one optimizer step, so pi_old = pi_theta (exactly: same weights)
+        old = out.logprobs.detach() if micro.old_logprobs is None else micro.old_logprobs[:, :C].to(device)
+        res = self.loss_fn(logprobs=out.logprobs, old_logprobs=old, advantages=micro.advantages.to(device),
+                           response_mask=mask, **algo.loss_hparams)
         loss = aggregate(res.per_token_loss, mask, algo.aggregation, **norm)
         n_tok = int(mask.sum())
         for k, v in res.metrics.items():

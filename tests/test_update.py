@@ -103,3 +103,19 @@ def test_micro_batches_accumulate_the_gradient_of_one_big_batch(model_and_batch,
     for name, g in full.items():
         assert torch.allclose(micro[name], g, rtol=1e-4, atol=1e-6 * scale), name
     assert micro_metrics["loss"] == pytest.approx(full_metrics["loss"], rel=1e-5, abs=1e-7)
+
+
+def test_without_old_logprobs_the_update_is_exactly_the_on_policy_update(model_and_batch):
+    """One optimizer step per rollout: pi_old is the policy itself, so skipping its forward changes nothing."""
+    import dataclasses
+
+    model, batch = model_and_batch
+    inputs, P = batch.model_inputs()
+    with torch.no_grad():
+        exact_old = policy_forward(model, inputs, P).logprobs  # what the separate old-log-prob forward gives
+    with_old = dataclasses.replace(batch, old_logprobs=exact_old)
+    without = dataclasses.replace(batch, old_logprobs=None)
+    m1, g1 = _grads(model, with_old, micro_batch_tokens=10**6, loss="sapo", aggregation="seq-mean-token-mean")
+    m2, g2 = _grads(model, without, micro_batch_tokens=10**6, loss="sapo", aggregation="seq-mean-token-mean")
+    assert m1["ratio/mean"] == m2["ratio/mean"] == 1.0 and m1["loss"] == m2["loss"]
+    assert all(torch.equal(g1[name], g2[name]) for name in g1)
