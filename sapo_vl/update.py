@@ -21,7 +21,7 @@ from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penal
 from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
-from sapo_vl.rollout.types import Rollout
+from sapo_vl.rollout.types import Rollout, to_device
 
 
 def token_budget_split(lengths: list[int], budget: int) -> list[list[int]]:
@@ -84,6 +84,9 @@ class PolicyUpdate:
         self.top_k_experts = getattr(text_config, "num_experts_per_tok", None)
         self.policy = PolicyModule(model)
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
+        visual = getattr(getattr(model, "model", model), "visual", None)
+        # a frozen vision tower: the step's cached image features serve every training forward
+        self.vision_trains = visual is not None and any(p.requires_grad for p in visual.parameters())
         self.optimizer = torch.optim.AdamW(self.params, lr=train.lr, betas=tuple(train.adam_betas),
                                            weight_decay=train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -165,9 +168,9 @@ class PolicyUpdate:
         """The micro-batch's share of the mini-batch objective (policy loss + KL + MoE aux)."""
         algo = self.algo
         inputs, P = micro.model_inputs()
-        inputs = {k: v.to(device) for k, v in inputs.items()}
+        inputs = to_device(inputs, device)
         out = self.policy(inputs, P, temperature=self.rollout.temperature, chunk_size=self.train.logprob_chunk_size,
-                          with_entropy=True)
+                          with_entropy=True, vision=None if self.vision_trains else micro.vision)
         C = out.logprobs.shape[1]
         mask = micro.response_mask[:, :C].to(device)  # (n, C)
         # no old log-probs: the rollout gets this one optimizer step, so pi_old = pi_theta (exactly: same weights)

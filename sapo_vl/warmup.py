@@ -16,7 +16,7 @@ import torch
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
-from sapo_vl.rollout.types import Rollout
+from sapo_vl.rollout.types import Rollout, to_device
 
 
 def _first_answer(record: dict) -> str | None:
@@ -47,7 +47,8 @@ def supervised_batch(fmt: PromptFormat, records: list[dict], targets: list[str])
                    prompt_mm_types=prompts.mm_token_type_ids, completion_ids=completion, response_mask=mask,
                    truncated=torch.zeros(len(ids), dtype=torch.bool), group_ids=torch.arange(len(ids)),
                    pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw,
-                   images_per_sample=prompts.images_per_sample, records=list(records), completions=list(targets))
+                   images_per_sample=prompts.images_per_sample, records=list(records), completions=list(targets),
+                   image_keys=prompts.image_keys)
 
 
 def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, log=None, stop=None) -> list[float]:
@@ -79,7 +80,7 @@ def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, lo
             targets = [_first_answer(r) for r in batch]
         sb = supervised_batch(fmt, batch, targets)
         inputs, P = sb.model_inputs()
-        out = policy_forward(model, {k: v.to(device) for k, v in inputs.items()}, P)
+        out = policy_forward(model, to_device(inputs, device), P)
         mask = sb.response_mask[:, :out.logprobs.shape[1]].to(device).bool()
         loss = -torch.where(mask, out.logprobs, 0.0).sum() / mask.sum()
         loss.backward()

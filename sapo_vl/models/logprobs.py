@@ -108,7 +108,8 @@ def naive_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets
 
 
 def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float = 1.0, chunk_size: int = 1024,
-                   with_entropy: bool = False, output_router_logits: bool | None = None) -> PolicyForward:
+                   with_entropy: bool = False, output_router_logits: bool | None = None,
+                   vision=None) -> PolicyForward:
     """Log-probs of the completion tokens of ``inputs``.
 
     Args:
@@ -117,9 +118,12 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
             prompts have images ``pixel_values`` / ``image_grid_thw``.
         prompt_len: P, the padded prompt width. Completion tokens are ``input_ids[:, P:]`` (C = T - P).
         output_router_logits: None -> True for MoE models.
+        vision: a ``VisionCache`` whose features are valid for these weights (no-grad forwards, frozen vision
+            tower); without one each distinct image (``inputs["image_keys"]``) is encoded once, with gradients.
     """
     from sapo_vl.models.load import is_moe
     from sapo_vl.models.moe import load_balancing_loss
+    from sapo_vl.models.vision import image_outputs
 
     input_ids = inputs["input_ids"]  # (B, T)
     B, T = input_ids.shape
@@ -128,6 +132,11 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
     moe = is_moe(model)
     want_router = moe if output_router_logits is None else (output_router_logits and moe)
     extra = {"output_router_logits": True} if want_router else {}
+    inputs = dict(inputs)
+    keys = inputs.pop("image_keys", None)
+    if keys is not None and inputs.get("pixel_values") is not None:
+        extra["mm_encoder_outputs"] = {"image": image_outputs(model, inputs.pop("pixel_values"),
+                                                              inputs["image_grid_thw"], keys, vision)}
     out = model.model(**inputs, use_cache=False, **extra)
     hidden = out.last_hidden_state[:, prompt_len - 1:T - 1]  # (B, C, H) predicts input_ids[:, P:]
     targets = input_ids[:, prompt_len:]  # (B, C)
@@ -155,6 +164,6 @@ class PolicyModule(torch.nn.Module):
         self.model = model
 
     def forward(self, inputs: dict, prompt_len: int, temperature: float = 1.0, chunk_size: int = 1024,
-                with_entropy: bool = False) -> PolicyForward:
+                with_entropy: bool = False, vision=None) -> PolicyForward:
         return policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
-                              with_entropy=with_entropy)
+                              with_entropy=with_entropy, vision=vision)

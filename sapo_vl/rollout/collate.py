@@ -253,6 +253,6 @@ def collate_prompts(fmt: PromptFormat, records: list[dict]) -> PromptBatch:
     return PromptBatch(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], mm_token_type_ids=mm,
         pixel_values=batch.get("pixel_values"), image_grid_thw=batch.get("image_grid_thw"),
-        images_per_sample=images_per_sample, records=list(records),
+        images_per_sample=images_per_sample, records=list(records), image_keys=list(range(sum(images_per_sample))),
     )
 

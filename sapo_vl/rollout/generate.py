@@ -17,15 +17,16 @@ from transformers import StoppingCriteriaList
 
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.vision import VisionCache, image_outputs
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
-from sapo_vl.rollout.types import PromptBatch, Rollout
+from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
 
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 # Whatever else a checkpoint's generation_config.json switches on (Qwen2.5-VL ships repetition_penalty 1.05) is
 # switched off: the sampling distribution must stay softmax(logits / T), up to top-k / top-p, which is what
 # ``score_rollout`` scores. transformers fills every generate() argument left unset from the model's config.
 NEUTRAL_GENERATION = dict(
-    num_beams=1, num_return_sequences=1, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
+    num_beams=1, repetition_penalty=1.0, encoder_repetition_penalty=1.0,
     no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, min_new_tokens=0, bad_words_ids=None,
     sequence_bias=None, forced_bos_token_id=None, forced_eos_token_id=None, begin_suppress_tokens=None,
     exponential_decay_length_penalty=None, guidance_scale=None, min_p=None, top_h=None, typical_p=1.0,
@@ -52,6 +53,9 @@ class RolloutEngine(Protocol):
 
 def _unwrap(model):
     return getattr(model, "module", model)
+
+
+
 
 
 class _StopWhen:
@@ -83,15 +87,23 @@ class HFEngine:
         self.suppress = [i for i in ids if i is not None and i != tok.unk_token_id]
 
     @torch.no_grad()
-    def generate(self, prompts: PromptBatch, params: SamplingParams) -> torch.Tensor:
+    def generate(self, prompts: PromptBatch, params: SamplingParams, n: int = 1,
+                 vision: VisionCache | None = None) -> torch.Tensor:
+        """``n`` completions of each prompt (rows: prompt 0 x n, prompt 1 x n, ...), ``batch_size`` sequences per
+        ``generate`` call; each prompt's images are encoded once (into ``vision`` when given), not n times."""
         model = _unwrap(self.model)
         device = next(model.parameters()).device
         outs = []
-        for start in range(0, len(prompts), self.batch_size):
-            chunk = prompts.select(list(range(start, min(start + self.batch_size, len(prompts)))))
-            inputs = {k: v.to(device) for k, v in chunk.model_inputs().items()}
+        per_call = max(1, self.batch_size // n)
+        for start in range(0, len(prompts), per_call):
+            chunk = prompts.select(list(range(start, min(start + per_call, len(prompts)))))
+            inputs = to_device(chunk.model_inputs(), device)
+            if "pixel_values" in inputs:
+                inputs["mm_encoder_outputs"] = {"image": image_outputs(
+                    model, inputs.pop("pixel_values"), inputs["image_grid_thw"], chunk.image_keys, vision)}
+            copies = n if params.do_sample else 1  # greedy: the n completions are one, repeated below
             kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
-                          eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
+                          eos_token_id=self.eos_ids, pad_token_id=self.pad_id, num_return_sequences=copies,
                           suppress_tokens=self.suppress or None, use_cache=True)
             if params.do_sample:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
@@ -100,7 +112,7 @@ class HFEngine:
             seq = model.generate(**inputs, **kwargs)
             if self.stop is not None and self.stop():
                 raise Interrupted("stop requested during generation")
-            outs.append(seq[:, inputs["input_ids"].shape[1]:].cpu())
+            outs.append(seq[:, inputs["input_ids"].shape[1]:].cpu().repeat_interleave(n // copies, dim=0))
         width = max(o.shape[1] for o in outs)
         return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
 
@@ -120,7 +132,8 @@ def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]
 def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int,
                   chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, C) of the rollout's completions under ``model``, micro-batched, and for an MoE model the
-    expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay."""
+    expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay.
+    Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference)."""
     from sapo_vl.models.moe import routing, routing_dtype
 
     N, C = rollout.completion_ids.shape
@@ -135,8 +148,8 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
         inputs, P_mb = mb.model_inputs()
         (p0, c1), n = mb.span(), len(idx)
         with routing(model) as used:
-            out = policy_forward(model, {k: v.to(device) for k, v in inputs.items()}, P_mb, temperature=temperature,
-                                 chunk_size=chunk_size)
+            out = policy_forward(model, to_device(inputs, device), P_mb, temperature=temperature,
+                                 chunk_size=chunk_size, vision=rollout.vision)
         width = out.logprobs.shape[1]
         logprobs[start:start + n, :width] = out.logprobs.float().cpu()
         if used and used[0] is not None:
@@ -149,10 +162,13 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
 
 
 def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int, params: SamplingParams) -> Rollout:
-    """Collate ``records`` once and sample ``group_size`` completions each. The old log-probs are
-    ``score_rollout``'s, the one place they are computed."""
-    prompts = collate_prompts(fmt, records).repeat(group_size)
-    completion_ids = engine.generate(prompts, params)  # (N, C)
+    """Collate ``records`` once and sample ``group_size`` completions each, each image encoded once (the rollout's
+    ``vision`` cache serves its later no-grad forwards too). The old log-probs are ``score_rollout``'s, the one
+    place they are computed."""
+    unique = collate_prompts(fmt, records)
+    vision = VisionCache()
+    completion_ids = engine.generate(unique, params, group_size, vision)  # (N, C)
+    prompts = unique.repeat(group_size)
     mask, truncated = response_mask_from_ids(completion_ids, getattr(engine, "eos_ids", engine.eos_id))
     completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, engine.pad_id))
     texts = fmt.processor.tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
@@ -162,6 +178,7 @@ def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int
         group_ids=torch.arange(len(records)).repeat_interleave(group_size),
         pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw,
         images_per_sample=prompts.images_per_sample, records=prompts.records, completions=texts,
+        image_keys=prompts.image_keys, vision=vision,
     )
 
 
@@ -171,7 +188,7 @@ def generate_completions(engine, fmt: PromptFormat, records: list[dict], params:
     sequences at a time. ``params.temperature`` 0 = greedy. Seed torch's RNG before for reproducible samples."""
     per_call = max(1, engine.batch_size // max(n, 1))
     results: list[list[str]] = []
-    for start in range(0, len(records), per_call):
+    for start in range(0, len(records), per_call):  # collate per chunk: only its images are decoded into pixels
         chunk = records[start:start + per_call]
         ro = make_rollout(engine, fmt, chunk, n, params)
         results.extend(ro.completions[i * n:(i + 1) * n] for i in range(len(chunk)))

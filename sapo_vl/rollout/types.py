@@ -2,12 +2,13 @@
 
 Images live once per batch: ``pixel_values`` holds the patch rows of every image in order, ``image_grid_thw`` one
 row per image, and ``images_per_sample`` says which images belong to which sequence. ``select`` gathers the rows of
-a subset of sequences, so micro-batches reuse the very same pixel tensors.
+a subset of sequences, so micro-batches reuse the very same pixel tensors. ``image_keys`` name each image (copies
+made by ``repeat`` share a key), so the step's ``VisionCache`` (``sapo_vl.models.vision``) encodes each once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -31,11 +32,29 @@ def _image_row_index(image_grid_thw: torch.Tensor | None, images_per_sample: lis
     return image_idx, row_idx
 
 
-def _select_images(obj, indices: list[int]):
+def _select_images(obj, indices: list[int]) -> dict:
+    """The image fields of the sequences ``indices``: pixel rows, grids, images per sample and image keys."""
     image_idx, row_idx = _image_row_index(obj.image_grid_thw, obj.images_per_sample, indices)
-    if obj.image_grid_thw is None or not image_idx:
-        return None, None
-    return obj.pixel_values[row_idx], obj.image_grid_thw[image_idx]
+    some = obj.image_grid_thw is not None and bool(image_idx)
+    return {"pixel_values": obj.pixel_values[row_idx] if some else None,
+            "image_grid_thw": obj.image_grid_thw[image_idx] if some else None,
+            "images_per_sample": [obj.images_per_sample[i] for i in indices],
+            "image_keys": [_keys(obj)[i] for i in image_idx]}
+
+
+def to_device(inputs: dict, device) -> dict:
+    """Model inputs on ``device`` (tensors moved; image keys and other values as they are)."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+def _keys(obj) -> list:
+    """The batch's image keys (each image its own key when none were given)."""
+    return obj.image_keys or list(range(0 if obj.image_grid_thw is None else len(obj.image_grid_thw)))
+
+
+def _image_inputs(obj) -> dict:
+    return {} if obj.pixel_values is None else {"pixel_values": obj.pixel_values,
+                                                "image_grid_thw": obj.image_grid_thw, "image_keys": _keys(obj)}
 
 
 @dataclass
@@ -47,23 +66,22 @@ class PromptBatch:
     image_grid_thw: torch.Tensor | None  # (num images, 3)
     images_per_sample: list[int]
     records: list[dict]
+    image_keys: list = field(default_factory=list)  # one per image; equal keys: the same image
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def model_inputs(self) -> dict:
-        out = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-               "mm_token_type_ids": self.mm_token_type_ids}
-        if self.pixel_values is not None:
-            out.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
-        return out
+        """The Hugging Face inputs (``generate``-ready: pixels, no image keys)."""
+        inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
+                  "mm_token_type_ids": self.mm_token_type_ids, **_image_inputs(self)}
+        inputs.pop("image_keys", None)
+        return inputs
 
     def select(self, indices: list[int]) -> PromptBatch:
-        pixel_values, grid = _select_images(self, indices)
         idx = torch.as_tensor(indices, dtype=torch.long)
         return PromptBatch(self.input_ids[idx], self.attention_mask[idx], self.mm_token_type_ids[idx],
-                           pixel_values, grid, [self.images_per_sample[i] for i in indices],
-                           [self.records[i] for i in indices])
+                           records=[self.records[i] for i in indices], **_select_images(self, indices))
 
     def repeat(self, n: int) -> PromptBatch:
         """Each prompt repeated n times consecutively (group layout: prompt 0 x n, prompt 1 x n, ...)."""
@@ -86,6 +104,8 @@ class Rollout:
     images_per_sample: list[int]
     records: list[dict]  # (N,) the record of each sequence's prompt
     completions: list[str]  # (N,) decoded completion text (special tokens removed)
+    image_keys: list = field(default_factory=list)  # one per image; the G copies of a prompt's image share a key
+    vision: dict | None = None  # the step's VisionCache (shared by every select of this rollout)
     old_logprobs: torch.Tensor | None = None  # (N, C) from policy_forward, no grad
     routing: torch.Tensor | None = None  # (N, P + C, L, k) MoE expert ids of every token at rollout time
     ref_logprobs: torch.Tensor | None = None  # (N, C) reference policy (only when KL is on)
@@ -124,21 +144,16 @@ class Rollout:
             "attention_mask": torch.cat([prompt_mask, cmask.to(prompt_mask.dtype)], 1),
             "mm_token_type_ids": torch.cat([self.prompt_mm_types[:, p0:], torch.zeros_like(comp)], 1),
         }
-        if self.pixel_values is not None:
-            inputs.update(pixel_values=self.pixel_values, image_grid_thw=self.image_grid_thw)
+        inputs.update(_image_inputs(self))
         return inputs, prompt_ids.shape[1]
 
     def select(self, indices: list[int]) -> Rollout:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        pixel_values, grid = _select_images(self, indices)
-        changes = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, torch.Tensor) and f.name not in ("pixel_values", "image_grid_thw"):
-                changes[f.name] = value[idx]
-        changes.update(pixel_values=pixel_values, image_grid_thw=grid,
-                       images_per_sample=[self.images_per_sample[i] for i in indices],
-                       records=[self.records[i] for i in indices], completions=[self.completions[i] for i in indices])
+        changes = {f.name: getattr(self, f.name)[idx] for f in fields(self)
+                   if isinstance(getattr(self, f.name), torch.Tensor) and f.name not in ("pixel_values",
+                                                                                          "image_grid_thw")}
+        changes.update(_select_images(self, indices), records=[self.records[i] for i in indices],
+                       completions=[self.completions[i] for i in indices])
         return replace(self, **changes)
 
     def to(self, device) -> Rollout:

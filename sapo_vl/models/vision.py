@@ -1,0 +1,61 @@
+"""Each image through the vision tower once per step, where the maths allows.
+
+A rollout repeats every prompt G times, and its images with it; mini-batches and epochs re-read them again. The
+vision tower's output for an image depends on that image alone (its attention stays within the image), so:
+
+- generation, the old-log-prob forward and every other no-grad forward of a step encode each distinct image once,
+  and the step's ``VisionCache`` keeps the result (Qwen3-VL's merged embeddings and DeepStack features per image);
+- a training forward with a frozen vision tower reads the same cache;
+- a training forward through a trainable vision tower encodes each distinct image of its micro-batch once, with
+  gradients; the copies share that graph, so their gradients sum exactly as if each copy had been encoded.
+
+The outputs reach the model through its own ``mm_encoder_outputs`` argument (transformers >= 5), in place of
+``pixel_values``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class VisionCache(dict):
+    """image key -> (merged embeddings (tokens, H), [DeepStack feature (tokens, H) per layer]) of one model with
+    one step's weights (``model``: the first model to fill it; any other model, e.g. a KL reference, bypasses it).
+    ``output_type`` is the model's own output class (``mm_encoder_outputs`` values must be one)."""
+
+    output_type: type | None = None
+    model: object = None
+
+
+def _encode(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[type, list]:
+    out = model.model.get_image_features(pixel_values, grid_thw, return_dict=True)
+    layers = [list(layer) for layer in out.deepstack_features]
+    return type(out), [(embeds, [layer[i] for layer in layers]) for i, embeds in enumerate(out.pooler_output)]
+
+
+def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, keys: list,
+                  cache: VisionCache | None = None):
+    """The model's vision outputs for a batch's images (``keys``: one per image, equal keys for the same image),
+    each distinct image not in ``cache`` encoded once (and stored there when ``cache`` is given)."""
+    if cache is not None and cache.model not in (None, model):
+        cache = None  # another model's features
+    sizes = grid_thw.prod(-1).tolist()  # patch rows per image
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    first = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    known = cache if cache is not None else {}
+    todo = [i for key, i in first.items() if key not in known]
+    output_type = getattr(cache, "output_type", None)
+    fresh = {}
+    if todo:
+        rows = torch.cat([pixel_values[starts[i]:starts[i] + sizes[i]] for i in todo])
+        output_type, encoded = _encode(model, rows, grid_thw[todo])
+        fresh = {keys[i]: enc for i, enc in zip(todo, encoded)}
+        if cache is not None:
+            cache.update(fresh)
+            cache.output_type, cache.model = output_type, model
+    per_image = [fresh[k] if k in fresh else known[k] for k in keys]
+    depth = len(per_image[0][1]) if per_image else 0
+    return output_type(pooler_output=tuple(e for e, _ in per_image),
+                       deepstack_features=[tuple(d[layer] for _, d in per_image) for layer in range(depth)])

@@ -1,0 +1,104 @@
+"""Each image encoded once per step: the log-probs and gradients of encoding every copy, far fewer vision passes."""
+
+import pytest
+import torch
+from PIL import Image
+
+from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
+from sapo_vl.models.load import load_policy
+from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, collate_prompts, make_rollout, score_rollout
+from sapo_vl.update import PolicyUpdate
+
+RECORDS = [
+    {"id": "a", "prompt": "Colour?", "images": [Image.new("RGB", (64, 32), (200, 30, 30))]},
+    {"id": "b", "prompt": "<image> or <image>?", "images": [Image.new("RGB", (32, 32), (30, 200, 30)),
+                                                         Image.new("RGB", (48, 32), (30, 30, 200))]},
+    {"id": "c", "prompt": "No picture here."},
+]
+G = 3
+
+
+def _count(model):
+    calls = {"images": 0}
+
+    def hook(module, args, kwargs):
+        calls["images"] += len(kwargs["grid_thw"]) if "grid_thw" in kwargs else len(args[1])
+
+    return calls, model.model.visual.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+@pytest.fixture
+def rollout(tiny_dir):
+    model, processor = load_policy(tiny_dir)
+    calls, handle = _count(model)
+    torch.manual_seed(0)
+    ro = make_rollout(HFEngine(model, processor), PromptFormat(processor), RECORDS, G, SamplingParams(4))
+    ro.old_logprobs, ro.routing = score_rollout(model, ro, temperature=1.0, micro_batch_size=64)
+    handle.remove()
+    ro.advantages = torch.tensor([1.0, -0.5, 0.3] * G)
+    return model, processor, ro, calls["images"]
+
+
+def test_a_rollout_encodes_each_distinct_image_once_for_generation_and_old_logprobs(rollout):
+    *_, images = rollout
+    assert images == 3  # 3 distinct images (not 3 x G copies; the old log-probs reuse them)
+
+
+def test_logprobs_from_the_cache_equal_encoding_every_copy(rollout):
+    model, _, ro, _ = rollout
+    inputs, P = ro.model_inputs()
+    per_copy = {k: v for k, v in inputs.items() if k != "image_keys"}  # the model encodes each copy itself
+    with torch.no_grad():
+        cached = policy_forward(model, inputs, P, vision=ro.vision).logprobs
+        deduped = policy_forward(model, inputs, P).logprobs
+        every = policy_forward(model, per_copy, P).logprobs
+    mask = ro.response_mask[:, :every.shape[1]].bool()
+    torch.testing.assert_close(cached[mask], every[mask], rtol=0, atol=2e-6)
+    torch.testing.assert_close(deduped[mask], every[mask], rtol=0, atol=2e-6)
+
+
+def test_gradients_through_a_trainable_vision_tower_equal_encoding_every_copy(rollout):
+    model, _, ro, _ = rollout
+    model.train()
+    inputs, P = ro.model_inputs()
+    grads = []
+    for batch in (inputs, {k: v for k, v in inputs.items() if k != "image_keys"}):
+        model.zero_grad(set_to_none=True)
+        out = policy_forward(model, batch, P)
+        (out.logprobs * ro.response_mask[:, :out.logprobs.shape[1]]).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    vision = [n for n in grads[1] if ".visual." in n]
+    assert vision and grads[0].keys() == grads[1].keys()
+    for name, g in grads[1].items():
+        torch.testing.assert_close(grads[0][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_frozen_vision_tower_is_not_run_by_the_updates_at_all(tiny_dir):
+    model, processor = load_policy(tiny_dir, ModelConfig(freeze_vision=True))
+    torch.manual_seed(0)
+    ro = make_rollout(HFEngine(model, processor), PromptFormat(processor), RECORDS, G, SamplingParams(4))
+    ro.old_logprobs, ro.routing = score_rollout(model, ro, temperature=1.0, micro_batch_size=64)
+    ro.advantages = torch.tensor([1.0, -0.5, 0.3] * G)
+    update = PolicyUpdate(model, AlgoConfig(), TrainConfig(num_mini_batches=2, epochs=2, micro_batch_tokens=64),
+                          RolloutConfig())
+    calls, handle = _count(model)
+    metrics = update.update(ro)
+    handle.remove()
+    assert calls["images"] == 0 and metrics["optimizer_steps"] == 4.0 and metrics["micro_batches"] > 1
+
+
+def test_sampled_and_greedy_generation_match_generating_from_every_copy(rollout):
+    model, processor, _, _ = rollout
+    fmt = PromptFormat(processor)
+    unique = collate_prompts(fmt, RECORDS)
+    copies = unique.repeat(G)
+    engine = HFEngine(model, processor)
+    greedy = SamplingParams(4, temperature=0.0)
+    with torch.no_grad():
+        ours = engine.generate(unique, greedy, n=G)
+        theirs = model.generate(**copies.model_inputs(), do_sample=False, max_new_tokens=4,
+                                suppress_tokens=engine.suppress, eos_token_id=engine.eos_ids,
+                                pad_token_id=engine.pad_id)[:, copies.input_ids.shape[1]:]
+    assert torch.equal(ours[:, :theirs.shape[1]], theirs)
+    assert unique.image_keys == [0, 1, 2] and copies.image_keys == [0] * G + [1, 2] * G  # prompt by prompt
