@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     p.add_argument("--configs", nargs="+", default=list(GRID), choices=list(GRID))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=250)
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one CPU thread each)")
     p.add_argument("--threshold", type=float, default=0.6, help="held-out accuracy for 'steps to threshold'")
     p.add_argument("--override", nargs="*", default=[], help="extra dotted.key=value for every run")

@@ -236,7 +236,8 @@ def evaluate(r: Run) -> dict[str, float]:
     greedy = SamplingParams(max_new_tokens=r.cfg.rollout.max_new_tokens, temperature=0.0)
     texts = [c[0] for c in generate_completions(r.engine, r.fmt, share, greedy)] if share else []
     r.hf_model.train(was_training)
-    totals, comps = r.reward_pool.score(texts, share) if share else ([], {n: [] for n in r.reward_pool.names})
+    totals, comps = (r.reward_pool.score(texts, share, stop=r.stop) if share
+                     else ([], {n: [] for n in r.reward_pool.names}))
     correct = [float(v is not None and v >= 1.0) for v in comps[r.cfg.reward.accuracy or r.reward_pool.names[0]]]
     stats = torch.tensor([sum(correct), sum(totals), float(len(share))], device=acc.device)
     stats = acc.reduce(stats, reduction="sum")

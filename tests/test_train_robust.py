@@ -110,12 +110,14 @@ def test_sigterm_while_a_reward_hangs_saves_the_last_step_within_seconds(tmp_pat
     proc, log = _spawn([*TINY, f"output_dir={out}", f"model.path={tiny_dir}", "train.total_steps=50",
                         "reward.funcs={hang_later: 1.0}", "reward.timeout_s=0", "--import", "hang_plugin.py"], tmp_path)
     metrics = out / "metrics.jsonl"
-    assert _wait_for(lambda: metrics.is_file() and '"loss"' in metrics.read_text(), proc), \
-        (tmp_path / "train.log").read_text()[-2000:]
-    time.sleep(1.0)  # step 2 is now waiting on the stuck reward
-    sent = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    rc, output = _finish(proc, log, tmp_path)
+    try:
+        assert _wait_for(lambda: metrics.is_file() and '"loss"' in metrics.read_text(), proc), \
+            (tmp_path / "train.log").read_text()[-2000:]
+        time.sleep(1.0)  # step 2 is now waiting on the stuck reward
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        rc, output = _finish(proc, log, tmp_path)
     assert rc == 0 and time.monotonic() - sent < 20, output[-2000:]  # the stuck thread does not hold the exit
     assert "SIGTERM during step 2: that step is dropped, step 1 is saved" in output
     assert [p.name for p in list_checkpoints(out)] == ["step-000001"]
@@ -125,9 +127,11 @@ def test_sigterm_while_a_reward_hangs_saves_the_last_step_within_seconds(tmp_pat
 def test_sigterm_during_the_warm_up_exits_zero_promptly_with_nothing_saved(tmp_path, tiny_dir):
     out = tmp_path / "run"
     proc, log = _spawn([*TINY, f"output_dir={out}", f"model.path={tiny_dir}", "warmup.steps=100000"], tmp_path)
-    assert _wait_for(lambda: "warm-up step 1/" in (tmp_path / "train.log").read_text(), proc)
-    proc.send_signal(signal.SIGTERM)
-    rc, output = _finish(proc, log, tmp_path)
+    try:
+        assert _wait_for(lambda: "warm-up step 1/" in (tmp_path / "train.log").read_text(), proc)
+        proc.send_signal(signal.SIGTERM)
+    finally:
+        rc, output = _finish(proc, log, tmp_path)
     assert rc == 0 and "stopped before training started, nothing saved" in output
     assert latest_checkpoint(out) is None
 
