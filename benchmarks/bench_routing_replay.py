@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         "log-prob forward, recording": lambda: score_rollout(model, ro, temperature=1.0, micro_batch_size=64),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for name, fn in cases.items():  # warm-up
+    for fn in cases.values():  # warm-up
         fn()
     for _ in range(args.repeats):
         for name, fn in cases.items():  # interleaved: machine load hits every case alike
