@@ -13,8 +13,10 @@ Metrics (each ``metric(pred: str, golds: list[str], **params) -> float`` in :dat
 - ``"yesno"``: the polarity of the answer ("Yes.", "yes, it is" -> yes); an answer with both or neither is wrong.
 
 No metric matches substrings: an empty answer scores 0, and "red green blue" is not "red" (a list-everything answer
-must not collect reward). Percentages in ``numeric``/``relaxed``: a number written with ``%`` matches both its value
-and its value / 100, so "12%" matches 12 and 0.12.
+must not collect reward). A gold that is only an article ("A", "The") is compared with its article kept
+(:func:`answer_form`), so it can be matched. Percentages in ``numeric``/``relaxed``: a number written with ``%``
+matches both its value and its value / 100, so "12%" matches 12 and 0.12. These are our verifiers, more lenient
+than the benchmarks' own definitions (:mod:`sapo_vl.evaluation.official`), which ``sapo-vl eval`` reports first.
 
 Multiple choice: :func:`extract_choice` reads the chosen letter by fixed priority rules and returns ``None`` when
 nothing parses (scored wrong: never a guessed letter).
@@ -97,20 +99,31 @@ def normalize_vqa(text: str) -> str:
 
 # --- metrics -------------------------------------------------------------------------------------------------------
 
+def answer_form(text: str) -> str:
+    """The form answers are compared in: :func:`normalize_vqa`, except that an answer made only of articles ("A",
+    "The.") -- which normalisation empties -- keeps them (lower-cased), so an article-only gold stays matchable
+    while an empty answer still matches nothing.
+
+    >>> answer_form("The dog."), answer_form("A."), answer_form("")
+    ('dog', 'a', '')
+    """
+    return normalize_vqa(text) or " ".join(_strip_punctuation(text.lower()).split())
+
+
 def exact_match(pred: str, golds: Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals any normalised gold, else 0.0. Empty never matches."""
-    p = normalize_vqa(pred)
-    return float(bool(p) and any(p == normalize_vqa(g) for g in golds))
+    """1.0 if the prediction's :func:`answer_form` equals any gold's, else 0.0. Empty never matches."""
+    p = answer_form(pred)
+    return float(bool(p) and any(p == answer_form(g) for g in golds))
 
 
 def vqa_soft_accuracy(pred: str, golds: Sequence[str]) -> float:
     """VQA v2 accuracy: mean over each held-out annotator of ``min(1, matches among the others / 3)``."""
     if len(golds) < 2:
         return exact_match(pred, golds)
-    p = normalize_vqa(pred)
+    p = answer_form(pred)
     if not p:
         return 0.0
-    hits = [normalize_vqa(g) == p for g in golds]
+    hits = [answer_form(g) == p for g in golds]
     total = sum(hits)
     return sum(min(1.0, (total - h) / 3.0) for h in hits) / len(hits)
 
@@ -240,12 +253,14 @@ VQA_METRICS: dict[str, Callable[..., float]] = {
 # --- multiple choice -----------------------------------------------------------------------------------------------
 
 _WRAPPERS = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{(.*)\}$", re.DOTALL)
-_CUE = re.compile(r"(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*", re.IGNORECASE)
+_CUE = re.compile(r"(?:answer|option|choice)[*_]*(?:\s+is)?[*_]*\s*[:：]?[*_ \t]*", re.IGNORECASE)
 # After a cue: a bracketed letter (any case); an upper-case letter followed by punctuation or the end of the line;
 # or, except for "A" and "I" (which are also words), an upper-case letter followed by a space ("is B because").
 _CUED_LETTER = re.compile(
     r"\*{0,2}(?:[(\[]([A-Za-z])[)\]]|([A-Z])(?=\*{0,2}(?:[.,:;)!]|[ \t]*(?:\n|$)))|([B-HJ-Z])(?=\s))"
 )
+# After a cued letter: another letter joined by "and" / "or" / "," / "/" ("B and C", "A or B"): no single choice.
+_HEDGE = re.compile(r"[)\]*_]*\s*(?:,|/|&|\band\b|\bor\b)\s*\*{0,2}[(\[]?[A-Z]\b(?!')")
 _LEADING_MARKER = re.compile(r"^\s*\*{0,2}(?:[(\[]([A-Z])[)\]]|([A-Z])(?:[.:)]|\s+[-–]\s))")
 _BRACKETED = re.compile(r"[(\[]([A-Z])[)\]]")
 
@@ -282,9 +297,10 @@ def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str
     (an unclosed think block -> ``None``). Within the scope, the first rule that applies wins:
 
     1. the scope is a lone letter: ``B``, ``(B)``, ``B.``, ``**B**``, ``\\text{B}`` (any case);
-    2. the last cue "answer/option/choice (is|:) X": X bracketed (any case), an upper-case letter followed by
-       punctuation or the end of the line, or a letter other than "A"/"I" followed by a space ("the answer is B
-       because ..."); "the answer is A cat" is not a letter answer;
+    2. the last cue "answer/option/choice (is|:) X", markdown allowed ("**Answer:** D", "**Answer**: (D)"): X
+       bracketed (any case), an upper-case letter followed by punctuation or the end of the line, or a letter
+       other than "A"/"I" followed by a space ("the answer is B because ..."); "the answer is A cat" is not a
+       letter answer, and "B and C" / "B, C" / "B or C" is none;
     3. the last line that is a lone upper-case letter;
     4. the scope opens with a marker ``(B) ...``, ``B. ...``, ``B) ...``, ``B: ...`` and no other bracketed letter
        occurs ("A cat" has no marker; "(A) or (B)" is ambiguous);
@@ -313,7 +329,8 @@ def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str
     found = valid(_bare_letter(scope))
     if found is None:
         cued = [m for cue in _CUE.finditer(scope) if (m := _CUED_LETTER.match(scope, cue.end()))]
-        found = valid(next(g for g in cued[-1].groups() if g)) if cued else None
+        if cued and not _HEDGE.match(scope, cued[-1].end()):
+            found = valid(next(g for g in cued[-1].groups() if g))
     if found is None:
         lines = [letter for line in scope.splitlines() if (letter := _bare_letter(line)) and letter.isupper()]
         found = valid(lines[-1]) if lines else None
