@@ -58,6 +58,7 @@ _SPACING = re.compile(r"\\[,;:! ]|\\left|\\right|\\displaystyle|~|(?<!\d)\s+|\s+
 # Thousands groups: a 1-3 digit head, then groups of exactly three after a space (plain, no-break, thin, LaTeX) or
 # "{,}". Joined wherever they occur: "1 000" is one thousand, never 1 * 000 (math-verify's reading of "$1 000$").
 _GROUPS = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:(?:[ \u00a0\u202f]|\\[,;: ]|\{,\})\d{3})+(?!\d)")
+_GROUP_HINT = re.compile(r"\d(?:[ \u00a0\u202f]|\\[,;: ]|\{,\})\d")  # a cheap test before _GROUPS
 _COMMA_GROUPS = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?")  # "1,000" (a whole answer only)
 _DECIMAL_COMMA = re.compile(r"[-+]?\d+,\d+")
 _PLAIN = re.compile(r"[-+]?(?:\d+(?:[.,]\d+)?|[.,]\d+)")
@@ -95,22 +96,22 @@ def join_groups(s: str) -> str:
     >>> join_groups("1 000"), join_groups("14{,}916"), join_groups("1,234,567.5"), join_groups("1, 234")
     ('1000', '14916', '1234567.5', '1, 234')
     """
-    if any(c.isdigit() for c in s):
+    if _GROUP_HINT.search(s):
         s = _GROUPS.sub(lambda m: "".join(c for c in m.group(0) if c.isdigit()), s).replace("{,}", ",")
-        bare = s.strip().strip("$").strip()
-        if _COMMA_GROUPS.fullmatch(bare):
-            s = bare.replace(",", "")
+    if "," in s and _COMMA_GROUPS.fullmatch(bare := s.strip().strip("$").strip()):
+        s = bare.replace(",", "")
     return s
 
 
 def _normalize(s: str) -> str:
-    s = _SPACING.sub("", join_groups(s).replace("$", ""))
+    """A :func:`join_groups` answer without ``$``, spacing, ``\\left``/``\\right``, ``\\dfrac``, a final full stop."""
+    s = _SPACING.sub("", s.replace("$", ""))
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     return s.rstrip(".")
 
 
 def _bare(s: str) -> str:
-    return join_groups(s).strip().strip("$").strip().rstrip(".")
+    return s.strip().strip("$").strip().rstrip(".")
 
 
 def _decimal(text: str) -> Decimal | None:
@@ -123,16 +124,18 @@ def _decimal(text: str) -> Decimal | None:
 def fast_equal(pred: str, gold: str) -> bool | None:
     """The cheap stage of :func:`math_equal`: ``True``/``False`` when decidable by string and number rules alone,
     ``None`` when math-verify is needed."""
+    pred, gold = join_groups(pred), join_groups(gold)
     p, g = _normalize(pred), _normalize(gold)
     if not p or not g:
         return False
     if p == g:
         return True
-    bare_p, bare_g = _bare(pred), _bare(gold)  # spaces kept: "1, 2" is a pair, never a decimal
-    if _DECIMAL_COMMA.fullmatch(bare_g) and _PLAIN.fullmatch(bare_p) and _decimal(bare_p) == _decimal(bare_g):
-        return True  # the gold writes a decimal comma, so the answer may too (else: math-verify, the pair reading)
-    if _DECIMAL_COMMA.fullmatch(bare_p) and _PLAIN.fullmatch(bare_g):
-        return False  # the gold does not: "0,125" is no decimal here (math-verify would read one)
+    if "," in p or "," in g:
+        bare_p, bare_g = _bare(pred), _bare(gold)  # spaces kept: "1, 2" is a pair, never a decimal
+        if _DECIMAL_COMMA.fullmatch(bare_g) and _PLAIN.fullmatch(bare_p) and _decimal(bare_p) == _decimal(bare_g):
+            return True  # the gold writes a decimal comma, so the answer may too (else math-verify: a pair)
+        if _DECIMAL_COMMA.fullmatch(bare_p) and _PLAIN.fullmatch(bare_g):
+            return False  # the gold does not: "0,125" is no decimal here (math-verify would read one)
     if _INT.fullmatch(p) and _INT.fullmatch(g):
         return int(p) == int(g)
     if _DECIMAL.fullmatch(p) and _DECIMAL.fullmatch(g) and _decimal(p) == _decimal(g):
