@@ -10,8 +10,9 @@ is what the reference does. Sources:
 - ANLS: Biten et al. 2019 (arXiv 1907.00490) eq. 1, as the DocVQA / InfographicVQA evaluation script of the RRC
   site computes it (Mathew et al. 2021).
 - VQA accuracy: Antol et al. 2015, Goyal et al. 2017: EvalAI's answer processor (``EvalAIAnswerProcessor`` of
-  mmf, used by lmms-eval) and the leave-one-annotator-out ``min(#matches / 3, 1)`` of the VQA API's ``vqaEval.py``,
-  with lmms-eval's ``vqav2_process_results`` ordering of the two.
+  mmf, used by lmms-eval; :func:`sapo_vl.rewards.vqa.normalize_vqa`, which the vqa verifier shares) and the
+  leave-one-annotator-out ``min(#matches / 3, 1)`` of the VQA API's ``vqaEval.py``, with lmms-eval's
+  ``vqav2_process_results`` ordering of the two.
 - MathVista: Lu et al. 2024, ``evaluation/calculate_score.py`` (``normalize_extracted_answer`` + ``safe_equal``).
 - MMMU: Yue et al. 2024, ``eval/eval_utils.py`` (``parse_multi_choice_response``, ``parse_open_response``,
   ``eval_multi_choice``, ``eval_open``).
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 
 from sapo_vl.registry import Registry
 from sapo_vl.rewards._text import answer_span, strip_think
-from sapo_vl.rewards.vqa import levenshtein
+from sapo_vl.rewards.vqa import levenshtein, normalize_vqa, vqa_digits_articles, vqa_punctuation
 
 
 def _text(value: object, name: str, fn: str) -> str:
@@ -102,80 +103,24 @@ def anls(prediction: str, answers: list[str]) -> float:
 
 # ----------------------------------------------------------------------------------------------------------- VQA
 
-# EvalAI's contraction table. Every form below, with its apostrophe removed (with one of its apostrophes removed,
-# when it has several: "couldnt've", "couldn'tve"), maps to the form. The table's four keys with capitals ("Im",
-# "Ive", "Id've", "I'dve") never meet lower-cased text and its two identities ("let's", "she's") change nothing, so
-# they are left out; a word that is also a contraction without its apostrophe ("its", "were", "hell") is absent.
-_CONTRACTED = """ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't
-he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've mustn't must've
-needn't not've o'clock oughtn't 'ow's'at shan't she'd've should've shouldn't shouldn't've somebody'd've somebody'll
-somebody's someone'd someone'd've someone'll someone's something'd something'd've something'll that's there'd
-there'd've there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll
-what're what's what've when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't
-would've wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've""".split()
-CONTRACTIONS = {
-    key: form
-    for form in _CONTRACTED
-    for key in ([form.replace("'", "")] if form.count("'") == 1 else
-                [form[:i] + form[i + 1:] for i, c in enumerate(form) if c == "'"])
-}
-CONTRACTIONS["somebody'd"] = "somebodyd"  # official: this one entry runs backwards (and "somebodyd" is no key)
-NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
-NUMBER_WORDS["none"] = "0"
-
-# EvalAI's punctuation list: no apostrophe, colon or full stop (the VQA API's own list differs: it has "'" and ":").
-_VQA_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
-_DIGIT_COMMA_DIGIT = re.compile(r"(?<=\d),+(?=\d)")
-_PERIOD = re.compile(r"\.(?!\d)")  # official: written "(?!<=\d)(\.)(?!\d)", a lookahead typo with no effect
-_ARTICLES = ("a", "an", "the")
-
-
-def _vqa_punctuation(text: str) -> str:
-    out = text
-    delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
-    for mark in _VQA_PUNCT:
-        if f"{mark} " in text or f" {mark}" in text or delete_all:  # official: decided on the input, not on `out`
-            out = out.replace(mark, "")
-        else:
-            out = out.replace(mark, " ")
-    return _PERIOD.sub("", out, count=32)  # official: `sub("", s, re.UNICODE)` passes re.UNICODE (32) as count
-
-
-def _vqa_digits_articles(text: str) -> str:
-    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
-    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
-
-
-def vqa_normalize(answer: str) -> str:
-    """EvalAI's answer processor: lower-case; drop ``,`` and ``?``; ``'s`` -> `` 's``; newlines and tabs to spaces;
-    punctuation (:func:`_vqa_punctuation`); number words zero..ten and "none" to digits; articles dropped;
-    apostrophe-less contractions restored.
-
-    >>> vqa_normalize("Two dogs."), vqa_normalize("It's red"), vqa_normalize("A")
-    ('2 dogs', "it 's red", '')
-    """
-    text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
-    text = text.replace("\n", " ").replace("\t", " ").strip()
-    return _vqa_digits_articles(_vqa_punctuation(text))
-
-
 def vqa_accuracy(prediction: str, answers: list[str]) -> float:
     """VQA accuracy of one question: for each of the (10) human answers held out in turn, ``min(#others equal to
     the prediction / 3, 1)``; the mean over the held-out ones.
 
-    The prediction goes through :func:`vqa_normalize`. The human answers are only stripped while they all agree
-    (official: then they are compared as written, so a unanimous "Yes" never matches); once they differ, they and
-    the prediction also go through the punctuation and digit/article steps. Leave-one-out is by position (VQA
+    The prediction goes through EvalAI's answer processor (:func:`sapo_vl.rewards.vqa.normalize_vqa`). The human
+    answers are only stripped while they all agree (official: then they are compared as written, so a unanimous
+    "Yes" never matches); once they differ, they and the prediction also go through the punctuation and
+    digit/article steps. Leave-one-out is by position (VQA
     answers carry distinct ids). At least two answers are required: with one, every prediction scores 0.
 
     >>> vqa_accuracy("two", ["2"] * 3 + ["3"] * 7), vqa_accuracy("3", ["2"] * 3 + ["3"] * 7)
     (0.9, 1.0)
     """
-    prediction = vqa_normalize(_text(prediction, "prediction", "vqa_accuracy"))
+    prediction = normalize_vqa(_text(prediction, "prediction", "vqa_accuracy"))
     golds = [a.replace("\n", " ").replace("\t", " ").strip() for a in _texts(answers, "answers", "vqa_accuracy", 2)]
     if len(set(golds)) > 1:
-        golds = [_vqa_digits_articles(_vqa_punctuation(g)) for g in golds]
-        prediction = _vqa_digits_articles(_vqa_punctuation(prediction))  # official: processed a second time
+        golds = [vqa_digits_articles(vqa_punctuation(g)) for g in golds]
+        prediction = vqa_digits_articles(vqa_punctuation(prediction))  # official: processed a second time
     matches = [g == prediction for g in golds]
     return sum(min(1.0, (sum(matches) - m) / 3) for m in matches) / len(golds)
 

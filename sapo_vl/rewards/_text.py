@@ -131,15 +131,6 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     return found
 
 
-def find_boxed(text: str) -> list[str]:
-    """Contents of every complete ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces matched), in order.
-
-    >>> find_boxed(r"\\boxed{\\frac{1}{2}} and \\fbox{x^{2}}")
-    ['\\\\frac{1}{2}', 'x^{2}']
-    """
-    return [content for _, _, content in _boxes(text)]
-
-
 def _balanced(text: str, start: int) -> str | None:
     """The content of the brace group opening at ``text[start] == '{'``; escaped braces ``\\{`` do not count."""
     depth = 0

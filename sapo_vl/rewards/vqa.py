@@ -2,7 +2,7 @@
 
 Metrics (each ``metric(pred: str, golds: list[str], **params) -> float`` in :data:`VQA_METRICS`):
 
-- ``"exact"``: normalised exact match (official VQA normalisation, :func:`normalize_vqa`), max over golds.
+- ``"exact"``: normalised exact match (EvalAI's VQA answer processor, :func:`normalize_vqa`), max over golds.
 - ``"vqa_soft"``: the VQA v2 accuracy, ``min(1, #annotators agreeing / 3)`` averaged over the leave-one-out subsets
   of the (usually 10) human answers (Antol et al. 2015; Goyal et al. 2017). With one gold it is ``"exact"``.
 - ``"numeric"``: the prediction must hold exactly one number, within ``rel_tol`` (relative) of the gold's.
@@ -37,64 +37,70 @@ from sapo_vl.rewards._text import (
     strip_think,
 )
 
-# --- official VQA normalisation (re-implemented from the VQA evaluation's documented behaviour) -------------------
+# --- VQA answer normalisation -------------------------------------------------------------------------------------
+# EvalAI's answer processor (EvalAIAnswerProcessor of mmf, which lmms-eval uses), reimplemented exactly: the official
+# VQA accuracy (sapo_vl.evaluation.official.vqa_accuracy) uses it too. "official:" marks a line that looks wrong but
+# is what EvalAI does.
 
-_ARTICLES = frozenset({"a", "an", "the"})
-_NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])
+# EvalAI's contraction table. Every form below, with its apostrophe removed (with one of its apostrophes removed,
+# when it has several: "couldnt've", "couldn'tve"), maps to the form. The table's four keys with capitals ("Im",
+# "Ive", "Id've", "I'dve") never meet lower-cased text and its two identities ("let's", "she's") change nothing, so
+# they are left out; a word that is also a contraction without its apostrophe ("its", "were", "hell") is absent.
+_CONTRACTED = """ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't
+he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've mustn't must've
+needn't not've o'clock oughtn't 'ow's'at shan't she'd've should've shouldn't shouldn't've somebody'd've somebody'll
+somebody's someone'd someone'd've someone'll someone's something'd something'd've something'll that's there'd
+there'd've there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll
+what're what's what've when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't
+would've wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've""".split()
+CONTRACTIONS = {
+    key: form
+    for form in _CONTRACTED
+    for key in ([form.replace("'", "")] if form.count("'") == 1 else
+                [form[:i] + form[i + 1:] for i, c in enumerate(form) if c == "'"])
 }
-_NUMBER_WORDS["none"] = "0"
-# Contractions written without the apostrophe are restored ("dont" -> "don't"). Forms that are also ordinary words
-# ("its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets") are left alone.
-_CONTRACTED = (
-    "ain't aren't can't couldn't couldn't've could've didn't doesn't don't hadn't hasn't haven't he'd "
-    "he'll he's how'd how'll how's i'm i've isn't it'd it'll let's ma'am mightn't might've mustn't "
-    "must've needn't o'clock oughtn't shan't she'd she'll she's shouldn't should've somebody's someone's "
-    "something's that's there's there're they'd they'll they're they've wasn't we'll we're we've weren't "
-    "what'll what're what's what've where'd where's who'd who'll who's who've why'll why're why's won't "
-    "wouldn't would've y'all you'd you'll you're you've"
-).split()
-_NOT_CONTRACTIONS = frozenset({"its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets", "shell"})
-_CONTRACTIONS = {
-    c.replace("'", ""): c for c in _CONTRACTED if c.replace("'", "") not in _NOT_CONTRACTIONS
-}
-_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
-_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
-_PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")
+CONTRACTIONS["somebody'd"] = "somebodyd"  # official: this one entry runs backwards (and "somebodyd" is no key)
+NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+NUMBER_WORDS["none"] = "0"
+
+# EvalAI's punctuation list: no apostrophe, colon or full stop (the VQA API's own list differs: it has "'" and ":").
+_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?",
+                "!")
+_DIGIT_COMMA_DIGIT = re.compile(r"(?<=\d),+(?=\d)")
+_PERIOD = re.compile(r"\.(?!\d)")  # official: written "(?!<=\d)(\.)(?!\d)", a lookahead typo with no effect
+_ARTICLES = ("a", "an", "the")
 
 
-def _strip_punctuation(text: str) -> str:
-    """VQA punctuation rule: a mark next to a space (or any mark in text with a digit-comma-digit group) is
-    deleted, any other mark becomes a space; full stops are dropped unless a digit follows (decimals)."""
-    delete_all = bool(_DIGIT_COMMA_DIGIT.search(text))
+def vqa_punctuation(text: str) -> str:
+    """EvalAI's punctuation step: a mark with a space beside it anywhere in ``text`` (or any mark, when ``text``
+    has a digit-comma-digit group) is deleted, else replaced by a space; full stops not before a digit go."""
+    out = text
+    delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
     for mark in _PUNCTUATION:
-        if mark not in text:
-            continue
-        if delete_all or f"{mark} " in text or f" {mark}" in text:
-            text = text.replace(mark, "")
+        if f"{mark} " in text or f" {mark}" in text or delete_all:  # official: decided on the input, not on `out`
+            out = out.replace(mark, "")
         else:
-            text = text.replace(mark, " ")
-    return _PERIOD_NOT_DECIMAL.sub("", text)
+            out = out.replace(mark, " ")
+    return _PERIOD.sub("", out, count=32)  # official: `sub("", s, re.UNICODE)` passes re.UNICODE (32) as count
 
 
-def normalize_vqa(text: str) -> str:
-    """Official VQA answer normalisation: lower-case, punctuation, number words -> digits, articles dropped,
-    apostrophe-less contractions restored, whitespace collapsed. Applied to both prediction and golds.
+def vqa_digits_articles(text: str) -> str:
+    """EvalAI's word step: lower-case, number words to digits, articles dropped, contractions restored."""
+    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
 
-    >>> normalize_vqa("The Two dogs.")
-    '2 dogs'
-    >>> normalize_vqa("dont know")
-    "don't know"
+
+def normalize_vqa(answer: str) -> str:
+    """EvalAI's answer processor: lower-case; drop ``,`` and ``?``; ``'s`` -> `` 's``; newlines and tabs to spaces;
+    punctuation (:func:`vqa_punctuation`); number words zero..ten and "none" to digits; articles dropped;
+    apostrophe-less contractions restored.
+
+    >>> normalize_vqa("Two dogs."), normalize_vqa("It's red"), normalize_vqa("dont know")
+    ('2 dogs', "it 's red", "don't know")
     """
-    text = " ".join(text.replace("\n", " ").replace("\t", " ").lower().split())
-    words = []
-    for word in _strip_punctuation(text).split():
-        word = _NUMBER_WORDS.get(word, word)
-        if word in _ARTICLES:
-            continue
-        words.append(_CONTRACTIONS.get(word, word))
-    return " ".join(words)
+    text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return vqa_digits_articles(vqa_punctuation(text))
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
@@ -107,7 +113,7 @@ def answer_form(text: str) -> str:
     >>> answer_form("The dog."), answer_form("A."), answer_form("")
     ('dog', 'a', '')
     """
-    return normalize_vqa(text) or " ".join(_strip_punctuation(text.lower()).split())
+    return normalize_vqa(text) or " ".join(vqa_punctuation(text.lower()).split())
 
 
 def exact_match(pred: str, golds: Sequence[str]) -> float:
@@ -140,7 +146,7 @@ def extract_numbers(text: str) -> list[tuple[float, bool]]:
     >>> extract_numbers("about 1,234.5 or -3%")
     [(1234.5, False), (-3.0, True)]
     """
-    words = [_NUMBER_WORDS.get(w.lower(), w) for w in re.split(r"(\s+)", text)]
+    words = [NUMBER_WORDS.get(w.lower(), w) for w in re.split(r"(\s+)", text)]
     out = []
     for m in _NUMBER.finditer("".join(words)):
         token = m.group(0).replace(",", "").replace("−", "-").replace("%", "").strip()
