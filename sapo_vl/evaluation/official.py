@@ -110,8 +110,8 @@ def vqa_accuracy(prediction: str, answers: list[str]) -> float:
     The prediction goes through EvalAI's answer processor (:func:`sapo_vl.rewards.vqa.normalize_vqa`). The human
     answers are only stripped while they all agree (official: then they are compared as written, so a unanimous
     "Yes" never matches); once they differ, they and the prediction also go through the punctuation and
-    digit/article steps. Leave-one-out is by position (VQA
-    answers carry distinct ids). At least two answers are required: with one, every prediction scores 0.
+    digit/article steps. Leave-one-out is by position (VQA answers carry distinct ids). At least two answers are
+    required: with one, every prediction scores 0.
 
     >>> vqa_accuracy("two", ["2"] * 3 + ["3"] * 7), vqa_accuracy("3", ["2"] * 3 + ["3"] * 7)
     (0.9, 1.0)
@@ -262,13 +262,13 @@ def mmmu_accuracy(response: str, answer: str | list[str], *, options: list[str] 
                   rng: random.Random | None = None) -> float:
     """MMMU accuracy of one response: with ``options`` (multiple choice) the parsed letter must equal the gold
     letter; without, :func:`mmmu_parse_open` then :func:`mmmu_eval_open` (``answer`` may list several)."""
-    response = _text(response, "response", "mmmu_accuracy")
+    fn = "mmmu_accuracy"
+    response = _text(response, "response", fn)
     if options is not None:
-        options = _texts(options, "options", "mmmu_accuracy")
+        options = _texts(options, "options", fn)
         letters = [chr(ord("A") + i) for i in range(len(options))]
         letter = mmmu_parse_multi_choice(response, letters, dict(zip(letters, options)), rng)
         return float(letter in (answer if isinstance(answer, list) else [answer]))
-    fn = "mmmu_accuracy"
     golds = _texts(answer, "answer", fn) if isinstance(answer, list) else [_text(answer, "answer", fn)]
     return float(mmmu_eval_open(golds, mmmu_parse_open(response)))
 

@@ -6,10 +6,12 @@ Metrics (each ``metric(pred: str, golds: list[str], **params) -> float`` in :dat
 - ``"vqa_soft"``: the VQA v2 accuracy, ``min(1, #annotators agreeing / 3)`` averaged over the leave-one-out subsets
   of the (usually 10) human answers (Antol et al. 2015; Goyal et al. 2017). With one gold it is ``"exact"``.
 - ``"numeric"``: the prediction must hold exactly one number, within ``rel_tol`` (relative) of the gold's.
-- ``"relaxed"``: ChartQA relaxed accuracy (Masry et al. 2022): numbers within 5 % relative error, other answers by
-  normalised exact match.
-- ``"anls"``: Average Normalized Levenshtein Similarity (DocVQA, Biten et al. 2019): ``1 - NL(pred, gold)`` when
-  ``NL < 0.5``, else 0, max over golds; compared lower-cased with collapsed whitespace.
+- ``"relaxed"``: a lenient ChartQA relaxed match (after Masry et al. 2022): numbers anywhere in the answer within
+  5 % relative error (units, "%", separators, currency and number words read), other answers by normalised exact
+  match. ChartQA's own definition is :func:`sapo_vl.evaluation.official.chartqa_relaxed_accuracy`.
+- ``"anls"``: Average Normalized Levenshtein Similarity (DocVQA, Biten et al. 2019, eq. 1): ``1 - NL(pred, gold)``
+  when ``NL < 0.5``, else 0, max over golds; compared lower-cased with collapsed whitespace, NL over the normalised
+  lengths (the DocVQA script's, :func:`sapo_vl.evaluation.official.anls`, keeps 0.5 and uses raw lengths).
 - ``"yesno"``: the polarity of the answer ("Yes.", "yes, it is" -> yes); an answer with both or neither is wrong.
 
 No metric matches substrings: an empty answer scores 0, and "red green blue" is not "red" (a list-everything answer
@@ -186,7 +188,7 @@ def numeric_match(pred: str, golds: Sequence[str], rel_tol: float = 1e-4) -> flo
 
 
 def relaxed_accuracy(pred: str, golds: Sequence[str], tolerance: float = 0.05) -> float:
-    """ChartQA relaxed accuracy: 5 % relative tolerance for numeric golds, normalised exact match otherwise.
+    """A lenient ChartQA relaxed match: 5 % relative tolerance for numeric golds, normalised exact match otherwise.
 
     >>> relaxed_accuracy("10.4", ["10"]), relaxed_accuracy("10.6", ["10"])
     (1.0, 0.0)
