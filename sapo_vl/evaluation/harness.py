@@ -230,9 +230,10 @@ def _task_entry(run: TaskRun, ks: list[int]) -> tuple[dict, dict]:
     majority = [r["maj_correct"] for r in scored]
     metrics = task_metrics(counts, ks, None if None in majority else majority,
                            [r["reward_mean"] for r in scored])
-    if run.spec.official in OFFICIAL:  # the mean over docs of the mean over a doc's completions
+    official = [sum(r["official"]) / len(r["official"]) for r in scored if r.get("official")]
+    if run.spec.official in OFFICIAL and official:  # the mean over docs (with a gold) of a doc's mean
         name = run.spec.official
-        mean, stderr = mean_with_stderr([sum(r["official"]) / len(r["official"]) for r in scored])
+        mean, stderr = mean_with_stderr(official)
         metrics = {name: mean, f"{name}_stderr": stderr, **metrics}
     return task_result_entry(run.spec.name, metrics, extra), {m: True for m in metrics if "stderr" not in m}
 
