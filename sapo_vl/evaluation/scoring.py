@@ -5,6 +5,9 @@ A task's reward is its evaluation (nanochat's rule): the harness calls ``REWARDS
 task's threshold (1.0 by default). ``None`` (not applicable) is never correct; a doc whose completions are all
 ``None`` is reported as ``not_applicable`` and left out of the metrics.
 
+A task with an ``official:`` metric (:mod:`sapo_vl.evaluation.official`) also gets that metric per completion
+(``official``), read from the same completions by the benchmark's own rules: the number to compare with papers.
+
 For the per-sample output, a verifier's own ``extract(completion_text, **record, **kwargs)``
 (:class:`sapo_vl.rewards.verifier.Verifier`) gives the answer it read from a completion, so what the log shows is
 what was graded; maj@n votes on those answers when the verifier is ``votable``. A plain reward function has no
@@ -19,6 +22,7 @@ from typing import Any
 
 from sapo_vl.errors import UnknownNameError, UserError
 from sapo_vl.evaluation.metrics import majority_vote
+from sapo_vl.evaluation.official import OFFICIAL, official_scores
 from sapo_vl.rewards import REWARDS
 
 
@@ -63,9 +67,11 @@ def score_docs(
     columns: list[str],
     kwargs: dict[str, Any],
     threshold: float,
+    official: str | None = None,
 ) -> list[dict[str, Any]]:
     """Score several docs: one verifier call per verifier name over all their completions (verifiers batch
-    their work across a call), then split back into one row per doc."""
+    their work across a call), then split back into one row per doc; ``official`` names the task's official
+    metric, scored per completion when it is one of :data:`~sapo_vl.evaluation.official.OFFICIAL`."""
     if len(records) != len(completions):
         raise ValueError(f"score_docs: {len(records)} records but {len(completions)} completion lists")
     by_name: dict[str, list[int]] = {}
@@ -83,8 +89,15 @@ def score_docs(
         for i in idx:
             rewards_of[i] = flat_rewards[pos: pos + len(completions[i])]
             pos += len(completions[i])
-    return [_row(task, rec, comps, rewards_of[i], threshold, kwargs) for i, (rec, comps)
+    rows = [_row(task, rec, comps, rewards_of[i], threshold, kwargs) for i, (rec, comps)
             in enumerate(zip(records, completions))]
+    if official in OFFICIAL:
+        for row, rec, comps in zip(rows, records, completions):
+            try:
+                row["official"] = official_scores(official, comps, rec)
+            except (TypeError, ValueError) as exc:
+                raise ScoringError(f"task {task} doc {rec['id']}: official metric {official!r}: {exc}") from exc
+    return rows
 
 
 def _row(task: str, record: dict, comps: list[str], rewards: list, threshold: float, kwargs: dict) -> dict[str, Any]:

@@ -38,6 +38,9 @@ from sapo_vl.data.images import as_image_list
 from sapo_vl.data.records import RESERVED_KEYS
 from sapo_vl.errors import UserError
 from sapo_vl.evaluation.adapters import ADAPTERS, TaskDataError
+from sapo_vl.evaluation.official import OFFICIAL
+
+VERIFIER_IS_OFFICIAL = "pass@1"  # `official: pass@1`: the verifier's verdict is the benchmark's definition (code)
 
 BUILTIN_DIR = Path(__file__).parent / "builtin_tasks"
 
@@ -100,6 +103,7 @@ class TaskSpec:
     id_field: str | None = "id"  # None: the row index is the id
     fields: dict[str, list[str]] = field(default_factory=dict)  # canonical name -> aliases (first non-null wins)
     adapter: str | None = None  # named row transform in sapo_vl.evaluation.adapters.ADAPTERS
+    official: str | None = None  # the benchmark's own metric (OFFICIAL name, or "pass@1"), reported first
     images: list[str] | None = None  # fields holding images; default: none, a registered dataset's "images"
     generation: GenerationSpec = field(default_factory=GenerationSpec)
     k: list[int] = field(default_factory=lambda: [1])
@@ -179,6 +183,8 @@ def _validate_semantics(where: str, spec: TaskSpec) -> None:
                             "'registered'")
     if spec.adapter is not None:
         ADAPTERS.check(spec.adapter, f"{where}: adapter")
+    if spec.official not in (None, VERIFIER_IS_OFFICIAL):
+        OFFICIAL.check(spec.official, f"{where}: official")
     if not spec.k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in spec.k):
         raise TaskSpecError(f"{where}: k must be a non-empty list of integers >= 1, got {spec.k!r}")
     problem = generation_problem(spec.generation)
@@ -226,7 +232,7 @@ def parse_task(raw: Any, path: Path | None = None) -> TaskSpec:
     for key in ("version",):
         if key in raw:
             _check_type(f"{where}: {key}", raw[key], (int, str), "an int or a string")
-    for key in ("description", "homepage", "adapter", "fixture", "id_field"):
+    for key in ("description", "homepage", "adapter", "fixture", "id_field", "official"):
         if raw.get(key) is not None:
             _check_type(f"{where}: {key}", raw[key], (str,), "a string")
     spec = TaskSpec(**kwargs, path=path)

@@ -128,7 +128,8 @@ def _fmt(value: Any) -> str:
 
 def markdown_table(results: dict[str, Any]) -> str:
     """One row per (task, metric), like lmms-eval's table: Task | Version | Docs | n | Metric | Value | Stderr.
-    Docs is "scored/in the split" when a samples file or --limit covered only part of the task."""
+    Docs is "scored/in the split" when a samples file or --limit covered only part of the task; the task's
+    official metric (first) is marked "(official)"."""
     lines = ["| Task | Version | Docs | n | Metric | Value | Stderr |", "|---|---|---|---|---|---:|---:|"]
     for task, entry in results["results"].items():
         version = results["versions"].get(task, "")
@@ -142,7 +143,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 continue
             metric = key.split(",")[0]
             stderr = entry.get(f"{metric}_stderr,{FILTER}", "N/A")
-            lines.append(f"| {task} | {version} | {docs} | {n} | {metric} | {_fmt(value)} | {_fmt(stderr)} |")
+            label = f"{metric} (official)" if metric == entry.get("official_metric") else metric
+            lines.append(f"| {task} | {version} | {docs} | {n} | {label} | {_fmt(value)} | {_fmt(stderr)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -6,7 +6,8 @@ library and math-verify (never ``sapo_vl``, whose import pulls in torch), so it 
 Protocol (one JSON object per line):
 
 - on start, after importing and warming up math-verify: ``{"ready": true}``
-- request: ``{"pred": str, "gold": str, "float_rounding": int, "numeric_precision": int, "strict": bool}``
+- request: ``{"pred": str, "gold": str, "float_rounding": int, "numeric_precision": int, "strict": bool,
+  "allow_set_relation_comp": bool}``
 - reply: ``{"ok": bool}``, or ``{"ok": false, "error": "<exception type>: <message>"}``
 
 math-verify's own timeouts are disabled (``parsing_timeout=None``, ``timeout_seconds=None``): they use
@@ -104,6 +105,7 @@ def main() -> None:
                 float_rounding=req.get("float_rounding", 6),
                 numeric_precision=req.get("numeric_precision", 15),
                 strict=req.get("strict", True),
+                allow_set_relation_comp=req.get("allow_set_relation_comp", False),
                 timeout_seconds=None,
             )
         )

@@ -8,9 +8,15 @@ once:
 2. ``strip_think``: everything up to the last ``</think>`` is reasoning and is dropped. A ``<think>`` with no
    closing tag means the model never finished reasoning: there is no answer (``None``). A ``</think>`` with no
    opening tag is normal for Qwen3 chat templates, which put ``<think>`` in the prompt.
-3. ``last_boxed``: the content of the last complete ``\\boxed{...}`` / ``\\fbox{...}``, with nested braces.
+3. ``last_boxed``: the content of the last complete ``\\boxed{...}`` / ``\\fbox{...}``, with nested braces. Boxes
+   joined only by connectors (``$\\boxed{-2}$ and $\\boxed{1}$``, ``\\boxed{1}, \\boxed{2}``) are one answer split over
+   several boxes and are read together (``-2, 1``); a box followed by prose and another box is a correction, and
+   only the last counts.
 4. ``last_tag_block``: the content of the last complete ``<answer>...</answer>`` block.
-5. ``fallback_answer``: text after the last "answer is" / "Answer:" style cue, up to the end of its line.
+5. ``fallback_answer``: the answer after the last "answer is" / "Answer:" style cue (markdown ``**Answer:**`` too):
+   a leading ``$...$`` span (and the spans joined to it), else the sentence that follows, cut before a reason
+   (", since ...") and read past a subject ("The largest $n$ is 34" -> 34). A number in prose with no cue is
+   never an answer.
 """
 
 from __future__ import annotations
@@ -21,15 +27,25 @@ from collections.abc import Sequence
 THINK_TAGS = ("<think>", "</think>")
 ANSWER_TAGS = ("<answer>", "</answer>")
 
-# Cues that introduce a final answer in free text. Each is a regex matched case-insensitively; the answer is the
-# text that follows the last match, up to the end of its line.
+# Cues that introduce a final answer in free text. Each is a regex matched case-insensitively; the answer follows
+# the last match (see fallback_answer). Markdown emphasis may wrap the cue: "**Answer:**", "**Answer**:".
 DEFAULT_FALLBACK_PATTERNS: tuple[str, ...] = (
-    r"final answer\s*(?:is)?\s*[:：]?",
+    r"final answer[*_]*\s*(?:is\b)?[*_]*\s*[:：]?",
     r"answer\s+is\s*[:：]?",
-    r"answer\s*[:：]",
+    r"answer[*_]*\s*[:：]",
 )
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+# What may stand between two boxes (or two $...$ spans) of one answer: math delimiters, spacing, commas, "and"/"or".
+_JOINER = re.compile(r"(?:\s|\$|\\[()\[\],;! ]|\\q?quad\b|[,;&]|\band\b|\bor\b|\\text\{\s*(?:and|or)?\s*\})*", re.I)
+# $$...$$, $...$ (an escaped "\$" inside is content), \(...\), \[...\]
+_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$((?:\\.|[^$\\])+)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+_REASON = re.compile(r"(?:,\s*(?:since|because|as|so|which|where|given|hence|thus|therefore)|\s+(?:since|because))"
+                     r"\b.*$", re.I | re.S)  # a reason after the answer: ", since ...", " because ..."
+_VERB = r"\s*(?:is|are|equals|was)\b"
+_SUBJECT_IS = re.compile(r"^(?:(?:the|a|an|our|this|that|its)\b|\$[^$]+\$).*\s(?:is|are|equals|was)\s+(\S.*)$",
+                         re.I | re.S)
 
 
 def completion_text(completion: object, *, index: int | None = None) -> str:
@@ -96,14 +112,9 @@ def strip_think(text: str, tags: tuple[str, str] = THINK_TAGS) -> str | None:
     return text
 
 
-def find_boxed(text: str) -> list[str]:
-    """Contents of every complete ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces matched), in order.
-
-    Also accepts the brace-less ``\\boxed 5`` form (one token). An unclosed box (a truncated completion) is skipped.
-
-    >>> find_boxed(r"\\boxed{\\frac{1}{2}} and \\fbox{x^{2}}")
-    ['\\\\frac{1}{2}', 'x^{2}']
-    """
+def _boxes(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of every complete ``\\boxed{...}`` / ``\\fbox{...}`` (nested braces matched) and
+    brace-less ``\\boxed 5`` (one token up to whitespace or ``$``), in order; an unclosed box is skipped."""
     found = []
     for m in _BOX_RE.finditer(text):
         i = m.end()
@@ -112,11 +123,11 @@ def find_boxed(text: str) -> list[str]:
         if i < len(text) and text[i] == "{":
             content = _balanced(text, i)
             if content is not None:
-                found.append(content)
-        elif i > m.end() and i < len(text):  # "\boxed 5": one token up to whitespace or '$'
+                found.append((m.start(), i + len(content) + 2, content))
+        elif i > m.end() and i < len(text):
             token = re.match(r"[^\s$]+", text[i:])
             if token:
-                found.append(token.group(0))
+                found.append((m.start(), i + token.end(), token.group(0)))
     return found
 
 
@@ -140,11 +151,22 @@ def _balanced(text: str, start: int) -> str | None:
 
 
 def last_boxed(text: str) -> str | None:
-    """The last non-empty boxed content, stripped, or ``None``."""
-    for content in reversed(find_boxed(text)):
-        if content.strip():
-            return content.strip()
-    return None
+    """The final boxed answer, stripped, or ``None``: the last non-empty box together with the boxes joined to it
+    by connectors only (``$\\boxed{-2}$ and $\\boxed{1}$`` -> ``-2, 1``); prose between two boxes makes the later
+    one a correction that replaces the earlier.
+
+    >>> last_boxed(r"$\\boxed{-2}$ and $\\boxed{1}$"), last_boxed(r"\\boxed{12}. No, wait: \\boxed{13}")
+    ('-2, 1', '13')
+    """
+    boxes = [b for b in _boxes(text) if b[2].strip()]
+    if not boxes:
+        return None
+    group = [boxes[-1]]
+    for box in reversed(boxes[:-1]):
+        if not _JOINER.fullmatch(text[box[1]:group[0][0]]):
+            break
+        group.insert(0, box)
+    return ", ".join(content.strip() for _, _, content in group)
 
 
 def last_tag_block(text: str, tags: tuple[str, str] = ANSWER_TAGS) -> str | None:
@@ -161,13 +183,15 @@ def last_tag_block(text: str, tags: tuple[str, str] = ANSWER_TAGS) -> str | None
 
 
 def fallback_answer(text: str, patterns: Sequence[str] = DEFAULT_FALLBACK_PATTERNS) -> str | None:
-    """Text after the last answer cue (any of ``patterns``), up to the end of that line, cleaned of markdown
-    emphasis, ``$`` delimiters and a trailing full stop. ``None`` when no cue occurs or nothing follows it.
+    """The answer after the last answer cue (any of ``patterns``), cleaned by :func:`clean_answer`; ``None`` when
+    no cue occurs or nothing follows it. See :func:`cue_span` for what is read after the cue.
 
     >>> fallback_answer("So the answer is $\\\\frac{1}{2}$.")
     '\\\\frac{1}{2}'
     >>> fallback_answer("**Answer:** 42")
     '42'
+    >>> fallback_answer("Final Answer: The final answer is $(0,1)$. I hope it is correct.")
+    '(0,1)'
     """
     best_end = -1
     for pattern in patterns:
@@ -175,9 +199,38 @@ def fallback_answer(text: str, patterns: Sequence[str] = DEFAULT_FALLBACK_PATTER
             best_end = max(best_end, m.end())
     if best_end < 0:
         return None
-    rest = text[best_end:]
-    line = rest.lstrip(" \t*_:").split("\n", 1)[0]
-    return clean_answer(line)
+    return cue_span(text[best_end:])
+
+
+def cue_span(rest: str) -> str | None:
+    """The answer in the text that follows an answer cue.
+
+    1. Leading markdown, colons and blank lines are skipped.
+    2. A ``$...$`` / ``\\(...\\)`` / ``\\[...\\]`` span at the start is the answer, with the spans joined to it
+       by connectors only ("$-6$ and $10$" -> "-6, 10"); what follows it ("I hope it is correct") is not.
+    3. Otherwise the first sentence is, cut before a reason (", since ...", " because ...") and, when it opens
+       with a subject ("The largest $n$ is 34"), read after its verb.
+    """
+    rest = rest.lstrip(" \t*_:：\n")
+    spans, after = _leading_math(rest)
+    if spans and not re.match(_VERB, after, re.I):  # "$n$ is 34": the span was the subject
+        return clean_answer(", ".join(spans))
+    end = _SENTENCE_END.search(rest)
+    sentence = _REASON.sub("", rest[: end.start()] if end else rest).strip()
+    subject = _SUBJECT_IS.match(sentence)
+    return clean_answer(subject.group(1) if subject else sentence)
+
+
+def _leading_math(text: str) -> tuple[list[str], str]:
+    """The contents of the math spans at the start of ``text`` that follow each other with connectors only, and the
+    text after them."""
+    spans, pos = [], 0
+    while True:
+        m = _MATH_SPAN.search(text, pos)
+        if m is None or not (_JOINER.fullmatch(text[pos: m.start()]) if spans else m.start() == 0):
+            return spans, text[pos:]
+        spans.append(next(g for g in m.groups() if g is not None).strip())
+        pos = m.end()
 
 
 def clean_answer(span: str) -> str | None:

@@ -2,19 +2,23 @@
 
 Metrics (each ``metric(pred: str, golds: list[str], **params) -> float`` in :data:`VQA_METRICS`):
 
-- ``"exact"``: normalised exact match (official VQA normalisation, :func:`normalize_vqa`), max over golds.
+- ``"exact"``: normalised exact match (EvalAI's VQA answer processor, :func:`normalize_vqa`), max over golds.
 - ``"vqa_soft"``: the VQA v2 accuracy, ``min(1, #annotators agreeing / 3)`` averaged over the leave-one-out subsets
   of the (usually 10) human answers (Antol et al. 2015; Goyal et al. 2017). With one gold it is ``"exact"``.
 - ``"numeric"``: the prediction must hold exactly one number, within ``rel_tol`` (relative) of the gold's.
-- ``"relaxed"``: ChartQA relaxed accuracy (Masry et al. 2022): numbers within 5 % relative error, other answers by
-  normalised exact match.
-- ``"anls"``: Average Normalized Levenshtein Similarity (DocVQA, Biten et al. 2019): ``1 - NL(pred, gold)`` when
-  ``NL < 0.5``, else 0, max over golds; compared lower-cased with collapsed whitespace.
+- ``"relaxed"``: a lenient ChartQA relaxed match (after Masry et al. 2022): numbers anywhere in the answer within
+  5 % relative error (units, "%", separators, currency and number words read), other answers by normalised exact
+  match. ChartQA's own definition is :func:`sapo_vl.evaluation.official.chartqa_relaxed_accuracy`.
+- ``"anls"``: Average Normalized Levenshtein Similarity (DocVQA, Biten et al. 2019, eq. 1): ``1 - NL(pred, gold)``
+  when ``NL < 0.5``, else 0, max over golds; compared lower-cased with collapsed whitespace, NL over the normalised
+  lengths (the DocVQA script's, :func:`sapo_vl.evaluation.official.anls`, keeps 0.5 and uses raw lengths).
 - ``"yesno"``: the polarity of the answer ("Yes.", "yes, it is" -> yes); an answer with both or neither is wrong.
 
 No metric matches substrings: an empty answer scores 0, and "red green blue" is not "red" (a list-everything answer
-must not collect reward). Percentages in ``numeric``/``relaxed``: a number written with ``%`` matches both its value
-and its value / 100, so "12%" matches 12 and 0.12.
+must not collect reward). A gold that is only an article ("A", "The") is compared with its article kept
+(:func:`answer_form`), so it can be matched. Percentages in ``numeric``/``relaxed``: a number written with ``%``
+matches both its value and its value / 100, so "12%" matches 12 and 0.12. These are our verifiers, more lenient
+than the benchmarks' own definitions (:mod:`sapo_vl.evaluation.official`), which ``sapo-vl eval`` reports first.
 
 Multiple choice: :func:`extract_choice` reads the chosen letter by fixed priority rules and returns ``None`` when
 nothing parses (scored wrong: never a guessed letter).
@@ -35,82 +39,99 @@ from sapo_vl.rewards._text import (
     strip_think,
 )
 
-# --- official VQA normalisation (re-implemented from the VQA evaluation's documented behaviour) -------------------
+# --- VQA answer normalisation -------------------------------------------------------------------------------------
+# EvalAI's answer processor (EvalAIAnswerProcessor of mmf, which lmms-eval uses), reimplemented exactly: the official
+# VQA accuracy (sapo_vl.evaluation.official.vqa_accuracy) uses it too. "official:" marks a line that looks wrong but
+# is what EvalAI does.
 
-_ARTICLES = frozenset({"a", "an", "the"})
-_NUMBER_WORDS = {
-    w: str(i)
-    for i, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"])
+# EvalAI's contraction table. Every form below, with its apostrophe removed (with one of its apostrophes removed,
+# when it has several: "couldnt've", "couldn'tve"), maps to the form. The table's four keys with capitals ("Im",
+# "Ive", "Id've", "I'dve") never meet lower-cased text and its two identities ("let's", "she's") change nothing, so
+# they are left out; a word that is also a contraction without its apostrophe ("its", "were", "hell") is absent.
+_CONTRACTED = """ain't aren't can't could've couldn't couldn't've didn't doesn't don't hadn't hadn't've hasn't haven't
+he'd he'd've he's how'd how'll how's isn't it'd it'd've it'll ma'am mightn't mightn't've might've mustn't must've
+needn't not've o'clock oughtn't 'ow's'at shan't she'd've should've shouldn't shouldn't've somebody'd've somebody'll
+somebody's someone'd someone'd've someone'll someone's something'd something'd've something'll that's there'd
+there'd've there're there's they'd they'd've they'll they're they've 'twas wasn't we'd've we've weren't what'll
+what're what's what've when's where'd where's where've who'd who'd've who'll who's who've why'll why're why's won't
+would've wouldn't wouldn't've y'all y'all'll y'all'd've you'd you'd've you'll you're you've""".split()
+CONTRACTIONS = {
+    key: form
+    for form in _CONTRACTED
+    for key in ([form.replace("'", "")] if form.count("'") == 1 else
+                [form[:i] + form[i + 1:] for i, c in enumerate(form) if c == "'"])
 }
-_NUMBER_WORDS["none"] = "0"
-# Contractions written without the apostrophe are restored ("dont" -> "don't"). Forms that are also ordinary words
-# ("its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets") are left alone.
-_CONTRACTED = (
-    "ain't aren't can't couldn't couldn't've could've didn't doesn't don't hadn't hasn't haven't he'd "
-    "he'll he's how'd how'll how's i'm i've isn't it'd it'll let's ma'am mightn't might've mustn't "
-    "must've needn't o'clock oughtn't shan't she'd she'll she's shouldn't should've somebody's someone's "
-    "something's that's there's there're they'd they'll they're they've wasn't we'll we're we've weren't "
-    "what'll what're what's what've where'd where's who'd who'll who's who've why'll why're why's won't "
-    "wouldn't would've y'all you'd you'll you're you've"
-).split()
-_NOT_CONTRACTIONS = frozenset({"its", "ill", "well", "were", "shed", "hell", "wed", "id", "lets", "shell"})
-_CONTRACTIONS = {
-    c.replace("'", ""): c for c in _CONTRACTED if c.replace("'", "") not in _NOT_CONTRACTIONS
-}
-_PUNCTUATION = ";/[]\"{}()=+\\_-><@`,?!"
-_DIGIT_COMMA_DIGIT = re.compile(r"\d,\d")
-_PERIOD_NOT_DECIMAL = re.compile(r"\.(?!\d)")
+CONTRACTIONS["somebody'd"] = "somebodyd"  # official: this one entry runs backwards (and "somebodyd" is no key)
+NUMBER_WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
+NUMBER_WORDS["none"] = "0"
+
+# EvalAI's punctuation list: no apostrophe, colon or full stop (the VQA API's own list differs: it has "'" and ":").
+_PUNCTUATION = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?",
+                "!")
+_DIGIT_COMMA_DIGIT = re.compile(r"(?<=\d),+(?=\d)")
+_PERIOD = re.compile(r"\.(?!\d)")  # official: written "(?!<=\d)(\.)(?!\d)", a lookahead typo with no effect
+_ARTICLES = ("a", "an", "the")
 
 
-def _strip_punctuation(text: str) -> str:
-    """VQA punctuation rule: a mark next to a space (or any mark in text with a digit-comma-digit group) is
-    deleted, any other mark becomes a space; full stops are dropped unless a digit follows (decimals)."""
-    delete_all = bool(_DIGIT_COMMA_DIGIT.search(text))
+def vqa_punctuation(text: str) -> str:
+    """EvalAI's punctuation step: a mark with a space beside it anywhere in ``text`` (or any mark, when ``text``
+    has a digit-comma-digit group) is deleted, else replaced by a space; full stops not before a digit go."""
+    out = text
+    delete_all = _DIGIT_COMMA_DIGIT.search(text) is not None
     for mark in _PUNCTUATION:
-        if mark not in text:
-            continue
-        if delete_all or f"{mark} " in text or f" {mark}" in text:
-            text = text.replace(mark, "")
+        if f"{mark} " in text or f" {mark}" in text or delete_all:  # official: decided on the input, not on `out`
+            out = out.replace(mark, "")
         else:
-            text = text.replace(mark, " ")
-    return _PERIOD_NOT_DECIMAL.sub("", text)
+            out = out.replace(mark, " ")
+    return _PERIOD.sub("", out, count=32)  # official: `sub("", s, re.UNICODE)` passes re.UNICODE (32) as count
 
 
-def normalize_vqa(text: str) -> str:
-    """Official VQA answer normalisation: lower-case, punctuation, number words -> digits, articles dropped,
-    apostrophe-less contractions restored, whitespace collapsed. Applied to both prediction and golds.
+def vqa_digits_articles(text: str) -> str:
+    """EvalAI's word step: lower-case, number words to digits, articles dropped, contractions restored."""
+    words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
+    return " ".join(CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
 
-    >>> normalize_vqa("The Two dogs.")
-    '2 dogs'
-    >>> normalize_vqa("dont know")
-    "don't know"
+
+def normalize_vqa(answer: str) -> str:
+    """EvalAI's answer processor: lower-case; drop ``,`` and ``?``; ``'s`` -> `` 's``; newlines and tabs to spaces;
+    punctuation (:func:`vqa_punctuation`); number words zero..ten and "none" to digits; articles dropped;
+    apostrophe-less contractions restored.
+
+    >>> normalize_vqa("Two dogs."), normalize_vqa("It's red"), normalize_vqa("dont know")
+    ('2 dogs', "it 's red", "don't know")
     """
-    text = " ".join(text.replace("\n", " ").replace("\t", " ").lower().split())
-    words = []
-    for word in _strip_punctuation(text).split():
-        word = _NUMBER_WORDS.get(word, word)
-        if word in _ARTICLES:
-            continue
-        words.append(_CONTRACTIONS.get(word, word))
-    return " ".join(words)
+    text = answer.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return vqa_digits_articles(vqa_punctuation(text))
 
 
 # --- metrics -------------------------------------------------------------------------------------------------------
 
+def answer_form(text: str) -> str:
+    """The form answers are compared in: :func:`normalize_vqa`, except that an answer made only of articles ("A",
+    "The.") -- which normalisation empties -- keeps them (lower-cased), so an article-only gold stays matchable
+    while an empty answer still matches nothing.
+
+    >>> answer_form("The dog."), answer_form("A."), answer_form("")
+    ('dog', 'a', '')
+    """
+    return normalize_vqa(text) or " ".join(vqa_punctuation(text.lower()).split())
+
+
 def exact_match(pred: str, golds: Sequence[str]) -> float:
-    """1.0 if the normalised prediction equals any normalised gold, else 0.0. Empty never matches."""
-    p = normalize_vqa(pred)
-    return float(bool(p) and any(p == normalize_vqa(g) for g in golds))
+    """1.0 if the prediction's :func:`answer_form` equals any gold's, else 0.0. Empty never matches."""
+    p = answer_form(pred)
+    return float(bool(p) and any(p == answer_form(g) for g in golds))
 
 
 def vqa_soft_accuracy(pred: str, golds: Sequence[str]) -> float:
     """VQA v2 accuracy: mean over each held-out annotator of ``min(1, matches among the others / 3)``."""
     if len(golds) < 2:
         return exact_match(pred, golds)
-    p = normalize_vqa(pred)
+    p = answer_form(pred)
     if not p:
         return 0.0
-    hits = [normalize_vqa(g) == p for g in golds]
+    hits = [answer_form(g) == p for g in golds]
     total = sum(hits)
     return sum(min(1.0, (total - h) / 3.0) for h in hits) / len(hits)
 
@@ -127,7 +148,7 @@ def extract_numbers(text: str) -> list[tuple[float, bool]]:
     >>> extract_numbers("about 1,234.5 or -3%")
     [(1234.5, False), (-3.0, True)]
     """
-    words = [_NUMBER_WORDS.get(w.lower(), w) for w in re.split(r"(\s+)", text)]
+    words = [NUMBER_WORDS.get(w.lower(), w) for w in re.split(r"(\s+)", text)]
     out = []
     for m in _NUMBER.finditer("".join(words)):
         token = m.group(0).replace(",", "").replace("−", "-").replace("%", "").strip()
@@ -167,7 +188,7 @@ def numeric_match(pred: str, golds: Sequence[str], rel_tol: float = 1e-4) -> flo
 
 
 def relaxed_accuracy(pred: str, golds: Sequence[str], tolerance: float = 0.05) -> float:
-    """ChartQA relaxed accuracy: 5 % relative tolerance for numeric golds, normalised exact match otherwise.
+    """A lenient ChartQA relaxed match: 5 % relative tolerance for numeric golds, normalised exact match otherwise.
 
     >>> relaxed_accuracy("10.4", ["10"]), relaxed_accuracy("10.6", ["10"])
     (1.0, 0.0)
@@ -240,12 +261,14 @@ VQA_METRICS: dict[str, Callable[..., float]] = {
 # --- multiple choice -----------------------------------------------------------------------------------------------
 
 _WRAPPERS = re.compile(r"^\\(?:text|textbf|mathrm|mathbf)\{(.*)\}$", re.DOTALL)
-_CUE = re.compile(r"(?:answer|option|choice)(?:\s+is)?\s*[:：]?\s*", re.IGNORECASE)
+_CUE = re.compile(r"(?:answer|option|choice)[*_]*(?:\s+is)?[*_]*\s*[:：]?[*_ \t]*", re.IGNORECASE)
 # After a cue: a bracketed letter (any case); an upper-case letter followed by punctuation or the end of the line;
 # or, except for "A" and "I" (which are also words), an upper-case letter followed by a space ("is B because").
 _CUED_LETTER = re.compile(
     r"\*{0,2}(?:[(\[]([A-Za-z])[)\]]|([A-Z])(?=\*{0,2}(?:[.,:;)!]|[ \t]*(?:\n|$)))|([B-HJ-Z])(?=\s))"
 )
+# After a cued letter: another letter joined by "and" / "or" / "," / "/" ("B and C", "A or B"): no single choice.
+_HEDGE = re.compile(r"[)\]*_]*\s*(?:,|/|&|\band\b|\bor\b)\s*\*{0,2}[(\[]?[A-Z]\b(?!')")
 _LEADING_MARKER = re.compile(r"^\s*\*{0,2}(?:[(\[]([A-Z])[)\]]|([A-Z])(?:[.:)]|\s+[-–]\s))")
 _BRACKETED = re.compile(r"[(\[]([A-Z])[)\]]")
 
@@ -282,9 +305,10 @@ def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str
     (an unclosed think block -> ``None``). Within the scope, the first rule that applies wins:
 
     1. the scope is a lone letter: ``B``, ``(B)``, ``B.``, ``**B**``, ``\\text{B}`` (any case);
-    2. the last cue "answer/option/choice (is|:) X": X bracketed (any case), an upper-case letter followed by
-       punctuation or the end of the line, or a letter other than "A"/"I" followed by a space ("the answer is B
-       because ..."); "the answer is A cat" is not a letter answer;
+    2. the last cue "answer/option/choice (is|:) X", markdown allowed ("**Answer:** D", "**Answer**: (D)"): X
+       bracketed (any case), an upper-case letter followed by punctuation or the end of the line, or a letter
+       other than "A"/"I" followed by a space ("the answer is B because ..."); "the answer is A cat" is not a
+       letter answer, and "B and C" / "B, C" / "B or C" is none;
     3. the last line that is a lone upper-case letter;
     4. the scope opens with a marker ``(B) ...``, ``B. ...``, ``B) ...``, ``B: ...`` and no other bracketed letter
        occurs ("A cat" has no marker; "(A) or (B)" is ambiguous);
@@ -313,7 +337,8 @@ def extract_choice(text: str, choices: Sequence[str] | None = None, letters: str
     found = valid(_bare_letter(scope))
     if found is None:
         cued = [m for cue in _CUE.finditer(scope) if (m := _CUED_LETTER.match(scope, cue.end()))]
-        found = valid(next(g for g in cued[-1].groups() if g)) if cued else None
+        if cued and not _HEDGE.match(scope, cued[-1].end()):
+            found = valid(next(g for g in cued[-1].groups() if g))
     if found is None:
         lines = [letter for line in scope.splitlines() if (letter := _bare_letter(line)) and letter.isupper()]
         found = valid(lines[-1]) if lines else None
