@@ -26,6 +26,9 @@ class VisionCache(dict):
     output_type: type | None = None
     model: object = None
 
+    def __reduce__(self):  # a checkpointed rollout keeps no features (nor the model): they are recomputed on use
+        return VisionCache, ()
+
 
 def _encode(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[type, list]:
     out = model.model.get_image_features(pixel_values, grid_thw, return_dict=True)
