@@ -266,10 +266,12 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     if not one_pass(cfg):
         rollout.old_logprobs, rollout.routing = score_rollout(
             r.hf_model, rollout, temperature=r.sampling.temperature,
-            micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size)
+            micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size,
+            packed=r.update.packed)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
-                                                micro_batch_size=cfg.rollout.generation_batch_size)
+                                                micro_batch_size=cfg.rollout.generation_batch_size,
+                                                packed=r.update.packed)
     return rollout, {"time/rollout": t1 - t0, "time/logprob": time.perf_counter() - t1}
 
 

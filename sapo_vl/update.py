@@ -6,6 +6,10 @@ of the micro-batch gradients equals the gradient of the mini-batch loss, whateve
 (tests/test_update.py checks it on the real model). Under data parallelism the normalisers are summed over ranks
 and the loss is multiplied by the world size, because DDP averages gradients.
 
+Where exact for the model (``train.packing=auto``: Qwen3-VL(-MoE) under sdpa or flash_attention_2), each
+micro-batch is packed without padding (``sapo_vl.models.packing``) and the token budget counts real tokens only;
+outputs come back in the padded layout, and routing replay gets the recorded experts in packed order.
+
 The one approximation is the MoE load-balancing term (``moe_aux_coef > 0``): it is a product of two token means
 (Switch Transformer), so it is computed per micro-batch and weighted by the micro-batch's share of sequences.
 """
@@ -21,21 +25,22 @@ from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penal
 from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
+from sapo_vl.models.packing import forward_inputs, use_packing
 from sapo_vl.rollout.types import Rollout, to_device
 
 
-def token_budget_split(lengths: list[int], budget: int) -> list[list[int]]:
-    """Consecutive groups of sequence indices whose padded size (count x longest) stays within ``budget`` tokens.
-    A sequence longer than the budget gets a micro-batch of its own."""
+def token_budget_split(lengths: list[int], budget: int, packed: bool = False) -> list[list[int]]:
+    """Consecutive groups of sequence indices whose size stays within ``budget`` tokens: padded (count x longest),
+    or with ``packed`` the real tokens (their sum). A sequence longer than the budget gets a micro-batch of its own."""
     groups: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    longest = total = 0
     for i, n in enumerate(lengths):
-        if current and (len(current) + 1) * max(longest, n) > budget:
+        if current and (total + n if packed else (len(current) + 1) * max(longest, n)) > budget:
             groups.append(current)
-            current, longest = [], 0
+            current, longest, total = [], 0, 0
         current.append(i)
-        longest = max(longest, n)
+        longest, total = max(longest, n), total + n
     if current:
         groups.append(current)
     return groups
@@ -83,6 +88,7 @@ class PolicyUpdate:
         text_config = getattr(model.config, "text_config", model.config)
         self.top_k_experts = getattr(text_config, "num_experts_per_tok", None)
         self.policy = PolicyModule(model)
+        self.model, self.packed = model, use_packing(model, train.packing)  # packed: padding-free micro-batches
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
         visual = getattr(getattr(model, "model", model), "visual", None)
         # a frozen vision tower: the step's cached image features serve every training forward
@@ -145,32 +151,40 @@ class PolicyUpdate:
         norm["global_num_tokens"] = self._reduce_sum(norm["global_num_tokens"])
         norm["global_num_seqs"] = self._reduce_sum(norm["global_num_seqs"])
         groups = token_budget_split((mb.prompt_mask.sum(1) + mb.response_mask.sum(1)).tolist(),
-                                    self.train.micro_batch_tokens)
+                                    self.train.micro_batch_tokens, packed=self.packed)
         device = acc.device if acc is not None else next(self.policy.parameters()).device
         means = _WeightedMeans()
         loss_total, n_tokens_total = 0.0, max(int(mb.response_mask.sum()), 1)
         for j, idx in enumerate(groups):
             micro = mb.select(idx)
+            inputs, P, packing = forward_inputs(self.model, micro, self.packed)
             sync = nullcontext() if acc is None or j == len(groups) - 1 else acc.no_sync(self.policy)
             replay = micro.replay_routing() if algo.routing_replay == "rollout" else None
+            if replay is not None and packing is not None:  # the recorded experts in packed order
+                replay = [packing.to_packed(ids) for ids in replay]
             with sync, routing(self.policy, replay) as used:  # hooks stay for a checkpointed backward's re-forward
-                loss, out, mask, inputs = self._micro_loss(micro, norm, len(idx) / len(mb), device, means)
+                loss, out, mask = self._micro_loss(micro, (to_device(inputs, device), P, packing), norm,
+                                                   len(idx) / len(mb), means)
                 (acc.backward if acc is not None else torch.Tensor.backward)(loss * world)
             loss_total += loss.item()  # micro losses add up to the mini-batch loss
             weight = int(mask.sum()) / n_tokens_total
-            self._diagnostics(micro, out, mask, inputs, len(idx) / len(mb), weight, means)
-            self._drift(micro, out, used, inputs[1], weight, means)
+            tokens = inputs["attention_mask"] if packing is None else packing.mask  # (n, T) real tokens
+            if packing is not None and used and used[0] is not None:
+                used = [packing.to_padded(u) for u in used]
+            self._diagnostics(out, mask, tokens, len(idx) / len(mb), weight, means)
+            self._drift(micro, out, used, P, weight, means)
         metrics = means.means()
         metrics.update(loss=loss_total, micro_batches=float(len(groups)))
         return metrics
 
-    def _micro_loss(self, micro: Rollout, norm: dict, share: float, device, means: _WeightedMeans):
-        """The micro-batch's share of the mini-batch objective (policy loss + KL + MoE aux)."""
+    def _micro_loss(self, micro: Rollout, batch: tuple, norm: dict, share: float, means: _WeightedMeans):
+        """The micro-batch's share of the mini-batch objective (policy loss + KL + MoE aux); ``batch``: its
+        (model inputs, P, Packing or None) on the device."""
         algo = self.algo
-        inputs, P = micro.model_inputs()
-        inputs = to_device(inputs, device)
+        inputs, P, packing = batch
+        device = inputs["input_ids"].device
         out = self.policy(inputs, P, temperature=self.rollout.temperature, chunk_size=self.train.logprob_chunk_size,
-                          with_entropy=True, vision=None if self.vision_trains else micro.vision)
+                          with_entropy=True, vision=None if self.vision_trains else micro.vision, packing=packing)
         C = out.logprobs.shape[1]
         mask = micro.response_mask[:, :C].to(device)  # (n, C)
         # no old log-probs: the rollout gets this one optimizer step, so pi_old = pi_theta (exactly: same weights)
@@ -187,18 +201,17 @@ class PolicyUpdate:
             means.add("kl", (kl * mask).sum().item() / max(n_tok, 1), n_tok)
         if out.aux_loss is not None and algo.moe_aux_coef > 0:
             loss = loss + algo.moe_aux_coef * out.aux_loss * share
-        return loss, out, mask, (inputs, P)
+        return loss, out, mask
 
-    def _diagnostics(self, micro: Rollout, out, mask, inputs, share: float, weight: float,
-                     means: _WeightedMeans) -> None:
-        """Entropy and MoE router statistics from tensors the forward already has."""
-        (inputs, _), k = inputs, self.top_k_experts
+    def _diagnostics(self, out, mask, tokens, share: float, weight: float, means: _WeightedMeans) -> None:
+        """Entropy and MoE router statistics (over the real ``tokens`` (n, T)) from tensors the forward has."""
+        k = self.top_k_experts
         means.add("entropy", (out.entropy * mask).sum().item() / max(int(mask.sum()), 1), weight)
         if out.router_logits is None:
             return
         if out.aux_loss is not None:
             means.add("moe/aux_loss", out.aux_loss.item(), share)
-        for key, v in router_stats(out.router_logits, inputs["attention_mask"], k or 1).items():
+        for key, v in router_stats(out.router_logits, tokens, k or 1).items():
             means.add(key, v, share)
 
     def _drift(self, micro: Rollout, out, used: list, prompt_width: int, weight: float, means: _WeightedMeans) -> None:

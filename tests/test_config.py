@@ -149,6 +149,7 @@ def test_values_of_the_wrong_type_are_named(override, message):
     ("data.min_pixels=4096", r"data.min_pixels \(4096\) must not exceed data.max_pixels \(1024\)"),
     ("log.backends=[jsonl, tensorbord]", r"log.backends: \['tensorbord'\]"),
     ("reward.on_timeout=drop", "reward.on_timeout must be one of zero | skip"),
+    ("train.packing=always", "train.packing must be one of auto | on | off, got 'always'"),
     ("rollout.temperature=.nan", "rollout.temperature: expected a finite number, got nan"),
     ("reward.funcs={}", "reward.funcs must name at least one reward function"),
     ("reward.accuracy=math", r"reward.accuracy \('math'\) must be one of reward.funcs \['vqa'\]"),

@@ -8,6 +8,7 @@ from sapo_vl.algos import AGGREGATION_MODES
 from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.packing import forward_inputs, use_packing
 from sapo_vl.rollout import PromptFormat
 from sapo_vl.update import PolicyUpdate, token_budget_split
 from sapo_vl.warmup import supervised_batch
@@ -36,6 +37,12 @@ def test_token_budget_split_large_budget_is_one_group_and_budget_one_is_one_per_
 def test_token_budget_split_counts_padding_to_the_longest_sequence():
     # 3 sequences fit by their sum (2 + 2 + 9 = 13 <= 20) but not once padded (3 x 9 = 27 > 20)
     assert token_budget_split([2, 2, 9], budget=20) == [[0, 1], [2]]
+
+
+def test_token_budget_split_packed_counts_real_tokens_only():
+    assert token_budget_split([2, 2, 9], budget=20, packed=True) == [[0, 1, 2]]
+    assert token_budget_split([5, 3, 8, 2, 2, 7, 1], budget=10, packed=True) == [[0, 1], [2, 3], [4, 5, 6]]
+    assert token_budget_split([3, 50, 3], budget=10, packed=True) == [[0], [1], [2]]
 
 
 # ------------------------------------------------------------------------------------------ micro-batch invariance
@@ -76,9 +83,9 @@ def model_and_batch(tiny_dir):
     return model, batch
 
 
-def _grads(model, batch, *, micro_batch_tokens, loss, aggregation, kl_beta=0.0):
+def _grads(model, batch, *, micro_batch_tokens, loss, aggregation, kl_beta=0.0, packing="auto"):
     update = PolicyUpdate(model, AlgoConfig(policy_loss=loss, aggregation=aggregation, kl_beta=kl_beta),
-                          TrainConfig(micro_batch_tokens=micro_batch_tokens, logprob_chunk_size=7),
+                          TrainConfig(micro_batch_tokens=micro_batch_tokens, logprob_chunk_size=7, packing=packing),
                           RolloutConfig(max_new_tokens=batch.completion_ids.shape[1], temperature=1.0))
     update.policy.zero_grad(set_to_none=True)
     metrics = update.accumulate(batch)
@@ -90,10 +97,11 @@ CASES = [(loss, mode, 0.0) for loss in ("sapo", "grpo") for mode in AGGREGATION_
     ("sapo", "seq-mean-token-mean", 0.1)]  # + the KL term to a reference policy
 
 
+@pytest.mark.parametrize("packing", ["on", "off"])
 @pytest.mark.parametrize("loss,aggregation,kl_beta", CASES)
-def test_micro_batches_accumulate_the_gradient_of_one_big_batch(model_and_batch, loss, aggregation, kl_beta):
+def test_micro_batches_accumulate_the_gradient_of_one_big_batch(model_and_batch, loss, aggregation, kl_beta, packing):
     policy, batch = model_and_batch
-    kw = dict(loss=loss, aggregation=aggregation, kl_beta=kl_beta)
+    kw = dict(loss=loss, aggregation=aggregation, kl_beta=kl_beta, packing=packing)
     full_metrics, full = _grads(policy, batch, micro_batch_tokens=10**6, **kw)
     micro_metrics, micro = _grads(policy, batch, micro_batch_tokens=40, **kw)
     assert full_metrics["micro_batches"] == 1 and micro_metrics["micro_batches"] >= 4
@@ -110,9 +118,9 @@ def test_without_old_logprobs_the_update_is_exactly_the_on_policy_update(model_a
     import dataclasses
 
     model, batch = model_and_batch
-    inputs, P = batch.model_inputs()
+    inputs, P, packing = forward_inputs(model, batch, use_packing(model, TrainConfig().packing))  # as the update
     with torch.no_grad():
-        exact_old = policy_forward(model, inputs, P).logprobs  # what the separate old-log-prob forward gives
+        exact_old = policy_forward(model, inputs, P, packing=packing).logprobs  # the old-log-prob forward's
     with_old = dataclasses.replace(batch, old_logprobs=exact_old)
     without = dataclasses.replace(batch, old_logprobs=None)
     m1, g1 = _grads(model, with_old, micro_batch_tokens=10**6, loss="sapo", aggregation="seq-mean-token-mean")

@@ -109,24 +109,25 @@ def naive_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets
 
 def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float = 1.0, chunk_size: int = 1024,
                    with_entropy: bool = False, output_router_logits: bool | None = None,
-                   vision=None) -> PolicyForward:
+                   vision=None, packing=None) -> PolicyForward:
     """Log-probs of the completion tokens of ``inputs``.
 
     Args:
         inputs: model inputs over the full sequence [left-padded prompt | completion]: ``input_ids`` (B, T),
             ``attention_mask`` (B, T), ``mm_token_type_ids`` (B, T) (zeros for completion tokens), and when the
-            prompts have images ``pixel_values`` / ``image_grid_thw``.
+            prompts have images ``pixel_values`` / ``image_grid_thw``. Or, with ``packing``, the packed inputs of
+            ``sapo_vl.models.packing.pack``.
         prompt_len: P, the padded prompt width. Completion tokens are ``input_ids[:, P:]`` (C = T - P).
         output_router_logits: None -> True for MoE models.
         vision: a ``VisionCache`` whose features are valid for these weights (no-grad forwards, frozen vision
             tower); without one each distinct image (``inputs["image_keys"]``) is encoded once, with gradients.
+        packing: the ``Packing`` of packed ``inputs``; every output is then in the padded layout all the same.
     """
     from sapo_vl.models.load import is_moe
     from sapo_vl.models.moe import load_balancing_loss
     from sapo_vl.models.vision import image_outputs
 
-    input_ids = inputs["input_ids"]  # (B, T)
-    B, T = input_ids.shape
+    B, T = inputs["input_ids"].shape if packing is None else packing.mask.shape
     if not 0 < prompt_len < T:
         raise ValueError(f"prompt_len must be in (0, {T}), got {prompt_len}")
     moe = is_moe(model)
@@ -138,18 +139,33 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
         extra["mm_encoder_outputs"] = {"image": image_outputs(model, inputs.pop("pixel_values"),
                                                               inputs["image_grid_thw"], keys, vision)}
     out = model.model(**inputs, use_cache=False, **extra)
-    hidden = out.last_hidden_state[:, prompt_len - 1:T - 1]  # (B, C, H) predicts input_ids[:, P:]
-    targets = input_ids[:, prompt_len:]  # (B, C)
-    C = T - prompt_len
-    logp, ent = token_logprobs(hidden.reshape(B * C, -1), model.lm_head, targets.reshape(B * C),
-                               temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+    logp, ent = _completion_logprobs(model, out.last_hidden_state, inputs["input_ids"], prompt_len, packing,
+                                     temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
     router_logits = tuple(out.router_logits) if want_router and out.router_logits is not None else None
+    mask = inputs.get("attention_mask") if packing is None else packing.mask
     aux = None
     if router_logits is not None:
-        text_config = model.config.text_config
-        aux = load_balancing_loss(router_logits, inputs.get("attention_mask"), text_config.num_experts_per_tok)
-    return PolicyForward(logprobs=logp.view(B, C), entropy=None if ent is None else ent.view(B, C),
+        if packing is not None:
+            router_logits = tuple(packing.to_padded(g) for g in router_logits)  # (B * T, E) each
+        aux = load_balancing_loss(router_logits, mask, model.config.text_config.num_experts_per_tok)
+    return PolicyForward(logprobs=logp.view(B, -1), entropy=None if ent is None else ent.view(B, -1),
                          aux_loss=aux, router_logits=router_logits)
+
+
+def _completion_logprobs(model, hidden: torch.Tensor, input_ids: torch.Tensor, prompt_len: int, packing, **kw):
+    """(B * C,) log-probs and entropies of the completion tokens, from the decoder's last hidden states; packed,
+    only the real tokens go through the head (zeros at padding)."""
+    if packing is None:
+        B, T = input_ids.shape
+        h = hidden[:, prompt_len - 1:T - 1]  # (B, C, H) predicts input_ids[:, P:]
+        return token_logprobs(h.reshape(-1, h.shape[-1]), model.lm_head, input_ids[:, prompt_len:].reshape(-1), **kw)
+    at, dest = (i.to(hidden.device) for i in packing.completions(prompt_len))  # (M,) each
+    hidden = hidden.reshape(-1, hidden.shape[-1])  # (K, H)
+    logp, ent = token_logprobs(hidden[at - 1], model.lm_head, input_ids.reshape(-1)[at], **kw)  # (M,)
+    B, T = packing.mask.shape
+    size = B * (T - prompt_len)
+    logp = logp.new_zeros(size).index_copy(0, dest, logp)  # (B * C,)
+    return logp, None if ent is None else ent.new_zeros(size).index_copy(0, dest, ent)
 
 
 class PolicyModule(torch.nn.Module):
@@ -164,6 +180,6 @@ class PolicyModule(torch.nn.Module):
         self.model = model
 
     def forward(self, inputs: dict, prompt_len: int, temperature: float = 1.0, chunk_size: int = 1024,
-                with_entropy: bool = False, vision=None) -> PolicyForward:
+                with_entropy: bool = False, vision=None, packing=None) -> PolicyForward:
         return policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
-                              with_entropy=with_entropy, vision=vision)
+                              with_entropy=with_entropy, vision=vision, packing=packing)

@@ -129,12 +129,14 @@ def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]
 
 
 @torch.no_grad()
-def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int,
-                  chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor | None]:
+def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int, chunk_size: int = 1024,
+                  packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, C) of the rollout's completions under ``model``, micro-batched, and for an MoE model the
     expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay.
-    Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference)."""
+    Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference).
+    ``packed``: padding-free packed forwards, as the update's (the same computation on both sides of the ratio)."""
     from sapo_vl.models.moe import routing, routing_dtype
+    from sapo_vl.models.packing import forward_inputs
 
     N, C = rollout.completion_ids.shape
     P = rollout.prompt_len
@@ -145,14 +147,15 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     for start in range(0, N, micro_batch_size):
         idx = list(range(start, min(start + micro_batch_size, N)))
         mb = rollout.select(idx)
-        inputs, P_mb = mb.model_inputs()
+        inputs, P_mb, packing = forward_inputs(model, mb, packed)
         (p0, c1), n = mb.span(), len(idx)
         with routing(model) as used:
             out = policy_forward(model, to_device(inputs, device), P_mb, temperature=temperature,
-                                 chunk_size=chunk_size, vision=rollout.vision)
+                                 chunk_size=chunk_size, vision=rollout.vision, packing=packing)
         width = out.logprobs.shape[1]
         logprobs[start:start + n, :width] = out.logprobs.float().cpu()
         if used and used[0] is not None:
+            used = used if packing is None else [packing.to_padded(u) for u in used]  # (n * T', k) each
             ids = torch.stack([u.view(n, -1, u.shape[-1]) for u in used], dim=2).cpu()  # (n, T', L, k)
             if recorded is None:
                 num_experts = model.config.text_config.num_experts
