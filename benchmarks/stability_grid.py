@@ -8,7 +8,8 @@ last checkpoint. Runs go ``--jobs`` at a time, one CPU thread each.
 
 Writes OUT/stability.png (held-out accuracy and token entropy against step: mean over seeds, min-max band) and
 OUT/stability.md (final and best held-out accuracy, steps to the threshold, collapses: runs whose held-out accuracy
-falls more than 0.3 below their own best after reaching it).
+falls more than 0.3 below their own best after reaching it, and blow-ups: runs whose training-batch token entropy
+passes 4 nats, i.e. the policy sampling near-uniformly over the vocabulary).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ GRID = {  # name -> overrides of the base recipe (papers' settings via algo.pres
     "cispo": ["algo.preset=cispo"],
 }
 COLLAPSE_DROP = 0.3
+BLOW_UP_NATS = 4.0
 
 
 def read_rows(run: Path) -> list[dict]:
@@ -83,7 +85,9 @@ def run_summary(rows: list[dict], threshold: float) -> dict:
         peak = max(peak, value)
         collapsed |= value < peak - COLLAPSE_DROP
     reach = next((s for s, v in zip(steps, acc) if v >= threshold), None)
-    return {"final": acc[-1], "best": best, "reach": reach, "collapsed": collapsed, "last_step": steps[-1]}
+    blow_up = any(v > BLOW_UP_NATS for v in series(rows, "entropy")[1])
+    return {"final": acc[-1], "best": best, "reach": reach, "collapsed": collapsed, "blow_up": blow_up,
+            "last_step": steps[-1]}
 
 
 def report(args) -> str:
@@ -94,8 +98,8 @@ def report(args) -> str:
     import numpy as np
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    lines = [f"| config | final acc (mean ± sd) | best acc | steps to {args.threshold:.2f} | collapses |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [f"| config | final acc (mean ± sd) | best acc | steps to {args.threshold:.2f} | collapses | "
+             f"entropy blow-ups |", "|---|---:|---:|---:|---:|---:|"]
     for i, name in enumerate(args.configs):
         runs = [read_rows(args.out / name / f"seed{s}") for s in args.seeds]
         sums = [run_summary(r, args.threshold) for r in runs if r]
@@ -113,11 +117,10 @@ def report(args) -> str:
             continue
         final = np.array([s["final"] for s in sums])
         reach = [s["reach"] for s in sums if s["reach"] is not None]
+        reached = f"{np.mean(reach):.0f} ({len(reach)}/{len(sums)} runs)" if reach else "not reached"
         lines.append(f"| {name} | {final.mean():.3f} ± {final.std():.3f} | {max(s['best'] for s in sums):.3f} | "
-                     f"{np.mean(reach):.0f} ({len(reach)}/{len(sums)} runs) | "
-                     f"{sum(s['collapsed'] for s in sums)}/{len(sums)} |" if reach else
-                     f"| {name} | {final.mean():.3f} ± {final.std():.3f} | {max(s['best'] for s in sums):.3f} | "
-                     f"not reached | {sum(s['collapsed'] for s in sums)}/{len(sums)} |")
+                     f"{reached} | {sum(s['collapsed'] for s in sums)}/{len(sums)} | "
+                     f"{sum(s['blow_up'] for s in sums)}/{len(sums)} |")
     axes[0].set(title="Held-out accuracy (greedy)", xlabel="step", ylabel="accuracy")
     axes[1].set(title="Token entropy (training batch, smoothed by eval cadence)", xlabel="step", ylabel="nats")
     axes[0].legend(fontsize=8, ncol=2)
