@@ -36,6 +36,7 @@ from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sou
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
+from sapo_vl.parallel import describe_sharding, even_share, full_model_state, make_accelerator, reduce_mean
 from sapo_vl.plugins import split_imports
 from sapo_vl.rundir import RunLock, StopFlag, atomic_dir
 from sapo_vl.update import PolicyUpdate
@@ -101,22 +102,6 @@ def by_source(prefix: str, records: list[dict], values: dict[str, list[float]]) 
     return out
 
 
-def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
-    """Mean of each metric over the ranks that report it (ranks may lack a key, e.g. no negative-advantage token
-    for a SAPO gate statistic, or no prompt of a mixture source)."""
-    if accelerator.num_processes == 1 or not values:
-        return values
-    import torch.distributed as dist
-
-    key_lists: list = [None] * accelerator.num_processes
-    dist.all_gather_object(key_lists, sorted(values))
-    keys = sorted(set().union(*key_lists))
-    sums = torch.tensor([[values.get(k, 0.0), float(k in values)] for k in keys], dtype=torch.float64,
-                        device=accelerator.device)  # (K, 2) value, present
-    sums = accelerator.reduce(sums, reduction="sum")
-    return {k: (v / n) for k, (v, n) in zip(keys, sums.tolist()) if n > 0}
-
-
 def rollout_metrics(rollout, rewards, comps, advantages) -> dict[str, float]:
     lengths = rollout.response_mask.sum(1).float()  # (N,)
     out = {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
@@ -158,16 +143,12 @@ class Run:
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from sapo_vl.models.load import load_policy, load_processor
     from sapo_vl.rewards.pool import RewardPool
 
-    cuda = torch.cuda.is_available()
-    mp = cfg.train.mixed_precision
-    accelerator = Accelerator(mixed_precision="bf16" if (mp == "bf16" or (mp == "auto" and cuda)) else "no",
-                              cpu=not cuda)
+    accelerator = make_accelerator(cfg.train)
     out_dir, is_main = Path(cfg.output_dir), accelerator.is_main_process
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -206,13 +187,16 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
             print(f"[sapo-vl] resumed from {resume_from} at step {start_step}", flush=True)
     update = PolicyUpdate(model, cfg.algo, cfg.train, cfg.rollout, accelerator, state)
     hf_model = accelerator.unwrap_model(update.policy).model
+    if update.sharded and is_main:
+        print(f"[sapo-vl] {describe_sharding(update.policy)}", flush=True)
     r = cfg.rollout
     return Run(
         cfg=cfg, accelerator=accelerator, hf_model=hf_model, fmt=fmt, update=update, sampler=sampler,
         sources=sources, train_records=train_records,
         reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers,
                                timeout_s=cfg.reward.timeout_s or None),
-        engine=HFEngine(hf_model, fmt.processor, batch_size=r.generation_batch_size, stop=stop), stop=stop,
+        engine=HFEngine(update.policy, fmt.processor, batch_size=r.generation_batch_size, stop=stop,
+                        synced=update.sharded), stop=stop,
         sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k),
         ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
@@ -227,10 +211,12 @@ def evaluate(r: Run) -> dict[str, float]:
 
     acc, limit = r.accelerator, r.cfg.log.eval_limit
     share = [rec for src in r.sources for rec in src.eval[acc.process_index::acc.num_processes][:limit]]
+    first = next((src.eval[0] for src in r.sources if src.eval), None)
+    padded, n = even_share(share, first, acc)  # sharded generation: every rank as many prompts as the others
     was_training = r.hf_model.training
     r.hf_model.eval()
     greedy = SamplingParams(max_new_tokens=r.cfg.rollout.max_new_tokens, temperature=0.0)
-    texts = [c[0] for c in generate_completions(r.engine, r.fmt, share, greedy)] if share else []
+    texts = [c[0] for c in generate_completions(r.engine, r.fmt, padded, greedy)][:n] if padded else []
     r.hf_model.train(was_training)
     totals, comps = r.reward_pool.score(texts, share) if share else ([], {n: [] for n in r.reward_pool.names})
     correct = [float(v is not None and v >= 1.0) for v in comps[r.cfg.reward.accuracy or r.reward_pool.names[0]]]
@@ -251,8 +237,9 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
     rollout.old_logprobs, rollout.router_topk = score_rollout(
-        r.hf_model, rollout, temperature=r.sampling.temperature, micro_batch_size=cfg.rollout.generation_batch_size,
-        chunk_size=cfg.train.logprob_chunk_size, top_k_experts=r.update.top_k_experts)
+        r.update.policy, rollout, temperature=r.sampling.temperature,
+        micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size,
+        top_k_experts=r.update.top_k_experts)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
                                                 micro_batch_size=cfg.rollout.generation_batch_size)
@@ -451,12 +438,13 @@ def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> No
         gathered = [None] * r.accelerator.num_processes
         dist.all_gather_object(gathered, rng)
         rng = gathered
+    weights, update_state = full_model_state(r.update.policy), r.update.state_dict()  # collective under FSDP2
     if r.accelerator.is_main_process:
-        state = {**r.update.state_dict(), "sampler": sampler_state, "config": r.cfg.to_dict()}
+        state = {**update_state, "sampler": sampler_state, "config": r.cfg.to_dict()}
         if isinstance(rng, list):
             state["rng"] = rng  # overrides save_checkpoint's own (this process's) rng entry
         save_checkpoint(out_dir, step, model=r.hf_model, processor=r.fmt.processor, trainer_state=state,
-                        keep_last=r.cfg.log.keep_last)
+                        keep_last=r.cfg.log.keep_last, state_dict=weights)
     r.last_saved = step
     r.accelerator.wait_for_everyone()
 

@@ -16,7 +16,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from sapo_vl.errors import Interrupted
-from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout
@@ -67,10 +67,13 @@ class _StopWhen:
 
 class HFEngine:
     """Sampling with Hugging Face ``generate``, in chunks of ``batch_size`` sequences to bound memory. With
-    ``stop`` (a callable), a stop request ends generation within one decoding step and raises ``Interrupted``."""
+    ``stop`` (a callable), a stop request ends generation within one decoding step and raises ``Interrupted``.
+    ``synced``: the model is sharded over ranks (FSDP2), so every rank runs as many decoding steps as the slowest
+    (``synced_gpus``); ``model`` is then the FSDP ``PolicyModule``, whose ``generate`` gathers the parameters."""
 
-    def __init__(self, model, processor, *, batch_size: int = 64, stop=None):
+    def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False):
         self.model, self.processor, self.batch_size, self.stop = model, processor, batch_size, stop
+        self.synced = synced
         tok = processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         if self.eos_id is None or self.eos_id == tok.unk_token_id:
@@ -93,7 +96,7 @@ class HFEngine:
             inputs = {k: v.to(device) for k, v in chunk.model_inputs().items()}
             kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
                           eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-                          suppress_tokens=self.suppress or None, use_cache=True)
+                          suppress_tokens=self.suppress or None, use_cache=True, synced_gpus=self.synced)
             if params.do_sample:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
             if self.stop is not None:
@@ -120,17 +123,19 @@ def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]
 @torch.no_grad()
 def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int, chunk_size: int = 1024,
                   top_k_experts: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (N, C) of the rollout's completions under ``model`` (and MoE top-k routing), micro-batched."""
+    """Log-probs (N, C) of the rollout's completions under ``model`` (and MoE top-k routing), micro-batched.
+    ``model``: a Hugging Face model or a ``PolicyModule`` (under FSDP2, the sharded one: its forward gathers)."""
     N, C = rollout.completion_ids.shape
     logprobs = torch.zeros(N, C)
     topk = None
-    device = next(_unwrap(model).parameters()).device
+    policy = _unwrap(model) if isinstance(_unwrap(model), PolicyModule) else PolicyModule(_unwrap(model))
+    device = next(policy.parameters()).device
     for start in range(0, N, micro_batch_size):
         idx = list(range(start, min(start + micro_batch_size, N)))
         mb = rollout.select(idx)
         inputs, P = mb.model_inputs()
         inputs = {k: v.to(device) for k, v in inputs.items()}
-        out = policy_forward(_unwrap(model), inputs, P, temperature=temperature, chunk_size=chunk_size)
+        out = policy(inputs, P, temperature=temperature, chunk_size=chunk_size)
         width = out.logprobs.shape[1]
         logprobs[start:start + len(idx), :width] = out.logprobs.float().cpu()
         if out.router_logits is not None and top_k_experts:
