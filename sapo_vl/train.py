@@ -37,6 +37,7 @@ from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
 from sapo_vl.parallel import describe_sharding, even_share, full_model_state, make_accelerator, reduce_mean
+from sapo_vl.plan import preflight
 from sapo_vl.plugins import split_imports
 from sapo_vl.rundir import RunLock, StopFlag, atomic_dir
 from sapo_vl.update import PolicyUpdate
@@ -161,7 +162,7 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         path = model_path(cfg, resume_from)
     d = cfg.data
     fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
-    _check_context(cfg, path)
+    preflight(cfg, path, accelerator)  # context length; on GPUs, a warning before an obvious OOM
     sources = load_data(cfg, fmt)  # data errors surface before the weights load
     state = load_trainer_state(resume_from) if resume_from is not None else None
     if state is not None:
@@ -460,19 +461,6 @@ def _data_report(sources: list[Source], is_main: bool) -> dict:
             "data/eval_records": float(sum(len(s.eval) for s in sources)),
             "data/train_skipped": sum(skipped(s.train) for s in sources),
             "data/eval_skipped": sum(skipped(s.eval) for s in sources)}
-
-
-def _check_context(cfg: Config, path: Path) -> None:
-    """The longest prompt plus the generation budget must fit the model's context (read from config.json)."""
-    import json
-
-    config = json.loads((path / "config.json").read_text())
-    context = config.get("text_config", config).get("max_position_embeddings")
-    need = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    if context and need > context:
-        raise UserError(f"data.max_prompt_length ({cfg.data.max_prompt_length}) + rollout.max_new_tokens "
-                        f"({cfg.rollout.max_new_tokens}) = {need} exceeds the model's context ({context} tokens, "
-                        f"max_position_embeddings in {path / 'config.json'})")
 
 
 def cli_main(argv: list[str]) -> int:
