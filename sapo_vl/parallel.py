@@ -51,6 +51,12 @@ def make_accelerator(train) -> Any:
         _fsdp_on_cpu(accelerator)
     check_sharding(strategy(accelerator), train.sharding, fsdp_asked=_env_flag("ACCELERATE_USE_FSDP"),
                    processes=accelerator.num_processes)
+    if strategy(accelerator) == "fsdp2" and accelerator.mixed_precision == "bf16":
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        # bf16 compute, gradients reduced in fp32 (accelerate would reduce them in bf16 too)
+        accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     return accelerator
 
 
@@ -99,8 +105,9 @@ def is_sharded(accelerator) -> bool:
     return accelerator is not None and strategy(accelerator) == "fsdp2"
 
 
-def describe_sharding(policy) -> str:
-    """One line: how many parameters are sharded over how many ranks, and the wrap units (``_no_split_modules``)."""
+def describe_sharding(policy, accelerator) -> str:
+    """One line: how many parameters are sharded over how many ranks, the wrap units (``_no_split_modules``) and
+    the precision of compute and gradient reduction."""
     from collections import Counter
 
     from torch.distributed.fsdp import FSDPModule
@@ -109,9 +116,12 @@ def describe_sharding(policy) -> str:
     params = list(policy.parameters())
     sharded = sum(p.numel() for p in params if isinstance(p, DTensor))
     units = Counter(type(m).__name__.removeprefix("FSDP") for m in policy.modules() if isinstance(m, FSDPModule))
-    world = torch.distributed.get_world_size()
-    return (f"FSDP2 over {world} processes: {sharded:,} of {sum(p.numel() for p in params):,} parameters sharded; "
-            f"wrap units {', '.join(f'{n} x{c}' for n, c in sorted(units.items()))}")
+    mp = accelerator.state.fsdp_plugin.mixed_precision_policy
+    precision = (f"compute in {str(mp.param_dtype).removeprefix('torch.')}, gradients reduced in "
+                 f"{str(mp.reduce_dtype).removeprefix('torch.')}") if mp is not None else "no mixed precision"
+    return (f"FSDP2 over {accelerator.num_processes} processes: {sharded:,} of {sum(p.numel() for p in params):,} "
+            f"parameters sharded; wrap units {', '.join(f'{n} x{c}' for n, c in sorted(units.items()))}; "
+            f"{precision}")
 
 
 def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:

@@ -172,7 +172,8 @@ def state_terms(cfg, sizes: ModelSizes, strategy: str, gpus: int) -> dict[str, f
     """Weights, gradients, AdamW state and working copies per GPU (see the module docstring)."""
     bw, bc = dtype_bytes(cfg)
     sharded = strategy != "ddp"
-    bt = 4 if strategy == "fsdp2" and bc < 4 else bw  # accelerate's FSDP2 keeps trainable parameters in fp32
+    mixed = cfg.train.mixed_precision in ("bf16", "auto")
+    bt = 4 if strategy == "fsdp2" and mixed else bw  # accelerate's FSDP2 upcasts trainable parameters under bf16
     n = gpus if sharded else 1
     terms = {"weights": (sizes.trainable * bt + (sizes.total - sizes.trainable) * bw) / n,
              "gradients": sizes.trainable * bt / n * (2 if not sharded and gpus > 1 else 1),

@@ -189,7 +189,7 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     update = PolicyUpdate(model, cfg.algo, cfg.train, cfg.rollout, accelerator, state)
     hf_model = accelerator.unwrap_model(update.policy).model
     if update.sharded and is_main:
-        print(f"[sapo-vl] {describe_sharding(update.policy)}", flush=True)
+        print(f"[sapo-vl] {describe_sharding(update.policy, accelerator)}", flush=True)
     r = cfg.rollout
     return Run(
         cfg=cfg, accelerator=accelerator, hf_model=hf_model, fmt=fmt, update=update, sampler=sampler,

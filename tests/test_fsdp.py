@@ -108,8 +108,9 @@ def test_resuming_from_the_sharded_checkpoint_continues_exactly(runs, name):
 
 @pytest.mark.timeout(300)
 def test_sapo_vl_train_under_the_fsdp2_config_shards_generates_evaluates_and_saves(tmp_path):
-    """The whole loop under FSDP2 on 2 CPU processes: sharded generation (synced decoding steps), held-out prompts
-    split 3 / 2 over the ranks (padded so both generate as often), full checkpoints."""
+    """The whole loop under FSDP2 on 2 CPU processes, with bf16 compute as on GPUs: sharded generation (synced
+    decoding steps), held-out prompts split 3 / 2 over the ranks (padded so both generate as often), full
+    checkpoints of the fp32 master weights."""
     from transformers import AutoModelForImageTextToText
 
     out = tmp_path / "run"
@@ -118,16 +119,18 @@ def test_sapo_vl_train_under_the_fsdp2_config_shards_generates_evaluates_and_sav
            "--main_process_port", str(_free_port()), "-m", "sapo_vl.cli", "train", str(REPO / "recipes/tiny/demo.yaml"),
            f"output_dir={out}", "train.sharding=fsdp2", "train.total_steps=2", "rollout.group_size=4",
            "rollout.prompts_per_step=2", "warmup.steps=0", "train.num_mini_batches=2", "data.eval_kwargs={n: 5}",
-           "log.eval_limit=10", "log.plot=false", "log.progress=false"]
+           "log.eval_limit=10", "log.plot=false", "log.progress=false", "train.mixed_precision=bf16"]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
     assert "FSDP2 over 2 processes: 373,536 of 373,536 parameters sharded" in proc.stdout
+    assert "compute in bfloat16, gradients reduced in float32" in proc.stdout
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [d["step"] for d in lines if "reward/mean" in d] == [1, 2]
     assert [d["eval/n"] for d in lines if "eval/n" in d] == [5.0, 5.0]  # before and after: every prompt once
-    model = AutoModelForImageTextToText.from_pretrained(out / "checkpoints" / "step-000002")
+    model = AutoModelForImageTextToText.from_pretrained(out / "checkpoints" / "step-000002", dtype="auto")
     assert sum(p.numel() for p in model.parameters()) == 373_536
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
 
 
 def test_a_recipe_sized_for_fsdp2_refuses_to_run_unsharded(tmp_path, capsys):
