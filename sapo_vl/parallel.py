@@ -49,12 +49,12 @@ def make_accelerator(train) -> Any:
                               cpu=not cuda)
     if _env_flag("ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU:
         _fsdp_on_cpu(accelerator)
-    check_sharding(strategy(accelerator), train.sharding, fsdp_asked=_env_flag("ACCELERATE_USE_FSDP"),
+    kind = strategy(accelerator)
+    check_sharding(kind, train.sharding, fsdp_asked=_env_flag("ACCELERATE_USE_FSDP"),
                    processes=accelerator.num_processes)
-    if strategy(accelerator) == "fsdp2" and accelerator.mixed_precision == "bf16":
+    if kind == "fsdp2" and accelerator.mixed_precision == "bf16":  # accelerate would reduce gradients in bf16
         from torch.distributed.fsdp import MixedPrecisionPolicy
 
-        # bf16 compute, gradients reduced in fp32 (accelerate would reduce them in bf16 too)
         accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
             param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     return accelerator

@@ -27,8 +27,8 @@ SIZES = [(64, 64), (96, 48), (32, 32), (128, 64), (48, 96), (64, 32), (32, 64), 
 
 
 def global_batch(processor):
-    """8 sequences with images, uneven prompt and completion lengths, advantages of both signs; ``noise`` moves the
-    old log-probs off-policy (ratios away from 1: the loss depends on the weights, SAPO's gate acts)."""
+    """8 sequences with images, uneven prompt and completion lengths, advantages of both signs, and the noise that
+    moves their old log-probs off-policy."""
     from sapo_vl.rollout import PromptFormat
     from sapo_vl.warmup import supervised_batch
 
@@ -40,13 +40,19 @@ def global_batch(processor):
     return batch, noise
 
 
-def _step(update, batch, noise) -> dict:
-    """One rollout's update: old log-probs from the policy itself (plus fixed noise), the update, metrics reduced."""
+def _old_logprobs(update, batch, noise):
+    """Old log-probs as a rollout would have them: from the policy before the updates, moved off-policy by a fixed
+    noise (ratios away from 1 that change as the weights do: the loss depends on the weights, SAPO's gate acts)."""
     from sapo_vl.rollout.generate import score_rollout
-    from sapo_vl.parallel import reduce_mean
 
     logprobs, _ = score_rollout(update.policy, batch, temperature=1.0, micro_batch_size=3)
-    batch.old_logprobs = logprobs + noise[:, :logprobs.shape[1]]
+    return logprobs + noise[:, :logprobs.shape[1]]
+
+
+def _step(update, batch) -> dict:
+    """One update of the rollout ``batch``, metrics reduced over the ranks as train_step does."""
+    from sapo_vl.parallel import reduce_mean
+
     metrics = reduce_mean(update.update(batch), update.accelerator)
     return {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"]}
 
@@ -80,21 +86,22 @@ def drive(model_dir: Path, out: Path) -> None:
     (out / f"shards-{rank}.json").write_text(json.dumps(shards))
     batch, noise = global_batch(processor)
     mine = list(range(rank * len(batch) // world, (rank + 1) * len(batch) // world))  # this rank's share
-    batch, noise = batch.select(mine), noise[mine]
-    steps = [_step(update, batch, noise) for _ in range(2)]
+    batch = batch.select(mine)
+    batch.old_logprobs = _old_logprobs(update, batch, noise[mine])
+    steps = [_step(update, batch) for _ in range(2)]
     weights, state = full_model_state(update.policy), update.state_dict()  # as train._save: every rank gathers
     rng = rng_state()  # this rank's (train._save gathers every rank's into the checkpoint)
     if accelerator.is_main_process:
         save_checkpoint(out, 2, model=update.policy.model, processor=processor, trainer_state=state,
                         state_dict=weights)
     accelerator.wait_for_everyone()
-    steps.append(_step(update, batch, noise))
+    steps.append(_step(update, batch))
     final = full_model_state(update.policy)
 
     checkpoint = out / "checkpoints" / "step-000002"
     resumed, _ = _build(checkpoint, load_trainer_state(checkpoint))
     set_rng_state(rng)
-    again = _step(resumed, batch, noise)
+    again = _step(resumed, batch)
     resumed_final = full_model_state(resumed.policy)
     if accelerator.is_main_process:
         same = all(torch.equal(final[k], resumed_final[k]) for k in final)
