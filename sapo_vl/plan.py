@@ -72,8 +72,11 @@ def model_sizes(config: dict, freeze_vision: bool) -> ModelSizes:
 
     import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 
-    with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
+    try:
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**config))
+    except (KeyError, ValueError, TypeError) as err:  # no model_type, or one transformers cannot build
+        raise UserError(f"transformers cannot build an image-text model from this config: {err}") from None
     text_config = model.config.get_text_config()
     text = {k: getattr(text_config, k, None) for k in TEXT_KEYS}  # attributes: num_experts is an alias in 5.x
     units = [m for m in model.modules() if type(m).__name__ in set(model._no_split_modules or ())]

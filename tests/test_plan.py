@@ -159,6 +159,14 @@ def test_the_model_config_is_the_downloaded_one_else_the_bundled_published_one(t
         model_config(load_config(recipe, [f"model.path={tmp_path / 'Unknown-Model'}"]), recipe)
 
 
+def test_a_config_transformers_cannot_build_is_a_one_line_error(tmp_path, capsys):
+    from sapo_vl.cli import main
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "no_such_model"}))
+    code = main(["plan", str(REPO / "recipes/qwen3_vl_8b/geo3k.yaml"), "--model-config", str(tmp_path / "config.json")])
+    assert code == 2 and "transformers cannot build an image-text model from this config" in capsys.readouterr().err
+
+
 def test_plan_prints_the_table_and_exits_1_when_the_run_does_not_fit(capsys):
     from sapo_vl.cli import main
 
