@@ -61,14 +61,15 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, model, processor, trainer_state: dict,
-                    keep_last: int = 2) -> Path:
+                    keep_last: int = 2, state_dict: dict | None = None) -> Path:
     """Atomically write ``step-{step}`` (``rundir.atomic_dir``: a full disk is a clear error and leaves the
-    previous checkpoints intact); point ``latest`` at it; prune to the newest ``keep_last``. Main process only."""
+    previous checkpoints intact); point ``latest`` at it; prune to the newest ``keep_last``. Main process only.
+    ``state_dict``: the model's full weights when its own are shards (``parallel.full_model_state``)."""
     root = checkpoint_dir(run_dir)
     final = root / f"step-{step:06d}"
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     with atomic_dir(final, needed_bytes=3 * weights) as tmp:  # weights + Adam's two moments
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         processor.save_pretrained(tmp)
         torch.save({"rng": rng_state(), **trainer_state, "step": step}, tmp / "trainer_state.pt")  # caller may pass rng
     link = root / ".latest.tmp"
@@ -86,7 +87,8 @@ def load_trainer_state(path: str | Path) -> dict:
     state_file = Path(path) / "trainer_state.pt"
     if not state_file.is_file():
         raise FileNotFoundError(f"{path} is not a sapo_vl checkpoint (no trainer_state.pt)")
-    return torch.load(state_file, map_location="cpu", weights_only=False)
+    # memory-mapped: every rank of a large run reads the optimizer state without a private copy of it
+    return torch.load(state_file, map_location="cpu", weights_only=False, mmap=True)
 
 
 def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:

@@ -129,6 +129,7 @@ class TrainConfig:
     packing: str = "auto"  # padding-free packed micro-batches: auto = where exact for the model | on | off
     logprob_chunk_size: int = 1024
     mixed_precision: str = "auto"  # auto: bf16 on CUDA
+    sharding: str = "any"  # fsdp2: refuse to start unless launched with FSDP2 over >= 2 processes (sized for it)
 
 
 @dataclass
@@ -181,7 +182,8 @@ def choices() -> dict[str, Any]:
         "reward.funcs": REWARDS, "reward.accuracy": REWARDS, "warmup.labels": ("shuffled", "gold"),
         "algo.preset": ALGORITHMS, "algo.policy_loss": POLICY_LOSSES, "algo.aggregation": AGGREGATION_MODES,
         "algo.advantage": ADVANTAGES, "algo.kl_estimator": KL_ESTIMATORS, "train.lr_schedule": ("constant", "cosine"),
-        "train.mixed_precision": ("auto", "no", "bf16"), "resume": ("auto", "never", "force", "PATH"),
+        "train.mixed_precision": ("auto", "no", "bf16"), "train.sharding": ("any", "fsdp2"),
+        "resume": ("auto", "never", "force", "PATH"),
         "reward.on_timeout": ("zero", "skip"), "data.mixture[].reward": REWARDS,
         "algo.routing_replay": ("none", "rollout"), "train.packing": ("auto", "on", "off"),
         "log.backends": ("jsonl", "tensorboard", "wandb", "trackio"),
@@ -404,7 +406,8 @@ def _check_names(cfg: Config, allowed: dict) -> None:
 
 def _check_choices(cfg: Config, allowed: dict) -> None:
     for key in ("data.on_error", "warmup.labels", "algo.aggregation", "algo.kl_estimator", "train.lr_schedule",
-                "train.mixed_precision", "reward.on_timeout", "algo.routing_replay", "train.packing"):
+                "train.mixed_precision", "train.sharding", "reward.on_timeout", "algo.routing_replay",
+                "train.packing"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed[key]:
@@ -500,7 +503,7 @@ def _check_loss_hparams(name: str, hparams: dict) -> None:
 # keys that may change when a run resumes: how long it runs, where and how it logs, how work is batched
 SAFE_ON_RESUME = ("output_dir", "resume", "imports", "train.total_steps", "log.", "reward.num_workers",
                   "reward.timeout_s", "rollout.generation_batch_size", "train.micro_batch_tokens",
-                  "train.logprob_chunk_size", "train.packing")
+                  "train.logprob_chunk_size", "train.packing", "train.sharding")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

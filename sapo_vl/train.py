@@ -37,6 +37,8 @@ from sapo_vl.models.moe import moe_routers
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
+from sapo_vl.parallel import describe_sharding, even_share, full_model_state, make_accelerator, reduce_mean
+from sapo_vl.plan import preflight
 from sapo_vl.plugins import split_imports
 from sapo_vl.rundir import RunLock, StopFlag, atomic_dir
 from sapo_vl.update import PolicyUpdate
@@ -102,22 +104,6 @@ def by_source(prefix: str, records: list[dict], values: dict[str, list[float]]) 
     return out
 
 
-def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
-    """Mean of each metric over the ranks that report it (ranks may lack a key, e.g. no negative-advantage token
-    for a SAPO gate statistic, or no prompt of a mixture source)."""
-    if accelerator.num_processes == 1 or not values:
-        return values
-    import torch.distributed as dist
-
-    key_lists: list = [None] * accelerator.num_processes
-    dist.all_gather_object(key_lists, sorted(values))
-    keys = sorted(set().union(*key_lists))
-    sums = torch.tensor([[values.get(k, 0.0), float(k in values)] for k in keys], dtype=torch.float64,
-                        device=accelerator.device)  # (K, 2) value, present
-    sums = accelerator.reduce(sums, reduction="sum")
-    return {k: (v / n) for k, (v, n) in zip(keys, sums.tolist()) if n > 0}
-
-
 def rollout_metrics(rollout, rewards, comps, advantages) -> dict[str, float]:
     lengths = rollout.response_mask.sum(1).float()  # (N,)
     out = {"reward/mean": rewards.mean().item(), "reward/std": rewards.std().item() if len(rewards) > 1 else 0.0,
@@ -160,16 +146,12 @@ class Run:
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from sapo_vl.models.load import load_policy, load_processor
     from sapo_vl.rewards.pool import RewardPool
 
-    cuda = torch.cuda.is_available()
-    mp = cfg.train.mixed_precision
-    accelerator = Accelerator(mixed_precision="bf16" if (mp == "bf16" or (mp == "auto" and cuda)) else "no",
-                              cpu=not cuda)
+    accelerator = make_accelerator(cfg.train)
     out_dir, is_main = Path(cfg.output_dir), accelerator.is_main_process
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +164,7 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         path = model_path(cfg, resume_from)
     d = cfg.data
     fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
-    _check_context(cfg, path)
+    preflight(cfg, path, accelerator)  # context length; on GPUs, a warning before an obvious OOM
     sources = load_data(cfg, fmt)  # data errors surface before the weights load
     state = load_trainer_state(resume_from) if resume_from is not None else None
     if state is not None:
@@ -210,13 +192,16 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         raise UserError(f"algo.routing_replay={cfg.algo.routing_replay} needs an MoE model; {path} is dense")
     update = PolicyUpdate(model, cfg.algo, cfg.train, cfg.rollout, accelerator, state)
     hf_model = accelerator.unwrap_model(update.policy).model
+    if update.sharded and is_main:
+        print(f"[sapo-vl] {describe_sharding(update.policy, accelerator)}", flush=True)
     r = cfg.rollout
     return Run(
         cfg=cfg, accelerator=accelerator, hf_model=hf_model, fmt=fmt, update=update, sampler=sampler,
         sources=sources, train_records=train_records,
         reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers,
                                timeout_s=cfg.reward.timeout_s or None),
-        engine=HFEngine(hf_model, fmt.processor, batch_size=r.generation_batch_size, stop=stop), stop=stop,
+        engine=HFEngine(update.policy, fmt.processor, batch_size=r.generation_batch_size, stop=stop,
+                        synced=update.sharded), stop=stop,
         sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k),
         ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
@@ -231,10 +216,12 @@ def evaluate(r: Run) -> dict[str, float]:
 
     acc, limit = r.accelerator, r.cfg.log.eval_limit
     share = [rec for src in r.sources for rec in src.eval[acc.process_index::acc.num_processes][:limit]]
+    first = next((src.eval[0] for src in r.sources if src.eval), None)
+    padded, n = even_share(share, first, acc)  # sharded generation: every rank as many prompts as the others
     was_training = r.hf_model.training
     r.hf_model.eval()
     greedy = SamplingParams(max_new_tokens=r.cfg.rollout.max_new_tokens, temperature=0.0)
-    texts = [c[0] for c in generate_completions(r.engine, r.fmt, share, greedy)] if share else []
+    texts = [c[0] for c in generate_completions(r.engine, r.fmt, padded, greedy)][:n] if padded else []
     r.hf_model.train(was_training)
     totals, comps = (r.reward_pool.score(texts, share, stop=r.stop) if share
                      else ([], {n: [] for n in r.reward_pool.names}))
@@ -265,7 +252,7 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     t1 = time.perf_counter()
     if not one_pass(cfg):
         rollout.old_logprobs, rollout.routing = score_rollout(
-            r.hf_model, rollout, temperature=r.sampling.temperature,
+            r.update.policy, rollout, temperature=r.sampling.temperature,
             micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size,
             packed=r.update.packed)
     if r.ref_model is not None:
@@ -479,12 +466,13 @@ def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> No
         gathered = [None] * r.accelerator.num_processes
         dist.all_gather_object(gathered, (rng, pending))
         rng, pending = [g[0] for g in gathered], [g[1][0] for g in gathered]
+    weights, update_state = full_model_state(r.update.policy), r.update.state_dict()  # collective under FSDP2
     if r.accelerator.is_main_process:
-        state = {**r.update.state_dict(), "sampler": sampler_state, "config": r.cfg.to_dict(), "pending": pending}
+        state = {**update_state, "sampler": sampler_state, "config": r.cfg.to_dict(), "pending": pending}
         if isinstance(rng, list):
             state["rng"] = rng  # overrides save_checkpoint's own (this process's) rng entry
         save_checkpoint(out_dir, step, model=r.hf_model, processor=r.fmt.processor, trainer_state=state,
-                        keep_last=r.cfg.log.keep_last)
+                        keep_last=r.cfg.log.keep_last, state_dict=weights)
     r.last_saved = step
     r.accelerator.wait_for_everyone()
 
@@ -500,19 +488,6 @@ def _data_report(sources: list[Source], is_main: bool) -> dict:
             "data/eval_records": float(sum(len(s.eval) for s in sources)),
             "data/train_skipped": sum(skipped(s.train) for s in sources),
             "data/eval_skipped": sum(skipped(s.eval) for s in sources)}
-
-
-def _check_context(cfg: Config, path: Path) -> None:
-    """The longest prompt plus the generation budget must fit the model's context (read from config.json)."""
-    import json
-
-    config = json.loads((path / "config.json").read_text())
-    context = config.get("text_config", config).get("max_position_embeddings")
-    need = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    if context and need > context:
-        raise UserError(f"data.max_prompt_length ({cfg.data.max_prompt_length}) + rollout.max_new_tokens "
-                        f"({cfg.rollout.max_new_tokens}) = {need} exceeds the model's context ({context} tokens, "
-                        f"max_position_embeddings in {path / 'config.json'})")
 
 
 def cli_main(argv: list[str]) -> int:

@@ -4,7 +4,11 @@ accumulation, gradient clipping, one optimizer step per mini-batch, and the lear
 Every micro-batch's loss is aggregated with the FULL mini-batch's normalisers (``global_normalizers``), so the sum
 of the micro-batch gradients equals the gradient of the mini-batch loss, whatever the aggregation mode
 (tests/test_update.py checks it on the real model). Under data parallelism the normalisers are summed over ranks
-and the loss is multiplied by the world size, because DDP averages gradients.
+and the loss is multiplied by the world size, because DDP and FSDP2 average gradients. Under FSDP2 every forward
+and backward is collective, so each rank runs as many micro-batches as the rank with the most (the extra ones are
+empty: a real sequence with weight 0), and gradients are reduce-scattered after every micro-batch (accumulating
+them unsharded would hold a full-size gradient on every GPU); tests/test_fsdp.py matches 2 sharded processes to
+one process on the same global batch.
 
 Where exact for the model (``train.packing=auto``: Qwen3-VL(-MoE) under sdpa or flash_attention_2), each
 micro-batch is packed without padding (``sapo_vl.models.packing``) and the token budget counts real tokens only;
@@ -22,10 +26,10 @@ from contextlib import nullcontext
 import torch
 
 from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
-from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import forward_inputs, use_packing
+from sapo_vl.parallel import full_optimizer_state, is_sharded, load_optimizer_state, reduce_max
 from sapo_vl.rollout.types import Rollout, to_device
 
 
@@ -79,7 +83,7 @@ class PolicyUpdate:
 
     Built from the ``algo`` (loss, aggregation, KL, MoE aux), ``train`` (optimizer, batching) and ``rollout``
     (sampling temperature, generation budget) config sections. With an ``accelerator`` the policy and optimizer
-    are prepared for it (DDP / FSDP / DeepSpeed) after ``state`` (a checkpoint's optimizer and scheduler) is loaded.
+    are prepared for it (DDP / FSDP2), then ``state`` (a checkpoint's optimizer and scheduler) is loaded.
     """
 
     def __init__(self, model, algo, train, rollout, accelerator=None, state: dict | None = None):
@@ -89,26 +93,29 @@ class PolicyUpdate:
         self.top_k_experts = getattr(text_config, "num_experts_per_tok", None)
         self.policy = PolicyModule(model)
         self.model, self.packed = model, use_packing(model, train.packing)  # packed: padding-free micro-batches
-        self.params = [p for p in self.policy.parameters() if p.requires_grad]
         visual = getattr(getattr(model, "model", model), "visual", None)
         # a frozen vision tower: the step's cached image features serve every training forward
         self.vision_trains = visual is not None and any(p.requires_grad for p in visual.parameters())
-        self.optimizer = torch.optim.AdamW(self.params, lr=train.lr, betas=tuple(train.adam_betas),
-                                           weight_decay=train.weight_decay)
+        self.optimizer = torch.optim.AdamW([p for p in self.policy.parameters() if p.requires_grad], lr=train.lr,
+                                           betas=tuple(train.adam_betas), weight_decay=train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
-        if state is not None:
-            try:
-                self.optimizer.load_state_dict(state["optimizer"])
-            except ValueError as err:  # another set of trainable parameters
-                raise UserError(f"the checkpoint's optimizer state does not fit this model's trainable parameters "
-                                f"({err}); did model.freeze_vision change?") from None
-            self.scheduler.load_state_dict(state["scheduler"])
+        self.sharded = is_sharded(accelerator)
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
+        if self.sharded:
+            from torch.distributed.fsdp import register_fsdp_forward_method
+
+            register_fsdp_forward_method(self.policy, "generate")
+        self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP2's are new (DTensors)
+        if state is not None:
+            load_optimizer_state(self.policy, self.optimizer, state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
 
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+        """Optimizer (whole, keyed by parameter name) and scheduler state. Collective under FSDP2."""
+        return {"optimizer": full_optimizer_state(self.policy, self.optimizer),
+                "scheduler": self.scheduler.state_dict()}
 
     def update(self, batch: Rollout) -> dict[str, float]:
         """Mini-batches x epochs over ``batch``, one optimizer step per mini-batch, then one schedule step."""
@@ -131,7 +138,7 @@ class PolicyUpdate:
             norm = self.accelerator.clip_grad_norm_(self.params, self.train.max_grad_norm)
         else:
             norm = torch.nn.utils.clip_grad_norm_(self.params, self.train.max_grad_norm)
-        metrics["grad_norm"] = float(norm)
+        metrics["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return metrics
@@ -152,21 +159,27 @@ class PolicyUpdate:
         norm["global_num_seqs"] = self._reduce_sum(norm["global_num_seqs"])
         groups = token_budget_split((mb.prompt_mask.sum(1) + mb.response_mask.sum(1)).tolist(),
                                     self.train.micro_batch_tokens, packed=self.packed)
+        if self.sharded:  # as many forwards and backwards as the other ranks: empty groups run with weight 0
+            groups += [[]] * (reduce_max(len(groups), acc) - len(groups))
         device = acc.device if acc is not None else next(self.policy.parameters()).device
         means = _WeightedMeans()
         loss_total, n_tokens_total = 0.0, max(int(mb.response_mask.sum()), 1)
         for j, idx in enumerate(groups):
-            micro = mb.select(idx)
+            micro = mb.select(idx or [0])
             inputs, P, packing = forward_inputs(self.model, micro, self.packed)
-            sync = nullcontext() if acc is None or j == len(groups) - 1 else acc.no_sync(self.policy)
+            last = j == len(groups) - 1
+            sync = nullcontext() if acc is None or last or self.sharded else acc.no_sync(self.policy)
             replay = micro.replay_routing() if algo.routing_replay == "rollout" else None
             if replay is not None and packing is not None:  # the recorded experts in packed order
                 replay = [packing.to_packed(ids) for ids in replay]
             with sync, routing(self.policy, replay) as used:  # hooks stay for a checkpointed backward's re-forward
                 loss, out, mask = self._micro_loss(micro, (to_device(inputs, device), P, packing), norm,
-                                                   len(idx) / len(mb), means)
+                                                   len(idx) / len(mb), means if idx else _WeightedMeans())
+                loss = loss if idx else loss * 0.0
                 (acc.backward if acc is not None else torch.Tensor.backward)(loss * world)
-            loss_total += loss.item()  # micro losses add up to the mini-batch loss
+            loss_total += loss.item() * world  # summed over ranks (reduce_mean's mean x world): the global loss
+            if not idx:
+                continue
             weight = int(mask.sum()) / n_tokens_total
             tokens = inputs["attention_mask"] if packing is None else packing.mask  # (n, T) real tokens
             if packing is not None and used and used[0] is not None:

@@ -44,7 +44,7 @@ def _reduce_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from sapo_vl.train import reduce_mean
+    from sapo_vl.parallel import reduce_mean
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
 

@@ -171,15 +171,31 @@ def _completion_logprobs(model, hidden: torch.Tensor, input_ids: torch.Tensor, p
 class PolicyModule(torch.nn.Module):
     """Wraps a HF policy so that the whole log-prob computation runs inside one module ``forward``.
 
-    Distributed wrappers (DDP, FSDP2, DeepSpeed) hook a module's forward; routing ``policy_forward`` through this
-    module's forward keeps their gradient synchronisation and parameter gathering intact.
+    Distributed wrappers (DDP, FSDP2) hook a module's forward; routing ``policy_forward`` through this module's
+    forward keeps their gradient synchronisation and parameter gathering intact. ``generate`` is the model's, and
+    FSDP2 gathers for it too once it is registered (``register_fsdp_forward_method``). The wrap units FSDP2 uses
+    are the model's own ``_no_split_modules`` (decoder layers and vision blocks, dense or MoE alike).
     """
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
+    @property
+    def _no_split_modules(self) -> list[str]:
+        return list(getattr(self.model, "_no_split_modules", None) or [])
+
+    @property
+    def generation_config(self):
+        return self.model.generation_config
+
+    def tie_weights(self) -> None:  # accelerate re-ties after moving a model to the meta device
+        self.model.tie_weights()
+
     def forward(self, inputs: dict, prompt_len: int, temperature: float = 1.0, chunk_size: int = 1024,
                 with_entropy: bool = False, vision=None, packing=None) -> PolicyForward:
         return policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
                               with_entropy=with_entropy, vision=vision, packing=packing)
+
+    def generate(self, **kwargs) -> torch.Tensor:
+        return self.model.generate(**kwargs)

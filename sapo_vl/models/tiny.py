@@ -88,6 +88,7 @@ class TinyConfig:
     vision_num_position_embeddings: int = 64  # perfect square
     deepstack_visual_indexes: list[int] = field(default_factory=lambda: [0])
     max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False  # Qwen3-VL-2B / 4B tie the LM head to the input embeddings
     min_pixels: int = 32 * 32
     max_pixels: int = 128 * 128
     seed: int = 0
@@ -186,7 +187,7 @@ def build_model_config(cfg: TinyConfig, tokenizer):
         vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_key_value_heads, head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=False,
+        max_position_embeddings=cfg.max_position_embeddings, tie_word_embeddings=cfg.tie_word_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                          "mrope_section": mrope_section(cfg.head_dim), "mrope_interleaved": True},
         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
@@ -203,7 +204,7 @@ def build_model_config(cfg: TinyConfig, tokenizer):
     )
     config_cls = Qwen3VLMoeConfig if cfg.moe else Qwen3VLConfig
     return config_cls(
-        text_config=text, vision_config=vision, tie_word_embeddings=False,
+        text_config=text, vision_config=vision, tie_word_embeddings=cfg.tie_word_embeddings,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],

@@ -18,13 +18,21 @@ from __future__ import annotations
 import torch
 
 
-class VisionCache(dict):
+class VisionCache:
     """image key -> (merged embeddings (tokens, H), [DeepStack feature (tokens, H) per layer]) of one model with
     one step's weights (``model``: the first model to fill it; any other model, e.g. a KL reference, bypasses it).
-    ``output_type`` is the model's own output class (``mm_encoder_outputs`` values must be one)."""
+    ``output_type`` is the model's own output class (``mm_encoder_outputs`` values must be one).
 
-    output_type: type | None = None
-    model: object = None
+    Deliberately not a dict: FSDP2 and DDP rebuild the dicts among a forward's arguments (moving their tensors),
+    which would leave the features encoded inside the forward out of this step's cache."""
+
+    def __init__(self):
+        self.features: dict = {}
+        self.output_type: type | None = None
+        self.model: object = None
+
+    def __len__(self) -> int:
+        return len(self.features)
 
     def __reduce__(self):  # a checkpointed rollout keeps no features (nor the model): they are recomputed on use
         return VisionCache, ()
@@ -47,7 +55,7 @@ def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, key
     first = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)
-    known = cache if cache is not None else {}
+    known = cache.features if cache is not None else {}
     todo = [i for key, i in first.items() if key not in known]
     output_type = getattr(cache, "output_type", None)
     fresh = {}
@@ -56,7 +64,7 @@ def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, key
         output_type, encoded = _encode(model, rows, grid_thw[todo])
         fresh = {keys[i]: enc for i, enc in zip(todo, encoded)}
         if cache is not None:
-            cache.update(fresh)
+            cache.features.update(fresh)
             cache.output_type, cache.model = output_type, model
     per_image = [fresh[k] if k in fresh else known[k] for k in keys]
     depth = len(per_image[0][1]) if per_image else 0

@@ -16,7 +16,7 @@ import torch
 from transformers import StoppingCriteriaList
 
 from sapo_vl.errors import Interrupted
-from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.vision import VisionCache, image_outputs
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
@@ -55,7 +55,10 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
-
+def _hf(model):
+    """The Hugging Face model inside a (DDP-wrapped) ``PolicyModule``: the vision cache's owner."""
+    model = _unwrap(model)
+    return model.model if isinstance(model, PolicyModule) else model
 
 
 class _StopWhen:
@@ -70,10 +73,13 @@ class _StopWhen:
 
 class HFEngine:
     """Sampling with Hugging Face ``generate``, in chunks of ``batch_size`` sequences to bound memory. With
-    ``stop`` (a callable), a stop request ends generation within one decoding step and raises ``Interrupted``."""
+    ``stop`` (a callable), a stop request ends generation within one decoding step and raises ``Interrupted``.
+    ``synced``: the model is sharded over ranks (FSDP2), so every rank runs as many decoding steps as the slowest
+    (``synced_gpus``); ``model`` is then the FSDP ``PolicyModule``, whose ``generate`` gathers the parameters."""
 
-    def __init__(self, model, processor, *, batch_size: int = 64, stop=None):
+    def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False):
         self.model, self.processor, self.batch_size, self.stop = model, processor, batch_size, stop
+        self.synced = synced
         tok = processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         if self.eos_id is None or self.eos_id == tok.unk_token_id:
@@ -98,13 +104,13 @@ class HFEngine:
         for start in range(0, len(prompts), per_call):
             chunk = prompts.select(list(range(start, min(start + per_call, len(prompts)))))
             inputs = to_device(chunk.model_inputs(), device)
-            if "pixel_values" in inputs:
+            if "pixel_values" in inputs and not self.synced:  # sharded: only generate() gathers the weights
                 inputs["mm_encoder_outputs"] = {"image": image_outputs(
-                    model, inputs.pop("pixel_values"), inputs["image_grid_thw"], chunk.image_keys, vision)}
+                    _hf(model), inputs.pop("pixel_values"), inputs["image_grid_thw"], chunk.image_keys, vision)}
             copies = n if params.do_sample else 1  # greedy: the n completions are one, repeated below
             kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
                           eos_token_id=self.eos_ids, pad_token_id=self.pad_id, num_return_sequences=copies,
-                          suppress_tokens=self.suppress or None, use_cache=True)
+                          suppress_tokens=self.suppress or None, use_cache=True, synced_gpus=self.synced)
             if params.do_sample:
                 kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
             if self.stop is not None:
@@ -133,6 +139,7 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
                   packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, C) of the rollout's completions under ``model``, micro-batched, and for an MoE model the
     expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay.
+    ``model``: a Hugging Face model or a ``PolicyModule`` (under FSDP2, the sharded one: its forward gathers).
     Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference).
     ``packed``: padding-free packed forwards, as the update's (the same computation on both sides of the ratio)."""
     from sapo_vl.models.moe import routing, routing_dtype
@@ -142,23 +149,23 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     P = rollout.prompt_len
     logprobs = torch.zeros(N, C)
     recorded = None
-    model = _unwrap(model)
-    device = next(model.parameters()).device
+    policy = _unwrap(model) if isinstance(_unwrap(model), PolicyModule) else PolicyModule(_unwrap(model))
+    device = next(policy.parameters()).device
     for start in range(0, N, micro_batch_size):
         idx = list(range(start, min(start + micro_batch_size, N)))
         mb = rollout.select(idx)
-        inputs, P_mb, packing = forward_inputs(model, mb, packed)
+        inputs, P_mb, packing = forward_inputs(policy.model, mb, packed)
         (p0, c1), n = mb.span(), len(idx)
-        with routing(model) as used:
-            out = policy_forward(model, to_device(inputs, device), P_mb, temperature=temperature,
-                                 chunk_size=chunk_size, vision=rollout.vision, packing=packing)
+        with routing(policy) as used:
+            out = policy(to_device(inputs, device), P_mb, temperature=temperature, chunk_size=chunk_size,
+                         vision=rollout.vision, packing=packing)
         width = out.logprobs.shape[1]
         logprobs[start:start + n, :width] = out.logprobs.float().cpu()
         if used and used[0] is not None:
             used = used if packing is None else [packing.to_padded(u) for u in used]  # (n * T', k) each
             ids = torch.stack([u.view(n, -1, u.shape[-1]) for u in used], dim=2).cpu()  # (n, T', L, k)
             if recorded is None:
-                num_experts = model.config.text_config.num_experts
+                num_experts = policy.model.config.text_config.num_experts
                 recorded = torch.zeros(N, P + C, ids.shape[2], ids.shape[3], dtype=routing_dtype(num_experts))
             recorded[start:start + n, p0:P + c1] = ids.to(recorded.dtype)
     return logprobs, recorded

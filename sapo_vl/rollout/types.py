@@ -105,7 +105,7 @@ class Rollout:
     records: list[dict]  # (N,) the record of each sequence's prompt
     completions: list[str]  # (N,) decoded completion text (special tokens removed)
     image_keys: list = field(default_factory=list)  # one per image; the G copies of a prompt's image share a key
-    vision: dict | None = None  # the step's VisionCache (shared by every select of this rollout)
+    vision: object = None  # the step's VisionCache (shared by every select of this rollout)
     old_logprobs: torch.Tensor | None = None  # (N, C) from policy_forward, no grad
     routing: torch.Tensor | None = None  # (N, P + C, L, k) MoE expert ids of every token at rollout time
     ref_logprobs: torch.Tensor | None = None  # (N, C) reference policy (only when KL is on)

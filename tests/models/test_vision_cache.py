@@ -102,3 +102,19 @@ def test_sampled_and_greedy_generation_match_generating_from_every_copy(rollout)
                                 pad_token_id=engine.pad_id)[:, copies.input_ids.shape[1]:]
     assert torch.equal(ours[:, :theirs.shape[1]], theirs)
     assert unique.image_keys == [0, 1, 2] and copies.image_keys == [0] * G + [1, 2] * G  # prompt by prompt
+
+
+def test_a_training_step_through_the_policy_module_encodes_each_distinct_image_once(tiny_dir):
+    """As ``sapo-vl train`` wires it: the engine and the old log-probs go through the update's ``PolicyModule``,
+    whose forward hands the cache on; the frozen-vision updates then read it."""
+    model, processor = load_policy(tiny_dir, ModelConfig(freeze_vision=True))
+    update = PolicyUpdate(model, AlgoConfig(), TrainConfig(num_mini_batches=2, micro_batch_tokens=64),
+                          RolloutConfig())
+    calls, handle = _count(model)
+    torch.manual_seed(0)
+    ro = make_rollout(HFEngine(update.policy, processor), PromptFormat(processor), RECORDS, G, SamplingParams(4))
+    ro.old_logprobs, ro.routing = score_rollout(update.policy, ro, temperature=1.0, micro_batch_size=64)
+    ro.advantages = torch.tensor([1.0, -0.5, 0.3] * G)
+    update.update(ro)
+    handle.remove()
+    assert calls["images"] == 3 and len(ro.vision) == 3

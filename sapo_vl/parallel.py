@@ -1,0 +1,215 @@
+"""How a run spreads the policy over processes: one process, data parallel (DDP) or sharded (FSDP2), as the
+``accelerate launch`` config says, and the checks that a run asked to shard really does.
+
+accelerate picks the strategy from the launch config (``recipes/accelerate/*.yaml``). Two of its behaviours are
+corrected here:
+
+- Without CUDA, accelerate turns an FSDP config into plain multi-process data parallel: its CPU state has no FSDP.
+  FSDP2's ``fully_shard`` works over gloo, so the FSDP plugin is put back and the run shards exactly as it does on
+  GPUs, through accelerate's own FSDP2 code (tests/test_fsdp.py proves it on 2 CPU processes).
+- A run asked to shard (an FSDP launch config, or a recipe's ``train.sharding: fsdp2``) that would not (one
+  process, FSDP1, a DDP launch) stops with a ``UserError`` instead of training unsharded.
+
+DeepSpeed is refused: accelerate runs its engine's optimizer step inside ``backward``, once per micro-batch, which
+breaks ``PolicyUpdate``'s exact accumulation over token-budget micro-batches. FSDP2 shards the same state.
+
+Under FSDP2 every rank must run the same collectives: ``PolicyUpdate`` pads the micro-batch count, ``even_share``
+pads evaluation prompts, generation runs with ``synced_gpus``, and checkpoints gather full state dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from sapo_vl.errors import UserError
+
+FSDP2_CONFIG = "recipes/accelerate/fsdp2.yaml"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").lower() == "true"
+
+
+def make_accelerator(train) -> Any:
+    """The run's ``Accelerator`` (bf16 autocast per ``train.mixed_precision``), FSDP2 restored on CPU, checked
+    against ``train.sharding``."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    cuda = torch.cuda.is_available()
+    if _env_flag("ACCELERATE_USE_DEEPSPEED"):
+        raise UserError("DeepSpeed is not supported: its engine steps the optimizer inside every backward, which "
+                        "breaks sapo_vl's micro-batch accumulation. Launch with FSDP2, which shards parameters, "
+                        f"gradients and optimizer state the same way: --config_file {FSDP2_CONFIG}")
+    mp = train.mixed_precision
+    accelerator = Accelerator(mixed_precision="bf16" if (mp == "bf16" or (mp == "auto" and cuda)) else "no",
+                              cpu=not cuda)
+    if _env_flag("ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU:
+        _fsdp_on_cpu(accelerator)
+    kind = strategy(accelerator)
+    check_sharding(kind, train.sharding, fsdp_asked=_env_flag("ACCELERATE_USE_FSDP"),
+                   processes=accelerator.num_processes)
+    if kind == "fsdp2" and accelerator.mixed_precision == "bf16":  # accelerate would reduce gradients in bf16
+        from torch.distributed.fsdp import MixedPrecisionPolicy
+
+        accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return accelerator
+
+
+def _fsdp_on_cpu(accelerator) -> None:
+    """What accelerate's state does for FSDP on GPUs (``AcceleratorState.__init__``: distributed type in both
+    shared states, plugin, mixed precision), done on CPU, where it stops at MULTI_CPU."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    state = accelerator.state
+    plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables accelerate launch set
+    if state.mixed_precision != "no":
+        plugin.set_mixed_precision(state.mixed_precision)
+    state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+    state.fsdp_plugin = plugin
+
+
+def strategy(accelerator) -> str:
+    """``single`` (one process), ``ddp``, ``fsdp2`` or ``fsdp1``."""
+    from accelerate.utils import DistributedType
+
+    kind = accelerator.distributed_type
+    if kind == DistributedType.NO or accelerator.num_processes == 1:
+        return "single"
+    if kind == DistributedType.FSDP:
+        return "fsdp2" if accelerator.is_fsdp2 else "fsdp1"
+    return "ddp"
+
+
+def check_sharding(kind: str, required: str, *, fsdp_asked: bool, processes: int) -> None:
+    """Refuse a run that was asked to shard and would not."""
+    launch = f"accelerate launch --config_file {FSDP2_CONFIG} --num_processes N -m sapo_vl.cli train RECIPE.yaml"
+    if kind == "fsdp1":
+        raise UserError(f"FSDP version 1 is not supported; set fsdp_version: 2 in the accelerate config "
+                        f"(as {FSDP2_CONFIG} does)")
+    if fsdp_asked and kind != "fsdp2":
+        raise UserError(f"the accelerate config asks for FSDP but this run has {processes} process(es), so nothing "
+                        f"would be sharded; launch 2 or more ({launch}), or leave FSDP out of the config")
+    if required == "fsdp2" and kind != "fsdp2":
+        raise UserError(f"this recipe sets train.sharding=fsdp2 (sized for parameters, gradients and optimizer "
+                        f"state sharded over GPUs) but the run is {kind}; launch it with {launch}, or set "
+                        "train.sharding=any to run unsharded")
+
+
+def is_sharded(accelerator) -> bool:
+    return accelerator is not None and strategy(accelerator) == "fsdp2"
+
+
+def describe_sharding(policy, accelerator) -> str:
+    """One line: how many parameters are sharded over how many ranks, the wrap units (``_no_split_modules``) and
+    the precision of compute and gradient reduction."""
+    from collections import Counter
+
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    params = list(policy.parameters())
+    sharded = sum(p.numel() for p in params if isinstance(p, DTensor))
+    units = Counter(type(m).__name__.removeprefix("FSDP") for m in policy.modules() if isinstance(m, FSDPModule))
+    mp = accelerator.state.fsdp_plugin.mixed_precision_policy
+    precision = (f"compute in {str(mp.param_dtype).removeprefix('torch.')}, gradients reduced in "
+                 f"{str(mp.reduce_dtype).removeprefix('torch.')}") if mp is not None else "no mixed precision"
+    return (f"FSDP2 over {accelerator.num_processes} processes: {sharded:,} of {sum(p.numel() for p in params):,} "
+            f"parameters sharded; wrap units {', '.join(f'{n} x{c}' for n, c in sorted(units.items()))}; "
+            f"{precision}")
+
+
+def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
+    """Mean of each metric over the ranks that report it (ranks may lack a key, e.g. no negative-advantage token
+    for a SAPO gate statistic, or no prompt of a mixture source)."""
+    if accelerator.num_processes == 1 or not values:
+        return values
+    import torch.distributed as dist
+
+    key_lists: list = [None] * accelerator.num_processes
+    dist.all_gather_object(key_lists, sorted(values))
+    keys = sorted(set().union(*key_lists))
+    sums = torch.tensor([[values.get(k, 0.0), float(k in values)] for k in keys], dtype=torch.float64,
+                        device=accelerator.device)  # (K, 2) value, present
+    sums = accelerator.reduce(sums, reduction="sum")
+    return {k: (v / n) for k, (v, n) in zip(keys, sums.tolist()) if n > 0}
+
+
+def reduce_max(value: int, accelerator) -> int:
+    """The largest ``value`` over the ranks."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.long, device=accelerator.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
+def even_share(records: list, fill, accelerator) -> tuple[list, int]:
+    """``records`` padded with ``fill`` to the longest share of any rank (sharded generation is collective: every
+    rank must call ``generate`` as often as the others); returns (padded, how many are real)."""
+    if not is_sharded(accelerator):
+        return records, len(records)
+    longest = reduce_max(len(records), accelerator)
+    return records + [fill] * (longest - len(records)), len(records)
+
+
+# ------------------------------------------------------------------------------------------ full state dicts
+
+
+def _options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kw)
+
+
+def full_model_state(policy) -> dict:
+    """The Hugging Face model's full state dict (keys as ``save_pretrained`` writes them), gathered from the shards
+    under FSDP2 onto the main process (collective: every rank calls it; the others get an empty dict). A tied
+    weight (Qwen3-VL-2B / 4B's LM head) is kept once, under its first name, as ``save_pretrained`` keeps it."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    policy = _bare(policy)
+    state = get_model_state_dict(policy, options=_options(cpu_offload=_sharded(policy)))
+    tied = {n for n, _ in policy.named_parameters(remove_duplicate=False)} - {n for n, _ in policy.named_parameters()}
+    return {k.removeprefix("model."): v for k, v in state.items() if k not in tied}
+
+
+def full_optimizer_state(policy, optimizer) -> dict:
+    """The optimizer's state keyed by parameter names, whole (gathered from the shards under FSDP2, on the main
+    process): the same checkpoint resumes on any number of processes. Collective under FSDP2."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(_bare(policy), _inner(optimizer), options=_options(cpu_offload=_sharded(policy)))
+
+
+def load_optimizer_state(policy, optimizer, state: dict) -> None:
+    """Load a ``full_optimizer_state`` (every rank passes the whole state; FSDP2 keeps its shard). The checkpoint
+    must hold state for exactly the parameters this optimizer trains."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    saved = {name for group in state.get("param_groups", []) for name in group["params"]}
+    names = {name for name, p in _bare(policy).named_parameters() if p.requires_grad}
+    if saved != names:
+        diff = sorted(saved ^ names)
+        raise UserError(f"the checkpoint's optimizer state does not fit this model's trainable parameters ({len(diff)} "
+                        f"differ, e.g. {diff[0]}); did model.freeze_vision change?")
+    set_optimizer_state_dict(_bare(policy), _inner(optimizer), state, options=_options())
+
+
+def _sharded(policy) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return any(isinstance(p, DTensor) for p in policy.parameters())
+
+
+def _bare(policy):
+    return getattr(policy, "module", policy)  # DDP's wrapped module; an FSDP2 module is its own
+
+
+def _inner(optimizer):
+    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer

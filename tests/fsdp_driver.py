@@ -1,0 +1,127 @@
+"""Three policy updates on one fixed global batch, then a checkpoint round trip, through the same components as
+``sapo-vl train`` (``make_accelerator``, ``PolicyUpdate``, ``score_rollout``, ``full_model_state``,
+``save_checkpoint``, ``load_trainer_state``). tests/test_fsdp.py runs it twice on the same batch:
+
+    accelerate launch --config_file recipes/accelerate/fsdp2.yaml --num_processes 2 --mixed_precision no \\
+        tests/fsdp_driver.py OUT_DIR MODEL_DIR [MODEL_DIR ...]      (each rank trains on its half of the batch)
+    run(OUT_DIR, MODEL_DIRS)                                         (one process, the whole batch)
+
+and compares what it writes to OUT_DIR/<model dir name>/: ``result.json`` (losses and gradient norms of the 3 steps,
+step 3 again after resuming from the step-2 checkpoint), ``shards-<rank>.json`` (each parameter's global and local
+shape) and the checkpoint ``checkpoints/step-000002`` (Hugging Face safetensors + trainer state).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+COLORS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (90, 90, 20), (10, 120, 200), (220, 220, 20),
+          (120, 20, 120), (20, 120, 120)]
+TARGETS = ["red", "the colour is green", "blue", "", "it is a light blue shape", "yellow", "purple", "teal two"]
+SIZES = [(64, 64), (96, 48), (32, 32), (128, 64), (48, 96), (64, 32), (32, 64), (80, 48)]
+
+
+def global_batch(processor):
+    """8 sequences with images, uneven prompt and completion lengths, advantages of both signs, and the noise that
+    moves their old log-probs off-policy."""
+    from sapo_vl.rollout import PromptFormat
+    from sapo_vl.warmup import supervised_batch
+
+    records = [{"id": str(i), "prompt": "What colour is the shape?" + " Say it." * (i % 3),
+                "images": [Image.new("RGB", SIZES[i], COLORS[i])]} for i in range(8)]
+    batch = supervised_batch(PromptFormat(processor), records, TARGETS)
+    batch.advantages = torch.tensor([1.2, -0.7, 0.4, -1.5, 0.9, -0.3, 0.6, -0.8])
+    noise = 0.3 * torch.randn(batch.completion_ids.shape, generator=torch.Generator().manual_seed(0))  # (8, C)
+    return batch, noise
+
+
+def _old_logprobs(update, batch, noise):
+    """Old log-probs as a rollout would have them: from the policy before the updates, moved off-policy by a fixed
+    noise (ratios away from 1 that change as the weights do: the loss depends on the weights, SAPO's gate acts)."""
+    from sapo_vl.rollout.generate import score_rollout
+
+    logprobs, _ = score_rollout(update.policy, batch, temperature=1.0, micro_batch_size=3)
+    return logprobs + noise[:, :logprobs.shape[1]]
+
+
+def _step(update, batch) -> dict:
+    """One update of the rollout ``batch``, metrics reduced over the ranks as train_step does."""
+    from sapo_vl.parallel import reduce_mean
+
+    metrics = reduce_mean(update.update(batch), update.accelerator)
+    return {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"]}
+
+
+def _build(path, state=None):
+    """A policy update as train.setup builds it: its own accelerator (one prepared model each, as in a run)."""
+    from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
+    from sapo_vl.models.load import load_policy
+    from sapo_vl.parallel import make_accelerator
+    from sapo_vl.update import PolicyUpdate
+
+    train = TrainConfig(lr=3e-3, micro_batch_tokens=256, mixed_precision="no")
+    accelerator = make_accelerator(train)
+    model, processor = load_policy(path, ModelConfig(dtype="float32"))
+    return PolicyUpdate(model, AlgoConfig(), train, RolloutConfig(), accelerator, state), processor
+
+
+def drive(model_dir: Path, out: Path) -> None:
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    from sapo_vl.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
+    from sapo_vl.parallel import full_model_state
+
+    torch.manual_seed(0)
+    update, processor = _build(model_dir)
+    accelerator = update.accelerator
+    rank, world = accelerator.process_index, accelerator.num_processes
+    shards = {n: [list(p.shape), list(p.to_local().shape) if isinstance(p, DTensor) else None]
+              for n, p in update.policy.named_parameters()}
+    (out / f"shards-{rank}.json").write_text(json.dumps(shards))
+    batch, noise = global_batch(processor)
+    mine = list(range(rank * len(batch) // world, (rank + 1) * len(batch) // world))  # this rank's share
+    batch = batch.select(mine)
+    batch.old_logprobs = _old_logprobs(update, batch, noise[mine])
+    steps = [_step(update, batch) for _ in range(2)]
+    weights, state = full_model_state(update.policy), update.state_dict()  # as train._save: every rank gathers
+    rng = rng_state()  # this rank's (train._save gathers every rank's into the checkpoint)
+    if accelerator.is_main_process:
+        save_checkpoint(out, 2, model=update.policy.model, processor=processor, trainer_state=state,
+                        state_dict=weights)
+    accelerator.wait_for_everyone()
+    steps.append(_step(update, batch))
+    final = full_model_state(update.policy)
+
+    checkpoint = out / "checkpoints" / "step-000002"
+    resumed, _ = _build(checkpoint, load_trainer_state(checkpoint))
+    set_rng_state(rng)
+    again = _step(resumed, batch)
+    resumed_final = full_model_state(resumed.policy)
+    if accelerator.is_main_process:
+        same = all(torch.equal(final[k], resumed_final[k]) for k in final)
+        units = sorted(type(m).__name__ for m in update.policy.modules() if isinstance(m, FSDPModule))
+        (out / "result.json").write_text(json.dumps({"steps": steps, "resumed_step3": again, "world": world,
+                                                     "resumed_weights_equal": same, "fsdp_units": units}))
+
+
+def run(out_dir, model_dirs) -> None:
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    for model_dir in map(Path, model_dirs):
+        if AcceleratorState._shared_state.get("fsdp_plugin") is not None:  # it keeps the last model's wrap classes
+            AcceleratorState._shared_state["fsdp_plugin"] = FullyShardedDataParallelPlugin()  # (a run has one model)
+        out = Path(out_dir) / model_dir.name
+        out.mkdir(parents=True, exist_ok=True)
+        drive(model_dir, out)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    run(sys.argv[1], sys.argv[2:])

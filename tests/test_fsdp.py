@@ -1,0 +1,167 @@
+"""FSDP2 shards for real on CPU: 2 processes over gloo, launched as users launch them (``accelerate launch`` with
+recipes/accelerate/fsdp2.yaml), against one process on the same global batch, for the tiny MoE and the tiny dense
+model (tied embeddings, as Qwen3-VL-2B / 4B). tests/fsdp_driver.py runs the updates; this file checks what it wrote.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fsdp_driver
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = ("moe", "dense")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """OUT/sharded/<model>/ from the 2-process FSDP2 launch, OUT/single/<model>/ from one process."""
+    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
+
+    root = tmp_path_factory.mktemp("fsdp")
+    dirs = [str(make_tiny_model(root / "moe", TinyConfig())),
+            str(make_tiny_model(root / "dense", TinyConfig(moe=False, tie_word_embeddings=True)))]
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+           str(REPO / "recipes/accelerate/fsdp2.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+           "--main_process_port", str(_free_port()), str(REPO / "tests/fsdp_driver.py"), str(root / "sharded"), *dirs]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    fsdp_driver.run(root / "single", dirs)
+    return root
+
+
+def _result(runs, kind, name) -> dict:
+    return json.loads((runs / kind / name / "result.json").read_text())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_parameter_is_a_dtensor_holding_its_ranks_rows(runs, name):
+    for rank in (0, 1):
+        shards = json.loads((runs / "sharded" / name / f"shards-{rank}.json").read_text())
+        assert shards and all(local is not None for _, local in shards.values())
+        for full, local in shards.values():  # dim 0 split as torch.chunk does, the other dims whole
+            rows = -(-full[0] // 2)
+            assert local == [max(0, min(rows, full[0] - rank * rows)), *full[1:]]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_wrap_units_are_the_models_own_decoder_layers_and_vision_blocks(runs, name):
+    from transformers import AutoConfig
+
+    model_cls = {"moe": "Qwen3VLMoe", "dense": "Qwen3VL"}[name]
+    layers = AutoConfig.from_pretrained(runs / name).text_config.num_hidden_layers
+    units = _result(runs, "sharded", name)["fsdp_units"]
+    assert units.count(f"FSDP{model_cls}TextDecoderLayer") == layers
+    assert units.count(f"FSDP{model_cls}VisionBlock") == 2 and "FSDPPolicyModule" in units
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_two_sharded_processes_match_one_process_on_the_same_global_batch(runs, name):
+    sharded, single = _result(runs, "sharded", name), _result(runs, "single", name)
+    assert (sharded["world"], single["world"]) == (2, 1)
+    for a, b in zip(sharded["steps"], single["steps"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)
+    assert len({round(s["loss"], 3) for s in single["steps"]}) == 3  # the loss follows the weights step to step
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_sharded_checkpoint_is_a_whole_hugging_face_model(runs, name):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    sharded = runs / "sharded" / name / "checkpoints" / "step-000002"
+    single = runs / "single" / name / "checkpoints" / "step-000002"
+    model = AutoModelForImageTextToText.from_pretrained(sharded)  # one process, no distributed setup
+    reference = load_file(single / "model.safetensors")
+    weights = load_file(sharded / "model.safetensors")
+    assert weights.keys() == reference.keys()
+    for key, value in reference.items():
+        assert weights[key].shape == value.shape
+        # two Adam steps of lr 3e-3: an element whose gradient is near Adam's eps moves by a noticeable share of a
+        # step on float32 rounding alone, so a few elements differ by up to ~1e-4; the rest agree to ~1e-7
+        torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-4)
+        assert (weights[key] - value).abs().mean() < 1e-6
+    assert sum(p.numel() for p in model.parameters()) == sum(
+        p.numel() for p in AutoModelForImageTextToText.from_pretrained(single).parameters())
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_resuming_from_the_sharded_checkpoint_continues_exactly(runs, name):
+    result = _result(runs, "sharded", name)
+    assert result["resumed_step3"] == result["steps"][2]  # loss and gradient norm, bit for bit
+    assert result["resumed_weights_equal"]
+
+
+@pytest.mark.timeout(300)
+def test_sapo_vl_train_under_the_fsdp2_config_shards_generates_evaluates_and_saves(tmp_path):
+    """The whole loop under FSDP2 on 2 CPU processes, with bf16 compute as on GPUs: sharded generation (synced
+    decoding steps), held-out prompts split 3 / 2 over the ranks (padded so both generate as often), full
+    checkpoints of the fp32 master weights."""
+    from transformers import AutoModelForImageTextToText
+
+    out = tmp_path / "run"
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+           str(REPO / "recipes/accelerate/fsdp2.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+           "--main_process_port", str(_free_port()), "-m", "sapo_vl.cli", "train", str(REPO / "recipes/tiny/demo.yaml"),
+           f"output_dir={out}", "train.sharding=fsdp2", "train.total_steps=2", "rollout.group_size=4",
+           "rollout.prompts_per_step=2", "warmup.steps=0", "train.num_mini_batches=2", "data.eval_kwargs={n: 5}",
+           "log.eval_limit=10", "log.plot=false", "log.progress=false", "train.mixed_precision=bf16"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    assert "FSDP2 over 2 processes: 373,536 of 373,536 parameters sharded" in proc.stdout
+    assert "compute in bfloat16, gradients reduced in float32" in proc.stdout
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [d["step"] for d in lines if "reward/mean" in d] == [1, 2]
+    assert [d["eval/n"] for d in lines if "eval/n" in d] == [5.0, 5.0]  # before and after: every prompt once
+    model = AutoModelForImageTextToText.from_pretrained(out / "checkpoints" / "step-000002", dtype="auto")
+    assert sum(p.numel() for p in model.parameters()) == 373_536
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_a_recipe_sized_for_fsdp2_refuses_to_run_unsharded(tmp_path, capsys):
+    from sapo_vl.cli import main
+
+    code = main(["train", str(REPO / "recipes/tiny/demo.yaml"), f"output_dir={tmp_path / 'run'}",
+                 "train.sharding=fsdp2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.sharding=fsdp2" in err and "recipes/accelerate/fsdp2.yaml" in err
+    assert not (tmp_path / "run" / "tiny_init").exists()  # refused before any model is built
+
+
+@pytest.mark.parametrize("kind, required, fsdp_asked, message", [
+    ("single", "any", True, "has 1 process"),
+    ("ddp", "fsdp2", False, "but the run is ddp"),
+    ("fsdp1", "any", True, "FSDP version 1 is not supported"),
+])
+def test_a_run_asked_to_shard_that_would_not_is_refused(kind, required, fsdp_asked, message):
+    from sapo_vl.errors import UserError
+    from sapo_vl.parallel import check_sharding
+
+    with pytest.raises(UserError, match=message):
+        check_sharding(kind, required, fsdp_asked=fsdp_asked, processes=1 if kind == "single" else 2)
+    check_sharding("fsdp2", required, fsdp_asked=fsdp_asked, processes=2)  # what it asked for: fine
+
+
+def test_deepspeed_is_refused_with_the_fsdp2_launch_to_use_instead(monkeypatch):
+    from sapo_vl.config import TrainConfig
+    from sapo_vl.errors import UserError
+    from sapo_vl.parallel import make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(UserError, match="DeepSpeed is not supported.*recipes/accelerate/fsdp2.yaml"):
+        make_accelerator(TrainConfig())
