@@ -4,7 +4,8 @@ learning rate, optimizer and optimizer steps per rollout: seconds per rollout an
 TRL is a benchmark-only dependency (``pip install trl``), never imported by the package. Each measurement runs in its
 own process (so peak RSS is that framework's alone); the processes alternate between the two frameworks, round after
 round, so machine load hits both alike. Reported: the median over rounds of each process's median seconds per
-rollout (after warm-up rollouts), and the ratios.
+rollout (after warm-up rollouts), the ratios, and the spread of the per-round ratios (on a shared 2-core VM one
+process's median moves by up to 30% from run to run, so use 5+ rounds for a number to quote).
 
     python benchmarks/bench_vs_trl.py                      # the three workloads, 3 rounds
     python benchmarks/bench_vs_trl.py --workloads image-heavy --rounds 5
@@ -157,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         t = statistics.median(r["median_s"] for r in results["trl"])
         rs = max(r["peak_rss_mb"] for r in results["sapo_vl"])
         rt = max(r["peak_rss_mb"] for r in results["trl"])
+        ratios = [a["median_s"] / b["median_s"] for a, b in zip(results["sapo_vl"], results["trl"])]
         print(f"{name:<13} TRL {t:.3f} s/rollout  sapo_vl {s:.3f} s/rollout  time ratio {s / t:.2f}x  "
-              f"throughput {t / s:.2f}x  peak RSS {rs:.0f} / {rt:.0f} MB ({rs / rt:.2f}x)", flush=True)
+              f"throughput {t / s:.2f}x  peak RSS {rs:.0f} / {rt:.0f} MB ({rs / rt:.2f}x)  "
+              f"per-round time ratios {min(ratios):.2f}-{max(ratios):.2f}x", flush=True)
     return 0
 
 

@@ -46,12 +46,14 @@ def _encode(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[
 
 def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, keys: list,
                   cache: VisionCache | None = None):
-    """The model's vision outputs for a batch's images (``keys``: one per image, equal keys for the same image),
-    each distinct image not in ``cache`` encoded once (and stored there when ``cache`` is given)."""
+    """The model's vision outputs for a batch's images (``keys``: one per image, equal keys for the same image;
+    ``pixel_values``: each distinct image's rows once, as ``rollout.types`` keeps them), each distinct image not in
+    ``cache`` encoded once (and stored there when ``cache`` is given)."""
+    from sapo_vl.rollout.types import image_rows
+
     if cache is not None and cache.model not in (None, model):
         cache = None  # another model's features
-    sizes = grid_thw.prod(-1).tolist()  # patch rows per image
-    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    rows = image_rows(grid_thw, keys, pixel_values)  # key -> (first row, rows)
     first = {}
     for i, key in enumerate(keys):
         first.setdefault(key, i)
@@ -60,8 +62,8 @@ def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, key
     output_type = getattr(cache, "output_type", None)
     fresh = {}
     if todo:
-        rows = torch.cat([pixel_values[starts[i]:starts[i] + sizes[i]] for i in todo])
-        output_type, encoded = _encode(model, rows, grid_thw[todo])
+        pixels = torch.cat([pixel_values[rows[keys[i]][0]:sum(rows[keys[i]])] for i in todo])
+        output_type, encoded = _encode(model, pixels, grid_thw[todo])
         fresh = {keys[i]: enc for i, enc in zip(todo, encoded)}
         if cache is not None:
             cache.features.update(fresh)

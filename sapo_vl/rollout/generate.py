@@ -103,10 +103,12 @@ class HFEngine:
         per_call = max(1, self.batch_size // n)
         for start in range(0, len(prompts), per_call):
             chunk = prompts.select(list(range(start, min(start + per_call, len(prompts)))))
-            inputs = to_device(chunk.model_inputs(), device)
-            if "pixel_values" in inputs and not self.synced:  # sharded: only generate() gathers the weights
+            # sharded: only generate() gathers the weights, so the model encodes the images itself (every copy)
+            inputs = to_device(chunk.model_inputs(keyed=not self.synced), device)
+            if "image_keys" in inputs:
                 inputs["mm_encoder_outputs"] = {"image": image_outputs(
-                    _hf(model), inputs.pop("pixel_values"), inputs["image_grid_thw"], chunk.image_keys, vision)}
+                    _hf(model), inputs.pop("pixel_values"), inputs["image_grid_thw"], inputs.pop("image_keys"),
+                    vision)}
             copies = n if params.do_sample else 1  # greedy: the n completions are one, repeated below
             kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
                           eos_token_id=self.eos_ids, pad_token_id=self.pad_id, num_return_sequences=copies,

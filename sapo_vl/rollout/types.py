@@ -1,9 +1,11 @@
 """Batch types shared by collation, generation and training.
 
-Images live once per batch: ``pixel_values`` holds the patch rows of every image in order, ``image_grid_thw`` one
-row per image, and ``images_per_sample`` says which images belong to which sequence. ``select`` gathers the rows of
-a subset of sequences, so micro-batches reuse the very same pixel tensors. ``image_keys`` name each image (copies
-made by ``repeat`` share a key), so the step's ``VisionCache`` (``sapo_vl.models.vision``) encodes each once.
+Images live once per batch: ``image_grid_thw`` has one row per image of every sequence, ``images_per_sample`` says
+which images belong to which sequence, and ``image_keys`` name each image (copies made by ``repeat`` share a key).
+``pixel_values`` holds the patch rows of each DISTINCT image once, in order of the key's first appearance, so the G
+copies of a prompt's image cost one copy of its pixels: ``select`` and ``repeat`` gather no pixel rows for repeats,
+and the step's ``VisionCache`` (``sapo_vl.models.vision``) encodes each image once. ``full_pixel_values`` gives the
+row-per-image layout a bare Hugging Face forward or ``generate`` expects.
 """
 
 from __future__ import annotations
@@ -13,33 +15,51 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 
-def _image_row_index(image_grid_thw: torch.Tensor | None, images_per_sample: list[int], indices: list[int]):
-    """Indices of images and of pixel rows belonging to the sequences ``indices`` (in that order)."""
-    if image_grid_thw is None:
-        return [], []
-    rows_per_image = image_grid_thw.prod(-1).tolist()
-    first_image = [0]
-    for n in images_per_sample:
-        first_image.append(first_image[-1] + n)
-    first_row = [0]
-    for n in rows_per_image:
-        first_row.append(first_row[-1] + n)
-    image_idx, row_idx = [], []
-    for i in indices:
-        for im in range(first_image[i], first_image[i + 1]):
-            image_idx.append(im)
-            row_idx.extend(range(first_row[im], first_row[im + 1]))
-    return image_idx, row_idx
+def image_rows(image_grid_thw: torch.Tensor, keys: list, pixel_values: torch.Tensor | None = None) -> dict:
+    """key -> (first row, rows) of each distinct image in ``pixel_values`` (first-appearance order of ``keys``);
+    with ``pixel_values``, checks that it holds exactly those rows."""
+    rows, start = {}, 0
+    for key, size in zip(keys, image_grid_thw.prod(-1).tolist()):
+        if key not in rows:
+            rows[key] = (start, size)
+            start += size
+    if pixel_values is not None and pixel_values.shape[0] != start:
+        raise ValueError(f"pixel_values has {pixel_values.shape[0]} patch rows, but the {len(rows)} distinct images "
+                         f"of image_grid_thw need {start}")
+    return rows
+
+
+def full_pixel_values(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, keys: list) -> torch.Tensor:
+    """The rows of every image in order, repeats included (what a Hugging Face forward expects); no copy when the
+    keys are distinct."""
+    rows = image_rows(image_grid_thw, keys, pixel_values)
+    if len(rows) == len(keys):
+        return pixel_values
+    return torch.cat([pixel_values[rows[k][0]:rows[k][0] + rows[k][1]] for k in keys])
 
 
 def _select_images(obj, indices: list[int]) -> dict:
-    """The image fields of the sequences ``indices``: pixel rows, grids, images per sample and image keys."""
-    image_idx, row_idx = _image_row_index(obj.image_grid_thw, obj.images_per_sample, indices)
-    some = obj.image_grid_thw is not None and bool(image_idx)
-    return {"pixel_values": obj.pixel_values[row_idx] if some else None,
+    """The image fields of the sequences ``indices``: each distinct image's pixel rows once, grids, images per
+    sample and image keys (one per image)."""
+    if obj.image_grid_thw is None:
+        return {"pixel_values": None, "image_grid_thw": None, "image_keys": [],
+                "images_per_sample": [obj.images_per_sample[i] for i in indices]}
+    first = [0]
+    for n in obj.images_per_sample:
+        first.append(first[-1] + n)
+    image_idx = [im for i in indices for im in range(first[i], first[i + 1])]
+    keys = _keys(obj)
+    rows = image_rows(obj.image_grid_thw, keys)
+    chosen = list(dict.fromkeys(keys[i] for i in image_idx))  # distinct, in first-appearance order
+    if chosen == list(rows)[:len(chosen)]:  # a prefix of the stored rows: a view, no copy
+        pixels = obj.pixel_values[:sum(rows[k][1] for k in chosen)]
+    else:
+        pixels = torch.cat([obj.pixel_values[rows[k][0]:rows[k][0] + rows[k][1]] for k in chosen])
+    some = bool(image_idx)
+    return {"pixel_values": pixels if some else None,
             "image_grid_thw": obj.image_grid_thw[image_idx] if some else None,
             "images_per_sample": [obj.images_per_sample[i] for i in indices],
-            "image_keys": [_keys(obj)[i] for i in image_idx]}
+            "image_keys": [keys[i] for i in image_idx]}
 
 
 def to_device(inputs: dict, device) -> dict:
@@ -71,11 +91,14 @@ class PromptBatch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def model_inputs(self) -> dict:
-        """The Hugging Face inputs (``generate``-ready: pixels, no image keys)."""
+    def model_inputs(self, keyed: bool = False) -> dict:
+        """The Hugging Face inputs, ``generate``-ready (a pixel row block per image, repeats included); with
+        ``keyed`` each distinct image's rows once and ``image_keys`` instead, for ``models.vision.image_outputs``."""
         inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
                   "mm_token_type_ids": self.mm_token_type_ids, **_image_inputs(self)}
-        inputs.pop("image_keys", None)
+        if not keyed and "image_keys" in inputs:
+            inputs["pixel_values"] = full_pixel_values(inputs["pixel_values"], self.image_grid_thw,
+                                                       inputs.pop("image_keys"))
         return inputs
 
     def select(self, indices: list[int]) -> PromptBatch:

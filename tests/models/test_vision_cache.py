@@ -8,6 +8,7 @@ from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, collate_prompts, make_rollout, score_rollout
+from sapo_vl.rollout.types import full_pixel_values
 from sapo_vl.update import PolicyUpdate
 
 RECORDS = [
@@ -26,6 +27,13 @@ def _count(model):
         calls["images"] += len(kwargs["grid_thw"]) if "grid_thw" in kwargs else len(args[1])
 
     return calls, model.model.visual.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _every_copy(inputs: dict) -> dict:
+    """Hugging Face inputs: each copy's pixel rows, no image keys (the model encodes every copy)."""
+    inputs = dict(inputs)
+    keys = inputs.pop("image_keys")
+    return {**inputs, "pixel_values": full_pixel_values(inputs["pixel_values"], inputs["image_grid_thw"], keys)}
 
 
 @pytest.fixture
@@ -48,7 +56,7 @@ def test_a_rollout_encodes_each_distinct_image_once_for_generation_and_old_logpr
 def test_logprobs_from_the_cache_equal_encoding_every_copy(rollout):
     model, _, ro, _ = rollout
     inputs, P = ro.model_inputs()
-    per_copy = {k: v for k, v in inputs.items() if k != "image_keys"}  # the model encodes each copy itself
+    per_copy = _every_copy(inputs)  # the model encodes each copy itself
     with torch.no_grad():
         cached = policy_forward(model, inputs, P, vision=ro.vision).logprobs
         deduped = policy_forward(model, inputs, P).logprobs
@@ -63,7 +71,7 @@ def test_gradients_through_a_trainable_vision_tower_equal_encoding_every_copy(ro
     model.train()
     inputs, P = ro.model_inputs()
     grads = []
-    for batch in (inputs, {k: v for k, v in inputs.items() if k != "image_keys"}):
+    for batch in (inputs, _every_copy(inputs)):
         model.zero_grad(set_to_none=True)
         out = policy_forward(model, batch, P)
         (out.logprobs * ro.response_mask[:, :out.logprobs.shape[1]]).sum().backward()

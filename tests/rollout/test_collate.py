@@ -6,7 +6,7 @@ from PIL import Image
 
 from sapo_vl.rollout import CollateError, PromptFormat, collate_prompts, count_prompt_tokens
 from sapo_vl.rollout.collate import IMAGE_PAD
-from sapo_vl.rollout.types import Rollout
+from sapo_vl.rollout.types import Rollout, full_pixel_values
 
 
 def _image(w, h, color=(200, 30, 30)):
@@ -182,7 +182,8 @@ def _same_images(a, b):
         assert a.pixel_values is None and a.image_grid_thw is None
         return
     assert torch.equal(a.image_grid_thw, b.image_grid_thw)
-    assert torch.equal(a.pixel_values, b.pixel_values)
+    every = [full_pixel_values(x.pixel_values, x.image_grid_thw, x.image_keys) for x in (a, b)]  # all images' rows
+    assert torch.equal(*every)
 
 
 @pytest.mark.parametrize("indices", [[3, 0], [2], [1], [2, 1, 0], [0, 0, 2]])
@@ -202,7 +203,23 @@ def test_prompt_batch_repeat_is_the_group_layout(processor):
     assert [r["id"] for r in rep.records] == ["square", "square", "text-only", "text-only", "two-images",
                                               "two-images"]
     _same_images(rep, batch.select([0, 0, 1, 1, 2, 2]))
-    assert rep.pixel_values.shape[0] == 2 * batch.pixel_values.shape[0]
+    assert rep.image_keys == [0, 0, 1, 2, 1, 2] and rep.images_per_sample == [1, 1, 0, 0, 2, 2]
+    assert rep.pixel_values is batch.pixel_values or torch.equal(rep.pixel_values, batch.pixel_values)  # once
+    assert rep.model_inputs()["pixel_values"].shape[0] == 2 * batch.pixel_values.shape[0]
+
+
+def test_repeats_keep_each_distinct_images_pixels_once_and_a_wrong_layout_is_refused(processor):
+    batch = collate_prompts(PromptFormat(processor), RECORDS)
+    rep = batch.repeat(8)
+    assert rep.pixel_values.shape[0] == batch.pixel_values.shape[0]  # G copies, one set of pixels
+    sub = rep.select([23, 4, 5])  # record 2 (two images) then record 0 twice: distinct images in that order
+    direct = collate_prompts(PromptFormat(processor), [RECORDS[i] for i in (2, 0, 0)])
+    assert sub.image_keys == [1, 2, 0, 0]
+    assert torch.equal(sub.model_inputs()["pixel_values"], direct.pixel_values)
+    keyed = sub.model_inputs(keyed=True)
+    assert keyed["image_keys"] == [1, 2, 0, 0] and keyed["pixel_values"].shape[0] < direct.pixel_values.shape[0]
+    with pytest.raises(ValueError, match="patch rows, but the 3 distinct images of image_grid_thw need"):
+        full_pixel_values(direct.pixel_values, sub.image_grid_thw, sub.image_keys)
 
 
 def test_rollout_select_gathers_the_pixel_rows_of_the_subset(processor):
@@ -220,5 +237,5 @@ def test_rollout_select_gathers_the_pixel_rows_of_the_subset(processor):
     assert sub.completions == ["c3", "c1", "c2"] and sub.advantages.tolist() == [3.0, 1.0, 2.0]
     assert torch.equal(sub.completion_ids, rollout.completion_ids[[3, 1, 2]])
     assert torch.equal(sub.old_logprobs, rollout.old_logprobs[[3, 1, 2]])
-    inputs, _ = sub.model_inputs()
-    assert torch.equal(inputs["pixel_values"], direct.pixel_values)
+    inputs, _ = sub.model_inputs()  # keyed: distinct images once (distinct here), for policy_forward
+    assert inputs["image_keys"] == sub.image_keys and torch.equal(inputs["pixel_values"], direct.pixel_values)

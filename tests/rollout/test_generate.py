@@ -54,7 +54,8 @@ def test_make_rollout_shapes_and_group_layout(warm):
     assert [r["id"] for r in ro.records] == [records[i // 4]["id"] for i in range(12)]
     assert (ro.prompt_ids == ro.prompt_ids[ro.group_ids * 4]).all()  # one prompt per group, repeated
     single = collate_prompts(PromptFormat(processor), records[:3])
-    assert ro.pixel_values.shape[0] == 4 * single.pixel_values.shape[0] and ro.images_per_sample == [1] * 12
+    assert ro.image_keys == [0] * 4 + [1] * 4 + [2] * 4 and ro.images_per_sample == [1] * 12
+    assert torch.equal(ro.pixel_values, single.pixel_values)  # each prompt's image once, not G times
     texts = processor.tokenizer.batch_decode(ro.completion_ids, skip_special_tokens=True)
     assert ro.completions == texts and all(isinstance(t, str) for t in texts)
 

@@ -1,0 +1,39 @@
+"""The benchmark scripts that cannot run here at full size still run their code path (on the tiny models, CPU)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("model", ["2b", "30b-a3b"])
+def test_gpu_bench_measures_rollout_and_training_of_a_dense_and_an_moe_model(model, capsys):
+    gpu_bench = _load("gpu_bench")
+    gpu_bench.main(["--device", "cpu", "--tiny", "--models", model, "--prompts", "1", "--group", "2",
+                    "--new-tokens", "4"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith(model) and "rollout" in line and "training" in line and "MFU" in line
+
+
+def test_gpu_bench_active_parameters_are_the_text_model_dense_and_the_top_k_experts_moe():
+    gpu_bench = _load("gpu_bench")
+    args = type("Args", (), {"tiny": True, "moe_layers": 2, "device": "cpu"})()
+    dense, moe = gpu_bench.build("2b", args), gpu_bench.build("30b-a3b", args)
+    text = gpu_bench.params(dense) - gpu_bench.params(dense.model.visual)
+    assert gpu_bench.active_params(dense) == text
+    experts = sum(p.numel() for n, p in moe.named_parameters() if ".experts." in n)
+    cfg = moe.config.text_config
+    moe_text = gpu_bench.params(moe) - gpu_bench.params(moe.model.visual)
+    assert experts > 0 and gpu_bench.active_params(moe) == pytest.approx(
+        moe_text - experts + experts * cfg.num_experts_per_tok / cfg.num_experts)
+    assert not math.isnan(gpu_bench.flops_per_token(moe, 64, True))
