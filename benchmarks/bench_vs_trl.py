@@ -35,6 +35,8 @@ WORKLOADS = {
     "image-heavy": dict(prompts=4, group=8, tokens=16, pixels=224, layers=4, steps=1),
 }
 QUESTION = "What color is the shape?"
+PHASES = ("rollout", "logprob", "reward", "update")  # sapo_vl's time/* metrics: where its step time goes
+PHASE_TIMES: dict[str, list[float]] = {}
 
 
 def _model(w: dict, root: Path) -> Path:
@@ -66,10 +68,13 @@ def run_sapo_vl(w: dict, model: Path, rollouts: int, warmup: int) -> list[float]
         "log.progress=false", "log.plot=false"])
     r = setup(cfg, None, StopFlag())
     times = []
-    for _ in range(warmup + rollouts):
+    for i in range(warmup + rollouts):
         start = time.perf_counter()
-        train_step(r)
+        metrics = train_step(r)
         times.append(time.perf_counter() - start)
+        if i >= warmup:
+            for phase in PHASES:
+                PHASE_TIMES.setdefault(phase, []).append(metrics.get(f"time/{phase}", 0.0))
     return times[warmup:]
 
 
@@ -119,7 +124,9 @@ def worker(framework: str, workload: str, rollouts: int, warmup: int, root: Path
     w = WORKLOADS[workload]
     times = (run_sapo_vl if framework == "sapo_vl" else run_trl)(w, _model(w, root), rollouts, warmup)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"median_s": statistics.median(times), "peak_rss_mb": peak_mb, "n": len(times)}))
+    phases = {k: statistics.median(v) for k, v in PHASE_TIMES.items()}
+    print(json.dumps({"median_s": statistics.median(times), "peak_rss_mb": peak_mb, "n": len(times),
+                      "phases": phases}))
 
 
 def measure(framework: str, workload: str, args) -> dict:
@@ -141,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--root", type=Path, default=Path(tempfile.gettempdir()) / "sapo_vl_bench_vs_trl")
+    p.add_argument("--plot", type=Path, help="also draw sapo_vl's phases (stacked) beside TRL's step time to this PNG")
     p.add_argument("--worker", nargs=2, metavar=("FRAMEWORK", "WORKLOAD"))
     args = p.parse_args(argv)
     args.root.mkdir(parents=True, exist_ok=True)
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{args.rounds} rounds x {args.rollouts} rollouts (after {args.warmup} warm-up), {args.threads} threads, "
           f"load average {os.getloadavg()[0]:.1f}")
+    summary = {}
     for name in args.workloads:
         results: dict[str, list[dict]] = {"sapo_vl": [], "trl": []}
         for _ in range(args.rounds):  # alternate: machine load hits both alike
@@ -162,7 +171,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<13} TRL {t:.3f} s/rollout  sapo_vl {s:.3f} s/rollout  time ratio {s / t:.2f}x  "
               f"throughput {t / s:.2f}x  peak RSS {rs:.0f} / {rt:.0f} MB ({rs / rt:.2f}x)  "
               f"per-round time ratios {min(ratios):.2f}-{max(ratios):.2f}x", flush=True)
+        phases = {k: statistics.median(r["phases"][k] for r in results["sapo_vl"]) for k in PHASES}
+        print(f"{'':<13} sapo_vl phases: " + "  ".join(f"{k} {v:.3f} s" for k, v in phases.items()), flush=True)
+        summary[name] = {"trl": t, "sapo_vl": s, "phases": phases}
+    if args.plot:
+        plot(summary, args.plot)
     return 0
+
+
+def plot(summary: dict, path: Path) -> None:
+    """Per workload: sapo_vl's step stacked by phase (the rest: bookkeeping outside the phases) beside TRL's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    names = list(summary)
+    colors = dict(zip(PHASES + ("other",), plt.get_cmap("tab10").colors))
+    for i, name in enumerate(names):
+        bottom, row = 0.0, summary[name]
+        parts = dict(row["phases"], other=max(0.0, row["sapo_vl"] - sum(row["phases"].values())))
+        for phase, value in parts.items():
+            ax.bar(i - 0.2, value, 0.38, bottom=bottom, color=colors[phase], label=phase if i == 0 else None)
+            bottom += value
+        ax.bar(i + 0.2, row["trl"], 0.38, color="0.55", label="TRL (whole step)" if i == 0 else None)
+        ax.text(i + 0.2, row["trl"], f"{row['trl'] / row['sapo_vl']:.2f}x", ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("seconds per rollout (median)")
+    ax.set_title("sapo_vl step by phase (left) vs TRL GRPOTrainer(loss_type='sapo') (right); label: TRL / sapo_vl")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 if __name__ == "__main__":
