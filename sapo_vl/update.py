@@ -21,6 +21,7 @@ The one approximation is the MoE load-balancing term (``moe_aux_coef > 0``): it 
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 
 import torch
@@ -125,7 +126,9 @@ class PolicyUpdate:
             order = torch.randperm(len(batch)).tolist()
             for k in range(n_mb):
                 per_step.append(self.step(batch.select(order[k::n_mb])))
-        self.scheduler.step()
+        with warnings.catch_warnings():  # a step with nothing to train (every group dropped) still counts
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            self.scheduler.step()
         metrics = {key: sum(m[key] for m in per_step if key in m) / sum(1 for m in per_step if key in m)
                    for key in sorted({k for m in per_step for k in m})}
         metrics.update({"lr": self.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step))})
