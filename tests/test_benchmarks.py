@@ -37,3 +37,9 @@ def test_gpu_bench_active_parameters_are_the_text_model_dense_and_the_top_k_expe
     assert experts > 0 and gpu_bench.active_params(moe) == pytest.approx(
         moe_text - experts + experts * cfg.num_experts_per_tok / cfg.num_experts)
     assert not math.isnan(gpu_bench.flops_per_token(moe, 64, True))
+
+
+def test_bench_shared_prefill_prints_a_speed_up_per_image_size(capsys):
+    _load("bench_shared_prefill").main(["--rounds", "1", "--group", "2", "--tokens", "2", "--sizes", "64"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("  64 px") and "speed-up" in line

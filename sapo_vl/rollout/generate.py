@@ -8,15 +8,23 @@ different kernels).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from transformers import StoppingCriteriaList
+from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
+from transformers.generation.logits_process import (
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import PolicyModule
+from sapo_vl.models.packing import PACKED_MODELS
 from sapo_vl.models.vision import VisionCache, image_outputs
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
@@ -72,14 +80,20 @@ class _StopWhen:
 
 
 class HFEngine:
-    """Sampling with Hugging Face ``generate``, in chunks of ``batch_size`` sequences to bound memory. With
-    ``stop`` (a callable), a stop request ends generation within one decoding step and raises ``Interrupted``.
-    ``synced``: the model is sharded over ranks (FSDP2), so every rank runs as many decoding steps as the slowest
-    (``synced_gpus``); ``model`` is then the FSDP ``PolicyModule``, whose ``generate`` gathers the parameters."""
+    """Sampling with a Hugging Face model, in chunks of ``batch_size`` sequences to bound memory. With ``stop`` (a
+    callable), a stop request ends generation within one decoding step and raises ``Interrupted``.
 
-    def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False):
+    Qwen3-VL(-MoE) models are sampled by ``_decode``: each prompt is prefilled once and its KV cache expanded to its
+    n completions, then tokens are drawn exactly as ``generate(num_return_sequences=n)`` draws them (the same
+    logits processors, the same ``torch.multinomial`` call, so the same tokens for the same seed). Other models, and
+    ``synced`` ones, use ``generate`` itself. ``synced``: the model is sharded over ranks (FSDP2), so every rank runs
+    as many decoding steps as the slowest (``synced_gpus``); ``model`` is then the FSDP ``PolicyModule``, whose
+    ``generate`` gathers the parameters. ``shared_prefill=False`` always uses ``generate`` (for comparisons)."""
+
+    def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
+                 shared_prefill: bool = True):
         self.model, self.processor, self.batch_size, self.stop = model, processor, batch_size, stop
-        self.synced = synced
+        self.synced, self.shared_prefill = synced, shared_prefill
         tok = processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         if self.eos_id is None or self.eos_id == tok.unk_token_id:
@@ -110,6 +124,9 @@ class HFEngine:
                     _hf(model), inputs.pop("pixel_values"), inputs["image_grid_thw"], inputs.pop("image_keys"),
                     vision)}
             copies = n if params.do_sample else 1  # greedy: the n completions are one, repeated below
+            if self.shared_prefill and not self.synced and _hf(model).config.model_type in PACKED_MODELS:
+                outs.append(self._decode(_hf(model), inputs, params, copies).cpu().repeat_interleave(n // copies, 0))
+                continue
             kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
                           eos_token_id=self.eos_ids, pad_token_id=self.pad_id, num_return_sequences=copies,
                           suppress_tokens=self.suppress or None, use_cache=True, synced_gpus=self.synced)
@@ -123,6 +140,51 @@ class HFEngine:
             outs.append(seq[:, inputs["input_ids"].shape[1]:].cpu().repeat_interleave(n // copies, dim=0))
         width = max(o.shape[1] for o in outs)
         return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
+
+    def _decode(self, model, inputs: dict, params: SamplingParams, n: int) -> torch.Tensor:
+        """(B * n, C) completion ids of the B prompts in ``inputs``, rows prompt 0 x n, prompt 1 x n, ...: one prefill
+        per prompt, its KV cache repeated n times, then ``generate``'s sampling loop. Positions are ``generate``'s:
+        4 rows (the text position, from the attention mask, and the 3-D M-RoPE rows of ``get_rope_index``), each
+        advanced by one per new token."""
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]  # (B, P) each
+        text = (mask.long().cumsum(1) - 1).masked_fill(mask == 0, 0)  # (B, P)
+        rope, _ = model.model.get_rope_index(ids, inputs["mm_token_type_ids"], inputs.get("image_grid_thw"),
+                                             attention_mask=mask)  # (3, B, P)
+        cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        cache = DynamicCache(config=model.config)
+        out = model(**inputs, position_ids=torch.cat([text[None], rope]), use_cache=True, logits_to_keep=1,
+                    **{cache_key: cache})
+        cache.batch_repeat_interleave(n)
+        logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (B * n, V)
+        mask = mask.repeat_interleave(n, 0)  # (B * n, P)
+        position = torch.cat([text[None, :, -1:], rope[..., -1:]]).repeat_interleave(n, 1)  # (4, B * n, 1)
+        processors = LogitsProcessorList(
+            ([SuppressTokensLogitsProcessor(self.suppress, device=logits.device)] if self.suppress else [])
+            + ([TemperatureLogitsWarper(params.temperature)] if params.do_sample and params.temperature != 1.0 else [])
+            + ([TopKLogitsWarper(params.top_k)] if params.do_sample and params.top_k else [])
+            + ([TopPLogitsWarper(params.top_p)] if params.do_sample and params.top_p < 1.0 else []))
+        eos = torch.tensor(self.eos_ids, device=logits.device)
+        done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
+        tokens = []
+        for step in range(params.max_new_tokens):
+            scores = processors(None, logits)
+            if params.do_sample:
+                token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B * n,)
+            else:
+                token = scores.argmax(-1)
+            token = token.masked_fill(done, self.pad_id)  # a finished sequence gets padding, as in generate
+            tokens.append(token)
+            done |= torch.isin(token, eos)
+            if self.stop is not None and self.stop():
+                raise Interrupted("stop requested during generation")
+            if bool(done.all()) or step == params.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
+            position = position + 1
+            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                        **{cache_key: cache})
+            logits = out.logits[:, -1].float()
+        return torch.stack(tokens, 1)
 
 
 def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:

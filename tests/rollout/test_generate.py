@@ -1,5 +1,7 @@
 """Rollout: G sampled completions per prompt, response masks, old log-probs and MoE routing."""
 
+from functools import partialmethod
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import completion_topk
 from sapo_vl.models.tiny import VISION_SPECIAL_TOKENS
 from sapo_vl.config import WarmupConfig
+from sapo_vl.rollout.generate import NEUTRAL_GENERATION
 from sapo_vl.rollout import (
     HFEngine,
     PromptFormat,
@@ -108,8 +111,11 @@ def test_engine_stops_at_every_eos_id_of_the_generation_config(warm, monkeypatch
     assert engine.eos_ids == [engine.eos_id, tok.convert_tokens_to_ids("<|endoftext|>")]
 
 
-def test_checkpoint_generation_config_does_not_change_the_sampling_distribution(warm, monkeypatch):
+@pytest.mark.parametrize("path", ["one prefill per prompt", "generate"])
+def test_checkpoint_generation_config_does_not_change_the_sampling_distribution(warm, monkeypatch, path):
     model, processor, records = warm
+    if path == "generate":  # the path of models without the shared prefill, and of sharded (synced) ones
+        monkeypatch.setattr(HFEngine, "__init__", partialmethod(HFEngine.__init__, shared_prefill=False))
     _, clean = _rollout(model, processor, records[:3], seed=5)
     inputs = collate_prompts(PromptFormat(processor), records[:3]).model_inputs()
     plain = model.generate(**inputs, do_sample=False, max_new_tokens=3)
@@ -145,22 +151,54 @@ def test_old_logprobs_equal_a_fresh_policy_forward(warm, temperature):
     assert (ro.old_logprobs[mask] < 0).all()
 
 
-def test_old_logprobs_equal_the_log_softmax_of_generate_logits(warm, monkeypatch):
+def _generate_kwargs(engine, params: SamplingParams, n: int) -> dict:
+    """What ``generate`` is asked for today's path: n samples per prompt, the engine's stop and suppressed ids."""
+    kw = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
+              eos_token_id=engine.eos_ids, pad_token_id=engine.pad_id, suppress_tokens=engine.suppress,
+              num_return_sequences=n if params.do_sample else 1)
+    if params.do_sample:
+        kw.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+    return kw
+
+
+@pytest.mark.parametrize("params", [SamplingParams(6, 1.0), SamplingParams(6, 0.7, top_p=0.9, top_k=40),
+                                    SamplingParams(6, 0.0)], ids=["sample", "top-k-top-p", "greedy"])
+def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params):
     model, processor, records = warm
-    captured = []
-    generate = model.generate
+    engine, n = HFEngine(model, processor), 5
+    prompts = collate_prompts(PromptFormat(processor), records[:4])
+    batch_sizes = []
+    hook = model.model.language_model.register_forward_hook(
+        lambda module, args, kwargs, out: batch_sizes.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+    torch.manual_seed(7)
+    try:
+        shared = engine.generate(prompts, params, n)  # (4 * n, C)
+    finally:
+        hook.remove()
+    copies = n if params.do_sample else 1  # greedy: one completion per prompt, repeated
+    assert batch_sizes[0] == 4 and set(batch_sizes[1:]) == {4 * copies}  # the prefill: one row per prompt
+    inputs = prompts.model_inputs(keyed=False)
+    torch.manual_seed(7)
+    seq = model.generate(**inputs, **_generate_kwargs(engine, params, n))[:, inputs["input_ids"].shape[1]:]
+    expected = seq if params.do_sample else seq.repeat_interleave(n, 0)
+    assert torch.equal(shared, expected)
+    if params.do_sample:  # the warm policy stops early on some rows: what follows an EOS was compared too
+        assert torch.isin(shared[:, :-1], torch.tensor(engine.eos_ids)).any()
 
-    def generate_with_logits(**kwargs):  # the real generate, also returning the raw (unprocessed) logits
-        out = generate(**kwargs, output_logits=True, return_dict_in_generate=True)
-        captured.append(torch.stack(out.logits, 1))  # (n, C, V)
-        return out.sequences
 
-    monkeypatch.setattr(model, "generate", generate_with_logits)
-    _, ro = _rollout(model, processor, records[:3], temperature=1.0)
-    logits = torch.cat(captured)[:, :ro.completion_ids.shape[1]]  # (N, C, V)
-    from_generate = torch.log_softmax(logits.float(), -1).gather(-1, ro.completion_ids[..., None])[..., 0]
+def test_old_logprobs_equal_the_log_softmax_of_generate_logits(warm):
+    model, processor, records = warm
+    engine, ro = _rollout(model, processor, records[:3], temperature=1.0, seed=3)
+    inputs = collate_prompts(PromptFormat(processor), records[:3]).model_inputs(keyed=False)
+    torch.manual_seed(3)  # generate itself, on the same prompts and seed, draws the rollout's tokens...
+    out = model.generate(**inputs, **_generate_kwargs(engine, SamplingParams(3, 1.0), 4), output_logits=True,
+                         return_dict_in_generate=True)
+    C = ro.completion_ids.shape[1]
     mask = ro.response_mask.bool()
-    assert torch.allclose(ro.old_logprobs[mask], from_generate[mask], atol=1e-5)
+    assert torch.equal(out.sequences[:, inputs["input_ids"].shape[1]:][mask], ro.completion_ids[mask])
+    logits = torch.stack(out.logits, 1)[:, :C]  # (N, C, V) raw logits
+    from_generate = torch.log_softmax(logits.float(), -1).gather(-1, ro.completion_ids[..., None])[..., 0]
+    assert torch.allclose(ro.old_logprobs[mask], from_generate[mask], atol=1e-5)  # ...and they score them
 
 
 def test_routing_records_one_expert_set_per_token_and_layer_matching_a_fresh_forward(warm):
