@@ -186,6 +186,20 @@ def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params):
         assert torch.isin(shared[:, :-1], torch.tensor(engine.eos_ids)).any()
 
 
+def test_one_prefill_per_prompt_matches_generate_on_left_padded_text_only_prompts(warm):
+    model, processor, _ = warm
+    engine, params = HFEngine(model, processor), SamplingParams(6, 1.0)
+    records = [{"id": str(i), "prompt": "What is 2 + 2?" + " Be brief." * i, "answer": "4"} for i in range(3)]
+    prompts = collate_prompts(PromptFormat(processor), records)
+    assert len(set(prompts.attention_mask.sum(1).tolist())) == 3 and "image_grid_thw" not in prompts.model_inputs()
+    torch.manual_seed(2)
+    shared = engine.generate(prompts, params, 4)
+    inputs = prompts.model_inputs(keyed=False)
+    torch.manual_seed(2)
+    seq = model.generate(**inputs, **_generate_kwargs(engine, params, 4))[:, inputs["input_ids"].shape[1]:]
+    assert torch.equal(shared, seq)
+
+
 def test_old_logprobs_equal_the_log_softmax_of_generate_logits(warm):
     model, processor, records = warm
     engine, ro = _rollout(model, processor, records[:3], temperature=1.0, seed=3)
