@@ -31,14 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 224, 448], help="image side in pixels")
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
     path = Path(tempfile.mkdtemp()) / "tiny-4"
     make_tiny_model(path, TinyConfig(num_hidden_layers=4, max_pixels=448 * 448))
     model, processor = load_policy(path)
     model.eval()
     engines = {"generate": HFEngine(model, processor, shared_prefill=False), "shared": HFEngine(model, processor)}
     params = SamplingParams(max_new_tokens=args.tokens, temperature=1.0)
-    print(f"4 prompts x G {args.group}, {args.tokens} new tokens, tiny 4-layer MoE, 2 threads, {args.rounds} rounds")
+    print(f"4 prompts x G {args.group}, {args.tokens} new tokens, tiny 4-layer MoE, "
+          f"{torch.get_num_threads()} threads, {args.rounds} rounds")
     for size in args.sizes:
         prompts = collate_prompts(PromptFormat(processor), build_synthetic_shapes("train", n=4, image_size=size))
         times: dict[str, list[float]] = {name: [] for name in engines}
@@ -58,4 +58,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(2)  # here, not in main(): the test suite calls main() in its own process
     raise SystemExit(main())
