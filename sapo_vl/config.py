@@ -127,6 +127,7 @@ class TrainConfig:
     epochs: int = 1  # passes over each rollout batch
     micro_batch_tokens: int = 16384  # token budget (prompt + completion) per forward/backward
     packing: str = "auto"  # padding-free packed micro-batches: auto = where exact for the model | on | off
+    prefix_sharing: str = "auto"  # auto: a micro-batch's repeated prompts run once, their KV cache shared | off
     logprob_chunk_size: int = 1024
     mixed_precision: str = "auto"  # auto: bf16 on CUDA
     sharding: str = "any"  # fsdp2: refuse to start unless launched with FSDP2 over >= 2 processes (sized for it)
@@ -186,6 +187,7 @@ def choices() -> dict[str, Any]:
         "resume": ("auto", "never", "force", "PATH"),
         "reward.on_timeout": ("zero", "skip"), "data.mixture[].reward": REWARDS,
         "algo.routing_replay": ("none", "rollout"), "train.packing": ("auto", "on", "off"),
+        "train.prefix_sharing": ("auto", "off"),
         "log.backends": ("jsonl", "tensorboard", "wandb", "trackio"),
     }
 
@@ -407,7 +409,7 @@ def _check_names(cfg: Config, allowed: dict) -> None:
 def _check_choices(cfg: Config, allowed: dict) -> None:
     for key in ("data.on_error", "warmup.labels", "algo.aggregation", "algo.kl_estimator", "train.lr_schedule",
                 "train.mixed_precision", "train.sharding", "reward.on_timeout", "algo.routing_replay",
-                "train.packing"):
+                "train.packing", "train.prefix_sharing"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed[key]:
@@ -503,7 +505,7 @@ def _check_loss_hparams(name: str, hparams: dict) -> None:
 # keys that may change when a run resumes: how long it runs, where and how it logs, how work is batched
 SAFE_ON_RESUME = ("output_dir", "resume", "imports", "train.total_steps", "log.", "reward.num_workers",
                   "reward.timeout_s", "rollout.generation_batch_size", "train.micro_batch_tokens",
-                  "train.logprob_chunk_size", "train.packing", "train.sharding")
+                  "train.logprob_chunk_size", "train.packing", "train.prefix_sharing", "train.sharding")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

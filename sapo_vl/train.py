@@ -254,11 +254,11 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
         rollout.old_logprobs, rollout.routing = score_rollout(
             r.update.policy, rollout, temperature=r.sampling.temperature,
             micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size,
-            packed=r.update.packed)
+            packed=r.update.packed, share=r.update.share)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
                                                 micro_batch_size=cfg.rollout.generation_batch_size,
-                                                packed=r.update.packed)
+                                                packed=r.update.packed, share=r.update.share)
     return rollout, {"time/rollout": t1 - t0, "time/logprob": time.perf_counter() - t1}
 
 

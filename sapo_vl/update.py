@@ -30,6 +30,7 @@ from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penal
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import forward_inputs, use_packing
+from sapo_vl.models.prefix import use_shared_prefix
 from sapo_vl.parallel import full_optimizer_state, is_sharded, load_optimizer_state, reduce_max
 from sapo_vl.rollout.types import Rollout, to_device
 
@@ -102,6 +103,8 @@ class PolicyUpdate:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
         self.sharded = is_sharded(accelerator)
+        # shared prefix: a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
+        self.share = use_shared_prefix(model, train.prefix_sharing, algo.routing_replay, self.sharded)
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
         if self.sharded:
@@ -169,7 +172,7 @@ class PolicyUpdate:
         loss_total, n_tokens_total = 0.0, max(int(mb.response_mask.sum()), 1)
         for j, idx in enumerate(groups):
             micro = mb.select(idx or [0])
-            inputs, P, packing = forward_inputs(self.model, micro, self.packed)
+            inputs, P, packing = forward_inputs(self.model, micro, self.packed, self.share)
             last = j == len(groups) - 1
             sync = nullcontext() if acc is None or last or self.sharded else acc.no_sync(self.policy)
             replay = micro.replay_routing() if algo.routing_replay == "rollout" else None
@@ -178,6 +181,7 @@ class PolicyUpdate:
             with sync, routing(self.policy, replay) as used:  # hooks stay for a checkpointed backward's re-forward
                 loss, out, mask = self._micro_loss(micro, (to_device(inputs, device), P, packing), norm,
                                                    len(idx) / len(mb), means if idx else _WeightedMeans())
+                used = list(used)  # this forward's experts (a checkpointed backward's re-forward appends more)
                 loss = loss if idx else loss * 0.0
                 (acc.backward if acc is not None else torch.Tensor.backward)(loss * world)
             loss_total += loss.item() * world  # summed over ranks (reduce_mean's mean x world): the global loss

@@ -121,10 +121,12 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
         output_router_logits: None -> True for MoE models.
         vision: a ``VisionCache`` whose features are valid for these weights (no-grad forwards, frozen vision
             tower); without one each distinct image (``inputs["image_keys"]``) is encoded once, with gradients.
-        packing: the ``Packing`` of packed ``inputs``; every output is then in the padded layout all the same.
+        packing: the ``Packing`` of packed ``inputs``, or the ``SharedPrefix`` of padded ``inputs`` whose prompts
+            repeat (``sapo_vl.models.prefix``); every output is then in the padded layout all the same.
     """
     from sapo_vl.models.load import is_moe
     from sapo_vl.models.moe import load_balancing_loss
+    from sapo_vl.models.prefix import SharedPrefix, shared_forward
     from sapo_vl.models.vision import image_outputs
 
     B, T = inputs["input_ids"].shape if packing is None else packing.mask.shape
@@ -132,21 +134,26 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
         raise ValueError(f"prompt_len must be in (0, {T}), got {prompt_len}")
     moe = is_moe(model)
     want_router = moe if output_router_logits is None else (output_router_logits and moe)
-    extra = {"output_router_logits": True} if want_router else {}
-    inputs = dict(inputs)
-    keys = inputs.pop("image_keys", None)
-    if keys is not None and inputs.get("pixel_values") is not None:
-        extra["mm_encoder_outputs"] = {"image": image_outputs(model, inputs.pop("pixel_values"),
-                                                              inputs["image_grid_thw"], keys, vision)}
-    out = model.model(**inputs, use_cache=False, **extra)
-    logp, ent = _completion_logprobs(model, out.last_hidden_state, inputs["input_ids"], prompt_len, packing,
-                                     temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
-    router_logits = tuple(out.router_logits) if want_router and out.router_logits is not None else None
+    kw = dict(temperature=temperature, chunk_size=chunk_size, with_entropy=with_entropy)
+    if isinstance(packing, SharedPrefix):
+        hidden, router_logits = shared_forward(model, inputs, prompt_len, packing, vision, want_router)
+        logp, ent = token_logprobs(hidden.reshape(-1, hidden.shape[-1]), model.lm_head,
+                                   inputs["input_ids"][:, prompt_len:].reshape(-1), **kw)
+    else:
+        extra = {"output_router_logits": True} if want_router else {}
+        inputs = dict(inputs)
+        keys = inputs.pop("image_keys", None)
+        if keys is not None and inputs.get("pixel_values") is not None:
+            extra["mm_encoder_outputs"] = {"image": image_outputs(model, inputs.pop("pixel_values"),
+                                                                  inputs["image_grid_thw"], keys, vision)}
+        out = model.model(**inputs, use_cache=False, **extra)
+        logp, ent = _completion_logprobs(model, out.last_hidden_state, inputs["input_ids"], prompt_len, packing, **kw)
+        router_logits = tuple(out.router_logits) if want_router and out.router_logits is not None else None
+        if router_logits is not None and packing is not None:
+            router_logits = tuple(packing.to_padded(g) for g in router_logits)  # (B * T, E) each
     mask = inputs.get("attention_mask") if packing is None else packing.mask
     aux = None
     if router_logits is not None:
-        if packing is not None:
-            router_logits = tuple(packing.to_padded(g) for g in router_logits)  # (B * T, E) each
         aux = load_balancing_loss(router_logits, mask, model.config.text_config.num_experts_per_tok)
     return PolicyForward(logprobs=logp.view(B, -1), entropy=None if ent is None else ent.view(B, -1),
                          aux_loss=aux, router_logits=router_logits)

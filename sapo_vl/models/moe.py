@@ -41,7 +41,8 @@ def _router_output(output, layer: int):
 @contextmanager
 def routing(model, replay: list[torch.Tensor] | None = None) -> Iterator[list]:
     """Within the block, every forward records the expert ids each MoE router returns (``used[layer]``: (tokens, k),
-    the router's own order); with ``replay`` (one (tokens, k) tensor per layer), the routers return those ids, gate
+    the router's own order; a second forward call within the block, such as a shared-prefix forward's completion
+    pass, appends its tokens); with ``replay`` (one (tokens, k) tensor per layer), the routers return those ids, gate
     weights recomputed from their own logits. Yields ``used``."""
     routers = moe_routers(model)
     if replay is not None and len(replay) != len(routers):
@@ -58,7 +59,7 @@ def routing(model, replay: list[torch.Tensor] | None = None) -> Iterator[list]:
                                      f"forward routes {tuple(weights.shape)}")
                 top = torch.softmax(logits, dtype=torch.float, dim=-1).gather(-1, ids)  # as the router does
                 weights = (top / top.sum(dim=-1, keepdim=True)).to(logits.dtype)
-            used[layer] = ids.detach()
+            used[layer] = ids.detach() if used[layer] is None else torch.cat([used[layer], ids.detach()])
             return logits, weights, ids
 
         return hook

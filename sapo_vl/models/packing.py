@@ -134,9 +134,14 @@ def pack(model, micro) -> tuple[dict, int, Packing]:
     return packed, P, packing
 
 
-def forward_inputs(model, micro, packed: bool) -> tuple[dict, int, Packing | None]:
-    """(model inputs, P, Packing) of the Rollout ``micro`` for ``policy_forward``: packed, or padded (no Packing)."""
-    if packed:
-        return pack(model, micro)
+def forward_inputs(model, micro, packed: bool, share: bool = False) -> tuple[dict, int, object]:
+    """(model inputs, P, layout) of the Rollout ``micro`` for ``policy_forward``: with ``share``, padded inputs and
+    the ``SharedPrefix`` of its repeated prompts when that runs fewer tokens than the alternative; else packed (a
+    ``Packing``) or padded (layout None)."""
+    from sapo_vl.models.prefix import share_prefix
+
     inputs, P = micro.model_inputs()
-    return inputs, P, None
+    shared = share_prefix(micro, inputs["attention_mask"]) if share else None
+    if shared is not None and (not packed or shared.tokens < int(inputs["attention_mask"].sum())):
+        return inputs, P, shared
+    return pack(model, micro) if packed else (inputs, P, None)

@@ -200,12 +200,13 @@ def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]
 
 @torch.no_grad()
 def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int, chunk_size: int = 1024,
-                  packed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  packed: bool = False, share: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, C) of the rollout's completions under ``model``, micro-batched, and for an MoE model the
     expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay.
     ``model``: a Hugging Face model or a ``PolicyModule`` (under FSDP2, the sharded one: its forward gathers).
     Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference).
-    ``packed``: padding-free packed forwards, as the update's (the same computation on both sides of the ratio)."""
+    ``packed``, ``share``: padding-free packed forwards and shared-prefix forwards where they apply, as the update's
+    (the same computation on both sides of the ratio)."""
     from sapo_vl.models.moe import routing, routing_dtype
     from sapo_vl.models.packing import forward_inputs
 
@@ -218,7 +219,7 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     for start in range(0, N, micro_batch_size):
         idx = list(range(start, min(start + micro_batch_size, N)))
         mb = rollout.select(idx)
-        inputs, P_mb, packing = forward_inputs(policy.model, mb, packed)
+        inputs, P_mb, packing = forward_inputs(policy.model, mb, packed, share)
         (p0, c1), n = mb.span(), len(idx)
         with routing(policy) as used:
             out = policy(to_device(inputs, device), P_mb, temperature=temperature, chunk_size=chunk_size,

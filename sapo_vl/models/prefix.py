@@ -1,0 +1,120 @@
+"""Shared-prefix forwards: a micro-batch's G completions of one prompt read that prompt's forward once.
+
+A rollout holds G completions per prompt, and a padded or packed forward runs every prompt token G times: with
+image prompts of hundreds of vision tokens and short answers, most of a training forward is prompt. Here the
+distinct prompts of a micro-batch go through the model once (their images encoded once), their KV cache is gathered
+to one row per sequence, and the completions run on top of it. Positions are those of the full forward (the 4 rows
+of Qwen3-VL: the text position and the 3-D M-RoPE rows of ``get_rope_index``, continued by one per completion token).
+
+Everything is returned in the padded layout (n, P + C): log-probs and entropy per completion token, router logits
+per token (each prompt token's row repeated for the sequences that share it), so the MoE aux loss, router statistics
+and routing drift are those of the padded forward. Gradients flowing into the shared prompt are summed over its
+sequences by autograd: the padded forward's gradients, float32 rounding apart (``tests/models/test_prefix.py``).
+
+Not used under gradient checkpointing (transformers drops the KV cache there), routing replay (the replayed experts
+are per sequence) or FSDP2 sharding (untested).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+
+from transformers import DynamicCache
+
+from sapo_vl.rollout.types import _image_inputs
+
+SHARED_MODELS = ("qwen3_vl", "qwen3_vl_moe")  # 4-row position ids from get_rope_index
+
+
+def cache_kwarg(module) -> str:
+    """The name of ``module.forward``'s KV-cache argument (transformers renames ``past_key_values`` to ``cache``)."""
+    return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
+
+
+def use_shared_prefix(model, mode: str, routing_replay: str, sharded: bool) -> bool:
+    """``train.prefix_sharing``: auto -> shared-prefix forwards wherever a micro-batch repeats a prompt and the run
+    allows them (a Qwen3-VL(-MoE) model, no gradient checkpointing, no routing replay, not FSDP2-sharded); off."""
+    if mode not in ("auto", "off"):
+        raise ValueError(f"prefix_sharing must be auto | off, got {mode!r}")
+    return (mode == "auto" and getattr(model.config, "model_type", None) in SHARED_MODELS
+            and not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+            and routing_replay == "none" and not sharded)
+
+
+@dataclass
+class SharedPrefix:
+    """The layout of a micro-batch of n sequences over B < n distinct prompts: ``prompt``, the distinct prompts'
+    model inputs (B, P) with their images; ``rows`` (n,), each sequence's prompt row; ``mask`` (n, P + C), the real
+    tokens in the padded layout."""
+
+    prompt: dict
+    rows: torch.Tensor
+    mask: torch.Tensor
+
+    @property
+    def tokens(self) -> int:
+        """Tokens one forward runs: each distinct prompt once, every completion (padded)."""
+        B, P = self.prompt["input_ids"].shape
+        n, T = self.mask.shape
+        return B * P + n * (T - P)
+
+    def to_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """A per-token tensor in forward order, (B * P + n * C, ...), to the padded layout (n * (P + C), ...)."""
+        B, P = self.prompt["input_ids"].shape
+        n, T = self.mask.shape
+        prompt = x[:B * P].view(B, P, *x.shape[1:])[self.rows.to(x.device)]
+        return torch.cat([prompt, x[B * P:].view(n, T - P, *x.shape[1:])], 1).reshape(n * T, *x.shape[1:])
+
+
+def share_prefix(micro, mask: torch.Tensor) -> SharedPrefix | None:
+    """The ``SharedPrefix`` of the Rollout ``micro`` whose ``model_inputs()`` have the attention ``mask`` (its
+    prompt columns trimmed the same way), or None when no two sequences share a prompt (the same tokens and the same
+    images)."""
+    starts = [0]
+    for k in micro.images_per_sample:
+        starts.append(starts[-1] + k)
+    keys = micro.image_keys or list(range(starts[-1]))
+    distinct: dict = {}
+    rows = [distinct.setdefault((tuple(ids), tuple(keys[starts[i]:starts[i + 1]])), len(distinct))
+            for i, ids in enumerate(micro.prompt_ids.tolist())]
+    if len(distinct) == len(rows):
+        return None
+    uniq = micro.select([rows.index(r) for r in range(len(distinct))])  # each prompt's first sequence
+    p0 = micro.span()[0]
+    prompt = {"input_ids": uniq.prompt_ids[:, p0:], "attention_mask": uniq.prompt_mask[:, p0:],
+              "mm_token_type_ids": uniq.prompt_mm_types[:, p0:], **_image_inputs(uniq)}
+    return SharedPrefix(prompt=prompt, rows=torch.tensor(rows), mask=mask)
+
+
+def shared_forward(model, inputs: dict, prompt_len: int, layout: SharedPrefix, vision, router: bool):
+    """(hidden, router_logits): the last hidden states that predict each completion token of ``inputs`` (n, C, H),
+    and with ``router`` the router logits of every token in the padded layout (one (n * (P + C), E) tensor per MoE
+    layer). ``inputs``: the micro-batch's padded inputs (their completion columns are read)."""
+    from sapo_vl.models.vision import image_outputs
+
+    prompt, rows = dict(layout.prompt), layout.rows.to(inputs["input_ids"].device)
+    extra = {"output_router_logits": True} if router else {}
+    keys = prompt.pop("image_keys", None)
+    images = {} if keys is None else {"mm_encoder_outputs": {"image": image_outputs(
+        model, prompt.pop("pixel_values"), prompt["image_grid_thw"], keys, vision)}}
+    ids, mask = prompt["input_ids"], prompt["attention_mask"]  # (B, P)
+    text = (mask.long().cumsum(1) - 1).masked_fill(mask == 0, 0)  # (B, P)
+    rope, _ = model.model.get_rope_index(ids, prompt["mm_token_type_ids"], prompt.get("image_grid_thw"),
+                                         attention_mask=mask)  # (3, B, P)
+    position = torch.cat([text[None], rope])  # (4, B, P)
+    cache, key = DynamicCache(config=model.config), cache_kwarg(model.model)
+    first = model.model(**prompt, position_ids=position, use_cache=True, **{key: cache}, **extra, **images)
+    cache.batch_select_indices(rows)  # (n, ...) per layer: a gather, so gradients reach the one prompt forward
+    completion = inputs["input_ids"][:, prompt_len:]  # (n, C)
+    steps = torch.arange(1, completion.shape[1] + 1, device=position.device)
+    second = model.model(input_ids=completion, attention_mask=inputs["attention_mask"], use_cache=True,
+                         position_ids=position[..., -1:][:, rows] + steps, **{key: cache}, **extra)
+    hidden = torch.cat([first.last_hidden_state[rows, -1:], second.last_hidden_state[:, :-1]], 1)  # (n, C, H)
+    logits = None
+    if router:
+        logits = tuple(layout.to_padded(torch.cat([a, b])) for a, b in zip(first.router_logits,
+                                                                            second.router_logits))
+    return hidden, logits
