@@ -39,7 +39,8 @@ def test_gpu_bench_active_parameters_are_the_text_model_dense_and_the_top_k_expe
     assert not math.isnan(gpu_bench.flops_per_token(moe, 64, True))
 
 
-def test_bench_shared_prefill_prints_a_speed_up_per_image_size(capsys):
-    _load("bench_shared_prefill").main(["--rounds", "1", "--group", "2", "--tokens", "2", "--sizes", "64"])
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("  64 px") and "speed-up" in line
+def test_bench_shared_prefix_prints_generation_and_training_speed_ups(capsys):
+    _load("bench_shared_prefix").main(["--rounds", "1", "--group", "2", "--tokens", "2", "--sizes", "64"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-4].startswith("  64 px") and "one prefill per prompt vs generate" in lines[-3]
+    assert "shared vs padded" in lines[-2] and "vs packed" in lines[-1]
