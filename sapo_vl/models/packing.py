@@ -135,13 +135,14 @@ def pack(model, micro) -> tuple[dict, int, Packing]:
 
 
 def forward_inputs(model, micro, packed: bool, share: bool = False) -> tuple[dict, int, object]:
-    """(model inputs, P, layout) of the Rollout ``micro`` for ``policy_forward``: with ``share``, padded inputs and
-    the ``SharedPrefix`` of its repeated prompts when that runs fewer tokens than the alternative; else packed (a
-    ``Packing``) or padded (layout None)."""
+    """(model inputs, P, layout) of the Rollout ``micro`` for ``policy_forward``, the layout that runs the fewest
+    tokens: with ``share``, padded inputs and the ``SharedPrefix`` of its repeated prompts; with ``packed`` and
+    padding to remove, packed (a ``Packing``); else padded (layout None)."""
     from sapo_vl.models.prefix import share_prefix
 
     inputs, P = micro.model_inputs()
+    real, padded = int(inputs["attention_mask"].sum()), inputs["attention_mask"].numel()
     shared = share_prefix(micro, inputs["attention_mask"]) if share else None
-    if shared is not None and (not packed or shared.tokens < int(inputs["attention_mask"].sum())):
+    if shared is not None and shared.tokens < (real if packed else padded):
         return inputs, P, shared
-    return pack(model, micro) if packed else (inputs, P, None)
+    return pack(model, micro) if packed and real < padded else (inputs, P, None)

@@ -12,7 +12,7 @@ from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import routing
-from sapo_vl.models.packing import forward_inputs
+from sapo_vl.models.packing import Packing, forward_inputs
 from sapo_vl.models.prefix import SharedPrefix, share_prefix, use_shared_prefix
 from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, make_rollout, score_rollout
@@ -127,7 +127,7 @@ def test_no_shared_prefix_without_a_repeated_prompt_and_image(model_and_rollout)
     assert share_prefix(same_text, same_text.model_inputs()[0]["attention_mask"]) is None
 
 
-def test_forward_inputs_shares_only_when_it_runs_fewer_tokens_than_packing(model_and_rollout):
+def test_forward_inputs_picks_the_layout_that_runs_the_fewest_tokens(model_and_rollout):
     model, batch = model_and_rollout
     _, _, layout = forward_inputs(model, batch, packed=True, share=True)
     assert isinstance(layout, SharedPrefix)  # short completions after repeated prompts: sharing wins
@@ -137,7 +137,9 @@ def test_forward_inputs_shares_only_when_it_runs_fewer_tokens_than_packing(model
     _, _, pair_layout = forward_inputs(model, pair, packed=False, share=True)
     assert isinstance(pair_layout, SharedPrefix)
     _, _, unshared = forward_inputs(model, batch, packed=True, share=False)
-    assert not isinstance(unshared, SharedPrefix)
+    assert isinstance(unshared, Packing)
+    inputs, _, nothing_to_remove = forward_inputs(model, batch.select([0]), packed=True, share=True)
+    assert inputs["attention_mask"].all() and nothing_to_remove is None  # no padding: the padded forward
 
 
 def test_to_padded_repeats_each_prompt_row_for_its_sequences():
