@@ -103,7 +103,7 @@ class PolicyUpdate:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
         self.sharded = is_sharded(accelerator)
-        # shared prefix: a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
+        # shared prefix (auto | always | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
         self.share = use_shared_prefix(model, train.prefix_sharing, algo.routing_replay, self.sharded)
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)

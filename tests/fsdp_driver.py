@@ -27,14 +27,19 @@ SIZES = [(64, 64), (96, 48), (32, 32), (128, 64), (48, 96), (64, 32), (32, 64), 
 
 
 def global_batch(processor):
-    """8 sequences with images, uneven prompt and completion lengths, advantages of both signs, and the noise that
-    moves their old log-probs off-policy."""
+    """8 sequences with images (two prompts repeated), uneven prompt and completion lengths, advantages of both
+    signs, and the noise that moves their old log-probs off-policy."""
     from sapo_vl.rollout import PromptFormat
     from sapo_vl.warmup import supervised_batch
 
     records = [{"id": str(i), "prompt": "What colour is the shape?" + " Say it." * (i % 3),
                 "images": [Image.new("RGB", SIZES[i], COLORS[i])]} for i in range(8)]
     batch = supervised_batch(PromptFormat(processor), records, TARGETS)
+    # sequences 1 and 5 repeat the prompt (and image) before them, with the next sequence's completion: each rank's
+    # share has a repeated prompt, so the shared-prefix forwards are compared too
+    batch = batch.select([0, 0, 2, 3, 4, 4, 6, 7])
+    for i in (1, 5):
+        batch.completion_ids[i], batch.response_mask[i] = batch.completion_ids[i + 1], batch.response_mask[i + 1]
     batch.advantages = torch.tensor([1.2, -0.7, 0.4, -1.5, 0.9, -0.3, 0.6, -0.8])
     noise = 0.3 * torch.randn(batch.completion_ids.shape, generator=torch.Generator().manual_seed(0))  # (8, C)
     return batch, noise
@@ -67,7 +72,11 @@ def _build(path, state=None):
     train = TrainConfig(lr=3e-3, micro_batch_tokens=256, mixed_precision="no")
     accelerator = make_accelerator(train)
     model, processor = load_policy(path, ModelConfig(dtype="float32"))
-    return PolicyUpdate(model, AlgoConfig(), train, RolloutConfig(), accelerator, state), processor
+    update = PolicyUpdate(model, AlgoConfig(), train, RolloutConfig(), accelerator, state)
+    # one process takes the sharded ranks' layout (a shared prefix for every micro-batch), not the per-micro-batch
+    # choice, so that the runs differ by sharding alone (three Adam steps amplify float32 rounding)
+    update.share = "always" if update.share != "off" else "off"
+    return update, processor
 
 
 def drive(model_dir: Path, out: Path) -> None:
@@ -107,7 +116,8 @@ def drive(model_dir: Path, out: Path) -> None:
         same = all(torch.equal(final[k], resumed_final[k]) for k in final)
         units = sorted(type(m).__name__ for m in update.policy.modules() if isinstance(m, FSDPModule))
         (out / "result.json").write_text(json.dumps({"steps": steps, "resumed_step3": again, "world": world,
-                                                     "resumed_weights_equal": same, "fsdp_units": units}))
+                                                     "resumed_weights_equal": same, "fsdp_units": units,
+                                                     "prefix_sharing": update.share}))
 
 
 def run(out_dir, model_dirs) -> None:

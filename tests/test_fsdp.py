@@ -72,6 +72,8 @@ def test_the_wrap_units_are_the_models_own_decoder_layers_and_vision_blocks(runs
 def test_two_sharded_processes_match_one_process_on_the_same_global_batch(runs, name):
     sharded, single = _result(runs, "sharded", name), _result(runs, "single", name)
     assert (sharded["world"], single["world"]) == (2, 1)
+    # shared-prefix forwards for every micro-batch: what sharded ranks run (the same calls on every rank)
+    assert sharded["prefix_sharing"] == single["prefix_sharing"] == "always"
     for a, b in zip(sharded["steps"], single["steps"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-5)

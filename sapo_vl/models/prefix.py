@@ -11,8 +11,9 @@ per token (each prompt token's row repeated for the sequences that share it), so
 and routing drift are those of the padded forward. Gradients flowing into the shared prompt are summed over its
 sequences by autograd: the padded forward's gradients, float32 rounding apart (``tests/models/test_prefix.py``).
 
-Not used under gradient checkpointing (transformers drops the KV cache there), routing replay (the replayed experts
-are per sequence) or FSDP2 sharding (untested).
+Not used under gradient checkpointing (transformers drops the KV cache there) or routing replay (the replayed experts
+are per sequence). Under FSDP2 every micro-batch takes this path, repeats or not, so that every rank runs the same
+forward calls (``tests/test_fsdp.py``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ def cache_kwarg(module) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
-def use_shared_prefix(model, mode: str, routing_replay: str, sharded: bool) -> bool:
-    """``train.prefix_sharing``: auto -> shared-prefix forwards wherever a micro-batch repeats a prompt and the run
-    allows them (a Qwen3-VL(-MoE) model, no gradient checkpointing, no routing replay, not FSDP2-sharded); off."""
+def use_shared_prefix(model, mode: str, routing_replay: str, sharded: bool) -> str:
+    """``train.prefix_sharing`` resolved for ``model``: "auto" (shared-prefix forwards wherever a micro-batch repeats a
+    prompt and that runs fewer tokens), "always" (every micro-batch, repeats or not: FSDP2-sharded ranks must all run
+    the same forward calls) or "off". Off unless ``mode`` is auto and the run allows it: a Qwen3-VL(-MoE) model, no
+    gradient checkpointing (transformers drops the KV cache there), no routing replay (experts recorded per
+    sequence)."""
     if mode not in ("auto", "off"):
         raise ValueError(f"prefix_sharing must be auto | off, got {mode!r}")
-    return (mode == "auto" and getattr(model.config, "model_type", None) in SHARED_MODELS
-            and not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
-            and routing_replay == "none" and not sharded)
+    allowed = (mode == "auto" and getattr(model.config, "model_type", None) in SHARED_MODELS
+               and not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
+               and routing_replay == "none")
+    return ("always" if sharded else "auto") if allowed else "off"
 
 
 @dataclass
@@ -69,10 +74,10 @@ class SharedPrefix:
         return torch.cat([prompt, x[B * P:].view(n, T - P, *x.shape[1:])], 1).reshape(n * T, *x.shape[1:])
 
 
-def share_prefix(micro, mask: torch.Tensor) -> SharedPrefix | None:
+def share_prefix(micro, mask: torch.Tensor, always: bool = False) -> SharedPrefix | None:
     """The ``SharedPrefix`` of the Rollout ``micro`` whose ``model_inputs()`` have the attention ``mask`` (its
     prompt columns trimmed the same way), or None when no two sequences share a prompt (the same tokens and the same
-    images)."""
+    images) unless ``always``."""
     starts = [0]
     for k in micro.images_per_sample:
         starts.append(starts[-1] + k)
@@ -80,7 +85,7 @@ def share_prefix(micro, mask: torch.Tensor) -> SharedPrefix | None:
     distinct: dict = {}
     rows = [distinct.setdefault((tuple(ids), tuple(keys[starts[i]:starts[i + 1]])), len(distinct))
             for i, ids in enumerate(micro.prompt_ids.tolist())]
-    if len(distinct) == len(rows):
+    if len(distinct) == len(rows) and not always:
         return None
     uniq = micro.select([rows.index(r) for r in range(len(distinct))])  # each prompt's first sequence
     p0 = micro.span()[0]

@@ -200,13 +200,13 @@ def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]
 
 @torch.no_grad()
 def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int, chunk_size: int = 1024,
-                  packed: bool = False, share: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  packed: bool = False, share: str = "off") -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, C) of the rollout's completions under ``model``, micro-batched, and for an MoE model the
     expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay.
     ``model``: a Hugging Face model or a ``PolicyModule`` (under FSDP2, the sharded one: its forward gathers).
     Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference).
-    ``packed``, ``share``: padding-free packed forwards and shared-prefix forwards where they apply, as the update's
-    (the same computation on both sides of the ratio)."""
+    ``packed``, ``share`` (auto | always | off): padding-free packed forwards and shared-prefix forwards where they
+    apply, as the update's (the same computation on both sides of the ratio)."""
     from sapo_vl.models.moe import routing, routing_dtype
     from sapo_vl.models.packing import forward_inputs
 

@@ -87,7 +87,7 @@ def test_updates_with_and_without_shared_prefix_give_the_same_loss_and_gradients
     for mode in ("off", "auto"):
         update = PolicyUpdate(model, AlgoConfig(), TrainConfig(micro_batch_tokens=200, prefix_sharing=mode),
                               RolloutConfig(temperature=1.0))
-        assert update.share == (mode == "auto")
+        assert update.share == mode
         update.policy.zero_grad(set_to_none=True)
         metrics = update.accumulate(batch)
         results[mode] = metrics, {n: p.grad.clone() for n, p in update.policy.named_parameters() if p.grad is not None}
@@ -107,11 +107,11 @@ def test_shared_old_logprobs_make_the_first_update_exactly_on_policy(model_and_r
     """Rollout log-probs from shared-prefix forwards, as training computes them: ratio 1 exactly, the recorded
     routing that of the padded forward on every real token."""
     model, batch = model_and_rollout
-    old, recorded = score_rollout(model, batch, temperature=1.0, micro_batch_size=len(batch), share=True)
+    old, recorded = score_rollout(model, batch, temperature=1.0, micro_batch_size=len(batch), share="auto")
     on_policy = dataclasses.replace(batch, old_logprobs=old, routing=recorded)
     update = PolicyUpdate(model, AlgoConfig(), TrainConfig(micro_batch_tokens=10**6), RolloutConfig(temperature=1.0))
     metrics = update.accumulate(on_policy)
-    assert update.share and metrics["ratio/mean"] == 1.0
+    assert update.share == "auto" and metrics["ratio/mean"] == 1.0
     if recorded is not None:
         assert metrics["moe/routing_drift"] == 0.0
         _, padded_routing = score_rollout(model, batch, temperature=1.0, micro_batch_size=len(batch))
@@ -129,16 +129,16 @@ def test_no_shared_prefix_without_a_repeated_prompt_and_image(model_and_rollout)
 
 def test_forward_inputs_picks_the_layout_that_runs_the_fewest_tokens(model_and_rollout):
     model, batch = model_and_rollout
-    _, _, layout = forward_inputs(model, batch, packed=True, share=True)
+    _, _, layout = forward_inputs(model, batch, packed=True, share="auto")
     assert isinstance(layout, SharedPrefix)  # short completions after repeated prompts: sharing wins
     real = int(batch.model_inputs()[0]["attention_mask"].sum())
     assert layout.tokens < real < layout.mask.numel()
     pair = batch.select([0, 2])  # one prompt twice, its completions padded to the longest
-    _, _, pair_layout = forward_inputs(model, pair, packed=False, share=True)
+    _, _, pair_layout = forward_inputs(model, pair, packed=False, share="auto")
     assert isinstance(pair_layout, SharedPrefix)
-    _, _, unshared = forward_inputs(model, batch, packed=True, share=False)
+    _, _, unshared = forward_inputs(model, batch, packed=True, share="off")
     assert isinstance(unshared, Packing)
-    inputs, _, nothing_to_remove = forward_inputs(model, batch.select([0]), packed=True, share=True)
+    inputs, _, nothing_to_remove = forward_inputs(model, batch.select([0]), packed=True, share="auto")
     assert inputs["attention_mask"].all() and nothing_to_remove is None  # no padding: the padded forward
 
 
@@ -154,13 +154,26 @@ def test_to_padded_repeats_each_prompt_row_for_its_sequences():
 
 def test_shared_prefix_only_where_the_run_allows_it(tiny_dir):
     model = load_policy(tiny_dir)[0]
-    assert use_shared_prefix(model, "auto", "none", sharded=False)
-    assert not use_shared_prefix(model, "off", "none", sharded=False)
-    assert not use_shared_prefix(model, "auto", "rollout", sharded=False)  # replay: experts recorded per sequence
-    assert not use_shared_prefix(model, "auto", "none", sharded=True)
+    assert use_shared_prefix(model, "auto", "none", sharded=False) == "auto"
+    assert use_shared_prefix(model, "auto", "none", sharded=True) == "always"  # every rank the same forward calls
+    assert use_shared_prefix(model, "off", "none", sharded=False) == "off"
+    assert use_shared_prefix(model, "auto", "rollout", sharded=False) == "off"  # replay: experts per sequence
     model.gradient_checkpointing_enable()  # transformers drops the KV cache under checkpointing
-    assert not use_shared_prefix(model, "auto", "none", sharded=False)
+    assert use_shared_prefix(model, "auto", "none", sharded=True) == "off"
     other = SimpleNamespace(config=SimpleNamespace(model_type="llama"), modules=lambda: [])
-    assert not use_shared_prefix(other, "auto", "none", sharded=False)
+    assert use_shared_prefix(other, "auto", "none", sharded=False) == "off"
     with pytest.raises(ValueError, match="auto | off"):
         use_shared_prefix(model, "on", "none", sharded=False)
+
+
+def test_always_shares_a_micro_batch_without_repeats_and_stays_exact(model_and_rollout):
+    """What FSDP2 ranks run: the two forward calls even when no prompt repeats (a rank's micro-batch may have none)."""
+    model, batch = model_and_rollout
+    distinct = batch.select([0, 1, 3])
+    inputs, P, layout = forward_inputs(model, distinct, packed=True, share="always")
+    assert isinstance(layout, SharedPrefix) and layout.rows.tolist() == [0, 1, 2]
+    with torch.no_grad():
+        shared = policy_forward(model, inputs, P, packing=layout).logprobs
+        padded = policy_forward(model, inputs, P).logprobs
+    mask = distinct.response_mask[:, :shared.shape[1]].bool()  # (3, 9): the all-padding columns trimmed
+    assert shared.shape == padded.shape and (shared - padded)[mask].abs().max() < 2e-6
