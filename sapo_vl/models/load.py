@@ -77,7 +77,10 @@ def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | 
     model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
     model.to(device)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if cfg.freeze_vision:
         freeze_vision_tower(model)

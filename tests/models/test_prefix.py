@@ -158,8 +158,10 @@ def test_shared_prefix_only_where_the_run_allows_it(tiny_dir):
     assert use_shared_prefix(model, "auto", "none", sharded=True) == "always"  # every rank the same forward calls
     assert use_shared_prefix(model, "off", "none", sharded=False) == "off"
     assert use_shared_prefix(model, "auto", "rollout", sharded=False) == "off"  # replay: experts per sequence
-    model.gradient_checkpointing_enable()  # transformers drops the KV cache under checkpointing
-    assert use_shared_prefix(model, "auto", "none", sharded=True) == "off"
+    from sapo_vl.config import ModelConfig
+
+    checkpointed = load_policy(tiny_dir, ModelConfig(gradient_checkpointing=True))[0]
+    assert use_shared_prefix(checkpointed, "auto", "none", sharded=True) == "off"  # the KV cache is dropped there
     other = SimpleNamespace(config=SimpleNamespace(model_type="llama"), modules=lambda: [])
     assert use_shared_prefix(other, "auto", "none", sharded=False) == "off"
     with pytest.raises(ValueError, match="auto | off"):
