@@ -45,6 +45,17 @@ def packing_unsupported(model) -> str | None:
     return None
 
 
+def position_ids(model, inputs: dict) -> torch.Tensor:
+    """The 4-row position ids ``generate`` gives Qwen3-VL(-MoE) for left-padded ``inputs`` (``input_ids``,
+    ``attention_mask``, ``mm_token_type_ids``, ``image_grid_thw``), (4, B, T): the text position (counting each
+    sequence's real tokens from 0; 0 at padding), then the 3-D M-RoPE rows of the model's ``get_rope_index``."""
+    mask = inputs["attention_mask"]
+    text = (mask.long().cumsum(1) - 1).masked_fill(mask == 0, 0)  # (B, T)
+    rope, _ = model.model.get_rope_index(inputs["input_ids"], inputs["mm_token_type_ids"],
+                                         inputs.get("image_grid_thw"), attention_mask=mask)  # (3, B, T)
+    return torch.cat([text[None], rope])
+
+
 def use_packing(model, mode: str) -> bool:
     """``train.packing``: auto -> packed where exact for ``model``, padded otherwise; on -> packed or a clear
     error; off -> padded."""
@@ -120,10 +131,7 @@ def pack(model, micro) -> tuple[dict, int, Packing]:
     ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()  # (n, T)
     packing = Packing(mask.long(), mask.reshape(-1).nonzero()[:, 0])
     lengths = mask.sum(1)  # (n,)
-    text = mask.long().cumsum(1) - 1  # (n, T) positions restarting at 0 per sequence
-    rope, _ = model.model.get_rope_index(ids, inputs["mm_token_type_ids"], inputs.get("image_grid_thw"),
-                                         attention_mask=mask)  # (3, n, T) per sequence
-    positions = torch.cat([text.reshape(1, -1), rope.reshape(3, -1)]).t()  # (n * T, 4)
+    positions = position_ids(model, inputs).reshape(4, -1).t()  # (n * T, 4), restarting at 0 per sequence
     bounds = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).int()  # (n + 1,)
     K, longest = int(bounds[-1]), int(lengths.max())
     packed = {"input_ids": packing.to_packed(ids.reshape(-1))[None],  # (1, K)

@@ -25,9 +25,7 @@ import torch
 
 from transformers import DynamicCache
 
-from sapo_vl.rollout.types import _image_inputs
-
-SHARED_MODELS = ("qwen3_vl", "qwen3_vl_moe")  # 4-row position ids from get_rope_index
+from sapo_vl.models.packing import PACKED_MODELS, position_ids
 
 
 def cache_kwarg(module) -> str:
@@ -43,7 +41,7 @@ def use_shared_prefix(model, mode: str, routing_replay: str, sharded: bool) -> s
     sequence)."""
     if mode not in ("auto", "off"):
         raise ValueError(f"prefix_sharing must be auto | off, got {mode!r}")
-    allowed = (mode == "auto" and getattr(model.config, "model_type", None) in SHARED_MODELS
+    allowed = (mode == "auto" and getattr(model.config, "model_type", None) in PACKED_MODELS
                and not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
                and routing_replay == "none")
     return ("always" if sharded else "auto") if allowed else "off"
@@ -78,6 +76,8 @@ def share_prefix(micro, mask: torch.Tensor, always: bool = False) -> SharedPrefi
     """The ``SharedPrefix`` of the Rollout ``micro`` whose ``model_inputs()`` have the attention ``mask`` (its
     prompt columns trimmed the same way), or None when no two sequences share a prompt (the same tokens and the same
     images) unless ``always``."""
+    from sapo_vl.rollout.types import _image_inputs
+
     starts = [0]
     for k in micro.images_per_sample:
         starts.append(starts[-1] + k)
@@ -105,11 +105,7 @@ def shared_forward(model, inputs: dict, prompt_len: int, layout: SharedPrefix, v
     keys = prompt.pop("image_keys", None)
     images = {} if keys is None else {"mm_encoder_outputs": {"image": image_outputs(
         model, prompt.pop("pixel_values"), prompt["image_grid_thw"], keys, vision)}}
-    ids, mask = prompt["input_ids"], prompt["attention_mask"]  # (B, P)
-    text = (mask.long().cumsum(1) - 1).masked_fill(mask == 0, 0)  # (B, P)
-    rope, _ = model.model.get_rope_index(ids, prompt["mm_token_type_ids"], prompt.get("image_grid_thw"),
-                                         attention_mask=mask)  # (3, B, P)
-    position = torch.cat([text[None], rope])  # (4, B, P)
+    position = position_ids(model, prompt)  # (4, B, P)
     cache, key = DynamicCache(config=model.config), cache_kwarg(model.model)
     first = model.model(**prompt, position_ids=position, use_cache=True, **{key: cache}, **extra, **images)
     cache.batch_select_indices(rows)  # (n, ...) per layer: a gather, so gradients reach the one prompt forward

@@ -8,7 +8,6 @@ different kernels).
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,7 +23,8 @@ from transformers.generation.logits_process import (
 
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import PolicyModule
-from sapo_vl.models.packing import PACKED_MODELS
+from sapo_vl.models.packing import PACKED_MODELS, position_ids
+from sapo_vl.models.prefix import cache_kwarg
 from sapo_vl.models.vision import VisionCache, image_outputs
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
@@ -146,18 +146,13 @@ class HFEngine:
         per prompt, its KV cache repeated n times, then ``generate``'s sampling loop. Positions are ``generate``'s:
         4 rows (the text position, from the attention mask, and the 3-D M-RoPE rows of ``get_rope_index``), each
         advanced by one per new token."""
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]  # (B, P) each
-        text = (mask.long().cumsum(1) - 1).masked_fill(mask == 0, 0)  # (B, P)
-        rope, _ = model.model.get_rope_index(ids, inputs["mm_token_type_ids"], inputs.get("image_grid_thw"),
-                                             attention_mask=mask)  # (3, B, P)
-        cache_key = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        cache = DynamicCache(config=model.config)
-        out = model(**inputs, position_ids=torch.cat([text[None], rope]), use_cache=True, logits_to_keep=1,
-                    **{cache_key: cache})
+        position = position_ids(model, inputs)  # (4, B, P)
+        cache, cache_key = DynamicCache(config=model.config), cache_kwarg(model)
+        out = model(**inputs, position_ids=position, use_cache=True, logits_to_keep=1, **{cache_key: cache})
         cache.batch_repeat_interleave(n)
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (B * n, V)
-        mask = mask.repeat_interleave(n, 0)  # (B * n, P)
-        position = torch.cat([text[None, :, -1:], rope[..., -1:]]).repeat_interleave(n, 1)  # (4, B * n, 1)
+        mask = inputs["attention_mask"].repeat_interleave(n, 0)  # (B * n, P)
+        position = position[..., -1:].repeat_interleave(n, 1)  # (4, B * n, 1)
         processors = LogitsProcessorList(
             ([SuppressTokensLogitsProcessor(self.suppress, device=logits.device)] if self.suppress else [])
             + ([TemperatureLogitsWarper(params.temperature)] if params.do_sample and params.temperature != 1.0 else [])
