@@ -150,6 +150,8 @@ class HFEngine:
         cache, cache_key = DynamicCache(config=model.config), cache_kwarg(model)
         out = model(**inputs, position_ids=position, use_cache=True, logits_to_keep=1, **{cache_key: cache})
         cache.batch_repeat_interleave(n)
+        decoder = model.model.language_model
+        decoder_cache = cache_kwarg(decoder)
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (B * n, V)
         mask = inputs["attention_mask"].repeat_interleave(n, 0)  # (B * n, P)
         position = position[..., -1:].repeat_interleave(n, 1)  # (4, B * n, 1)
@@ -176,9 +178,10 @@ class HFEngine:
                 break
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
             position = position + 1
-            out = model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
-                        **{cache_key: cache})
-            logits = out.logits[:, -1].float()
+            # a new token is text: the decoder and the head alone, without the multimodal wrapper's per-call work
+            out = decoder(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                          **{decoder_cache: cache})
+            logits = model.lm_head(out.last_hidden_state[:, -1]).float()
         return torch.stack(tokens, 1)
 
 

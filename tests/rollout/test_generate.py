@@ -169,7 +169,7 @@ def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params):
     prompts = collate_prompts(PromptFormat(processor), records[:4])
     batch_sizes = []
     hook = model.model.language_model.register_forward_hook(
-        lambda module, args, kwargs, out: batch_sizes.append(kwargs["inputs_embeds"].shape[0]), with_kwargs=True)
+        lambda module, args, kwargs, out: batch_sizes.append(out.last_hidden_state.shape[0]), with_kwargs=True)
     torch.manual_seed(7)
     try:
         shared = engine.generate(prompts, params, n)  # (4 * n, C)
