@@ -12,7 +12,9 @@ one process on the same global batch.
 
 Where exact for the model (``train.packing=auto``: Qwen3-VL(-MoE) under sdpa or flash_attention_2), each
 micro-batch is packed without padding (``sapo_vl.models.packing``) and the token budget counts real tokens only;
-outputs come back in the padded layout, and routing replay gets the recorded experts in packed order.
+outputs come back in the padded layout, and routing replay gets the recorded experts in packed order. Where a
+micro-batch repeats a prompt (``train.prefix_sharing=auto``), the prompt runs once and its completions read its KV
+cache (``sapo_vl.models.prefix``); each micro-batch takes the layout that runs the fewest tokens.
 
 The one approximation is the MoE load-balancing term (``moe_aux_coef > 0``): it is a product of two token means
 (Switch Transformer), so it is computed per micro-batch and weighted by the micro-batch's share of sequences.
