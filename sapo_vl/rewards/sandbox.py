@@ -388,10 +388,6 @@ def backend_status(backend: str) -> tuple[str | None, str]:
         return _probe_cache[backend]
 
 
-def available_backends() -> list[str]:
-    return [b for b in BACKENDS if backend_status(b)[0] is not None]
-
-
 def resolve_backend(backend: str = "auto") -> str:
     """The backend `run_python` would use; raises SandboxUnavailable if none works."""
     names = BACKENDS if backend == "auto" else (backend,)
