@@ -11,14 +11,16 @@ per token (each prompt token's row repeated for the sequences that share it), so
 and routing drift are those of the padded forward. Gradients flowing into the shared prompt are summed over its
 sequences by autograd: the padded forward's gradients, float32 rounding apart (``tests/models/test_prefix.py``).
 
-Not used under gradient checkpointing (transformers drops the KV cache there) or routing replay (the replayed experts
-are per sequence). Under FSDP2 every micro-batch takes this path, repeats or not, so that every rank runs the same
-forward calls (``tests/test_fsdp.py``).
+Under gradient checkpointing a layer's backward recompute calls the cache again: the prompt cache is written once and
+the completions' cache stores nothing, so a recompute reads exactly what the forward read. Not used under routing
+replay (the replayed experts are per sequence). Under FSDP2 every micro-batch takes this path, repeats or not, so
+that every rank runs the same forward calls (``tests/test_fsdp.py``).
 """
 
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -37,14 +39,62 @@ def use_shared_prefix(model, mode: str, routing_replay: str, sharded: bool) -> s
     """``train.prefix_sharing`` resolved for ``model``: "auto" (shared-prefix forwards wherever a micro-batch repeats a
     prompt and that runs fewer tokens), "always" (every micro-batch, repeats or not: FSDP2-sharded ranks must all run
     the same forward calls) or "off". Off unless ``mode`` is auto and the run allows it: a Qwen3-VL(-MoE) model, no
-    gradient checkpointing (transformers drops the KV cache there), no routing replay (experts recorded per
-    sequence)."""
+    routing replay (experts recorded per sequence)."""
     if mode not in ("auto", "off"):
         raise ValueError(f"prefix_sharing must be auto | off, got {mode!r}")
-    allowed = (mode == "auto" and getattr(model.config, "model_type", None) in PACKED_MODELS
-               and not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
-               and routing_replay == "none")
+    allowed = mode == "auto" and getattr(model.config, "model_type", None) in PACKED_MODELS and routing_replay == "none"
     return ("always" if sharded else "auto") if allowed else "off"
+
+
+class _PromptCache(DynamicCache):
+    """The prompt forward's KV cache, written once per layer: under gradient checkpointing a layer's backward
+    recompute calls ``update`` again, and gets its own keys and values back (the prompt has no past) instead of
+    appending them a second time."""
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        if layer_idx < len(self.layers) and getattr(self.layers[layer_idx], "is_initialized", False):
+            return key_states, value_states
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+
+
+class _CompletionCache(DynamicCache):
+    """The completions' view of a (gathered) ``_PromptCache``: each layer's prompt keys and values followed by the
+    completion's, nothing stored, so a checkpointed recompute reads exactly what the forward read."""
+
+    def __init__(self, prompt: _PromptCache):
+        self.__dict__.update(prompt.__dict__)  # the same layers (prompt keys and values), mask sizes and offsets
+        self.reads = 0
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        self.reads += 1
+        layer = self.layers[layer_idx]
+        return torch.cat([layer.keys, key_states], -2), torch.cat([layer.values, value_states], -2)
+
+
+def _check_cache_used(cache, what: str) -> None:
+    """A transformers version that ignored a cache passed with ``use_cache=False`` would attend to the completions
+    alone: a silent wrong answer, so it is an error instead."""
+    if not cache:
+        raise RuntimeError(f"shared-prefix forward: the decoder did not use the {what} cache (transformers "
+                           "version?); set train.prefix_sharing=off")
+
+
+@contextmanager
+def _cache_under_checkpointing(model):
+    """transformers hands checkpointed layers no cache unless the layer says a recompute may read it again; the two
+    caches above make that true."""
+    layers = [m for m in model.modules() if hasattr(m, "_can_checkpoint_with_cache")]
+    saved = [m.__dict__.get("_can_checkpoint_with_cache") for m in layers]
+    for m in layers:
+        m._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for m, value in zip(layers, saved):
+            if value is None:
+                del m._can_checkpoint_with_cache
+            else:
+                m._can_checkpoint_with_cache = value
 
 
 @dataclass
@@ -65,11 +115,13 @@ class SharedPrefix:
         return B * P + n * (T - P)
 
     def to_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """A per-token tensor in forward order, (B * P + n * C, ...), to the padded layout (n * (P + C), ...)."""
+        """A per-token tensor in forward order, (B * P + n * C, ...), to the padded layout (n * (P + C), ...): one
+        gather, a new tensor (not a view: FSDP2 warns about views returned by a wrapped forward)."""
         B, P = self.prompt["input_ids"].shape
         n, T = self.mask.shape
-        prompt = x[:B * P].view(B, P, *x.shape[1:])[self.rows.to(x.device)]
-        return torch.cat([prompt, x[B * P:].view(n, T - P, *x.shape[1:])], 1).reshape(n * T, *x.shape[1:])
+        prompt = self.rows[:, None] * P + torch.arange(P)  # (n, P) each sequence's prompt rows
+        completion = B * P + torch.arange(n * (T - P)).view(n, T - P)  # (n, C)
+        return x.index_select(0, torch.cat([prompt, completion], 1).view(-1).to(x.device))
 
 
 def share_prefix(micro, mask: torch.Tensor, always: bool = False) -> SharedPrefix | None:
@@ -106,13 +158,18 @@ def shared_forward(model, inputs: dict, prompt_len: int, layout: SharedPrefix, v
     images = {} if keys is None else {"mm_encoder_outputs": {"image": image_outputs(
         model, prompt.pop("pixel_values"), prompt["image_grid_thw"], keys, vision)}}
     position = position_ids(model, prompt)  # (4, B, P)
-    cache, key = DynamicCache(config=model.config), cache_kwarg(model.model)
-    first = model.model(**prompt, position_ids=position, use_cache=True, **{key: cache}, **extra, **images)
-    cache.batch_select_indices(rows)  # (n, ...) per layer: a gather, so gradients reach the one prompt forward
+    cache, key = _PromptCache(config=model.config), cache_kwarg(model.model)
     completion = inputs["input_ids"][:, prompt_len:]  # (n, C)
     steps = torch.arange(1, completion.shape[1] + 1, device=position.device)
-    second = model.model(input_ids=completion, attention_mask=inputs["attention_mask"], use_cache=True,
-                         position_ids=position[..., -1:][:, rows] + steps, **{key: cache}, **extra)
+    # use_cache=False: the caches are passed explicitly (and transformers would warn under checkpointing)
+    with _cache_under_checkpointing(model):
+        first = model.model(**prompt, position_ids=position, use_cache=False, **{key: cache}, **extra, **images)
+        _check_cache_used(cache.get_seq_length(), "prompt")
+        cache.batch_select_indices(rows)  # (n, ...) per layer: a gather, so gradients reach the one prompt forward
+        view = _CompletionCache(cache)
+        second = model.model(input_ids=completion, attention_mask=inputs["attention_mask"], use_cache=False,
+                             position_ids=position[..., -1:][:, rows] + steps, **{key: view}, **extra)
+        _check_cache_used(view.reads, "completion")
     hidden = torch.cat([first.last_hidden_state[rows, -1:], second.last_hidden_state[:, :-1]], 1)  # (n, C, H)
     logits = None
     if router:

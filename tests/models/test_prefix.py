@@ -10,7 +10,7 @@ from PIL import Image
 
 from forward_checks import assert_same_forward
 
-from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
+from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import routing
@@ -44,6 +44,7 @@ def model_and_rollout(request, tiny_dir, tmp_path_factory):
         mixed.response_mask[i, 6 + i:] = 0
         mixed.completion_ids[i, 6 + i:] = processor.tokenizer.pad_token_id
     mixed.advantages = torch.tensor([1.2, -0.7, 0.4, -1.5, 0.9, 0.3, -0.2])
+    mixed.path = path  # for a second copy of the policy (gradient checkpointing)
     return model, mixed
 
 
@@ -67,6 +68,18 @@ def test_shared_prefix_outputs_and_gradients_equal_the_padded_forward(model_and_
     assert batch.response_mask.sum() > 20
     assert_same_forward(_forward(model, batch, shared=False), _forward(model, batch, shared=True),
                         batch.response_mask, layout.mask.reshape(-1).bool())
+
+
+def test_shared_prefix_under_gradient_checkpointing_equals_the_padded_forward(model_and_rollout):
+    """A checkpointed layer's backward recompute reads the prompt cache again: written once, read the same."""
+    model, batch = model_and_rollout
+    checkpointed = load_policy(batch.path, ModelConfig(gradient_checkpointing=True))[0]
+    checkpointed.train()
+    assert any(getattr(m, "gradient_checkpointing", False) for m in checkpointed.modules())
+    layout = share_prefix(batch, batch.model_inputs()[0]["attention_mask"])
+    assert_same_forward(_forward(model, batch, shared=False), _forward(checkpointed, batch, shared=True),
+                        batch.response_mask, layout.mask.reshape(-1).bool())
+    assert not any("_can_checkpoint_with_cache" in vars(m) for m in checkpointed.modules())  # left as it was
 
 
 def test_updates_with_and_without_shared_prefix_give_the_same_loss_and_gradients(model_and_rollout):
@@ -148,10 +161,6 @@ def test_shared_prefix_only_where_the_run_allows_it(tiny_dir):
     assert use_shared_prefix(model, "auto", "none", sharded=True) == "always"  # every rank the same forward calls
     assert use_shared_prefix(model, "off", "none", sharded=False) == "off"
     assert use_shared_prefix(model, "auto", "rollout", sharded=False) == "off"  # replay: experts per sequence
-    from sapo_vl.config import ModelConfig
-
-    checkpointed = load_policy(tiny_dir, ModelConfig(gradient_checkpointing=True))[0]
-    assert use_shared_prefix(checkpointed, "auto", "none", sharded=True) == "off"  # the KV cache is dropped there
     other = SimpleNamespace(config=SimpleNamespace(model_type="llama"), modules=lambda: [])
     assert use_shared_prefix(other, "auto", "none", sharded=False) == "off"
     with pytest.raises(ValueError, match="auto | off"):
