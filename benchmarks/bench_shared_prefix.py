@@ -8,6 +8,7 @@ G completions, images of growing size (longer prompts: more vision tokens); the 
 in one process and the medians are compared.
 
     python benchmarks/bench_shared_prefix.py [--rounds 7] [--group 8] [--tokens 16] [--sizes 64 224 448]
+                                             [--gradient-checkpointing]
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def measure(model, fmt, engines: dict, updates: dict, records: list[dict], args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
+    from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
     from sapo_vl.data import build_synthetic_shapes
     from sapo_vl.models.load import load_policy
     from sapo_vl.models.tiny import TinyConfig, make_tiny_model
@@ -82,16 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--group", type=int, default=8)
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 224, 448], help="image side in pixels")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="as the real-size recipes train")
     args = p.parse_args(argv)
     path = Path(tempfile.mkdtemp()) / "tiny-4"
     make_tiny_model(path, TinyConfig(num_hidden_layers=4, max_pixels=448 * 448))
-    model, processor = load_policy(path)
+    model, processor = load_policy(path, ModelConfig(gradient_checkpointing=args.gradient_checkpointing))
     engines = {"generate": HFEngine(model, processor, shared_prefill=False), "shared": HFEngine(model, processor)}
     variants = (("padded", "off", "off"), ("packed", "on", "off"), ("shared", "on", "auto"))
     updates = {name: PolicyUpdate(model, AlgoConfig(), TrainConfig(packing=packing, prefix_sharing=share),
                                   RolloutConfig(temperature=1.0)) for name, packing, share in variants}
-    print(f"4 prompts x G {args.group}, {args.tokens} new tokens, tiny 4-layer MoE, {torch.get_num_threads()} "
-          f"threads, {args.rounds} rounds; speed-ups are median time ratios")
+    print(f"4 prompts x G {args.group}, {args.tokens} new tokens, tiny 4-layer MoE"
+          f"{', gradient checkpointing' if args.gradient_checkpointing else ''}, {torch.get_num_threads()} threads, "
+          f"{args.rounds} rounds; speed-ups are median time ratios")
     for size in args.sizes:
         t = measure(model, PromptFormat(processor), engines, updates,
                     build_synthetic_shapes("train", n=4, image_size=size), args)

@@ -40,7 +40,8 @@ def test_gpu_bench_active_parameters_are_the_text_model_dense_and_the_top_k_expe
 
 
 def test_bench_shared_prefix_prints_generation_and_training_speed_ups(capsys):
-    _load("bench_shared_prefix").main(["--rounds", "1", "--group", "2", "--tokens", "2", "--sizes", "64"])
+    _load("bench_shared_prefix").main(["--rounds", "1", "--group", "2", "--tokens", "2", "--sizes", "64",
+                                       "--gradient-checkpointing"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-4].startswith("  64 px") and "one prefill per prompt vs generate" in lines[-3]
     assert "shared vs padded" in lines[-2] and "vs packed" in lines[-1]
