@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -114,14 +115,20 @@ class SharedPrefix:
         n, T = self.mask.shape
         return B * P + n * (T - P)
 
-    def to_padded(self, x: torch.Tensor) -> torch.Tensor:
-        """A per-token tensor in forward order, (B * P + n * C, ...), to the padded layout (n * (P + C), ...): one
-        gather, a new tensor (not a view: FSDP2 warns about views returned by a wrapped forward)."""
+    @cached_property
+    def _padded_index(self) -> torch.Tensor:
+        """(n * (P + C),) the forward-order row of each padded position (built once: every MoE layer's router logits
+        and recorded experts go through ``to_padded``)."""
         B, P = self.prompt["input_ids"].shape
         n, T = self.mask.shape
         prompt = self.rows[:, None] * P + torch.arange(P)  # (n, P) each sequence's prompt rows
         completion = B * P + torch.arange(n * (T - P)).view(n, T - P)  # (n, C)
-        return x.index_select(0, torch.cat([prompt, completion], 1).view(-1).to(x.device))
+        return torch.cat([prompt, completion], 1).view(-1)
+
+    def to_padded(self, x: torch.Tensor) -> torch.Tensor:
+        """A per-token tensor in forward order, (B * P + n * C, ...), to the padded layout (n * (P + C), ...): one
+        gather, a new tensor (not a view: FSDP2 warns about views returned by a wrapped forward)."""
+        return x.index_select(0, self._padded_index.to(x.device))
 
 
 def share_prefix(micro, mask: torch.Tensor, always: bool = False) -> SharedPrefix | None:
