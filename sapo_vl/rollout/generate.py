@@ -15,7 +15,6 @@ import torch
 
 from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.logits_process import (
-    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -54,6 +53,17 @@ class SamplingParams:
         return self.temperature > 0
 
 
+def draw(probs: torch.Tensor) -> torch.Tensor:
+    """One index per row of ``probs`` (R, V), drawn from that row's distribution: inverse-CDF sampling, one
+    uniform per row against the float64 running sum (exact up to float64 rounding; a zero-probability entry is never
+    drawn). ``torch.multinomial`` draws the same distribution through V exponentials per row, about 13x the time
+    on CPU for a 1k vocabulary (0.9 vs 0.07 ms for 32 rows, 15% of a tiny model's decoding step). Seeded by torch's
+    RNG like it."""
+    cdf = probs.double().cumsum(-1)  # (R, V)
+    u = torch.rand(len(cdf), 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]  # (R, 1) in [0, total)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # first cdf > u
+
+
 class RolloutEngine(Protocol):
     def generate(self, prompts: PromptBatch, params: SamplingParams) -> torch.Tensor:
         """Completion token ids (len(prompts), C), padded with pad_token_id after EOS."""
@@ -84,8 +94,9 @@ class HFEngine:
     callable), a stop request ends generation within one decoding step and raises ``Interrupted``.
 
     Qwen3-VL(-MoE) models are sampled by ``_decode``: each prompt is prefilled once and its KV cache expanded to its
-    n completions, then tokens are drawn exactly as ``generate(num_return_sequences=n)`` draws them (the same
-    logits processors, the same ``torch.multinomial`` call, so the same tokens for the same seed). Other models, and
+    n completions, then tokens are drawn from the distribution ``generate(num_return_sequences=n)`` draws from
+    (its own logits processors), by ``draw``; with ``torch.multinomial`` in its place the tokens are generate's,
+    token for token, for the same seed (tested). Other models, and
     ``synced`` ones, use ``generate`` itself. ``synced``: the model is sharded over ranks (FSDP2), so every rank runs
     as many decoding steps as the slowest (``synced_gpus``); ``model`` is then the FSDP ``PolicyModule``, whose
     ``generate`` gathers the parameters. ``shared_prefill=False`` always uses ``generate`` (for comparisons)."""
@@ -155,18 +166,20 @@ class HFEngine:
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (B * n, V)
         mask = inputs["attention_mask"].repeat_interleave(n, 0)  # (B * n, P)
         position = position[..., -1:].repeat_interleave(n, 1)  # (4, B * n, 1)
+        # generate's SuppressTokensLogitsProcessor, its mask built once
+        suppressed = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+        suppressed[[i for i in self.suppress if i < len(suppressed)]] = True
         processors = LogitsProcessorList(
-            ([SuppressTokensLogitsProcessor(self.suppress, device=logits.device)] if self.suppress else [])
-            + ([TemperatureLogitsWarper(params.temperature)] if params.do_sample and params.temperature != 1.0 else [])
+            ([TemperatureLogitsWarper(params.temperature)] if params.do_sample and params.temperature != 1.0 else [])
             + ([TopKLogitsWarper(params.top_k)] if params.do_sample and params.top_k else [])
             + ([TopPLogitsWarper(params.top_p)] if params.do_sample and params.top_p < 1.0 else []))
         eos = torch.tensor(self.eos_ids, device=logits.device)
         done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
         tokens = []
         for step in range(params.max_new_tokens):
-            scores = processors(None, logits)
+            scores = processors(None, logits.masked_fill(suppressed, -float("inf")))
             if params.do_sample:
-                token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)  # (B * n,)
+                token = draw(torch.softmax(scores, dim=-1))  # (B * n,)
             else:
                 token = scores.argmax(-1)
             token = token.masked_fill(done, self.pad_id)  # a finished sequence gets padding, as in generate
