@@ -14,7 +14,9 @@ DeepSpeed is refused: accelerate runs its engine's optimizer step inside ``backw
 breaks ``PolicyUpdate``'s exact accumulation over token-budget micro-batches. FSDP2 shards the same state.
 
 Under FSDP2 every rank must run the same collectives: ``PolicyUpdate`` pads the micro-batch count, ``even_share``
-pads evaluation prompts, generation runs with ``synced_gpus``, and checkpoints gather full state dicts.
+pads evaluation prompts, generation decodes in lockstep (every rank until all are done), every forward runs the
+vision tower once on every rank (a blank image where a rank has none: ``models.vision.every_rank_encodes``), and
+checkpoints gather full state dicts.
 """
 
 from __future__ import annotations

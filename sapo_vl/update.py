@@ -95,7 +95,8 @@ class PolicyUpdate:
         self.loss_fn = POLICY_LOSSES[algo.policy_loss]
         text_config = getattr(model.config, "text_config", model.config)
         self.top_k_experts = getattr(text_config, "num_experts_per_tok", None)
-        self.policy = PolicyModule(model)
+        self.sharded = is_sharded(accelerator)
+        self.policy = PolicyModule(model, self.sharded)
         self.model, self.packed = model, use_packing(model, train.packing)  # packed: padding-free micro-batches
         visual = getattr(getattr(model, "model", model), "visual", None)
         # a frozen vision tower: the step's cached image features serve every training forward
@@ -104,7 +105,6 @@ class PolicyUpdate:
                                            betas=tuple(train.adam_betas), weight_decay=train.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
-        self.sharded = is_sharded(accelerator)
         # shared prefix (auto | always | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
         self.share = use_shared_prefix(model, train.prefix_sharing, algo.routing_replay, self.sharded)
         if accelerator is not None:
@@ -113,6 +113,7 @@ class PolicyUpdate:
             from torch.distributed.fsdp import register_fsdp_forward_method
 
             register_fsdp_forward_method(self.policy, "generate")
+            register_fsdp_forward_method(self.policy, "call")
         self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP2's are new (DTensors)
         if state is not None:
             load_optimizer_state(self.policy, self.optimizer, state["optimizer"])

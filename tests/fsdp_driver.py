@@ -120,6 +120,48 @@ def drive(model_dir: Path, out: Path) -> None:
                                                      "prefix_sharing": update.share}))
 
 
+def mixed_records(rank: int) -> list[dict]:
+    """Rank 0's prompts have images, rank 1's are text only: under FSDP2 only rank 0 has images to encode."""
+    if rank == 0:
+        return [{"id": f"img{i}", "prompt": "What colour is the shape?", "images": [Image.new("RGB", SIZES[i],
+                                                                                       COLORS[i])]}
+                for i in range(2)]
+    return [{"id": f"txt{i}", "prompt": "What is 2 + 2?" + " Be brief." * i} for i in range(2)]
+
+
+def drive_mixed(model_dir: Path, out: Path) -> None:
+    """Rollout (generation), old log-probs and one update where one rank has images and the other none. Under FSDP2
+    every rank must still run the vision tower's collectives as often as the others (a blank image where it has
+    none). Rank 1 stops (EOS) after its first token while rank 0 decodes on: both must run as many decoding steps.
+    One process runs each rank's share in turn, from the same seed, unsharded. Writes mixed-<rank>.json."""
+    from sapo_vl.parallel import full_model_state
+    from sapo_vl.rollout import PromptFormat
+    from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
+
+    update, processor = _build(model_dir)
+    acc = update.accelerator
+    ranks = [acc.process_index] if update.sharded else [0, 1]
+    for rank in ranks:
+        engine = HFEngine(update.policy, processor, synced=update.sharded)
+        if rank == 1:
+            engine.eos_ids = list(range(len(processor.tokenizer)))  # any token ends a completion
+        torch.manual_seed(10 + rank)
+        ro = make_rollout(engine, PromptFormat(processor), mixed_records(rank), 2, SamplingParams(4, 1.0))
+        ro.old_logprobs, _ = score_rollout(update.policy, ro, temperature=1.0, micro_batch_size=3)
+        mask = ro.response_mask.bool()
+        result = {"tokens": [ro.completion_ids[i][mask[i]].tolist() for i in range(len(ro))],
+                  "old_logprobs": [ro.old_logprobs[i][mask[i]].tolist() for i in range(len(ro))]}
+        if update.sharded:  # one optimizer step on each rank's share (images on one rank only), vision trainable
+            ro.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+            before = {n: p for n, p in full_model_state(update.policy).items() if "visual" in n}
+            metrics = update.update(ro)
+            after = full_model_state(update.policy)
+            result.update(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
+                          vision_moved=sum(not torch.equal(before[n], after[n]) for n in before),
+                          vision_tensors=len(before))
+        (out / f"mixed-{rank}.json").write_text(json.dumps(result))
+
+
 def run(out_dir, model_dirs) -> None:
     from accelerate.state import AcceleratorState
     from accelerate.utils import FullyShardedDataParallelPlugin
@@ -130,6 +172,8 @@ def run(out_dir, model_dirs) -> None:
         out = Path(out_dir) / model_dir.name
         out.mkdir(parents=True, exist_ok=True)
         drive(model_dir, out)
+        if model_dir == Path(model_dirs[0]):
+            drive_mixed(model_dir, out)
 
 
 if __name__ == "__main__":

@@ -108,6 +108,23 @@ def test_resuming_from_the_sharded_checkpoint_continues_exactly(runs, name):
     assert result["resumed_weights_equal"]
 
 
+def test_a_rank_without_images_runs_the_vision_collectives_with_the_rank_that_has_them(runs):
+    """Rank 0's prompts have images, rank 1's none (a mixture of image and text-only data): generation, the old
+    log-prob forward and an update with a trainable vision tower ran on both ranks (gloo would have aborted on
+    mispaired all-gathers), and each rank drew and scored exactly what one unsharded process does from its seed,
+    although rank 1 finished after one token and kept decoding in step with rank 0."""
+    for rank in (0, 1):
+        sharded = json.loads((runs / "sharded" / "moe" / f"mixed-{rank}.json").read_text())
+        single = json.loads((runs / "single" / "moe" / f"mixed-{rank}.json").read_text())
+        assert sharded["tokens"] == single["tokens"]
+        assert all(len(t) == (1 if rank else 4) for t in sharded["tokens"])
+        for a, b in zip(sharded["old_logprobs"], single["old_logprobs"], strict=True):
+            assert a == pytest.approx(b, abs=1e-5)
+        assert torch.isfinite(torch.tensor([sharded["loss"], sharded["grad_norm"]])).all()
+        if rank == 0:  # the main process holds the gathered weights: rank 0's images trained the shared tower
+            assert sharded["vision_moved"] == sharded["vision_tensors"] > 0
+
+
 @pytest.mark.timeout(300)
 def test_sapo_vl_train_under_the_fsdp2_config_shards_generates_evaluates_and_saves(tmp_path):
     """The whole loop under FSDP2 on 2 CPU processes, with bf16 compute as on GPUs: sharded generation (synced

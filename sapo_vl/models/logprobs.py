@@ -127,7 +127,7 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
     from sapo_vl.models.load import is_moe
     from sapo_vl.models.moe import load_balancing_loss
     from sapo_vl.models.prefix import SharedPrefix, shared_forward
-    from sapo_vl.models.vision import image_outputs
+    from sapo_vl.models.vision import image_outputs, no_image
 
     B, T = inputs["input_ids"].shape if packing is None else packing.mask.shape
     if not 0 < prompt_len < T:
@@ -146,6 +146,8 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
         if keys is not None and inputs.get("pixel_values") is not None:
             extra["mm_encoder_outputs"] = {"image": image_outputs(model, inputs.pop("pixel_values"),
                                                                   inputs["image_grid_thw"], keys, vision)}
+        elif inputs.get("pixel_values") is None:
+            no_image(model)
         out = model.model(**inputs, use_cache=False, **extra)
         logp, ent = _completion_logprobs(model, out.last_hidden_state, inputs["input_ids"], prompt_len, packing, **kw)
         router_logits = tuple(out.router_logits) if want_router and out.router_logits is not None else None
@@ -180,13 +182,17 @@ class PolicyModule(torch.nn.Module):
 
     Distributed wrappers (DDP, FSDP2) hook a module's forward; routing ``policy_forward`` through this module's
     forward keeps their gradient synchronisation and parameter gathering intact. ``generate`` is the model's, and
-    FSDP2 gathers for it too once it is registered (``register_fsdp_forward_method``). The wrap units FSDP2 uses
-    are the model's own ``_no_split_modules`` (decoder layers and vision blocks, dense or MoE alike).
+    ``call(fn, ...)`` runs ``fn(model, ...)``; FSDP2 gathers for both once they are registered
+    (``register_fsdp_forward_method``). The wrap units FSDP2 uses are the model's own ``_no_split_modules`` (decoder
+    layers and vision blocks, dense or MoE alike).
+
+    ``sharded`` (FSDP2): every forward runs the vision tower once on every rank, on a blank image where this rank
+    has none to encode (``sapo_vl.models.vision.every_rank_encodes``), so that the ranks' collectives pair up.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, sharded: bool = False):
         super().__init__()
-        self.model = model
+        self.model, self.sharded = model, sharded
 
     @property
     def _no_split_modules(self) -> list[str]:
@@ -201,8 +207,18 @@ class PolicyModule(torch.nn.Module):
 
     def forward(self, inputs: dict, prompt_len: int, temperature: float = 1.0, chunk_size: int = 1024,
                 with_entropy: bool = False, vision=None, packing=None) -> PolicyForward:
-        return policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
-                              with_entropy=with_entropy, vision=vision, packing=packing)
+        from sapo_vl.models.vision import every_rank_encodes
+
+        with every_rank_encodes(self.sharded) as zeros:
+            out = policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
+                                 with_entropy=with_entropy, vision=vision, packing=packing)
+        if zeros:  # the blank image's zero joins the loss: its backward runs on every rank too
+            out.logprobs = out.logprobs + sum(zeros)
+        return out
+
+    def call(self, fn, *args):
+        """``fn(model, *args)`` inside this module (under FSDP2, with the parameters gathered)."""
+        return fn(self.model, *args)
 
     def generate(self, **kwargs) -> torch.Tensor:
         return self.model.generate(**kwargs)

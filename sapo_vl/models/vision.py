@@ -15,7 +15,13 @@ The outputs reach the model through its own ``mm_encoder_outputs`` argument (tra
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
+
+# Under FSDP2 the zeros of the blank images a forward encoded in place of real ones (``every_rank_encodes``)
+_EVERY_RANK: ContextVar[list | None] = ContextVar("sapo_vl_every_rank_encodes", default=None)
 
 
 class VisionCache:
@@ -61,7 +67,9 @@ def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, key
     todo = [i for key, i in first.items() if key not in known]
     output_type = getattr(cache, "output_type", None)
     fresh = {}
-    if todo:
+    if not todo:
+        no_image(model)
+    else:
         pixels = torch.cat([pixel_values[rows[keys[i]][0]:sum(rows[keys[i]])] for i in todo])
         output_type, encoded = _encode(model, pixels, grid_thw[todo])
         fresh = {keys[i]: enc for i, enc in zip(todo, encoded)}
@@ -72,3 +80,38 @@ def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, key
     depth = len(per_image[0][1]) if per_image else 0
     return output_type(pooler_output=tuple(e for e, _ in per_image),
                        deepstack_features=[tuple(d[layer] for _, d in per_image) for layer in range(depth)])
+
+
+@contextmanager
+def every_rank_encodes(on: bool = True):
+    """Inside, a forward (or generation prefill) that has no image to encode (text-only prompts, or every image
+    already in the step's ``VisionCache``) runs the vision tower on a blank image instead, at the point where it
+    would have encoded; yields the list of those blanks' zeros (add them to the loss: a backward then runs the
+    tower's backward too). FSDP2 needs this: each vision block all-gathers its weights when it runs, so a rank that
+    skipped the tower while another ran it would pair its next collectives with the wrong ones (gloo aborts, NCCL
+    hangs). ``on=False``: nothing changes."""
+    token = _EVERY_RANK.set([] if on else None)
+    try:
+        yield _EVERY_RANK.get()
+    finally:
+        _EVERY_RANK.reset(token)
+
+
+def no_image(model) -> None:
+    """Where a forward of ``model`` encodes no image: inside ``every_rank_encodes``, encode a blank one."""
+    zeros = _EVERY_RANK.get()
+    if zeros is not None and getattr(getattr(model, "model", None), "visual", None) is not None:
+        zeros.append(_blank_image(model))
+
+
+def _blank_image(model) -> torch.Tensor:
+    """0 times the outputs of the vision tower on one blank image of the smallest grid (one merged token)."""
+    vc = model.config.vision_config
+    merge = vc.spatial_merge_size
+    param = next(model.model.visual.parameters())
+    pixels = torch.zeros(merge * merge, vc.in_channels * vc.temporal_patch_size * vc.patch_size ** 2,
+                         dtype=param.dtype, device=param.device)
+    grid = torch.tensor([[1, merge, merge]], device=param.device)
+    _, encoded = _encode(model, pixels, grid)
+    embeds, deepstack = encoded[0]
+    return 0.0 * (embeds.float().sum() + sum(d.float().sum() for d in deepstack))

@@ -24,7 +24,7 @@ from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
-from sapo_vl.models.vision import VisionCache, image_outputs
+from sapo_vl.models.vision import VisionCache, every_rank_encodes, image_outputs, no_image
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
 
@@ -96,10 +96,11 @@ class HFEngine:
     Qwen3-VL(-MoE) models are sampled by ``_decode``: each prompt is prefilled once and its KV cache expanded to its
     n completions, then tokens are drawn from the distribution ``generate(num_return_sequences=n)`` draws from
     (its own logits processors), by ``draw``; with ``torch.multinomial`` in its place the tokens are generate's,
-    token for token, for the same seed (tested). Other models, and
-    ``synced`` ones, use ``generate`` itself. ``synced``: the model is sharded over ranks (FSDP2), so every rank runs
-    as many decoding steps as the slowest (``synced_gpus``); ``model`` is then the FSDP ``PolicyModule``, whose
-    ``generate`` gathers the parameters. ``shared_prefill=False`` always uses ``generate`` (for comparisons)."""
+    token for token, for the same seed (tested). Other models use ``generate`` itself.
+    ``synced``: the model is sharded over ranks (FSDP2) and ``model`` is the FSDP ``PolicyModule``, whose ``call``
+    (and ``generate``) gather the parameters; every rank runs as many decoding steps as the slowest, and the vision
+    tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up.
+    ``shared_prefill=False`` always uses ``generate`` (for comparisons)."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
                  shared_prefill: bool = True):
@@ -126,18 +127,22 @@ class HFEngine:
         device = next(model.parameters()).device
         outs = []
         per_call = max(1, self.batch_size // n)
+        shared = self.shared_prefill and _hf(model).config.model_type in PACKED_MODELS
         for start in range(0, len(prompts), per_call):
             chunk = prompts.select(list(range(start, min(start + per_call, len(prompts)))))
+            copies = n if params.do_sample else 1  # greedy: the n completions are one, repeated below
+            if shared:
+                args = (to_device(chunk.model_inputs(keyed=True), device), params, copies, vision)
+                # sharded (FSDP2): inside the policy module, whose ``call`` gathers the weights
+                ids = model.call(self._sample, *args) if self.synced else self._sample(_hf(model), *args)
+                outs.append(ids.cpu().repeat_interleave(n // copies, 0))
+                continue
             # sharded: only generate() gathers the weights, so the model encodes the images itself (every copy)
             inputs = to_device(chunk.model_inputs(keyed=not self.synced), device)
             if "image_keys" in inputs:
                 inputs["mm_encoder_outputs"] = {"image": image_outputs(
                     _hf(model), inputs.pop("pixel_values"), inputs["image_grid_thw"], inputs.pop("image_keys"),
                     vision)}
-            copies = n if params.do_sample else 1  # greedy: the n completions are one, repeated below
-            if self.shared_prefill and not self.synced and _hf(model).config.model_type in PACKED_MODELS:
-                outs.append(self._decode(_hf(model), inputs, params, copies).cpu().repeat_interleave(n // copies, 0))
-                continue
             kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
                           eos_token_id=self.eos_ids, pad_token_id=self.pad_id, num_return_sequences=copies,
                           suppress_tokens=self.suppress or None, use_cache=True, synced_gpus=self.synced)
@@ -152,11 +157,24 @@ class HFEngine:
         width = max(o.shape[1] for o in outs)
         return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
 
+    def _sample(self, model, inputs: dict, params: SamplingParams, n: int, vision: VisionCache | None):
+        """Each prompt's images encoded once (into ``vision``), then ``_decode``. Synced, a rank with no image to
+        encode runs the vision tower on a blank image, so every rank runs its collectives."""
+        inputs = dict(inputs)
+        keys = inputs.pop("image_keys", None)
+        with every_rank_encodes(self.synced):
+            if keys is not None:
+                inputs["mm_encoder_outputs"] = {"image": image_outputs(
+                    model, inputs.pop("pixel_values"), inputs["image_grid_thw"], keys, vision)}
+            elif "pixel_values" not in inputs:
+                no_image(model)
+        return self._decode(model, inputs, params, n)
+
     def _decode(self, model, inputs: dict, params: SamplingParams, n: int) -> torch.Tensor:
         """(B * n, C) completion ids of the B prompts in ``inputs``, rows prompt 0 x n, prompt 1 x n, ...: one prefill
         per prompt, its KV cache repeated n times, then ``generate``'s sampling loop. Positions are ``generate``'s:
         4 rows (the text position, from the attention mask, and the 3-D M-RoPE rows of ``get_rope_index``), each
-        advanced by one per new token."""
+        advanced by one per new token. Synced, every rank decodes until all are done (or any was asked to stop)."""
         position = position_ids(model, inputs)  # (4, B, P)
         cache, cache_key = DynamicCache(config=model.config), cache_kwarg(model)
         out = model(**inputs, position_ids=position, use_cache=True, logits_to_keep=1, **{cache_key: cache})
@@ -185,9 +203,15 @@ class HFEngine:
             token = token.masked_fill(done, self.pad_id)  # a finished sequence gets padding, as in generate
             tokens.append(token)
             done |= torch.isin(token, eos)
-            if self.stop is not None and self.stop():
+            stopping = self.stop is not None and bool(self.stop())
+            running = not bool(done.all())
+            if self.synced:  # any rank still running keeps every rank decoding; a stop on one rank stops all
+                flags = torch.tensor([running, stopping], dtype=torch.int32, device=logits.device)
+                torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+                running, stopping = bool(flags[0]), bool(flags[1])
+            if stopping:
                 raise Interrupted("stop requested during generation")
-            if bool(done.all()) or step == params.max_new_tokens - 1:
+            if not running or step == params.max_new_tokens - 1:
                 break
             mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
             position = position + 1

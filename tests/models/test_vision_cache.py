@@ -126,3 +126,35 @@ def test_a_training_step_through_the_policy_module_encodes_each_distinct_image_o
     update.update(ro)
     handle.remove()
     assert calls["images"] == 3 and len(ro.vision) == 3
+
+
+@pytest.mark.parametrize("case", ["text-only", "every image cached"])
+def test_a_sharded_forward_without_an_image_to_encode_runs_the_tower_on_one_blank_image(rollout, case):
+    """Under FSDP2 every rank must run the vision tower's all-gathers as often as the others, so a forward with no
+    image to encode (text-only prompts, or all in the step's cache) encodes one blank image instead, its zero in the
+    loss so the tower's backward runs too; the log-probs are those of the unsharded forward."""
+    from sapo_vl.models.logprobs import PolicyModule
+
+    model, _, ro, _ = rollout
+    rows = [i for i, r in enumerate(ro.records) if (r["id"] == "c") == (case == "text-only")]
+    micro = ro.select(rows)
+    inputs, P = micro.model_inputs()
+    runs = {}
+    for sharded in (False, True):
+        model.zero_grad(set_to_none=True)
+        grids: list = []
+
+        def record(module, args, kwargs, grids=grids):
+            grids.append((kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]).tolist())
+
+        handle = model.model.visual.register_forward_pre_hook(record, with_kwargs=True)
+        out = PolicyModule(model, sharded)(inputs, P, vision=ro.vision)
+        handle.remove()
+        out.logprobs.sum().backward()
+        runs[sharded] = out.logprobs.detach(), grids, [p.grad for n, p in model.named_parameters() if ".visual." in n]
+    (plain, grids, plain_grads), (blank, blank_grids, blank_grads) = runs[False], runs[True]
+    merge = model.config.vision_config.spatial_merge_size
+    assert grids == [] and blank_grids == [[[1, merge, merge]]]  # one blank image of one merged token
+    assert torch.equal(blank, plain)
+    assert all(g is None for g in plain_grads)
+    assert all(g is not None and not g.any() for g in blank_grads)  # the tower's backward ran, adding nothing
