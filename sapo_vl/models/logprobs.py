@@ -212,8 +212,8 @@ class PolicyModule(torch.nn.Module):
         with every_rank_encodes(self.sharded) as zeros:
             out = policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
                                  with_entropy=with_entropy, vision=vision, packing=packing)
-        if zeros:  # the blank image's zero joins the loss: its backward runs on every rank too
-            out.logprobs = out.logprobs + sum(zeros)
+        if self.sharded:  # a blank image's zero joins the loss (its backward runs on every rank too); and a new
+            out.logprobs = out.logprobs + sum(zeros)  # tensor, not a view: FSDP2 hooks a view's in-place ops badly
         return out
 
     def call(self, fn, *args):
