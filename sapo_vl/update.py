@@ -96,7 +96,7 @@ class PolicyUpdate:
         text_config = getattr(model.config, "text_config", model.config)
         self.top_k_experts = getattr(text_config, "num_experts_per_tok", None)
         self.sharded = is_sharded(accelerator)
-        self.policy = PolicyModule(model, self.sharded)
+        self.policy = PolicyModule(model, accelerator is not None and accelerator.num_processes > 1)
         self.model, self.packed = model, use_packing(model, train.packing)  # packed: padding-free micro-batches
         visual = getattr(getattr(model, "model", model), "visual", None)
         # a frozen vision tower: the step's cached image features serve every training forward

@@ -133,15 +133,16 @@ def drive_mixed(model_dir: Path, out: Path) -> None:
     """Rollout (generation), old log-probs and one update where one rank has images and the other none. Under FSDP2
     every rank must still run the vision tower's collectives as often as the others (a blank image where it has
     none). Rank 1 stops (EOS) after its first token while rank 0 decodes on: both must run as many decoding steps.
-    One process runs each rank's share in turn, from the same seed, unsharded. Writes mixed-<rank>.json."""
+    One process runs each rank's share in turn, from the same seed, unsharded. Writes mixed-<rank>.json. Under DDP
+    (``--mixed``) the same: there a rank whose vision tower got no gradient left the other waiting."""
     from sapo_vl.parallel import full_model_state
     from sapo_vl.rollout import PromptFormat
     from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 
     update, processor = _build(model_dir)
     acc = update.accelerator
-    ranks = [acc.process_index] if update.sharded else [0, 1]
-    for rank in ranks:
+    launched = acc.num_processes > 1  # FSDP2 or DDP
+    for rank in [acc.process_index] if launched else [0, 1]:
         engine = HFEngine(update.policy, processor, synced=update.sharded)
         if rank == 1:
             engine.eos_ids = list(range(len(processor.tokenizer)))  # any token ends a completion
@@ -151,9 +152,9 @@ def drive_mixed(model_dir: Path, out: Path) -> None:
         mask = ro.response_mask.bool()
         result = {"tokens": [ro.completion_ids[i][mask[i]].tolist() for i in range(len(ro))],
                   "old_logprobs": [ro.old_logprobs[i][mask[i]].tolist() for i in range(len(ro))]}
-        if update.sharded:  # one optimizer step on each rank's share (images on one rank only), vision trainable
+        if launched:  # one optimizer step on each rank's share (images on one rank only), vision trainable
             ro.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
-            before = {n: p for n, p in full_model_state(update.policy).items() if "visual" in n}
+            before = {n: p.clone() for n, p in full_model_state(update.policy).items() if "visual" in n}
             metrics = update.update(ro)
             after = full_model_state(update.policy)
             result.update(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
@@ -178,4 +179,7 @@ def run(out_dir, model_dirs) -> None:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    run(sys.argv[1], sys.argv[2:])
+    if sys.argv[1] == "--mixed":  # fsdp_driver.py --mixed OUT_DIR MODEL_DIR: drive_mixed alone
+        drive_mixed(Path(sys.argv[3]), Path(sys.argv[2]))
+    else:
+        run(sys.argv[1], sys.argv[2:])

@@ -40,6 +40,37 @@ def test_two_process_accelerate_run_trains_and_checkpoints(tmp_path):
     assert "resumed" not in proc.stdout
 
 
+@pytest.mark.timeout(300)
+def test_ddp_ranks_with_and_without_images_train_together(tmp_path):
+    """Data parallel, rank 0's prompts with images and rank 1's text only: both ranks reduce the vision tower's
+    gradients (rank 1's from a blank image, zero), and each draws and scores what one process does from its seed."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests"))
+    import fsdp_driver
+    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
+
+    model = make_tiny_model(tmp_path / "moe", TinyConfig())
+    (tmp_path / "ddp").mkdir()
+    (tmp_path / "single").mkdir()
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+           str(REPO / "recipes/accelerate/cpu_2proc.yaml"), "--main_process_port", str(_free_port()),
+           str(REPO / "tests/fsdp_driver.py"), "--mixed", str(tmp_path / "ddp"), str(model)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    fsdp_driver.drive_mixed(Path(model), tmp_path / "single")
+    for rank in (0, 1):
+        ddp = json.loads((tmp_path / "ddp" / f"mixed-{rank}.json").read_text())
+        single = json.loads((tmp_path / "single" / f"mixed-{rank}.json").read_text())
+        assert ddp["tokens"] == single["tokens"]
+        for a, b in zip(ddp["old_logprobs"], single["old_logprobs"], strict=True):
+            assert a == pytest.approx(b, abs=1e-5)
+        assert torch.isfinite(torch.tensor([ddp["loss"], ddp["grad_norm"]])).all()
+        if rank == 0:
+            assert ddp["vision_moved"] == ddp["vision_tensors"] > 0
+
+
 def _reduce_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch
     import torch.distributed as dist

@@ -186,13 +186,15 @@ class PolicyModule(torch.nn.Module):
     (``register_fsdp_forward_method``). The wrap units FSDP2 uses are the model's own ``_no_split_modules`` (decoder
     layers and vision blocks, dense or MoE alike).
 
-    ``sharded`` (FSDP2): every forward runs the vision tower once on every rank, on a blank image where this rank
-    has none to encode (``sapo_vl.models.vision.every_rank_encodes``), so that the ranks' collectives pair up.
+    ``distributed`` (DDP or FSDP2): every forward runs the vision tower once on every rank, on a blank image where
+    this rank has none to encode (``sapo_vl.models.vision.every_rank_encodes``), so that the ranks' collectives pair
+    up: FSDP2 all-gathers each vision block's weights in the forward, and both reduce the tower's gradients in the
+    backward (a DDP rank whose tower got no gradient leaves the others waiting on that bucket).
     """
 
-    def __init__(self, model, sharded: bool = False):
+    def __init__(self, model, distributed: bool = False):
         super().__init__()
-        self.model, self.sharded = model, sharded
+        self.model, self.distributed = model, distributed
 
     @property
     def _no_split_modules(self) -> list[str]:
@@ -209,11 +211,11 @@ class PolicyModule(torch.nn.Module):
                 with_entropy: bool = False, vision=None, packing=None) -> PolicyForward:
         from sapo_vl.models.vision import every_rank_encodes
 
-        with every_rank_encodes(self.sharded) as zeros:
+        with every_rank_encodes(self.distributed) as zeros:
             out = policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
                                  with_entropy=with_entropy, vision=vision, packing=packing)
-        if self.sharded:  # a blank image's zero joins the loss (its backward runs on every rank too); and a new
-            out.logprobs = out.logprobs + sum(zeros)  # tensor, not a view: FSDP2 hooks a view's in-place ops badly
+        if self.distributed:  # a blank image's zero joins the loss (its backward runs on every rank too); and a
+            out.logprobs = out.logprobs + sum(zeros)  # new tensor, not a view: FSDP2 hooks a view's in-place ops badly
         return out
 
     def call(self, fn, *args):

@@ -89,7 +89,8 @@ def every_rank_encodes(on: bool = True):
     would have encoded; yields the list of those blanks' zeros (add them to the loss: a backward then runs the
     tower's backward too). FSDP2 needs this: each vision block all-gathers its weights when it runs, so a rank that
     skipped the tower while another ran it would pair its next collectives with the wrong ones (gloo aborts, NCCL
-    hangs). ``on=False``: nothing changes."""
+    hangs); DDP too: a rank whose tower got no gradient never reduces that bucket while the others wait for it.
+    ``on=False``: nothing changes."""
     token = _EVERY_RANK.set([] if on else None)
     try:
         yield _EVERY_RANK.get()

@@ -129,10 +129,11 @@ def test_a_training_step_through_the_policy_module_encodes_each_distinct_image_o
 
 
 @pytest.mark.parametrize("case", ["text-only", "every image cached"])
-def test_a_sharded_forward_without_an_image_to_encode_runs_the_tower_on_one_blank_image(rollout, case):
-    """Under FSDP2 every rank must run the vision tower's all-gathers as often as the others, so a forward with no
-    image to encode (text-only prompts, or all in the step's cache) encodes one blank image instead, its zero in the
-    loss so the tower's backward runs too; the log-probs are those of the unsharded forward."""
+def test_a_distributed_forward_without_an_image_to_encode_runs_the_tower_on_one_blank_image(rollout, case):
+    """Under FSDP2 every rank must run the vision tower's all-gathers as often as the others (and under DDP reduce
+    its gradients), so a forward with no image to encode (text-only prompts, or all in the step's cache) encodes one
+    blank image instead, its zero in the loss so the tower's backward runs too; the log-probs are those of the
+    single-process forward."""
     from sapo_vl.models.logprobs import PolicyModule
 
     model, _, ro, _ = rollout
@@ -140,7 +141,7 @@ def test_a_sharded_forward_without_an_image_to_encode_runs_the_tower_on_one_blan
     micro = ro.select(rows)
     inputs, P = micro.model_inputs()
     runs = {}
-    for sharded in (False, True):
+    for distributed in (False, True):
         model.zero_grad(set_to_none=True)
         grids: list = []
 
@@ -148,10 +149,11 @@ def test_a_sharded_forward_without_an_image_to_encode_runs_the_tower_on_one_blan
             grids.append((kwargs["grid_thw"] if "grid_thw" in kwargs else args[1]).tolist())
 
         handle = model.model.visual.register_forward_pre_hook(record, with_kwargs=True)
-        out = PolicyModule(model, sharded)(inputs, P, vision=ro.vision)
+        out = PolicyModule(model, distributed)(inputs, P, vision=ro.vision)
         handle.remove()
         out.logprobs.sum().backward()
-        runs[sharded] = out.logprobs.detach(), grids, [p.grad for n, p in model.named_parameters() if ".visual." in n]
+        tower = [p.grad for n, p in model.named_parameters() if ".visual." in n]
+        runs[distributed] = out.logprobs.detach(), grids, tower
     (plain, grids, plain_grads), (blank, blank_grids, blank_grads) = runs[False], runs[True]
     merge = model.config.vision_config.spatial_merge_size
     assert grids == [] and blank_grids == [[[1, merge, merge]]]  # one blank image of one merged token
