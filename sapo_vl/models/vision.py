@@ -20,7 +20,7 @@ from contextvars import ContextVar
 
 import torch
 
-# Under FSDP2 the zeros of the blank images a forward encoded in place of real ones (``every_rank_encodes``)
+# In a multi-process run, the zeros of the blank images a forward encoded where it had none (``every_rank_encodes``)
 _EVERY_RANK: ContextVar[list | None] = ContextVar("sapo_vl_every_rank_encodes", default=None)
 
 
