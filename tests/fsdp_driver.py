@@ -160,7 +160,33 @@ def drive_mixed(model_dir: Path, out: Path) -> None:
             result.update(loss=metrics["loss"], grad_norm=metrics["grad_norm"],
                           vision_moved=sum(not torch.equal(before[n], after[n]) for n in before),
                           vision_tensors=len(before))
+        if launched:
+            result["stopped"], result["saved_after_stop"] = _stop_one_rank(update, processor, rank)
         (out / f"mixed-{rank}.json").write_text(json.dumps(result))
+
+
+def _stop_one_rank(update, processor, rank: int) -> tuple[bool, bool]:
+    """Rank 1 is asked to stop (a SIGTERM) at its second decoding step: under FSDP2 both ranks stop there (none
+    waits in a collective for the other), and the weights can still be gathered for the checkpoint a stop writes."""
+    from sapo_vl.errors import Interrupted
+    from sapo_vl.parallel import full_model_state
+    from sapo_vl.rollout import PromptFormat
+    from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout
+
+    asked = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return rank == 1 and len(asked) >= 2
+
+    engine = HFEngine(update.policy, processor, synced=update.sharded, stop=stop)
+    try:
+        make_rollout(engine, PromptFormat(processor), mixed_records(rank), 2, SamplingParams(6, 1.0))
+        stopped = False
+    except Interrupted:
+        stopped = True
+    state = full_model_state(update.policy)  # collective
+    return stopped, rank != 0 or len(state) > 0
 
 
 def run(out_dir, model_dirs) -> None:

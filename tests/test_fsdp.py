@@ -123,6 +123,8 @@ def test_a_rank_without_images_runs_the_vision_collectives_with_the_rank_that_ha
         assert torch.isfinite(torch.tensor([sharded["loss"], sharded["grad_norm"]])).all()
         if rank == 0:  # the main process holds the gathered weights: rank 0's images trained the shared tower
             assert sharded["vision_moved"] == sharded["vision_tensors"] > 0
+        # rank 1 asked to stop mid-generation: both ranks stopped there, and the weights could still be gathered
+        assert sharded["stopped"] and sharded["saved_after_stop"]
 
 
 @pytest.mark.timeout(300)
