@@ -22,6 +22,7 @@ checkpoints gather full state dicts.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -158,6 +159,45 @@ def even_share(records: list, fill, accelerator) -> tuple[list, int]:
         return records, len(records)
     longest = reduce_max(len(records), accelerator)
     return records + [fill] * (longest - len(records)), len(records)
+
+
+def gather_fits(policy, fraction: float = 0.5) -> bool:
+    """Whether the whole unsharded model (parameters at their stored size, an upper bound under bf16 compute) fits
+    in ``fraction`` of this GPU's free memory, on every rank (the answer must be the same everywhere). Always true
+    on CPU."""
+    need = sum(p.numel() * p.element_size() for p in policy.parameters())
+    device = next(policy.parameters()).device
+    fits = device.type != "cuda" or need <= fraction * torch.cuda.mem_get_info(device)[0]
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return fits
+    flag = torch.tensor([int(fits)], device=device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+@contextmanager
+def gathered(policy, on: bool = True):
+    """FSDP2: inside, each wrap unit keeps its weights unsharded after its first forward, so a decoding loop
+    all-gathers each unit once instead of once per unit per decoding step; every unit is resharded and its own
+    reshard-after-forward setting restored on exit. The memory of the whole unsharded model is what it costs
+    (``gather_fits``). ``on=False``: nothing changes."""
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [m for m in policy.modules() if isinstance(m, FSDPModule)] if on else []
+    states = [m._get_fsdp_state() for m in units]
+    # exactly what set_reshard_after_forward changes, to put back (the root's own setting differs from the others')
+    saved = [(st._auto_reshard_after_forward, [g.post_forward_mesh_info for g in st._fsdp_param_groups])
+             for st in states]
+    for m in units:
+        m.set_reshard_after_forward(False, recurse=False)
+    try:
+        yield
+    finally:
+        for m, st, (auto, infos) in zip(units, states, saved):
+            st._auto_reshard_after_forward = auto
+            for group, info in zip(st._fsdp_param_groups, infos):
+                group.post_forward_mesh_info = info
+            m.reshard()
 
 
 # ------------------------------------------------------------------------------------------ full state dicts

@@ -162,7 +162,41 @@ def drive_mixed(model_dir: Path, out: Path) -> None:
                           vision_tensors=len(before))
         if launched:
             result["stopped"], result["saved_after_stop"] = _stop_one_rank(update, processor, rank)
+            if update.sharded:
+                result["all_gathers"] = _count_all_gathers(update, processor, rank)
         (out / f"mixed-{rank}.json").write_text(json.dumps(result))
+
+
+def _count_all_gathers(update, processor, rank: int) -> dict:
+    """All-gathers of one sharded rollout (4 new tokens) with the weights gathered once for it (what runs when the
+    whole model fits) and gathered at every decoding step (when it does not), and whether both drew the same
+    tokens from the same seed."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.fsdp._fully_shard import _fsdp_param_group
+
+    import sapo_vl.rollout.generate as generate
+    from sapo_vl.rollout import PromptFormat
+
+    real_gather, real_fits = _fsdp_param_group.foreach_all_gather, generate.gather_fits
+    counts, tokens = {}, {}
+    for fits in (True, False):
+        calls = []
+
+        def counting(*args, calls=calls, **kwargs):
+            calls.append(1)
+            return real_gather(*args, **kwargs)
+
+        _fsdp_param_group.foreach_all_gather, generate.gather_fits = counting, lambda policy, fits=fits: fits
+        try:
+            engine = generate.HFEngine(update.policy, processor, synced=True)
+            torch.manual_seed(20 + rank)
+            ro = generate.make_rollout(engine, PromptFormat(processor), mixed_records(rank), 2,
+                                       generate.SamplingParams(4, 1.0))
+        finally:
+            _fsdp_param_group.foreach_all_gather, generate.gather_fits = real_gather, real_fits
+        counts["once" if fits else "every_step"], tokens[fits] = len(calls), ro.completion_ids.tolist()
+    units = sum(isinstance(m, FSDPModule) for m in update.policy.modules())
+    return dict(counts, units=units, same_tokens=tokens[True] == tokens[False])
 
 
 def _stop_one_rank(update, processor, rank: int) -> tuple[bool, bool]:

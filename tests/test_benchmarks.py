@@ -45,3 +45,13 @@ def test_bench_shared_prefix_prints_generation_and_training_speed_ups(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-4].startswith("  64 px") and "one prefill per prompt vs generate" in lines[-3]
     assert "shared vs padded" in lines[-2] and "vs packed" in lines[-1]
+
+
+@pytest.mark.timeout(300)
+def test_bench_fsdp_generation_prints_both_ways_and_the_gather_counts(capsys):
+    _load("bench_fsdp_generation").main(["--rounds", "1", "--prompts", "1", "--group", "2", "--tokens", "3",
+                                         "--layers", "2"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    every, once = (int(line.split(",")[1].split()[0]) for line in lines[-3:-1])
+    assert "gathered every step" in lines[-3] and "gathered once" in lines[-2] and once < every
+    assert lines[-1].startswith("  gathered once:") and lines[-1].endswith("faster generation")

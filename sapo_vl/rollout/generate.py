@@ -25,6 +25,7 @@ from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
 from sapo_vl.models.vision import VisionCache, every_rank_encodes, image_outputs, no_image
+from sapo_vl.parallel import gather_fits, gathered
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
 
@@ -124,10 +125,18 @@ class HFEngine:
         """``n`` completions of each prompt (rows: prompt 0 x n, prompt 1 x n, ...), ``batch_size`` sequences per
         ``generate`` call; each prompt's images are encoded once (into ``vision`` when given), not n times."""
         model = _unwrap(self.model)
+        # sharded: every unit's weights gathered once for the whole rollout when they fit, not at every step
+        with gathered(model, self.synced and gather_fits(model)):
+            outs = self._chunks(model, prompts, params, n, vision)
+        width = max(o.shape[1] for o in outs)
+        return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
+
+    def _chunks(self, model, prompts: PromptBatch, params: SamplingParams, n: int,
+                vision: VisionCache | None) -> list[torch.Tensor]:
         device = next(model.parameters()).device
+        shared = self.shared_prefill and _hf(model).config.model_type in PACKED_MODELS
         outs = []
         per_call = max(1, self.batch_size // n)
-        shared = self.shared_prefill and _hf(model).config.model_type in PACKED_MODELS
         for start in range(0, len(prompts), per_call):
             chunk = prompts.select(list(range(start, min(start + per_call, len(prompts)))))
             copies = n if params.do_sample else 1  # greedy: the n completions are one, repeated below
@@ -154,8 +163,7 @@ class HFEngine:
             if self.stop is not None and self.stop():
                 raise Interrupted("stop requested during generation")
             outs.append(seq[:, inputs["input_ids"].shape[1]:].cpu().repeat_interleave(n // copies, dim=0))
-        width = max(o.shape[1] for o in outs)
-        return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
+        return outs
 
     def _sample(self, model, inputs: dict, params: SamplingParams, n: int, vision: VisionCache | None):
         """Each prompt's images encoded once (into ``vision``), then ``_decode``. Synced, a rank with no image to
