@@ -189,6 +189,16 @@ def test_draw_handles_unnormalised_rows_and_a_real_vocabulary():
                        torch.tensor(0))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_draw_refuses_a_row_that_is_not_a_distribution_naming_it(bad):
+    probs = torch.full((3, 5), 0.2)
+    probs[1, 2] = bad
+    with pytest.raises(ValueError, match="row 1 of the next-token probabilities"):
+        draw(probs)
+    with pytest.raises(ValueError, match="row 0"):
+        draw(torch.zeros(2, 5))  # every token masked
+
+
 def _generate_kwargs(engine, params: SamplingParams, n: int) -> dict:
     """What ``generate`` is asked for today's path: n samples per prompt, the engine's stop and suppressed ids."""
     kw = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
