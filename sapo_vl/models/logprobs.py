@@ -127,7 +127,7 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
     from sapo_vl.models.load import is_moe
     from sapo_vl.models.moe import load_balancing_loss
     from sapo_vl.models.prefix import SharedPrefix, shared_forward
-    from sapo_vl.models.vision import image_outputs, no_image
+    from sapo_vl.models.vision import encoder_inputs
 
     B, T = inputs["input_ids"].shape if packing is None else packing.mask.shape
     if not 0 < prompt_len < T:
@@ -142,12 +142,7 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
     else:
         extra = {"output_router_logits": True} if want_router else {}
         inputs = dict(inputs)
-        keys = inputs.pop("image_keys", None)
-        if keys is not None and inputs.get("pixel_values") is not None:
-            extra["mm_encoder_outputs"] = {"image": image_outputs(model, inputs.pop("pixel_values"),
-                                                                  inputs["image_grid_thw"], keys, vision)}
-        elif inputs.get("pixel_values") is None:
-            no_image(model)
+        extra.update(encoder_inputs(model, inputs, vision))
         out = model.model(**inputs, use_cache=False, **extra)
         logp, ent = _completion_logprobs(model, out.last_hidden_state, inputs["input_ids"], prompt_len, packing, **kw)
         router_logits = tuple(out.router_logits) if want_router and out.router_logits is not None else None

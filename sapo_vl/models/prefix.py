@@ -157,15 +157,11 @@ def shared_forward(model, inputs: dict, prompt_len: int, layout: SharedPrefix, v
     """(hidden, router_logits): the last hidden states that predict each completion token of ``inputs`` (n, C, H),
     and with ``router`` the router logits of every token in the padded layout (one (n * (P + C), E) tensor per MoE
     layer). ``inputs``: the micro-batch's padded inputs (their completion columns are read)."""
-    from sapo_vl.models.vision import image_outputs, no_image
+    from sapo_vl.models.vision import encoder_inputs
 
     prompt, rows = dict(layout.prompt), layout.rows.to(inputs["input_ids"].device)
     extra = {"output_router_logits": True} if router else {}
-    keys = prompt.pop("image_keys", None)
-    images = {} if keys is None else {"mm_encoder_outputs": {"image": image_outputs(
-        model, prompt.pop("pixel_values"), prompt["image_grid_thw"], keys, vision)}}
-    if keys is None:
-        no_image(model)
+    images = encoder_inputs(model, prompt, vision)
     position = position_ids(model, prompt)  # (4, B, P)
     cache, key = _PromptCache(config=model.config), cache_kwarg(model.model)
     completion = inputs["input_ids"][:, prompt_len:]  # (n, C)

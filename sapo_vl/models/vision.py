@@ -82,6 +82,20 @@ def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, key
                        deepstack_features=[tuple(d[layer] for _, d in per_image) for layer in range(depth)])
 
 
+def encoder_inputs(model, inputs: dict, cache: VisionCache | None = None) -> dict:
+    """The model's ``mm_encoder_outputs`` argument for keyed ``inputs`` (``rollout.types``: ``image_keys`` and each
+    distinct image's ``pixel_values`` rows once), popping those two from ``inputs``: each distinct image not in
+    ``cache`` encoded once. {} when there is no image (inside ``every_rank_encodes``, a blank one is encoded), and
+    for unkeyed pixels, which the model encodes itself."""
+    keys = inputs.pop("image_keys", None)
+    if keys is not None and inputs.get("pixel_values") is not None:
+        return {"mm_encoder_outputs": {"image": image_outputs(model, inputs.pop("pixel_values"),
+                                                              inputs["image_grid_thw"], keys, cache)}}
+    if inputs.get("pixel_values") is None:
+        no_image(model)
+    return {}
+
+
 @contextmanager
 def every_rank_encodes(on: bool = True):
     """Inside, a forward (or generation prefill) that has no image to encode (text-only prompts, or every image

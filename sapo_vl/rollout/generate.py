@@ -24,7 +24,7 @@ from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
-from sapo_vl.models.vision import VisionCache, every_rank_encodes, image_outputs, no_image
+from sapo_vl.models.vision import VisionCache, encoder_inputs, every_rank_encodes
 from sapo_vl.parallel import gather_fits, gathered
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
@@ -154,10 +154,7 @@ class HFEngine:
                 continue
             # sharded: only generate() gathers the weights, so the model encodes the images itself (every copy)
             inputs = to_device(chunk.model_inputs(keyed=not self.synced), device)
-            if "image_keys" in inputs:
-                inputs["mm_encoder_outputs"] = {"image": image_outputs(
-                    _hf(model), inputs.pop("pixel_values"), inputs["image_grid_thw"], inputs.pop("image_keys"),
-                    vision)}
+            inputs.update(encoder_inputs(_hf(model), inputs, vision))
             kwargs = dict(NEUTRAL_GENERATION, max_new_tokens=params.max_new_tokens, do_sample=params.do_sample,
                           eos_token_id=self.eos_ids, pad_token_id=self.pad_id, num_return_sequences=copies,
                           suppress_tokens=self.suppress or None, use_cache=True, synced_gpus=self.synced)
@@ -175,13 +172,8 @@ class HFEngine:
         """Each prompt's images encoded once (into ``vision``), then ``_decode``. Synced, a rank with no image to
         encode runs the vision tower on a blank image, so every rank runs its collectives."""
         inputs = dict(inputs)
-        keys = inputs.pop("image_keys", None)
         with every_rank_encodes(self.synced):
-            if keys is not None:
-                inputs["mm_encoder_outputs"] = {"image": image_outputs(
-                    model, inputs.pop("pixel_values"), inputs["image_grid_thw"], keys, vision)}
-            elif "pixel_values" not in inputs:
-                no_image(model)
+            inputs.update(encoder_inputs(model, inputs, vision))
         return self._decode(model, inputs, params, n)
 
     def _decode(self, model, inputs: dict, params: SamplingParams, n: int) -> torch.Tensor:

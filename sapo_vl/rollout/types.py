@@ -93,7 +93,7 @@ class PromptBatch:
 
     def model_inputs(self, keyed: bool = False) -> dict:
         """The Hugging Face inputs, ``generate``-ready (a pixel row block per image, repeats included); with
-        ``keyed`` each distinct image's rows once and ``image_keys`` instead, for ``models.vision.image_outputs``."""
+        ``keyed`` each distinct image's rows once and ``image_keys`` instead, for ``models.vision.encoder_inputs``."""
         inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
                   "mm_token_type_ids": self.mm_token_type_ids, **_image_inputs(self)}
         if not keyed and "image_keys" in inputs:
