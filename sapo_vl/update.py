@@ -32,7 +32,7 @@ from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penal
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import forward_inputs, use_packing
-from sapo_vl.models.prefix import use_shared_prefix
+from sapo_vl.models.prefix import SharedPrefix, use_shared_prefix
 from sapo_vl.parallel import full_optimizer_state, is_sharded, load_optimizer_state, reduce_max
 from sapo_vl.rollout.types import Rollout, to_device
 
@@ -106,7 +106,7 @@ class PolicyUpdate:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
         # shared prefix (auto | always | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
-        self.share = use_shared_prefix(model, train.prefix_sharing, algo.routing_replay, self.sharded)
+        self.share = use_shared_prefix(model, train.prefix_sharing, self.sharded)
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
         if self.sharded:
@@ -179,7 +179,15 @@ class PolicyUpdate:
             last = j == len(groups) - 1
             sync = nullcontext() if acc is None or last or self.sharded else acc.no_sync(self.policy)
             replay = micro.replay_routing() if algo.routing_replay == "rollout" else None
-            if replay is not None and packing is not None:  # the recorded experts in packed order
+            if replay is not None and isinstance(packing, SharedPrefix):
+                shared = packing.replay(replay)  # one per forward call; None: not exact, the padded forward then
+                if self.sharded and reduce_max(int(shared is None), acc):  # on every rank: the same forward calls
+                    shared = None
+                if shared is None:
+                    (inputs, P), packing = micro.model_inputs(), None
+                else:
+                    replay = shared
+            elif replay is not None and packing is not None:  # the recorded experts in packed order
                 replay = [packing.to_packed(ids) for ids in replay]
             with sync, routing(self.policy, replay) as used:  # hooks stay for a checkpointed backward's re-forward
                 loss, out, mask = self._micro_loss(micro, (to_device(inputs, device), P, packing), norm,

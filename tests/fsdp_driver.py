@@ -164,7 +164,34 @@ def drive_mixed(model_dir: Path, out: Path) -> None:
             result["stopped"], result["saved_after_stop"] = _stop_one_rank(update, processor, rank)
             if update.sharded:
                 result["all_gathers"] = _count_all_gathers(update, processor, rank)
+                result["replay_drift"] = _replay_with_one_rank_padded(model_dir, rank)
         (out / f"mixed-{rank}.json").write_text(json.dumps(result))
+
+
+def _replay_with_one_rank_padded(model_dir: Path, rank: int) -> float:
+    """Routing replay with shared-prefix forwards under FSDP2: rank 1's recorded prompt experts differ within a group
+    (it cannot replay them shared, so it must run padded), rank 0's do not; both ranks must then run the padded
+    forward (the same forward calls). Returns the update's routing drift (0 under replay)."""
+    from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
+    from sapo_vl.models.load import load_policy
+    from sapo_vl.parallel import make_accelerator
+    from sapo_vl.rollout import PromptFormat
+    from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
+    from sapo_vl.update import PolicyUpdate
+
+    train = TrainConfig(lr=3e-3, micro_batch_tokens=256, mixed_precision="no")
+    accelerator = make_accelerator(train)
+    model, processor = load_policy(model_dir, ModelConfig(dtype="float32"))
+    update = PolicyUpdate(model, AlgoConfig(routing_replay="rollout"), train, RolloutConfig(), accelerator)
+    assert update.share == "always"
+    torch.manual_seed(30 + rank)
+    ro = make_rollout(HFEngine(update.policy, processor, synced=True), PromptFormat(processor),
+                      mixed_records(rank), 2, SamplingParams(4, 1.0))
+    ro.old_logprobs, ro.routing = score_rollout(update.policy, ro, temperature=1.0, micro_batch_size=4)
+    if rank == 1:
+        ro.routing[1, ro.prompt_len - 1] = (ro.routing[1, ro.prompt_len - 1] + 1) % 8
+    ro.advantages = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    return update.update(ro)["moe/routing_drift"]
 
 
 def _count_all_gathers(update, processor, rank: int) -> dict:

@@ -129,6 +129,8 @@ def test_a_rank_without_images_runs_the_vision_collectives_with_the_rank_that_ha
         gathers = sharded["all_gathers"]
         assert gathers["same_tokens"] and gathers["once"] == gathers["units"] == 5  # root, 2 layers, 2 blocks
         assert gathers["every_step"] >= gathers["once"] + 3 * 2  # the 2 decoder layers again at steps 2-4
+        # routing replay through shared prompts, one rank unable to (padded): both ran the padded forward
+        assert sharded["replay_drift"] == 0.0
 
 
 @pytest.mark.timeout(300)

@@ -39,11 +39,12 @@ def _router_output(output, layer: int):
 
 
 @contextmanager
-def routing(model, replay: list[torch.Tensor] | None = None) -> Iterator[list]:
+def routing(model, replay: list | None = None) -> Iterator[list]:
     """Within the block, every forward records the expert ids each MoE router returns (``used[layer]``: (tokens, k),
     the router's own order; a second forward call within the block, such as a shared-prefix forward's completion
-    pass, appends its tokens); with ``replay`` (one (tokens, k) tensor per layer), the routers return those ids, gate
-    weights recomputed from their own logits. Yields ``used``."""
+    pass, appends its tokens); with ``replay`` (one (tokens, k) tensor per layer, or per layer a dict from each
+    forward call's token count to its tensor), the routers return those ids, gate weights recomputed from their own
+    logits. Yields ``used``."""
     routers = moe_routers(model)
     if replay is not None and len(replay) != len(routers):
         raise ValueError(f"routing replay has {len(replay)} layers, the model {len(routers)} MoE routers")
@@ -53,7 +54,13 @@ def routing(model, replay: list[torch.Tensor] | None = None) -> Iterator[list]:
         def hook(module, args, output):
             logits, weights, ids = _router_output(output, layer)
             if replay is not None:
-                ids = replay[layer].to(device=ids.device, dtype=ids.dtype)
+                recorded = replay[layer]
+                if isinstance(recorded, dict):  # one tensor per forward call, by its token count (shared prefix)
+                    if weights.shape[0] not in recorded:
+                        raise ValueError(f"routing replay for layer {layer}: recorded ids for calls of "
+                                         f"{sorted(recorded)} tokens, the forward routes {weights.shape[0]}")
+                    recorded = recorded[weights.shape[0]]
+                ids = recorded.to(device=ids.device, dtype=ids.dtype)
                 if ids.shape != weights.shape:
                     raise ValueError(f"routing replay for layer {layer}: {tuple(ids.shape)} recorded ids, the "
                                      f"forward routes {tuple(weights.shape)}")

@@ -36,14 +36,15 @@ def cache_kwarg(module) -> str:
     return "cache" if "cache" in inspect.signature(module.forward).parameters else "past_key_values"
 
 
-def use_shared_prefix(model, mode: str, routing_replay: str, sharded: bool) -> str:
+def use_shared_prefix(model, mode: str, sharded: bool) -> str:
     """``train.prefix_sharing`` resolved for ``model``: "auto" (shared-prefix forwards wherever a micro-batch repeats a
     prompt and that runs fewer tokens), "always" (every micro-batch, repeats or not: FSDP2-sharded ranks must all run
-    the same forward calls) or "off". Off unless ``mode`` is auto and the run allows it: a Qwen3-VL(-MoE) model, no
-    routing replay (experts recorded per sequence)."""
+    the same forward calls) or "off". Off unless ``mode`` is auto and the model is a Qwen3-VL(-MoE). Under routing
+    replay a micro-batch whose recorded experts cannot be shared runs padded (``SharedPrefix.replay``), on every
+    rank at once when sharded."""
     if mode not in ("auto", "off"):
         raise ValueError(f"prefix_sharing must be auto | off, got {mode!r}")
-    allowed = mode == "auto" and getattr(model.config, "model_type", None) in PACKED_MODELS and routing_replay == "none"
+    allowed = mode == "auto" and getattr(model.config, "model_type", None) in PACKED_MODELS
     return ("always" if sharded else "auto") if allowed else "off"
 
 
@@ -124,6 +125,27 @@ class SharedPrefix:
         prompt = self.rows[:, None] * P + torch.arange(P)  # (n, P) each sequence's prompt rows
         completion = B * P + torch.arange(n * (T - P)).view(n, T - P)  # (n, C)
         return torch.cat([prompt, completion], 1).view(-1)
+
+    def replay(self, recorded: list[torch.Tensor]) -> list[dict] | None:
+        """The recorded experts (``Rollout.replay_routing``: one (n * (P + C), k) tensor per MoE layer, padded layout)
+        for the two forward calls of this layout, per layer {prompt tokens: (B * P, k), completion tokens:
+        (n * C, k)}: ``moe.routing`` replays each call by its token count. None when that is not exact: when
+        sequences of one prompt were recorded with different prompt experts (each sequence must keep its own), or
+        the two calls have as many tokens (no count tells them apart); the caller then runs the padded forward."""
+        B, P = self.prompt["input_ids"].shape
+        n, T = self.mask.shape
+        if B * P == n * (T - P):
+            return None
+        rows = self.rows.tolist()
+        first = torch.tensor([rows.index(b) for b in range(B)])  # (B,) each prompt's first sequence
+        out = []
+        for ids in recorded:
+            ids = ids.view(n, T, -1)
+            prompt = ids[:, :P]  # (n, P, k)
+            if not torch.equal(prompt, prompt[first[self.rows]]):
+                return None
+            out.append({B * P: prompt[first].reshape(B * P, -1), n * (T - P): ids[:, P:].reshape(n * (T - P), -1)})
+        return out
 
     def to_padded(self, x: torch.Tensor) -> torch.Tensor:
         """A per-token tensor in forward order, (B * P + n * C, ...), to the padded layout (n * (P + C), ...): one

@@ -157,14 +157,13 @@ def test_to_padded_repeats_each_prompt_row_for_its_sequences():
 
 def test_shared_prefix_only_where_the_run_allows_it(tiny_dir):
     model = load_policy(tiny_dir)[0]
-    assert use_shared_prefix(model, "auto", "none", sharded=False) == "auto"
-    assert use_shared_prefix(model, "auto", "none", sharded=True) == "always"  # every rank the same forward calls
-    assert use_shared_prefix(model, "off", "none", sharded=False) == "off"
-    assert use_shared_prefix(model, "auto", "rollout", sharded=False) == "off"  # replay: experts per sequence
+    assert use_shared_prefix(model, "auto", sharded=False) == "auto"  # under routing replay too: per call, or padded
+    assert use_shared_prefix(model, "auto", sharded=True) == "always"  # every rank the same forward calls
+    assert use_shared_prefix(model, "off", sharded=False) == "off"
     other = SimpleNamespace(config=SimpleNamespace(model_type="llama"), modules=lambda: [])
-    assert use_shared_prefix(other, "auto", "none", sharded=False) == "off"
+    assert use_shared_prefix(other, "auto", sharded=False) == "off"
     with pytest.raises(ValueError, match="auto | off"):
-        use_shared_prefix(model, "on", "none", sharded=False)
+        use_shared_prefix(model, "on", sharded=False)
 
 
 def test_always_shares_a_micro_batch_without_repeats_and_stays_exact(model_and_rollout):

@@ -108,3 +108,80 @@ def test_a_dense_model_has_no_routers_and_replay_is_refused_at_setup(tmp_path, c
     code = main(["train", str(demo), f"output_dir={tmp_path / 'run'}", f"model.path={dense}", "warmup.steps=0",
                  "algo.routing_replay=rollout", "data.kwargs={n: 8}", "log.progress=false"])
     assert code == 2 and "needs an MoE model" in capsys.readouterr().err
+
+
+def _replayed(model, ro, layout, replay):
+    """Log-probs, experts used (padded layout) and gradients of one forward + backward under ``replay``."""
+    from sapo_vl.models.prefix import SharedPrefix
+
+    model.zero_grad(set_to_none=True)
+    inputs, P = ro.model_inputs()
+    with routing(model, replay) as used:  # the hooks stay for a checkpointed backward's recompute
+        out = policy_forward(model, inputs, P, packing=layout)
+        used = list(used)
+        (out.logprobs * ro.response_mask[:, :out.logprobs.shape[1]]).sum().backward()
+    if isinstance(layout, SharedPrefix):
+        used = [layout.to_padded(u) for u in used]
+    return out.logprobs.detach(), used, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+def test_replay_through_shared_prefix_forwards_equals_replay_through_the_padded_forward(tiny_dir, checkpointing):
+    """Each prompt runs once with its recorded experts and each completion with its own: the padded forward's
+    log-probs, experts and gradients, under gradient checkpointing too (a recompute replays by the same counts)."""
+    from sapo_vl.config import ModelConfig
+    from sapo_vl.models.prefix import share_prefix
+
+    model, processor = load_policy(tiny_dir, ModelConfig(gradient_checkpointing=checkpointing))
+    model.train()
+    ro = _rollout(model, processor)
+    # move the router so that its own choice differs from the recorded one: replay must be what decides
+    with torch.no_grad():
+        for r in moe_routers(model):
+            r.weight.add_(torch.randn_like(r.weight) * 0.5)
+    layout = share_prefix(ro, ro.model_inputs()[0]["attention_mask"])
+    shared_replay = layout.replay(ro.replay_routing())
+    assert shared_replay is not None and len(shared_replay[0]) == 2  # the prompt call and the completion call
+    padded = _replayed(model, ro, None, ro.replay_routing())
+    shared = _replayed(model, ro, layout, shared_replay)
+    mask = ro.response_mask.bool()
+    torch.testing.assert_close(shared[0][mask], padded[0][mask], rtol=0, atol=2e-6)
+    real = ro.model_inputs()[0]["attention_mask"].reshape(-1).bool()
+    for a, b in zip(shared[1], padded[1], strict=True):
+        assert torch.equal(a[real], b[real])
+    scale = max(g.abs().max() for g in padded[2].values())
+    assert padded[2].keys() == shared[2].keys()
+    for name, g in padded[2].items():
+        torch.testing.assert_close(shared[2][name], g, rtol=1e-4, atol=1e-6 * scale, msg=name)
+
+
+def test_the_update_replays_through_shared_prompts_unless_a_group_was_recorded_with_different_ones(policy,
+                                                                                                  monkeypatch):
+    """The update shares each prompt under replay (exactly on-policy at the first step); where two sequences of one
+    prompt were recorded with different prompt experts, the shared layout cannot replay both, so that micro-batch
+    runs padded, each sequence with its own experts (drift stays 0)."""
+    from sapo_vl.models.prefix import SharedPrefix
+
+    model, processor = policy
+    ro = _rollout(model, processor)
+    real, layouts = SharedPrefix.replay, []
+    monkeypatch.setattr(SharedPrefix, "replay", lambda self, recorded: layouts.append(real(self, recorded))
+                        or layouts[-1])
+    update = _update(model, "rollout", mini_batches=1)
+    assert update.share == "auto"
+    metrics = update.accumulate(ro)
+    assert len(layouts) == 1 and layouts[0] is not None  # shared: one replay per forward call
+    assert metrics["ratio/mean"] == 1.0 and metrics["moe/routing_drift"] == 0.0
+    ro.routing[1, ro.prompt_len - 1] = (ro.routing[1, ro.prompt_len - 1] + 1) % 8  # sequence 1's last prompt token
+    metrics = update.accumulate(ro)
+    assert len(layouts) == 2 and layouts[1] is None  # padded
+    assert metrics["moe/routing_drift"] == 0.0
+
+
+def test_a_replay_without_ids_for_a_calls_token_count_is_a_clear_error(policy):
+    model, processor = policy
+    ro = _rollout(model, processor, n_prompts=1, group=2)
+    inputs, P = ro.model_inputs()
+    replay = [{7: ids} for ids in ro.replay_routing()]
+    with pytest.raises(ValueError, match=r"recorded ids for calls of \[7\] tokens"), routing(model, replay):
+        policy_forward(model, inputs, P)
