@@ -1,6 +1,8 @@
 """What routing replay costs: the step time of an update with ``algo.routing_replay=rollout`` against the same update
 without it, and the rollout's log-prob forward with its recording hooks against a bare forward, on the tiny MoE
-(4 layers), interleaved in one process. The target: replay's overhead under 10 %.
+(4 layers), interleaved in one process. The target: replay's overhead under 10 %. Also the replayed update with
+shared-prefix forwards (the default) against padded ones (``train.prefix_sharing=off``, the only layout replay had
+before).
 
     python benchmarks/bench_routing_replay.py [--repeats 15] [--layers 4]
 """
@@ -44,10 +46,13 @@ def main(argv: list[str] | None = None) -> None:
     ro.advantages = torch.randn(len(ro))
     updates = {name: PolicyUpdate(model, AlgoConfig(routing_replay=name), TrainConfig(lr=0.0), RolloutConfig())
                for name in ("none", "rollout")}
+    padded = PolicyUpdate(model, AlgoConfig(routing_replay="rollout"), TrainConfig(lr=0.0, prefix_sharing="off"),
+                          RolloutConfig())
     inputs, P = ro.model_inputs()
     cases = {
         "update, no replay": lambda: updates["none"].step(ro),
         "update, routing replay": lambda: updates["rollout"].step(ro),
+        "update, replay, padded": lambda: padded.step(ro),
         "log-prob forward, bare": lambda: torch.no_grad()(policy_forward)(model, inputs, P),
         "log-prob forward, recording": lambda: score_rollout(model, ro, temperature=1.0, micro_batch_size=64),
     }
@@ -67,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"routing replay / no replay (update step): {replay:.3f}x  ({'under' if replay < 1.1 else 'OVER'} the "
           "1.10x target)")
     print(f"recording hooks / bare forward (rollout log-probs): {record:.3f}x")
+    shared = med["update, replay, padded"] / med["update, routing replay"]
+    print(f"replayed update, shared-prefix forwards vs padded: {shared:.2f}x faster")
 
 
 if __name__ == "__main__":
