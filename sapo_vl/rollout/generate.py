@@ -106,7 +106,9 @@ class HFEngine:
     token for token, for the same seed (tested). Other models use ``generate`` itself.
     ``synced``: the model is sharded over ranks (FSDP2) and ``model`` is the FSDP ``PolicyModule``, whose ``call``
     (and ``generate``) gather the parameters; every rank runs as many decoding steps as the slowest, and the vision
-    tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up.
+    tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up;
+    each wrap unit's weights are gathered once per ``generate`` call, not per decoding step, when the unsharded model
+    fits (``parallel.gathered``).
     ``shared_prefill=False`` always uses ``generate`` (for comparisons)."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
