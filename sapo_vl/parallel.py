@@ -161,31 +161,38 @@ def even_share(records: list, fill, accelerator) -> tuple[list, int]:
     return records + [fill] * (longest - len(records)), len(records)
 
 
-def gather_fits(policy, fraction: float = 0.5) -> bool:
-    """Whether the whole unsharded model (parameters at their stored size, an upper bound under bf16 compute) fits
-    in ``fraction`` of this GPU's free memory, on every rank (the answer must be the same everywhere). Always true
-    on CPU."""
-    need = sum(p.numel() * p.element_size() for p in policy.parameters())
+def kept_units(policy, fraction: float = 0.5) -> list:
+    """The FSDP2 wrap units to keep gathered through a rollout (``gathered``): the text decoder layers, which run at
+    every decoding step (the root stays gathered within each generation call anyway; the vision blocks run once per
+    chunk), in order, as many as fit in ``fraction`` of this GPU's free memory at their stored size (an upper bound
+    under bf16 compute), the same number on every rank. All of them on CPU."""
+    from torch.distributed.fsdp import FSDPModule
+
+    visual = getattr(getattr(getattr(policy, "model", None), "model", None), "visual", None)
+    skip = {id(m) for m in visual.modules()} if visual is not None else set()
+    units = [m for m in policy.modules() if isinstance(m, FSDPModule) and m is not policy and id(m) not in skip]
     device = next(policy.parameters()).device
-    fits = device.type != "cuda" or need <= fraction * torch.cuda.mem_get_info(device)[0]
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return fits
-    flag = torch.tensor([int(fits)], device=device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-    return bool(flag.item())
+    budget = fraction * torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else float("inf")
+    kept, used = 0, 0
+    for m in units:
+        used += sum(p.numel() * p.element_size() for p in m.parameters())
+        if used > budget:
+            break
+        kept += 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        count = torch.tensor([kept], device=device)
+        torch.distributed.all_reduce(count, op=torch.distributed.ReduceOp.MIN)
+        kept = int(count.item())
+    return units[:kept]
 
 
 @contextmanager
-def gathered(policy, on: bool = True):
-    """FSDP2: inside, each wrap unit keeps its weights unsharded after its first forward, so a decoding loop
-    all-gathers each unit once instead of once per unit per decoding step; every unit is resharded and its own
-    reshard-after-forward setting restored on exit. The memory of the whole unsharded model is what it costs
-    (``gather_fits``). ``on=False``: nothing changes."""
-    from torch.distributed.fsdp import FSDPModule
-
-    units = [m for m in policy.modules() if isinstance(m, FSDPModule)] if on else []
+def gathered(units: list):
+    """FSDP2: inside, each of ``units`` (wrap units) keeps its weights unsharded after its first forward, so a
+    decoding loop all-gathers it once instead of once per decoding step; each is resharded and its own
+    reshard-after-forward setting restored on exit. Costs the memory of those units unsharded (``kept_units``)."""
     states = [m._get_fsdp_state() for m in units]
-    # exactly what set_reshard_after_forward changes, to put back (the root's own setting differs from the others')
+    # exactly what set_reshard_after_forward changes, to put back
     saved = [(st._auto_reshard_after_forward, [g.post_forward_mesh_info for g in st._fsdp_param_groups])
              for st in states]
     for m in units:

@@ -195,35 +195,36 @@ def _replay_with_one_rank_padded(model_dir: Path, rank: int) -> float:
 
 
 def _count_all_gathers(update, processor, rank: int) -> dict:
-    """All-gathers of one sharded rollout (4 new tokens) with the weights gathered once for it (what runs when the
-    whole model fits) and gathered at every decoding step (when it does not), and whether both drew the same
-    tokens from the same seed."""
-    from torch.distributed.fsdp import FSDPModule
+    """All-gathers of one sharded rollout (4 new tokens) with every decoder layer kept gathered for it (what runs
+    when they fit), with the first only, and with none (every layer gathered at every decoding step), and whether all
+    three drew the same tokens from the same seed."""
     from torch.distributed.fsdp._fully_shard import _fsdp_param_group
 
     import sapo_vl.rollout.generate as generate
     from sapo_vl.rollout import PromptFormat
 
-    real_gather, real_fits = _fsdp_param_group.foreach_all_gather, generate.gather_fits
-    counts, tokens = {}, {}
-    for fits in (True, False):
+    real_gather, real_kept = _fsdp_param_group.foreach_all_gather, generate.kept_units
+    choices = {"all": real_kept, "first": lambda policy: real_kept(policy)[:1], "none": lambda policy: []}
+    counts, tokens = {}, []
+    for name, kept in choices.items():
         calls = []
 
         def counting(*args, calls=calls, **kwargs):
             calls.append(1)
             return real_gather(*args, **kwargs)
 
-        _fsdp_param_group.foreach_all_gather, generate.gather_fits = counting, lambda policy, fits=fits: fits
+        _fsdp_param_group.foreach_all_gather, generate.kept_units = counting, kept
         try:
             engine = generate.HFEngine(update.policy, processor, synced=True)
+            engine.eos_ids = [-1]  # no early stop: the decoder runs after tokens 1-3 on both ranks
             torch.manual_seed(20 + rank)
             ro = generate.make_rollout(engine, PromptFormat(processor), mixed_records(rank), 2,
                                        generate.SamplingParams(4, 1.0))
         finally:
-            _fsdp_param_group.foreach_all_gather, generate.gather_fits = real_gather, real_fits
-        counts["once" if fits else "every_step"], tokens[fits] = len(calls), ro.completion_ids.tolist()
-    units = sum(isinstance(m, FSDPModule) for m in update.policy.modules())
-    return dict(counts, units=units, same_tokens=tokens[True] == tokens[False])
+            _fsdp_param_group.foreach_all_gather, generate.kept_units = real_gather, real_kept
+        counts[name] = len(calls)
+        tokens.append(ro.completion_ids.tolist())
+    return dict(counts, kept=len(real_kept(update.policy)), same_tokens=all(t == tokens[0] for t in tokens))
 
 
 def _stop_one_rank(update, processor, rank: int) -> tuple[bool, bool]:

@@ -25,7 +25,7 @@ from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
 from sapo_vl.models.vision import VisionCache, encoder_inputs, every_rank_encodes
-from sapo_vl.parallel import gather_fits, gathered
+from sapo_vl.parallel import gathered, kept_units
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
 
@@ -107,8 +107,8 @@ class HFEngine:
     ``synced``: the model is sharded over ranks (FSDP2) and ``model`` is the FSDP ``PolicyModule``, whose ``call``
     (and ``generate``) gather the parameters; every rank runs as many decoding steps as the slowest, and the vision
     tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up;
-    each wrap unit's weights are gathered once per ``generate`` call, not per decoding step, when the unsharded model
-    fits (``parallel.gathered``).
+    the decoder layers' weights are gathered once per ``generate`` call, not per decoding step, as many as fit in
+    half the free GPU memory (``parallel.kept_units``).
     ``shared_prefill=False`` always uses ``generate`` (for comparisons)."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
@@ -133,8 +133,8 @@ class HFEngine:
         """``n`` completions of each prompt (rows: prompt 0 x n, prompt 1 x n, ...), ``batch_size`` sequences per
         ``generate`` call; each prompt's images are encoded once (into ``vision`` when given), not n times."""
         model = _unwrap(self.model)
-        # sharded: every unit's weights gathered once for the whole rollout when they fit, not at every step
-        with gathered(model, self.synced and gather_fits(model)):
+        # sharded: the decoder layers' weights gathered once for the call (as many as fit), not at every step
+        with gathered(kept_units(model) if self.synced else []):
             outs = self._chunks(model, prompts, params, n, vision)
         width = max(o.shape[1] for o in outs)
         return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
