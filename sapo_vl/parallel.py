@@ -162,7 +162,7 @@ def even_share(records: list, fill, accelerator) -> tuple[list, int]:
 
 
 def kept_units(policy, fraction: float = 0.5) -> list:
-    """The FSDP2 wrap units to keep gathered through a rollout (``gathered``): the text decoder layers, which run at
+    """The FSDP2 wrap units to keep gathered through a generation call (``gathered``): the decoder layers, which run at
     every decoding step (the root stays gathered within each generation call anyway; the vision blocks run once per
     chunk), in order, as many as fit in ``fraction`` of this GPU's free memory at their stored size (an upper bound
     under bf16 compute), the same number on every rank. All of them on CPU."""
