@@ -62,7 +62,7 @@ def _step(update, batch) -> dict:
     return {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"]}
 
 
-def _build(path, state=None):
+def _build(path, state=None, algo=None):
     """A policy update as train.setup builds it: its own accelerator (one prepared model each, as in a run)."""
     from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
     from sapo_vl.models.load import load_policy
@@ -72,7 +72,7 @@ def _build(path, state=None):
     train = TrainConfig(lr=3e-3, micro_batch_tokens=256, mixed_precision="no")
     accelerator = make_accelerator(train)
     model, processor = load_policy(path, ModelConfig(dtype="float32"))
-    update = PolicyUpdate(model, AlgoConfig(), train, RolloutConfig(), accelerator, state)
+    update = PolicyUpdate(model, algo or AlgoConfig(), train, RolloutConfig(), accelerator, state)
     # one process takes the sharded ranks' layout (a shared prefix for every micro-batch), not the per-micro-batch
     # choice, so that the runs differ by sharding alone (three Adam steps amplify float32 rounding)
     update.share = "always" if update.share != "off" else "off"
@@ -172,18 +172,12 @@ def _replay_with_one_rank_padded(model_dir: Path, rank: int) -> float:
     """Routing replay with shared-prefix forwards under FSDP2: rank 1's recorded prompt experts differ within a group
     (it cannot replay them shared, so it must run padded), rank 0's do not; both ranks must then run the padded
     forward (the same forward calls). Returns the update's routing drift (0 under replay)."""
-    from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
-    from sapo_vl.models.load import load_policy
-    from sapo_vl.parallel import make_accelerator
+    from sapo_vl.config import AlgoConfig
     from sapo_vl.rollout import PromptFormat
     from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
-    from sapo_vl.update import PolicyUpdate
 
-    train = TrainConfig(lr=3e-3, micro_batch_tokens=256, mixed_precision="no")
-    accelerator = make_accelerator(train)
-    model, processor = load_policy(model_dir, ModelConfig(dtype="float32"))
-    update = PolicyUpdate(model, AlgoConfig(routing_replay="rollout"), train, RolloutConfig(), accelerator)
-    assert update.share == "always"
+    update, processor = _build(model_dir, algo=AlgoConfig(routing_replay="rollout"))
+    assert update.share == "always"  # replay does not turn shared prompts off
     torch.manual_seed(30 + rank)
     ro = make_rollout(HFEngine(update.policy, processor, synced=True), PromptFormat(processor),
                       mixed_records(rank), 2, SamplingParams(4, 1.0))
