@@ -55,3 +55,11 @@ def test_bench_fsdp_generation_prints_both_ways_and_the_gather_counts(capsys):
     every, once = (int(line.split(",")[1].split()[0]) for line in lines[-3:-1])
     assert "gathered every step" in lines[-3] and "gathered once" in lines[-2] and once < every
     assert lines[-1].startswith("  gathered once:") and lines[-1].endswith("faster generation")
+
+
+def test_bench_decoding_prints_fused_decoding_against_layer_calls_and_generate(capsys):
+    _load("bench_decoding").main(["--rounds", "1", "--prompts", "1", "--group", "2", "--tokens", "3",
+                                  "--layers", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[-3:]] == ["generate", "layer", "fused"]
+    assert all("ms per step" in line and "x faster" in line for line in lines[-3:])

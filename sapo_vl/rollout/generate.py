@@ -21,6 +21,7 @@ from transformers.generation.logits_process import (
 )
 
 from sapo_vl.errors import Interrupted
+from sapo_vl.models.decode import FusedDecoder, LayerDecoder, fused_decoding_supported
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
@@ -109,12 +110,14 @@ class HFEngine:
     tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up;
     the decoder layers' weights are gathered once per ``generate`` call, not per decoding step, as many as fit in
     half the free GPU memory (``parallel.kept_units``).
-    ``shared_prefill=False`` always uses ``generate`` (for comparisons)."""
+    Unsharded, each new token runs through ``FusedDecoder`` (``sapo_vl.models.decode``: the same layers in fewer
+    operations, KV cache written in place; logits equal to float rounding), sharded through the text model's layers.
+    ``shared_prefill=False`` always uses ``generate``, ``fused_decoding=False`` the layer calls (for comparisons)."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
-                 shared_prefill: bool = True):
+                 shared_prefill: bool = True, fused_decoding: bool = True):
         self.model, self.processor, self.batch_size, self.stop = model, processor, batch_size, stop
-        self.synced, self.shared_prefill = synced, shared_prefill
+        self.synced, self.shared_prefill, self.fused_decoding = synced, shared_prefill, fused_decoding
         tok = processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         if self.eos_id is None or self.eos_id == tok.unk_token_id:
@@ -186,12 +189,11 @@ class HFEngine:
         position = position_ids(model, inputs)  # (4, B, P)
         cache, cache_key = DynamicCache(config=model.config), cache_kwarg(model)
         out = model(**inputs, position_ids=position, use_cache=True, logits_to_keep=1, **{cache_key: cache})
-        cache.batch_repeat_interleave(n)
-        decoder = model.model.language_model
-        decoder_cache = cache_kwarg(decoder)
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (B * n, V)
-        mask = inputs["attention_mask"].repeat_interleave(n, 0)  # (B * n, P)
-        position = position[..., -1:].repeat_interleave(n, 1)  # (4, B * n, 1)
+        # each new token is text: the decoder and the head alone, without the multimodal wrapper's per-call work
+        fused = self.fused_decoding and not self.synced and fused_decoding_supported(model)
+        feed = (FusedDecoder if fused else LayerDecoder)(model, cache, inputs["attention_mask"], position[..., -1:],
+                                                         n, params.max_new_tokens - 1)
         # generate's SuppressTokensLogitsProcessor, its mask built once
         suppressed = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
         suppressed[[i for i in self.suppress if i < len(suppressed)]] = True
@@ -221,12 +223,7 @@ class HFEngine:
                 raise Interrupted("stop requested during generation")
             if not running or step == params.max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, mask.new_ones(len(mask), 1)], dim=1)
-            position = position + 1
-            # a new token is text: the decoder and the head alone, without the multimodal wrapper's per-call work
-            out = decoder(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
-                          **{decoder_cache: cache})
-            logits = model.lm_head(out.last_hidden_state[:, -1]).float()
+            logits = feed(token)
         return torch.stack(tokens, 1)
 
 

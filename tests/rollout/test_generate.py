@@ -211,9 +211,10 @@ def _generate_kwargs(engine, params: SamplingParams, n: int) -> dict:
 
 @pytest.mark.parametrize("params", [SamplingParams(6, 1.0), SamplingParams(6, 0.7, top_p=0.9, top_k=40),
                                     SamplingParams(6, 0.0)], ids=["sample", "top-k-top-p", "greedy"])
-def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params, multinomial):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-decoding", "layer-calls"])
+def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params, fused, multinomial):
     model, processor, records = warm
-    engine, n = HFEngine(model, processor), 5
+    engine, n = HFEngine(model, processor, fused_decoding=fused), 5
     prompts = collate_prompts(PromptFormat(processor), records[:4])
     batch_sizes = []
     hook = model.model.language_model.register_forward_hook(
@@ -224,7 +225,10 @@ def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params, mu
     finally:
         hook.remove()
     copies = n if params.do_sample else 1  # greedy: one completion per prompt, repeated
-    assert batch_sizes[0] == 4 and set(batch_sizes[1:]) == {4 * copies}  # the prefill: one row per prompt
+    assert batch_sizes[0] == 4  # the prefill: one row per prompt
+    # then each new token: through the text model (4 x copies rows), or fused, without calling it
+    assert set(batch_sizes[1:]) == (set() if fused else {4 * copies})
+    assert len(batch_sizes) > 1 or fused
     inputs = prompts.model_inputs(keyed=False)
     torch.manual_seed(7)
     seq = model.generate(**inputs, **_generate_kwargs(engine, params, n))[:, inputs["input_ids"].shape[1]:]
@@ -234,9 +238,10 @@ def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params, mu
         assert torch.isin(shared[:, :-1], torch.tensor(engine.eos_ids)).any()
 
 
-def test_one_prefill_per_prompt_matches_generate_on_left_padded_text_only_prompts(warm, multinomial):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-decoding", "layer-calls"])
+def test_one_prefill_per_prompt_matches_generate_on_left_padded_text_only_prompts(warm, fused, multinomial):
     model, processor, _ = warm
-    engine, params = HFEngine(model, processor), SamplingParams(6, 1.0)
+    engine, params = HFEngine(model, processor, fused_decoding=fused), SamplingParams(6, 1.0)
     records = [{"id": str(i), "prompt": "What is 2 + 2?" + " Be brief." * i, "answer": "4"} for i in range(3)]
     prompts = collate_prompts(PromptFormat(processor), records)
     assert len(set(prompts.attention_mask.sum(1).tolist())) == 3 and "image_grid_thw" not in prompts.model_inputs()
