@@ -235,22 +235,25 @@ def evaluate(r: Run) -> dict[str, float]:
     return out
 
 
-def one_pass(cfg: Config) -> bool:
-    """Each rollout gets exactly one optimizer step from the policy that made it: pi_old is the policy being
-    trained, so its log-probs need no forward of their own (the ratio is 1 by construction)."""
-    return (cfg.train.num_mini_batches == 1 and cfg.train.epochs == 1 and cfg.rollout.staleness == 0
-            and cfg.algo.routing_replay == "none")
+def scored_by_update(r: Run) -> bool:
+    """The update trains the very policy that made the rollout (no staleness, no routing replay, one epoch), so it
+    scores the old log-probs itself (``PolicyUpdate.update``): the first mini-batch from its own forward, the rest
+    (none with one mini-batch) just before the first optimizer step. FSDP2-sharded with several mini-batches, the
+    rollout phase scores them (ranks may keep different numbers of rows, and every forward is collective there)."""
+    cfg = r.cfg
+    return (cfg.train.epochs == 1 and cfg.rollout.staleness == 0 and cfg.algo.routing_replay == "none"
+            and (cfg.train.num_mini_batches == 1 or not r.update.sharded))
 
 
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
-    """G completions per prompt, then old log-probs and MoE routing from the update's own forward (skipped when
-    ``one_pass``: the update's forward gives them)."""
+    """G completions per prompt, then old log-probs and MoE routing from the update's own forward (unless
+    ``scored_by_update``: the update scores them)."""
     cfg = r.cfg
     r.hf_model.eval()
     t0 = time.perf_counter()
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
-    if not one_pass(cfg):
+    if not scored_by_update(r):
         rollout.old_logprobs, rollout.routing = score_rollout(
             r.update.policy, rollout, temperature=r.sampling.temperature,
             micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size,
@@ -307,9 +310,13 @@ def train_step(r: Run) -> dict:
     r.pending.append(rollout.select(keep) if len(keep) < len(rollout) else rollout)
     t1 = time.perf_counter()
     r.hf_model.train()
+    scoring = 0.0  # the old log-probs, when the update scored them (scored_by_update)
     if len(r.pending) > r.cfg.rollout.staleness:
-        metrics.update(r.update.update(r.pending.pop(0)))
-    metrics["time/update"] = time.perf_counter() - t1
+        update_metrics = r.update.update(r.pending.pop(0))
+        scoring = update_metrics.pop("time/logprob")
+        metrics.update(update_metrics)
+    metrics["time/logprob"] += scoring
+    metrics["time/update"] = time.perf_counter() - t1 - scoring
     n_tokens = int(rollout.response_mask.sum() + rollout.prompt_mask.sum())
     metrics["time/step"] = time.perf_counter() - t0
     metrics["throughput/tokens_per_s"] = n_tokens / max(metrics["time/step"], 1e-9)

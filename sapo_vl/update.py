@@ -23,8 +23,10 @@ The one approximation is the MoE load-balancing term (``moe_aux_coef > 0``): it 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 
@@ -125,20 +127,59 @@ class PolicyUpdate:
                 "scheduler": self.scheduler.state_dict()}
 
     def update(self, batch: Rollout) -> dict[str, float]:
-        """Mini-batches x epochs over ``batch``, one optimizer step per mini-batch, then one schedule step."""
+        """Mini-batches x epochs over ``batch``, one optimizer step per mini-batch, then one schedule step.
+
+        A ``batch`` without old log-probs was made by this very policy (no staleness, no routing replay: see
+        ``sapo_vl.train.scored_by_update``). pi_old is then the policy until its first optimizer step, so the first
+        mini-batch reads its old log-probs from its own forward, detached (exactly: the same weights), and the other
+        rows are scored by one no-grad forward just before that step (all rows with more than one epoch): one
+        mini-batch's forward fewer than scoring the whole rollout apart. Its seconds are ``time/logprob``."""
         per_step: list[dict] = []
         n_mb = min(self.train.num_mini_batches, len(batch))
-        for _ in range(self.train.epochs if len(batch) else 0):
+        scoring = 0.0
+        for epoch in range(self.train.epochs if len(batch) else 0):
             order = torch.randperm(len(batch)).tolist()
-            for k in range(n_mb):
-                per_step.append(self.step(batch.select(order[k::n_mb])))
+            minis = [order[k::n_mb] for k in range(n_mb)]
+            first_free = batch.old_logprobs is None and self.train.epochs == 1
+            if batch.old_logprobs is None:
+                start = time.perf_counter()
+                batch = self._score(batch, [i for m in minis[1:] for i in m] if first_free else order)
+                scoring = time.perf_counter() - start
+            for k, idx in enumerate(minis):
+                mb = batch.select(idx)
+                if k == 0 and first_free:  # pi_old is the policy now: its own forward gives them
+                    mb = replace(mb, old_logprobs=None, routing=None)
+                per_step.append(self.step(mb))
         with warnings.catch_warnings():  # a step with nothing to train (every group dropped) still counts
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
             self.scheduler.step()
         metrics = {key: sum(m[key] for m in per_step if key in m) / sum(1 for m in per_step if key in m)
                    for key in sorted({k for m in per_step for k in m})}
-        metrics.update({"lr": self.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step))})
+        metrics.update({"lr": self.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step)),
+                        "time/logprob": scoring})
         return metrics
+
+    def _score(self, batch: Rollout, rows: list[int]) -> Rollout:
+        """``batch`` with the old log-probs and routing of ``rows`` scored by the policy as it is now (no grad, eval
+        mode, as the rollout phase scores); the other rows' stay zero (never read)."""
+        if not rows:
+            return batch
+        from sapo_vl.rollout.generate import score_rollout
+
+        training = self.model.training
+        self.model.eval()
+        try:
+            old, recorded = score_rollout(self.policy, batch.select(rows), temperature=self.rollout.temperature,
+                                          micro_batch_size=self.rollout.generation_batch_size,
+                                          chunk_size=self.train.logprob_chunk_size, packed=self.packed,
+                                          share=self.share)
+        finally:
+            self.model.train(training)
+        index = torch.as_tensor(rows)
+        logprobs = old.new_zeros(batch.completion_ids.shape).index_copy_(0, index, old)
+        if recorded is not None:
+            recorded = recorded.new_zeros((len(batch),) + recorded.shape[1:]).index_copy_(0, index, recorded)
+        return replace(batch, old_logprobs=logprobs, routing=recorded)
 
     def step(self, mb: Rollout) -> dict[str, float]:
         """One optimizer step on the mini-batch ``mb``: accumulate, clip, step."""

@@ -127,3 +127,45 @@ def test_without_old_logprobs_the_update_is_exactly_the_on_policy_update(model_a
     m2, g2 = _grads(model, without, micro_batch_tokens=10**6, loss="sapo", aggregation="seq-mean-token-mean")
     assert m1["ratio/mean"] == m2["ratio/mean"] == 1.0 and m1["loss"] == m2["loss"]
     assert all(torch.equal(g1[name], g2[name]) for name in g1)
+
+
+def test_an_unscored_rollout_scores_all_but_its_first_mini_batch_and_trains_as_if_scored_first(tiny_dir,
+                                                                                               model_and_batch,
+                                                                                               monkeypatch):
+    """Several mini-batches on the policy that made the rollout: the first mini-batch's old log-probs come from its
+    own forward, the other rows are scored before the first optimizer step; the update equals scoring every row
+    first (the rollout phase's way)."""
+    import dataclasses
+
+    from sapo_vl.rollout import generate, score_rollout
+
+    _, batch = model_and_batch
+    algo, train = AlgoConfig(), TrainConfig(lr=1e-3, num_mini_batches=3, micro_batch_tokens=10**6)
+    rollout_cfg = RolloutConfig(max_new_tokens=batch.completion_ids.shape[1], temperature=1.0)
+    params, metrics, scored = [], [], []
+    monkeypatch.setattr(generate, "score_rollout",
+                        lambda m, ro, **kw: scored.append(len(ro)) or score_rollout(m, ro, **kw))
+    for scored_first in (True, False):
+        model, _ = load_policy(tiny_dir)
+        model.train()
+        update = PolicyUpdate(model, algo, train, rollout_cfg)
+        old = None
+        if scored_first:
+            model.eval()
+            old, _ = score_rollout(model, batch, temperature=1.0, micro_batch_size=64, packed=update.packed,
+                                   share=update.share)
+            model.train()
+        scored.clear()
+        torch.manual_seed(3)  # the same mini-batches
+        metrics.append(update.update(dataclasses.replace(batch, old_logprobs=old)))
+        assert scored == ([] if scored_first else [4])  # 6 rows in 3 mini-batches: the last two scored together
+        params.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    assert metrics[1]["time/logprob"] > 0 == metrics[0]["time/logprob"]
+    assert metrics[0]["optimizer_steps"] == metrics[1]["optimizer_steps"] == 3
+    moved = max((params[0][n] - p).abs().max() for n, p in load_policy(tiny_dir)[0].named_parameters())
+    assert moved > 1e-4  # the three steps changed the weights
+    for name, p in params[0].items():
+        torch.testing.assert_close(params[1][name], p, rtol=1e-5, atol=1e-6, msg=name)
+    # later mini-batches are off-policy by then: their ratios moved away from 1 in both runs alike
+    assert metrics[1]["ratio/mean"] == pytest.approx(metrics[0]["ratio/mean"], abs=1e-6)
+    assert metrics[0]["ratio/mean"] != 1.0
