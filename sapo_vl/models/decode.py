@@ -32,13 +32,27 @@ def fused_decoding_supported(model) -> bool:
     return all(hasattr(layer.self_attn, "q_norm") and hasattr(layer, "mlp") for layer in layers)
 
 
-def _rms(x: torch.Tensor, norm) -> torch.Tensor:
-    """transformers' RMSNorm (in float32, weight applied after) as one fused kernel."""
-    return F.rms_norm(x.float(), (x.shape[-1],), norm.weight.float(), norm.variance_epsilon).to(x.dtype)
+def _norm(module) -> tuple[torch.Tensor, float]:
+    return module.weight.float(), module.variance_epsilon
+
+
+def _rms(x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
+    """transformers' RMSNorm (in float32, weight applied after) as one fused kernel; ``norm``: ``_norm(module)``."""
+    return F.rms_norm(x.float(), (x.shape[-1],), *norm).to(x.dtype)
 
 
 def _linear(x: torch.Tensor, module) -> torch.Tensor:
     return F.linear(x, module.weight, module.bias)
+
+
+class _Layer:
+    """One text layer's modules and norm weights, looked up once per call, not per token."""
+
+    def __init__(self, layer):
+        attn = layer.self_attn
+        self.q, self.k, self.v, self.o, self.mlp = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, layer.mlp
+        self.norm_in, self.norm_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
+        self.q_norm, self.k_norm = _norm(attn.q_norm), _norm(attn.k_norm)
 
 
 class FusedDecoder:
@@ -50,6 +64,7 @@ class FusedDecoder:
 
     def __init__(self, model, cache, mask: torch.Tensor, position: torch.Tensor, n: int, steps: int):
         self.text, self.head = model.model.language_model, model.lm_head
+        self.layers, self.norm = [_Layer(layer) for layer in self.text.layers], _norm(self.text.norm)
         attn = self.text.layers[0].self_attn
         self.groups, self.head_dim, self.scale = attn.num_key_value_groups, attn.head_dim, attn.scaling
         self.length = mask.shape[1]  # tokens in the buffers so far
@@ -66,7 +81,7 @@ class FusedDecoder:
         self.bias = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, float("-inf"))[:, None, None]
         # one query per row: on CPU two small batched matmuls beat the flash kernel scaled_dot_product_attention picks
         self.batched_matmuls = device.type == "cpu"
-        kv = self.keys[0].shape[1]  # and per key/value head, for the batched matmuls: (B * n * kv_heads, groups, P + steps)
+        kv = self.keys[0].shape[1]  # and per key/value head for them: (B * n * kv_heads, groups, P + steps)
         self.bias_per_head = self.bias.expand(rows, kv, self.groups, -1).reshape(rows * kv, self.groups, -1)
         ahead = position.repeat_interleave(n, 1) + torch.arange(1, steps + 1, device=device)  # (4, B * n, steps)
         cos, sin = self.text.rotary_emb(self.keys[0], ahead[1:])  # (B * n, steps, D), the text model's own
@@ -79,18 +94,17 @@ class FusedDecoder:
         t, L = self.step, self.length + 1
         cos, sin, bias = self.cos[:, t, None], self.sin[:, t, None], self.bias[..., :L]
         h = self.text.embed_tokens(tokens)  # (R, H)
-        for i, layer in enumerate(self.text.layers):
-            h = h + self._attention(layer.self_attn, _rms(h, layer.input_layernorm), i, cos, sin, bias)
-            x = _rms(h, layer.post_attention_layernorm)
-            h = h + layer.mlp(x[:, None])[:, 0]
+        for i, layer in enumerate(self.layers):
+            h = h + self._attention(layer, _rms(h, layer.norm_in), i, cos, sin, bias)
+            h = h + layer.mlp(_rms(h, layer.norm_post)[:, None])[:, 0]
         self.step, self.length = t + 1, L
-        return _linear(_rms(h, self.text.norm), self.head).float()
+        return _linear(_rms(h, self.norm), self.head).float()
 
-    def _attention(self, attn, x, i: int, cos, sin, bias) -> torch.Tensor:
+    def _attention(self, layer: _Layer, x, i: int, cos, sin, bias) -> torch.Tensor:
         R, D, L = x.shape[0], self.head_dim, self.length + 1
-        q = _rms(_linear(x, attn.q_proj).view(R, -1, D), attn.q_norm)  # (R, heads, D)
-        k = _rms(_linear(x, attn.k_proj).view(R, -1, D), attn.k_norm)  # (R, kv_heads, D)
-        v = _linear(x, attn.v_proj).view(R, -1, D)
+        q = _rms(_linear(x, layer.q).view(R, -1, D), layer.q_norm)  # (R, heads, D)
+        k = _rms(_linear(x, layer.k).view(R, -1, D), layer.k_norm)  # (R, kv_heads, D)
+        v = _linear(x, layer.v).view(R, -1, D)
         q = q * cos + q.roll(D // 2, -1) * sin
         k = k * cos + k.roll(D // 2, -1) * sin
         self.keys[i][:, :, L - 1], self.values[i][:, :, L - 1] = k, v
@@ -104,7 +118,7 @@ class FusedDecoder:
         else:
             q = q.view(R, keys.shape[1], self.groups, D)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scale)
-        return _linear(out.reshape(R, -1), attn.o_proj)
+        return _linear(out.reshape(R, -1), layer.o)
 
 
 class LayerDecoder:
