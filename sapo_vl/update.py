@@ -137,7 +137,7 @@ class PolicyUpdate:
         per_step: list[dict] = []
         n_mb = min(self.train.num_mini_batches, len(batch))
         scoring = 0.0
-        for epoch in range(self.train.epochs if len(batch) else 0):
+        for _ in range(self.train.epochs if len(batch) else 0):
             order = torch.randperm(len(batch)).tolist()
             minis = [order[k::n_mb] for k in range(n_mb)]
             first_free = batch.old_logprobs is None and self.train.epochs == 1
