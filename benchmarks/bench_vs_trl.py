@@ -34,6 +34,8 @@ WORKLOADS = {
     "decode-bound": dict(prompts=4, group=8, tokens=64, pixels=64, layers=4, steps=2),
     "image-heavy": dict(prompts=4, group=8, tokens=16, pixels=224, layers=4, steps=1),
 }
+# issue 10's targets: (most of TRL's step time, most of its peak RSS) sapo_vl may take; throughput is 1 / time
+TARGETS = {"micro": (0.6, 0.75), "decode-bound": (0.5, None), "image-heavy": (0.5, None)}
 QUESTION = "What color is the shape?"
 PHASES = ("rollout", "logprob", "reward", "update")  # sapo_vl's time/* metrics: where its step time goes
 PHASE_TIMES: dict[str, list[float]] = {}
@@ -171,12 +173,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<13} TRL {t:.3f} s/rollout  sapo_vl {s:.3f} s/rollout  time ratio {s / t:.2f}x  "
               f"throughput {t / s:.2f}x  peak RSS {rs:.0f} / {rt:.0f} MB ({rs / rt:.2f}x)  "
               f"per-round time ratios {min(ratios):.2f}-{max(ratios):.2f}x", flush=True)
+        print(f"{'':<13} {verdict(name, s / t, rs / rt, ratios)}", flush=True)
         phases = {k: statistics.median(r["phases"][k] for r in results["sapo_vl"]) for k in PHASES}
         print(f"{'':<13} sapo_vl phases: " + "  ".join(f"{k} {v:.3f} s" for k, v in phases.items()), flush=True)
         summary[name] = {"trl": t, "sapo_vl": s, "phases": phases}
     if args.plot:
         plot(summary, args.plot)
     return 0
+
+
+def verdict(workload: str, time_ratio: float, rss_ratio: float, per_round: list[float]) -> str:
+    """Whether the medians meet the workload's target (``TARGETS``), and in how many rounds the time ratio does."""
+    max_time, max_rss = TARGETS[workload]
+    wanted = f"time <= {max_time:.2f}x TRL's" if max_time != 0.5 else "throughput >= 2x TRL's"
+    met = time_ratio <= max_time
+    if max_rss is not None:
+        wanted += f", peak RSS <= {max_rss:.2f}x"
+        met = met and rss_ratio <= max_rss
+    rounds = sum(r <= max_time for r in per_round)
+    return (f"target {wanted}: {'met' if met else 'NOT met'} "
+            f"(time target reached in {rounds} of {len(per_round)} rounds)")
 
 
 def plot(summary: dict, path: Path) -> None:

@@ -63,3 +63,13 @@ def test_bench_decoding_prints_fused_decoding_against_layer_calls_and_generate(c
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines[-3:]] == ["generate", "layer", "fused"]
     assert all("ms per step" in line and "x faster" in line for line in lines[-3:])
+
+
+def test_bench_vs_trl_says_whether_each_workload_meets_its_target():
+    verdict = _load("bench_vs_trl").verdict
+    assert verdict("micro", 0.28, 0.70, [0.3, 0.5, 0.7]) == (
+        "target time <= 0.60x TRL's, peak RSS <= 0.75x: met (time target reached in 2 of 3 rounds)")
+    assert verdict("micro", 0.28, 0.80, [0.3]).startswith("target time <= 0.60x TRL's, peak RSS <= 0.75x: NOT met")
+    assert verdict("decode-bound", 0.47, 0.77, [0.4, 0.64]) == (
+        "target throughput >= 2x TRL's: met (time target reached in 1 of 2 rounds)")
+    assert verdict("image-heavy", 0.52, 0.74, [0.45]).startswith("target throughput >= 2x TRL's: NOT met")
