@@ -169,3 +169,25 @@ def test_an_unscored_rollout_scores_all_but_its_first_mini_batch_and_trains_as_i
     # later mini-batches are off-policy by then: their ratios moved away from 1 in both runs alike
     assert metrics[1]["ratio/mean"] == pytest.approx(metrics[0]["ratio/mean"], abs=1e-6)
     assert metrics[0]["ratio/mean"] != 1.0
+
+
+def test_the_fused_adamw_kernel_steps_the_weights_as_the_per_parameter_loop_does(tiny_dir, model_and_batch,
+                                                                                  monkeypatch):
+    import sapo_vl.update as update_module
+
+    _, batch = model_and_batch
+    weights = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(update_module, "fused_adamw", lambda params: {})
+        model, _ = load_policy(tiny_dir)
+        model.train()
+        update = PolicyUpdate(model, AlgoConfig(), TrainConfig(lr=1e-3, weight_decay=0.1), RolloutConfig())
+        assert bool(update.optimizer.defaults.get("fused")) == fused
+        for _ in range(3):
+            update.step(batch)
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    fresh = dict(load_policy(tiny_dir)[0].named_parameters())
+    assert max((weights[0][n] - p).abs().max() for n, p in fresh.items()) > 1e-3  # three steps moved them
+    for name, w in weights[1].items():
+        torch.testing.assert_close(weights[0][name], w, rtol=1e-5, atol=1e-6, msg=name)
