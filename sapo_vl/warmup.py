@@ -17,6 +17,7 @@ from sapo_vl.errors import Interrupted
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import Rollout, to_device
+from sapo_vl.update import fused_adamw
 
 
 def _first_answer(record: dict) -> str | None:
@@ -66,7 +67,7 @@ def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, lo
     if labels == "gold" and missing:
         raise ValueError(f"warm-up with gold labels: {len(missing)} record(s) have no answer, e.g. {missing[:3]}")
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, **fused_adamw(params))
     device = next(model.parameters()).device
     model.train()
     losses = []
