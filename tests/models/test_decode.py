@@ -99,7 +99,8 @@ def test_fused_decoding_writes_each_token_into_buffers_sized_once(policy):
     assert torch.equal(feed.keys[-1][0], feed.keys[-1][N - 1]) and not torch.equal(feed.keys[-1][0], feed.keys[-1][N])
 
 
-def test_fused_decoding_in_bfloat16_stays_within_bfloat16_rounding_of_the_layer_calls(policy):
+@pytest.mark.parametrize("attention", ["batched matmuls", "sdpa"])
+def test_fused_decoding_in_bfloat16_stays_within_bfloat16_rounding_of_the_layer_calls(policy, attention):
     model, processor = policy
     model = model.to(torch.bfloat16)
     try:
@@ -110,6 +111,8 @@ def test_fused_decoding_in_bfloat16_stays_within_bfloat16_rounding_of_the_layer_
         for decoder in (FusedDecoder, LayerDecoder):
             _, cache, position = _prefill(model, inputs)
             feed = decoder(model, cache, inputs["attention_mask"], position, N, STEPS)
+            if decoder is FusedDecoder:
+                feed.batched_matmuls = attention == "batched matmuls"
             with torch.no_grad():
                 got[decoder] = torch.stack([feed(tokens[:, t]) for t in range(STEPS)], 1)
         assert got[FusedDecoder].dtype == torch.float32
