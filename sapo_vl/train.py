@@ -342,9 +342,15 @@ def run(cfg: Config) -> dict:
             print(f"[sapo-vl] {stop.signal}: {why}; stopped before training started, nothing saved", flush=True)
             return {"step": 0, "stopped": stop.signal}
         try:
-            return _loop(r, out_dir, resume_from)
+            summary = _loop(r, out_dir, resume_from)
         finally:
             r.reward_pool.close()
+        if r.accelerator.num_processes > 1:
+            # every rank leaves the process group together: left to the interpreter's exit, gloo's threads can find
+            # the other rank gone and abort the process ("terminate called without an active exception")
+            r.accelerator.wait_for_everyone()
+            r.accelerator.end_training()
+        return summary
 
 
 def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
