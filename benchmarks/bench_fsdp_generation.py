@@ -38,7 +38,7 @@ def worker(args) -> None:
     from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
     from sapo_vl.data import build_synthetic_shapes
     from sapo_vl.models.load import load_policy
-    from sapo_vl.parallel import make_accelerator
+    from sapo_vl.parallel import leave_process_group, make_accelerator
     from sapo_vl.rollout import PromptFormat, collate_prompts
     from sapo_vl.update import PolicyUpdate
 
@@ -74,6 +74,7 @@ def worker(args) -> None:
             counts[name] = len(gathers)
     if rank == 0:
         print(json.dumps({"median_s": {k: statistics.median(v) for k, v in times.items()}, "all_gathers": counts}))
+    leave_process_group(accelerator)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,6 +63,15 @@ def make_accelerator(train) -> Any:
     return accelerator
 
 
+def leave_process_group(accelerator) -> None:
+    """A multi-process run's end: every rank waits for the others, then leaves the process group. Left to the
+    interpreter's exit, gloo's threads can find another rank gone and abort the process ("terminate called without
+    an active exception", SIGABRT) after all the work is done."""
+    if accelerator is not None and accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+
+
 def _fsdp_on_cpu(accelerator) -> None:
     """What accelerate's state does for FSDP on GPUs (``AcceleratorState.__init__``: distributed type in both
     shared states, plugin, mixed precision), done on CPU, where it stops at MULTI_CPU."""

@@ -37,7 +37,8 @@ from sapo_vl.models.moe import moe_routers
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
-from sapo_vl.parallel import describe_sharding, even_share, full_model_state, make_accelerator, reduce_mean
+from sapo_vl.parallel import (describe_sharding, even_share, full_model_state, leave_process_group, make_accelerator,
+                              reduce_mean)
 from sapo_vl.plan import preflight
 from sapo_vl.plugins import split_imports
 from sapo_vl.rundir import RunLock, StopFlag, atomic_dir
@@ -345,11 +346,7 @@ def run(cfg: Config) -> dict:
             summary = _loop(r, out_dir, resume_from)
         finally:
             r.reward_pool.close()
-        if r.accelerator.num_processes > 1:
-            # every rank leaves the process group together: left to the interpreter's exit, gloo's threads can find
-            # the other rank gone and abort the process ("terminate called without an active exception")
-            r.accelerator.wait_for_everyone()
-            r.accelerator.end_training()
+        leave_process_group(r.accelerator)
         return summary
 
 

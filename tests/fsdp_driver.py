@@ -265,3 +265,6 @@ if __name__ == "__main__":
         drive_mixed(Path(sys.argv[3]), Path(sys.argv[2]))
     else:
         run(sys.argv[1], sys.argv[2:])
+    if torch.distributed.is_initialized():  # as sapo_vl.parallel.leave_process_group: not left to the exit
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
