@@ -58,6 +58,19 @@ def _full_forward_logits(model, inputs, tokens):
     return logits[:, -tokens.shape[1] - 1:]  # after the prompt, then after each fed token
 
 
+def _fed_logits(model, inputs, tokens, attention: str) -> dict:
+    """Each decoder's logits after the prefill, then after each fed token: (3 * N, 1 + STEPS, V)."""
+    out = {}
+    for decoder in (FusedDecoder, LayerDecoder):
+        first, cache, position = _prefill(model, inputs)
+        feed = decoder(model, cache, inputs["attention_mask"], position, N, STEPS)
+        if decoder is FusedDecoder:
+            feed.batched_matmuls = attention == "batched matmuls"
+        with torch.no_grad():
+            out[decoder] = torch.stack([first.repeat_interleave(N, 0)] + [feed(tokens[:, t]) for t in range(STEPS)], 1)
+    return out
+
+
 @pytest.mark.parametrize("attention", ["batched matmuls", "sdpa"])  # the CPU path; the GPU one, here on CPU
 def test_fused_decoding_gives_the_logits_of_a_full_forward_over_prompt_and_tokens(policy, attention):
     model, processor = policy
@@ -67,17 +80,8 @@ def test_fused_decoding_gives_the_logits_of_a_full_forward_over_prompt_and_token
     torch.manual_seed(0)
     tokens = torch.randint(0, 900, (3 * N, STEPS))
     expected = _full_forward_logits(model, inputs, tokens)
-    results = {}
-    for decoder in (FusedDecoder, LayerDecoder):
-        first, cache, position = _prefill(model, inputs)
-        feed = decoder(model, cache, inputs["attention_mask"], position, N, STEPS)
-        if decoder is FusedDecoder:
-            feed.batched_matmuls = attention == "batched matmuls"
-        with torch.no_grad():
-            steps = [first.repeat_interleave(N, 0)] + [feed(tokens[:, t]) for t in range(STEPS)]
-        results[decoder.__name__] = torch.stack(steps, 1)
-    for name, got in results.items():
-        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5, msg=name)
+    for decoder, got in _fed_logits(model, inputs, tokens, attention).items():
+        torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5, msg=decoder.__name__)
     assert not torch.equal(expected[:, 1], expected[:, 2])  # the fed tokens change the logits
 
 
@@ -107,14 +111,7 @@ def test_fused_decoding_in_bfloat16_stays_within_bfloat16_rounding_of_the_layer_
         inputs = collate_prompts(PromptFormat(processor), RECORDS).model_inputs(keyed=False)
         inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
         tokens = torch.randint(0, 900, (3 * N, STEPS), generator=torch.Generator().manual_seed(1))
-        got = {}
-        for decoder in (FusedDecoder, LayerDecoder):
-            _, cache, position = _prefill(model, inputs)
-            feed = decoder(model, cache, inputs["attention_mask"], position, N, STEPS)
-            if decoder is FusedDecoder:
-                feed.batched_matmuls = attention == "batched matmuls"
-            with torch.no_grad():
-                got[decoder] = torch.stack([feed(tokens[:, t]) for t in range(STEPS)], 1)
+        got = _fed_logits(model, inputs, tokens, attention)
         assert got[FusedDecoder].dtype == torch.float32
         scale = got[LayerDecoder].abs().max()
         assert (got[FusedDecoder] - got[LayerDecoder]).abs().max() <= 0.03 * scale
