@@ -12,8 +12,10 @@ its operation count, not its FLOPs. ``FusedDecoder`` computes the same layers fr
   on CPU (with grouped-query heads folded, no repeat), ``scaled_dot_product_attention`` elsewhere;
 - each layer's MLP or MoE block called as a module (the model's own experts kernel; router hooks still fire).
 
-The logits equal the text model's to float rounding (tested within 1e-5, MoE and dense, padded prompts). It reads the
-layers' weights directly, so it needs them unsharded: a model sharded with FSDP2 decodes through the layer calls.
+The logits equal the text model's to float rounding (tested within 2e-5, MoE and dense, padded prompts). It reads the
+layers' weights directly, so it needs them unsharded: under FSDP2 it runs when every text layer is kept gathered for
+the generation call (``sapo_vl.parallel.kept_units``), and a model with a layer still sharded decodes through the
+layer calls (``LayerDecoder``), whose hooks gather it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,18 @@ FUSED_MODELS = ("qwen3_vl", "qwen3_vl_moe")  # text layers: q/k/v/o projections,
 
 
 def fused_decoding_supported(model) -> bool:
-    """Whether ``FusedDecoder`` computes ``model``'s text decoder (a Qwen3-VL(-MoE) with its modules in place)."""
+    """Whether ``FusedDecoder`` can compute ``model``'s text decoder now: a Qwen3-VL(-MoE) with its modules in place
+    and every text weight a plain tensor. Under FSDP2 that holds only while the layers are gathered and kept so
+    (``sapo_vl.parallel.kept_units``, after the prefill has gathered them); a weight still sharded (a ``DTensor``)
+    means the layer calls, whose hooks gather it."""
     if getattr(model.config, "model_type", None) not in FUSED_MODELS:
         return False
-    layers = model.model.language_model.layers
-    return all(hasattr(layer.self_attn, "q_norm") and hasattr(layer, "mlp") for layer in layers)
+    text = model.model.language_model
+    if not all(hasattr(layer.self_attn, "q_norm") and hasattr(layer, "mlp") for layer in text.layers):
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return not any(isinstance(p, DTensor) for p in (*text.parameters(), *model.lm_head.parameters()))
 
 
 def _norm(module) -> tuple[torch.Tensor, float]:

@@ -110,8 +110,9 @@ class HFEngine:
     tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up;
     the decoder layers' weights are gathered once per ``generate`` call, not per decoding step, as many as fit in
     half the free GPU memory (``parallel.kept_units``).
-    Unsharded, each new token runs through ``FusedDecoder`` (``sapo_vl.models.decode``: the same layers in fewer
-    operations, KV cache written in place; logits equal to float rounding), sharded through the text model's layers.
+    Each new token runs through ``FusedDecoder`` (``sapo_vl.models.decode``: the same layers in fewer operations, KV
+    cache written in place; logits equal to float rounding); sharded, only when every decoder layer is kept gathered,
+    through the text model's layers otherwise.
     ``shared_prefill=False`` always uses ``generate``, ``fused_decoding=False`` the layer calls (for comparisons)."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
@@ -191,7 +192,7 @@ class HFEngine:
         out = model(**inputs, position_ids=position, use_cache=True, logits_to_keep=1, **{cache_key: cache})
         logits = out.logits[:, -1].float().repeat_interleave(n, 0)  # (B * n, V)
         # each new token is text: the decoder and the head alone, without the multimodal wrapper's per-call work
-        fused = self.fused_decoding and not self.synced and fused_decoding_supported(model)
+        fused = self.fused_decoding and fused_decoding_supported(model)  # sharded: only with every layer kept gathered
         feed = (FusedDecoder if fused else LayerDecoder)(model, cache, inputs["attention_mask"], position[..., -1:],
                                                          n, params.max_new_tokens - 1)
         # generate's SuppressTokensLogitsProcessor, its mask built once

@@ -117,3 +117,24 @@ def test_fused_decoding_in_bfloat16_stays_within_bfloat16_rounding_of_the_layer_
         assert (got[FusedDecoder] - got[LayerDecoder]).abs().max() <= 0.03 * scale
     finally:
         model.float()
+
+
+def test_fused_decoding_waits_for_gathered_weights_a_sharded_one_means_the_layer_calls(policy, tmp_path):
+    """Under FSDP2 a layer not kept gathered holds DTensor weights between calls: the layer calls must gather it."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    model, _ = policy
+    assert fused_decoding_supported(model)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    proj = model.model.language_model.layers[-1].self_attn.o_proj
+    plain = proj.weight
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        proj.weight = torch.nn.Parameter(distribute_tensor(plain.detach(), mesh, [Replicate()]))
+        assert not fused_decoding_supported(model)
+    finally:
+        proj.weight = plain
+        dist.destroy_process_group()
+    assert fused_decoding_supported(model)
