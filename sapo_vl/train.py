@@ -255,10 +255,7 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
     if not scored_by_update(r):
-        rollout.old_logprobs, rollout.routing = score_rollout(
-            r.update.policy, rollout, temperature=r.sampling.temperature,
-            micro_batch_size=cfg.rollout.generation_batch_size, chunk_size=cfg.train.logprob_chunk_size,
-            packed=r.update.packed, share=r.update.share)
+        rollout.old_logprobs, rollout.routing = r.update.score(rollout)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
                                                 micro_batch_size=cfg.rollout.generation_batch_size,

@@ -166,22 +166,27 @@ class PolicyUpdate:
                         "time/logprob": scoring})
         return metrics
 
-    def _score(self, batch: Rollout, rows: list[int]) -> Rollout:
-        """``batch`` with the old log-probs and routing of ``rows`` scored by the policy as it is now (no grad, eval
-        mode, as the rollout phase scores); the other rows' stay zero (never read)."""
-        if not rows:
-            return batch
+    def score(self, batch: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Old log-probs (N, C) and MoE routing of ``batch`` under the policy as it is now: ``score_rollout`` (no
+        grad) in eval mode, with this update's temperature, packing and shared-prefix forwards (the computation on
+        the other side of the ratio). The rollout phase and ``update`` both score through here."""
         from sapo_vl.rollout.generate import score_rollout
 
         training = self.model.training
         self.model.eval()
         try:
-            old, recorded = score_rollout(self.policy, batch.select(rows), temperature=self.rollout.temperature,
-                                          micro_batch_size=self.rollout.generation_batch_size,
-                                          chunk_size=self.train.logprob_chunk_size, packed=self.packed,
-                                          share=self.share)
+            return score_rollout(self.policy, batch, temperature=self.rollout.temperature,
+                                 micro_batch_size=self.rollout.generation_batch_size,
+                                 chunk_size=self.train.logprob_chunk_size, packed=self.packed, share=self.share)
         finally:
             self.model.train(training)
+
+    def _score(self, batch: Rollout, rows: list[int]) -> Rollout:
+        """``batch`` with the old log-probs and routing of ``rows`` scored (``score``); the other rows' stay zero
+        (never read)."""
+        if not rows:
+            return batch
+        old, recorded = self.score(batch.select(rows))
         index = torch.as_tensor(rows)
         logprobs = old.new_zeros(batch.completion_ids.shape).index_copy_(0, index, old)
         if recorded is not None:

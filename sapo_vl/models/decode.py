@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sapo_vl.models.prefix import cache_kwarg
+
 FUSED_MODELS = ("qwen3_vl", "qwen3_vl_moe")  # text layers: q/k/v/o projections, q/k RMSNorm, M-RoPE, (MoE) MLP
 
 
@@ -135,8 +137,6 @@ class LayerDecoder:
     ``FusedDecoder`` does not know, and FSDP2-sharded ones, whose layer calls gather the weights)."""
 
     def __init__(self, model, cache, mask: torch.Tensor, position: torch.Tensor, n: int, steps: int):
-        from sapo_vl.models.prefix import cache_kwarg
-
         self.text, self.head, self.cache = model.model.language_model, model.lm_head, cache
         self.cache_key = cache_kwarg(self.text)
         cache.batch_repeat_interleave(n)
