@@ -73,3 +73,9 @@ def test_bench_vs_trl_says_whether_each_workload_meets_its_target():
     assert verdict("decode-bound", 0.47, 0.77, [0.4, 0.64]) == (
         "target throughput >= 2x TRL's: met (time target reached in 1 of 2 rounds)")
     assert verdict("image-heavy", 0.52, 0.74, [0.45]).startswith("target throughput >= 2x TRL's: NOT met")
+
+
+def test_bench_optimizer_prints_the_fused_adamw_speed_up(capsys):
+    _load("bench_optimizer").main(["--rounds", "1", "--steps", "2", "--layers", "1"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "per-parameter loop" in line and "fused is" in line and line.endswith("x faster")
