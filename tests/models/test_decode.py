@@ -27,6 +27,11 @@ def policy(request, tiny_dir, tmp_path_factory):
     path = tiny_dir if request.param == "moe" else make_tiny_model(tmp_path_factory.mktemp("dense"),
                                                                    TinyConfig(moe=False))
     model, processor = load_policy(path)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # the tiny model's RMSNorm weights are all ones: make each one count
+        for name, p in model.model.language_model.named_parameters():
+            if "norm" in name:
+                p.copy_(torch.rand(p.shape, generator=generator) + 0.5)
     return model.eval(), processor
 
 
