@@ -246,15 +246,30 @@ def scored_by_update(r: Run) -> bool:
             and (cfg.train.num_mini_batches == 1 or not r.update.sharded))
 
 
+def sampler_logprobs(r: Run) -> bool:
+    """Whether the sampler's log-probs (``HFEngine.sample``) serve as pi_old, so no forward scores the rollout
+    (``rollout.old_logprobs``): "sampler" always, "score" never, "auto" where they equal a scoring forward's to
+    float32 rounding: float32 weights, no bf16 autocast, no routing replay (a scoring forward records its experts).
+    In bf16 the sampler's and a forward's log-probs differ by bf16 rounding; "sampler" then takes pi_old to be the
+    distribution the tokens were drawn from, as vLLM-based trainers do."""
+    choice = r.cfg.rollout.old_logprobs
+    if choice != "auto":
+        return choice == "sampler"
+    float32 = r.hf_model.dtype == torch.float32 and r.accelerator.mixed_precision == "no"
+    return float32 and r.cfg.algo.routing_replay == "none"
+
+
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
-    """G completions per prompt, then old log-probs and MoE routing from the update's own forward (unless
-    ``scored_by_update``: the update scores them)."""
+    """G completions per prompt with pi_old's log-probs: the sampler's (``sampler_logprobs``), or scored by a
+    no-grad forward with the MoE routing (here, or by the update itself: ``scored_by_update``)."""
     cfg = r.cfg
     r.hf_model.eval()
     t0 = time.perf_counter()
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
-    if not scored_by_update(r):
+    if not sampler_logprobs(r):
+        rollout.old_logprobs = None
+    if rollout.old_logprobs is None and not scored_by_update(r):
         rollout.old_logprobs, rollout.routing = r.update.score(rollout)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,

@@ -79,3 +79,11 @@ def test_bench_optimizer_prints_the_fused_adamw_speed_up(capsys):
     _load("bench_optimizer").main(["--rounds", "1", "--steps", "2", "--layers", "1"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "per-parameter loop" in line and "fused is" in line and line.endswith("x faster")
+
+
+def test_bench_old_logprobs_prints_both_ways_and_the_speed_up(capsys):
+    _load("bench_old_logprobs").main(["--rounds", "1", "--prompts", "1", "--group", "2", "--tokens", "3",
+                                      "--layers", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "pi_old by score" in lines[-3] and "pi_old by sampler" in lines[-2]
+    assert "logprob 0.000 s, update" in lines[-2] and lines[-1].startswith("  sampler's log-probs:")

@@ -150,6 +150,7 @@ def test_values_of_the_wrong_type_are_named(override, message):
     ("log.backends=[jsonl, tensorbord]", r"log.backends: \['tensorbord'\]"),
     ("reward.on_timeout=drop", "reward.on_timeout must be one of zero | skip"),
     ("train.packing=always", "train.packing must be one of auto | on | off, got 'always'"),
+    ("rollout.old_logprobs=vllm", "rollout.old_logprobs must be one of auto | sampler | score, got 'vllm'"),
     ("rollout.temperature=.nan", "rollout.temperature: expected a finite number, got nan"),
     ("reward.funcs={}", "reward.funcs must name at least one reward function"),
     ("reward.accuracy=math", r"reward.accuracy \('math'\) must be one of reward.funcs \['vqa'\]"),
@@ -160,6 +161,11 @@ def test_values_of_the_wrong_type_are_named(override, message):
 def test_invalid_values_give_clear_errors(override, message):
     with pytest.raises(UserError, match=message):
         load_config(DEMO, [override, *(["data.max_pixels=1024"] if "min_pixels" in override else [])])
+
+
+def test_sampler_logprobs_with_routing_replay_is_refused_naming_both():
+    with pytest.raises(UserError, match="rollout.old_logprobs=sampler needs algo.routing_replay=none"):
+        load_config(DEMO, ["rollout.old_logprobs=sampler", "algo.routing_replay=rollout"])
 
 
 def test_a_yaml_syntax_error_names_the_recipe_in_one_line(tmp_path):

@@ -67,7 +67,8 @@ def test_two_step_run_logs_metrics_and_writes_a_loadable_checkpoint(tmp_path, ti
         assert {"reward/mean", "reward/vqa", "reward/e2e_length", "accuracy", "time/rollout", "time/logprob",
                 "time/reward", "time/update", "time/step", "entropy", "ratio/mean"} <= row.keys()
         assert any(k.startswith("sapo/gate_mean_") for k in row)
-        assert {"moe/load_imbalance", "moe/router_entropy", "moe/routing_drift", "moe/aux_loss"} <= row.keys()
+        assert {"moe/load_imbalance", "moe/router_entropy", "moe/aux_loss"} <= row.keys()
+        assert "moe/routing_drift" not in row  # pi_old from the sampler (float32): no scoring forward recorded experts
     evals = [r for r in _rows(out) if "eval/accuracy" in r]
     assert [r["step"] for r in evals] == [0, 2]
 
@@ -211,3 +212,55 @@ def test_a_record_with_a_missing_image_is_skipped_and_counted(tmp_path, tiny_dir
     assert summary["step"] == 1 and sorted(_train_rows(tmp_path / "run")) == [1]
     skipped = [r.getMessage() for r in caplog.records if "skipped 1" in r.getMessage()]
     assert skipped and "kept 8 of 9 records" in skipped[0] and "broken-7" in skipped[0]
+
+
+def test_a_float32_run_takes_pi_old_from_the_sampler_and_trains_as_if_scored(tmp_path, tiny_dir, length_reward,
+                                                                              monkeypatch):
+    """rollout.old_logprobs=auto in float32: no forward scores the rollout (two mini-batches, so the update would
+    score the second); the weights after the step equal those of scoring it, within float32 rounding."""
+    from sapo_vl.rundir import StopFlag
+    from sapo_vl.train import sampler_logprobs, setup, train_step
+    from sapo_vl.update import PolicyUpdate
+
+    scored, real = [], PolicyUpdate.score
+    monkeypatch.setattr(PolicyUpdate, "score", lambda self, batch: scored.append(len(batch)) or real(self, batch))
+    weights, results = {}, {}
+    for choice in ("auto", "score"):
+        cfg = _config(tmp_path / choice, tiny_dir, "train.num_mini_batches=2", "warmup.steps=0", length_reward,
+                      f"rollout.old_logprobs={choice}")
+        r = setup(cfg, None, StopFlag())
+        try:
+            assert sampler_logprobs(r) == (choice == "auto")
+            scored.clear()
+            metrics = train_step(r)
+            assert (scored == []) == (choice == "auto")
+            assert metrics["optimizer_steps"] == 2 and metrics["grad_norm"] > 0
+            assert ("moe/routing_drift" in metrics) == (choice == "score")  # the scoring forward records experts
+            weights[choice] = {k: v.detach().clone() for k, v in r.hf_model.state_dict().items()}
+            results[choice] = [metrics[k] for k in ("loss", "grad_norm", "ratio/mean", "ratio/min", "ratio/max")]
+        finally:
+            r.reward_pool.close()
+    assert scored == [4]  # score: the rows outside the first mini-batch
+    assert results["auto"] == pytest.approx(results["score"], rel=1e-5)
+    for key, w in weights["score"].items():  # Adam's first steps (2e-3 here) amplify rounding where a gradient is ~0
+        torch.testing.assert_close(weights["auto"][key], w, atol=1e-5, rtol=0, msg=key)
+    before = _weights(tiny_dir)
+    assert any(not torch.equal(w, before[k]) for k, w in weights["auto"].items() if k in before)  # it trained
+
+
+def test_pi_old_comes_from_the_sampler_only_where_it_equals_a_forwards_to_float32_rounding():
+    from types import SimpleNamespace
+
+    from sapo_vl.config import Config
+    from sapo_vl.train import sampler_logprobs
+
+    def run(choice="auto", dtype=torch.float32, mp="no", replay="none"):
+        cfg = Config()
+        cfg.rollout.old_logprobs, cfg.algo.routing_replay = choice, replay
+        return SimpleNamespace(cfg=cfg, hf_model=SimpleNamespace(dtype=dtype),
+                               accelerator=SimpleNamespace(mixed_precision=mp))
+
+    assert sampler_logprobs(run())
+    assert not sampler_logprobs(run(dtype=torch.bfloat16)) and not sampler_logprobs(run(mp="bf16"))
+    assert not sampler_logprobs(run(replay="rollout"))  # the scoring forward records the experts to replay
+    assert sampler_logprobs(run("sampler", dtype=torch.bfloat16)) and not sampler_logprobs(run("score"))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-
+import torch.nn.functional as F
 from transformers import DynamicCache, LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.logits_process import (
     TemperatureLogitsWarper,
@@ -131,20 +131,31 @@ class HFEngine:
         ids = [tok.convert_tokens_to_ids(t) for t in VISION_TOKENS]
         self.suppress = [i for i in ids if i is not None and i != tok.unk_token_id]
 
-    @torch.no_grad()
     def generate(self, prompts: PromptBatch, params: SamplingParams, n: int = 1,
                  vision: VisionCache | None = None) -> torch.Tensor:
         """``n`` completions of each prompt (rows: prompt 0 x n, prompt 1 x n, ...), ``batch_size`` sequences per
         ``generate`` call; each prompt's images are encoded once (into ``vision`` when given), not n times."""
+        return self.sample(prompts, params, n, vision)[0]
+
+    @torch.no_grad()
+    def sample(self, prompts: PromptBatch, params: SamplingParams, n: int = 1,
+               vision: VisionCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``generate``'s completion ids (N, C) and the sampler's log-probs of them (N, C), float32: log softmax
+        of the policy's logits / temperature over the whole vocabulary (before suppressed tokens, top-k and top-p,
+        as ``policy_forward`` computes log pi), 0 after a sequence's end. None where ``_decode`` did not sample
+        (greedy, or a model ``generate`` samples)."""
         model = _unwrap(self.model)
         # sharded: the decoder layers' weights gathered once for the call (as many as fit), not at every step
         with gathered(kept_units(model) if self.synced else []):
             outs = self._chunks(model, prompts, params, n, vision)
-        width = max(o.shape[1] for o in outs)
-        return torch.cat([torch.nn.functional.pad(o, (0, width - o.shape[1]), value=self.pad_id) for o in outs])
+        width = max(ids.shape[1] for ids, _ in outs)
+        ids = torch.cat([F.pad(ids, (0, width - ids.shape[1]), value=self.pad_id) for ids, _ in outs])
+        if any(logprobs is None for _, logprobs in outs):
+            return ids, None
+        return ids, torch.cat([F.pad(logprobs, (0, width - logprobs.shape[1])) for _, logprobs in outs])
 
     def _chunks(self, model, prompts: PromptBatch, params: SamplingParams, n: int,
-                vision: VisionCache | None) -> list[torch.Tensor]:
+                vision: VisionCache | None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         device = next(model.parameters()).device
         shared = self.shared_prefill and _hf(model).config.model_type in PACKED_MODELS
         outs = []
@@ -155,8 +166,8 @@ class HFEngine:
             if shared:
                 args = (to_device(chunk.model_inputs(keyed=True), device), params, copies, vision)
                 # sharded (FSDP2): inside the policy module, whose ``call`` gathers the weights
-                ids = model.call(self._sample, *args) if self.synced else self._sample(_hf(model), *args)
-                outs.append(ids.cpu().repeat_interleave(n // copies, 0))
+                ids, logprobs = model.call(self._sample, *args) if self.synced else self._sample(_hf(model), *args)
+                outs.append((ids.cpu().repeat_interleave(n // copies, 0), None if logprobs is None else logprobs.cpu()))
                 continue
             # sharded: only generate() gathers the weights, so the model encodes the images itself (every copy)
             inputs = to_device(chunk.model_inputs(keyed=not self.synced), device)
@@ -171,7 +182,7 @@ class HFEngine:
             seq = model.generate(**inputs, **kwargs)
             if self.stop is not None and self.stop():
                 raise Interrupted("stop requested during generation")
-            outs.append(seq[:, inputs["input_ids"].shape[1]:].cpu().repeat_interleave(n // copies, dim=0))
+            outs.append((seq[:, inputs["input_ids"].shape[1]:].cpu().repeat_interleave(n // copies, dim=0), None))
         return outs
 
     def _sample(self, model, inputs: dict, params: SamplingParams, n: int, vision: VisionCache | None):
@@ -182,8 +193,9 @@ class HFEngine:
             inputs.update(encoder_inputs(model, inputs, vision))
         return self._decode(model, inputs, params, n)
 
-    def _decode(self, model, inputs: dict, params: SamplingParams, n: int) -> torch.Tensor:
-        """(B * n, C) completion ids of the B prompts in ``inputs``, rows prompt 0 x n, prompt 1 x n, ...: one prefill
+    def _decode(self, model, inputs: dict, params: SamplingParams, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B * n, C) completion ids of the B prompts in ``inputs``, rows prompt 0 x n, prompt 1 x n, ..., and their
+        log-probs (``sample``; None when greedy): one prefill
         per prompt, its KV cache repeated n times, then ``generate``'s sampling loop. Positions are ``generate``'s:
         4 rows (the text position, from the attention mask, and the 3-D M-RoPE rows of ``get_rope_index``), each
         advanced by one per new token. Synced, every rank decodes until all are done (or any was asked to stop)."""
@@ -204,11 +216,14 @@ class HFEngine:
             + ([TopPLogitsWarper(params.top_p)] if params.do_sample and params.top_p < 1.0 else []))
         eos = torch.tensor(self.eos_ids, device=logits.device)
         done = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-        tokens = []
+        tokens, logprobs = [], []
         for step in range(params.max_new_tokens):
             scores = processors(None, logits.masked_fill(suppressed, -float("inf")))
             if params.do_sample:
                 token = draw(torch.softmax(scores, dim=-1))  # (B * n,)
+                tempered = logits / params.temperature  # log pi(token), as policy_forward computes it
+                logp = tempered.gather(1, token[:, None])[:, 0] - tempered.logsumexp(-1)  # (B * n,)
+                logprobs.append(logp.masked_fill(done, 0))
             else:
                 token = scores.argmax(-1)
             token = token.masked_fill(done, self.pad_id)  # a finished sequence gets padding, as in generate
@@ -225,7 +240,7 @@ class HFEngine:
             if not running or step == params.max_new_tokens - 1:
                 break
             logits = feed(token)
-        return torch.stack(tokens, 1)
+        return torch.stack(tokens, 1), torch.stack(logprobs, 1) if logprobs else None
 
 
 def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,11 +294,15 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
 
 def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int, params: SamplingParams) -> Rollout:
     """Collate ``records`` once and sample ``group_size`` completions each, each image encoded once (the rollout's
-    ``vision`` cache serves its later no-grad forwards too). The old log-probs are ``score_rollout``'s, the one
-    place they are computed."""
+    ``vision`` cache serves its later no-grad forwards too). ``old_logprobs``: the sampler's log-probs where the
+    engine gives them (``HFEngine.sample``), else None; whether they serve as pi_old or the policy scores the rollout
+    (``score_rollout``) is the trainer's choice (``sapo_vl.train.sampler_logprobs``)."""
     unique = collate_prompts(fmt, records)
     vision = VisionCache()
-    completion_ids = engine.generate(unique, params, group_size, vision)  # (N, C)
+    if hasattr(engine, "sample"):
+        completion_ids, logprobs = engine.sample(unique, params, group_size, vision)  # (N, C) each
+    else:
+        completion_ids, logprobs = engine.generate(unique, params, group_size, vision), None
     prompts = unique.repeat(group_size)
     mask, truncated = response_mask_from_ids(completion_ids, getattr(engine, "eos_ids", engine.eos_id))
     completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, engine.pad_id))
@@ -295,6 +314,7 @@ def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int
         pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw,
         images_per_sample=prompts.images_per_sample, records=prompts.records, completions=texts,
         image_keys=prompts.image_keys, vision=vision,
+        old_logprobs=logprobs,
     )
 
 

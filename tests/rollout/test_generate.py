@@ -303,3 +303,30 @@ def test_greedy_generate_completions_is_deterministic_and_independent_of_batchin
     torch.manual_seed(123)  # greedy decoding does not depend on the RNG...
     second = generate_completions(HFEngine(model, processor, batch_size=3), fmt, records[:6], greedy, n=2)
     assert second == first  # ...nor on how the records are chunked
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("params", [dict(temperature=1.0), dict(temperature=0.7, top_k=20, top_p=0.9)])
+def test_the_samplers_logprobs_equal_a_scoring_forwards_and_are_zero_after_the_end(warm, fused, params):
+    """pi_old from the sampler (``HFEngine.sample``): log softmax(logits / T) over the whole vocabulary, as the
+    scoring forward computes it, not the truncated (top-k / top-p, suppressed tokens) distribution drawn from."""
+    model, processor, records = warm
+    torch.manual_seed(4)
+    engine = HFEngine(model, processor, fused_decoding=fused)
+    sampling = SamplingParams(max_new_tokens=8, **params)
+    ro = make_rollout(engine, PromptFormat(processor), records[:3], 4, sampling)
+    mask = ro.response_mask.bool()
+    assert len(mask.sum(1).unique()) > 1  # the sequences end at different steps
+    scored, _ = score_rollout(model, ro, temperature=sampling.temperature, micro_batch_size=32)
+    assert ro.old_logprobs.shape == scored.shape and ro.old_logprobs.dtype == torch.float32
+    torch.testing.assert_close(ro.old_logprobs[mask], scored[mask], atol=1e-5, rtol=1e-5)
+    assert (ro.old_logprobs[~mask] == 0).all() and (ro.old_logprobs[mask] < 0).all()
+
+
+def test_the_sampler_gives_no_logprobs_where_it_does_not_sample_them(warm):
+    model, processor, records = warm
+    prompts = collate_prompts(PromptFormat(processor), records[:2])
+    ids, logprobs = HFEngine(model, processor).sample(prompts, SamplingParams(3, temperature=0.0), 2)
+    assert ids.shape[0] == 4 and logprobs is None  # greedy: no distribution was sampled
+    ids, logprobs = HFEngine(model, processor, shared_prefill=False).sample(prompts, SamplingParams(3, 1.0), 2)
+    assert ids.shape[0] == 4 and logprobs is None  # Hugging Face generate samples
