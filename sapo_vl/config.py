@@ -78,8 +78,8 @@ class RolloutConfig:
     top_k: int = 0
     generation_batch_size: int = 64  # sequences per generate() call (memory bound)
     staleness: int = 0  # train on the rollout generated this many steps back (an asynchronous trainer's lag)
-    # pi_old: sampler (the sampler's own log-probs, no scoring forward) | score (a no-grad forward of the policy) |
-    # auto (sampler where they equal a scoring forward's to float32 rounding: float32 policy, no routing replay)
+    # pi_old: sampler (the sampler's own log-probs and MoE experts, no scoring forward) | score (a no-grad forward
+    # of the policy) | auto (sampler where they equal a scoring forward's to float32 rounding: a float32 policy)
     old_logprobs: str = "auto"
 
 
@@ -451,9 +451,6 @@ def validate(cfg: Config) -> None:
          "rollout.prompts_per_step must be >= 1 and rollout.staleness >= 0"),
         (r.max_new_tokens >= 1 and r.generation_batch_size >= 1,
          "rollout.max_new_tokens and rollout.generation_batch_size must be >= 1"),
-        (r.old_logprobs != "sampler" or cfg.algo.routing_replay == "none",
-         "rollout.old_logprobs=sampler needs algo.routing_replay=none: the experts to replay are recorded by the "
-         "scoring forward (use old_logprobs=auto or score)"),
         (r.temperature > 0 and 0 < r.top_p <= 1 and r.top_k >= 0,
          "rollout.temperature must be > 0, rollout.top_p in (0, 1], rollout.top_k >= 0 (0 = off)"),
         (t.total_steps >= 1 and t.epochs >= 1 and t.micro_batch_tokens >= 1 and t.logprob_chunk_size >= 1,

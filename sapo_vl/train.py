@@ -196,7 +196,7 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     if update.sharded and is_main:
         print(f"[sapo-vl] {describe_sharding(update.policy, accelerator)}", flush=True)
     r = cfg.rollout
-    return Run(
+    run = Run(
         cfg=cfg, accelerator=accelerator, hf_model=hf_model, fmt=fmt, update=update, sampler=sampler,
         sources=sources, train_records=train_records,
         reward_pool=RewardPool(cfg.reward.funcs, num_workers=cfg.reward.num_workers,
@@ -207,6 +207,8 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
                                 top_k=r.top_k),
         ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
         last_saved=start_step, pending=_pending(state, accelerator.process_index))
+    run.engine.record_routing = bool(moe_routers(hf_model)) and sampler_logprobs(run)  # routing drift, replay
+    return run
 
 
 @torch.no_grad()
@@ -247,16 +249,15 @@ def scored_by_update(r: Run) -> bool:
 
 
 def sampler_logprobs(r: Run) -> bool:
-    """Whether the sampler's log-probs (``HFEngine.sample``) serve as pi_old, so no forward scores the rollout
-    (``rollout.old_logprobs``): "sampler" always, "score" never, "auto" where they equal a scoring forward's to
-    float32 rounding: float32 weights, no bf16 autocast, no routing replay (a scoring forward records its experts).
-    In bf16 the sampler's and a forward's log-probs differ by bf16 rounding; "sampler" then takes pi_old to be the
-    distribution the tokens were drawn from, as vLLM-based trainers do."""
+    """Whether the sampler's log-probs and MoE routing (``HFEngine.sample``) serve as pi_old's, so no forward scores
+    the rollout (``rollout.old_logprobs``): "sampler" always, "score" never, "auto" where they equal a scoring
+    forward's to float32 rounding: float32 weights, no bf16 autocast. In bf16 the sampler's and a forward's
+    log-probs differ by bf16 rounding; "sampler" then takes pi_old to be the distribution the tokens were drawn
+    from, as vLLM-based trainers do."""
     choice = r.cfg.rollout.old_logprobs
     if choice != "auto":
         return choice == "sampler"
-    float32 = r.hf_model.dtype == torch.float32 and r.accelerator.mixed_precision == "no"
-    return float32 and r.cfg.algo.routing_replay == "none"
+    return r.hf_model.dtype == torch.float32 and r.accelerator.mixed_precision == "no"
 
 
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
@@ -268,8 +269,9 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
     if not sampler_logprobs(r):
-        rollout.old_logprobs = None
-    if rollout.old_logprobs is None and not scored_by_update(r):
+        rollout.old_logprobs = rollout.routing = None
+    unscored = rollout.old_logprobs is None or (cfg.algo.routing_replay != "none" and rollout.routing is None)
+    if unscored and not scored_by_update(r):
         rollout.old_logprobs, rollout.routing = r.update.score(rollout)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,

@@ -163,10 +163,6 @@ def test_invalid_values_give_clear_errors(override, message):
         load_config(DEMO, [override, *(["data.max_pixels=1024"] if "min_pixels" in override else [])])
 
 
-def test_sampler_logprobs_with_routing_replay_is_refused_naming_both():
-    with pytest.raises(UserError, match="rollout.old_logprobs=sampler needs algo.routing_replay=none"):
-        load_config(DEMO, ["rollout.old_logprobs=sampler", "algo.routing_replay=rollout"])
-
 
 def test_a_yaml_syntax_error_names_the_recipe_in_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"

@@ -79,6 +79,29 @@ def routing(model, replay: list | None = None) -> Iterator[list]:
             h.remove()
 
 
+@contextmanager
+def recorded_calls(model) -> Iterator[list[list[torch.Tensor]]]:
+    """Within the block, each MoE router's expert ids, one (tokens, k) tensor per forward call, appended to a list
+    per layer (no copying as calls accumulate: for generation, one call per decoding step), stored in
+    ``routing_dtype``. Yields the lists (empty for a dense model)."""
+    routers = moe_routers(model)
+    calls: list[list[torch.Tensor]] = [[] for _ in routers]
+
+    def hook_for(layer: int):
+        def hook(module, args, output):
+            ids = _router_output(output, layer)[2]
+            calls[layer].append(ids.to(routing_dtype(module.weight.shape[0])))
+
+        return hook
+
+    handles = [r.register_forward_hook(hook_for(i)) for i, r in enumerate(routers)]
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def routing_dtype(num_experts: int) -> torch.dtype:
     """The smallest integer type that holds every expert id (int8 up to 128 experts)."""
     return torch.int8 if num_experts <= 128 else torch.int16

@@ -9,7 +9,8 @@ different kernels).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from contextlib import nullcontext
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from transformers.generation.logits_process import (
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.decode import FusedDecoder, LayerDecoder, fused_decoding_supported
 from sapo_vl.models.logprobs import PolicyModule
+from sapo_vl.models.moe import recorded_calls
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
 from sapo_vl.models.vision import VisionCache, encoder_inputs, every_rank_encodes
@@ -72,6 +74,14 @@ def draw(probs: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # first cdf > u
 
 
+class Sample(NamedTuple):
+    """What ``HFEngine.sample`` returns for N = prompts x n rows."""
+
+    ids: torch.Tensor  # (N, C) completion ids, padding after a sequence's end
+    logprobs: torch.Tensor | None  # (N, C) float32, the sampler's log pi of each id, 0 after the end
+    routing: torch.Tensor | None  # (N, P + C, L, k) the experts each MoE layer chose for every token (record_routing)
+
+
 class RolloutEngine(Protocol):
     def generate(self, prompts: PromptBatch, params: SamplingParams) -> torch.Tensor:
         """Completion token ids (len(prompts), C), padded with pad_token_id after EOS."""
@@ -116,9 +126,10 @@ class HFEngine:
     ``shared_prefill=False`` always uses ``generate``, ``fused_decoding=False`` the layer calls (for comparisons)."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
-                 shared_prefill: bool = True, fused_decoding: bool = True):
+                 shared_prefill: bool = True, fused_decoding: bool = True, record_routing: bool = False):
         self.model, self.processor, self.batch_size, self.stop = model, processor, batch_size, stop
         self.synced, self.shared_prefill, self.fused_decoding = synced, shared_prefill, fused_decoding
+        self.record_routing = record_routing
         tok = processor.tokenizer
         self.eos_id = tok.convert_tokens_to_ids("<|im_end|>")
         if self.eos_id is None or self.eos_id == tok.unk_token_id:
@@ -139,23 +150,26 @@ class HFEngine:
 
     @torch.no_grad()
     def sample(self, prompts: PromptBatch, params: SamplingParams, n: int = 1,
-               vision: VisionCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``generate``'s completion ids (N, C) and the sampler's log-probs of them (N, C), float32: log softmax
-        of the policy's logits / temperature over the whole vocabulary (before suppressed tokens, top-k and top-p,
-        as ``policy_forward`` computes log pi), 0 after a sequence's end. None where ``_decode`` did not sample
-        (greedy, or a model ``generate`` samples)."""
+               vision: VisionCache | None = None) -> Sample:
+        """``generate``'s completion ids, with the sampler's log-probs of them: log softmax of the policy's logits /
+        temperature over the whole vocabulary (before suppressed tokens, top-k and top-p: as ``policy_forward``
+        computes log pi), and with ``record_routing`` the experts every MoE router chose for each prompt and
+        completion token (the prefill's, and each fed token's: the last one is fed too, for its experts). Either is
+        None where ``_decode`` did not sample (greedy log-probs; a model ``generate`` samples)."""
         model = _unwrap(self.model)
         # sharded: the decoder layers' weights gathered once for the call (as many as fit), not at every step
         with gathered(kept_units(model) if self.synced else []):
             outs = self._chunks(model, prompts, params, n, vision)
-        width = max(ids.shape[1] for ids, _ in outs)
-        ids = torch.cat([F.pad(ids, (0, width - ids.shape[1]), value=self.pad_id) for ids, _ in outs])
-        if any(logprobs is None for _, logprobs in outs):
-            return ids, None
-        return ids, torch.cat([F.pad(logprobs, (0, width - logprobs.shape[1])) for _, logprobs in outs])
+        width = max(out.ids.shape[1] for out in outs)
+        ids = torch.cat([F.pad(out.ids, (0, width - out.ids.shape[1]), value=self.pad_id) for out in outs])
+        logprobs = None if any(out.logprobs is None for out in outs) else torch.cat(
+            [F.pad(out.logprobs, (0, width - out.logprobs.shape[1])) for out in outs])
+        routing = None if any(out.routing is None for out in outs) else torch.cat(  # (N, P + C, L, k)
+            [F.pad(out.routing, (0, 0, 0, 0, 0, width - out.ids.shape[1])) for out in outs])
+        return Sample(ids, logprobs, routing)
 
     def _chunks(self, model, prompts: PromptBatch, params: SamplingParams, n: int,
-                vision: VisionCache | None) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+                vision: VisionCache | None) -> list[Sample]:
         device = next(model.parameters()).device
         shared = self.shared_prefill and _hf(model).config.model_type in PACKED_MODELS
         outs = []
@@ -166,8 +180,8 @@ class HFEngine:
             if shared:
                 args = (to_device(chunk.model_inputs(keyed=True), device), params, copies, vision)
                 # sharded (FSDP2): inside the policy module, whose ``call`` gathers the weights
-                ids, logprobs = model.call(self._sample, *args) if self.synced else self._sample(_hf(model), *args)
-                outs.append((ids.cpu().repeat_interleave(n // copies, 0), None if logprobs is None else logprobs.cpu()))
+                out = model.call(self._sample, *args) if self.synced else self._sample(_hf(model), *args)
+                outs.append(Sample(*(None if t is None else t.cpu().repeat_interleave(n // copies, 0) for t in out)))
                 continue
             # sharded: only generate() gathers the weights, so the model encodes the images itself (every copy)
             inputs = to_device(chunk.model_inputs(keyed=not self.synced), device)
@@ -182,7 +196,8 @@ class HFEngine:
             seq = model.generate(**inputs, **kwargs)
             if self.stop is not None and self.stop():
                 raise Interrupted("stop requested during generation")
-            outs.append((seq[:, inputs["input_ids"].shape[1]:].cpu().repeat_interleave(n // copies, dim=0), None))
+            ids = seq[:, inputs["input_ids"].shape[1]:].cpu().repeat_interleave(n // copies, dim=0)
+            outs.append(Sample(ids, None, None))
         return outs
 
     def _sample(self, model, inputs: dict, params: SamplingParams, n: int, vision: VisionCache | None):
@@ -193,12 +208,24 @@ class HFEngine:
             inputs.update(encoder_inputs(model, inputs, vision))
         return self._decode(model, inputs, params, n)
 
-    def _decode(self, model, inputs: dict, params: SamplingParams, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B * n, C) completion ids of the B prompts in ``inputs``, rows prompt 0 x n, prompt 1 x n, ..., and their
-        log-probs (``sample``; None when greedy): one prefill
-        per prompt, its KV cache repeated n times, then ``generate``'s sampling loop. Positions are ``generate``'s:
-        4 rows (the text position, from the attention mask, and the 3-D M-RoPE rows of ``get_rope_index``), each
-        advanced by one per new token. Synced, every rank decodes until all are done (or any was asked to stop)."""
+    def _decode(self, model, inputs: dict, params: SamplingParams, n: int) -> Sample:
+        """(B * n, C) completion ids of the B prompts in ``inputs``, rows prompt 0 x n, prompt 1 x n, ..., their
+        log-probs and routing (``sample``): one prefill per prompt, its KV cache repeated n times, then
+        ``generate``'s sampling loop. Positions are ``generate``'s: 4 rows (the text position, from the attention
+        mask, and the 3-D M-RoPE rows of ``get_rope_index``), each advanced by one per new token. Synced, every rank
+        decodes until all are done (or any was asked to stop)."""
+        with recorded_calls(model) if self.record_routing else nullcontext([]) as calls:
+            ids, logprobs = self._loop(model, inputs, params, n, recording=bool(calls))
+        if not calls:
+            return Sample(ids, logprobs, None)
+        B = inputs["input_ids"].shape[0]  # per layer: the prefill's (B * P, k), then a (B * n, k) per fed token
+        layers = [torch.cat([c[0].view(B, -1, c[0].shape[-1]).repeat_interleave(n, 0), torch.stack(c[1:], 1)], 1)
+                  for c in calls]
+        return Sample(ids, logprobs, torch.stack(layers, 2))  # (B * n, P + C, L, k)
+
+    def _loop(self, model, inputs: dict, params: SamplingParams, n: int, recording: bool):
+        """``_decode``'s prefill and sampling loop: (ids, log-probs or None); ``recording``: the last token is fed
+        too (its logits unused), so its experts are recorded."""
         position = position_ids(model, inputs)  # (4, B, P)
         cache, cache_key = DynamicCache(config=model.config), cache_kwarg(model)
         out = model(**inputs, position_ids=position, use_cache=True, logits_to_keep=1, **{cache_key: cache})
@@ -206,7 +233,7 @@ class HFEngine:
         # each new token is text: the decoder and the head alone, without the multimodal wrapper's per-call work
         fused = self.fused_decoding and fused_decoding_supported(model)  # sharded: only with every layer kept gathered
         feed = (FusedDecoder if fused else LayerDecoder)(model, cache, inputs["attention_mask"], position[..., -1:],
-                                                         n, params.max_new_tokens - 1)
+                                                         n, params.max_new_tokens - 1 + recording)
         # generate's SuppressTokensLogitsProcessor, its mask built once
         suppressed = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
         suppressed[[i for i in self.suppress if i < len(suppressed)]] = True
@@ -237,10 +264,15 @@ class HFEngine:
                 running, stopping = bool(flags[0]), bool(flags[1])
             if stopping:
                 raise Interrupted("stop requested during generation")
-            if not running or step == params.max_new_tokens - 1:
+            last = not running or step == params.max_new_tokens - 1
+            if last and not recording:
                 break
-            logits = feed(token)
+            logits = feed(token)  # recording: the last token too, for the experts it is routed to
+            if last:
+                break
         return torch.stack(tokens, 1), torch.stack(logprobs, 1) if logprobs else None
+
+
 
 
 def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,15 +326,16 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
 
 def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int, params: SamplingParams) -> Rollout:
     """Collate ``records`` once and sample ``group_size`` completions each, each image encoded once (the rollout's
-    ``vision`` cache serves its later no-grad forwards too). ``old_logprobs``: the sampler's log-probs where the
-    engine gives them (``HFEngine.sample``), else None; whether they serve as pi_old or the policy scores the rollout
-    (``score_rollout``) is the trainer's choice (``sapo_vl.train.sampler_logprobs``)."""
+    ``vision`` cache serves its later no-grad forwards too). ``old_logprobs`` and ``routing``: the sampler's
+    log-probs and recorded experts where the engine gives them (``HFEngine.sample``), else None; whether they serve
+    as pi_old's or the policy scores the rollout (``score_rollout``) is the trainer's choice
+    (``sapo_vl.train.sampler_logprobs``)."""
     unique = collate_prompts(fmt, records)
     vision = VisionCache()
     if hasattr(engine, "sample"):
-        completion_ids, logprobs = engine.sample(unique, params, group_size, vision)  # (N, C) each
+        completion_ids, logprobs, routing = engine.sample(unique, params, group_size, vision)
     else:
-        completion_ids, logprobs = engine.generate(unique, params, group_size, vision), None
+        completion_ids, logprobs, routing = engine.generate(unique, params, group_size, vision), None, None
     prompts = unique.repeat(group_size)
     mask, truncated = response_mask_from_ids(completion_ids, getattr(engine, "eos_ids", engine.eos_id))
     completion_ids = torch.where(mask.bool(), completion_ids, torch.full_like(completion_ids, engine.pad_id))
@@ -314,7 +347,7 @@ def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int
         pixel_values=prompts.pixel_values, image_grid_thw=prompts.image_grid_thw,
         images_per_sample=prompts.images_per_sample, records=prompts.records, completions=texts,
         image_keys=prompts.image_keys, vision=vision,
-        old_logprobs=logprobs,
+        old_logprobs=logprobs, routing=routing,
     )
 
 

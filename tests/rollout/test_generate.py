@@ -326,7 +326,30 @@ def test_the_samplers_logprobs_equal_a_scoring_forwards_and_are_zero_after_the_e
 def test_the_sampler_gives_no_logprobs_where_it_does_not_sample_them(warm):
     model, processor, records = warm
     prompts = collate_prompts(PromptFormat(processor), records[:2])
-    ids, logprobs = HFEngine(model, processor).sample(prompts, SamplingParams(3, temperature=0.0), 2)
-    assert ids.shape[0] == 4 and logprobs is None  # greedy: no distribution was sampled
-    ids, logprobs = HFEngine(model, processor, shared_prefill=False).sample(prompts, SamplingParams(3, 1.0), 2)
-    assert ids.shape[0] == 4 and logprobs is None  # Hugging Face generate samples
+    greedy = HFEngine(model, processor, record_routing=True).sample(prompts, SamplingParams(3, temperature=0.0), 2)
+    assert greedy.ids.shape[0] == 4 and greedy.logprobs is None  # no distribution was sampled
+    assert greedy.routing is not None  # but the tokens were routed
+    generated = HFEngine(model, processor, shared_prefill=False, record_routing=True).sample(
+        prompts, SamplingParams(3, 1.0), 2)
+    assert generated.ids.shape[0] == 4 and generated.logprobs is None and generated.routing is None  # generate's
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_the_sampler_records_the_experts_a_scoring_forward_sends_every_token_to(warm, fused, temperature):
+    """``record_routing``: the prefill's experts for the prompt tokens (repeated to each prompt's rows) and each fed
+    token's for the completion, the last one included, as ``score_rollout`` records them (routing replay and
+    routing drift read them)."""
+    model, processor, records = warm
+    torch.manual_seed(5)
+    engine = HFEngine(model, processor, fused_decoding=fused, record_routing=True)
+    questions = ["Which colour?", "What color is the shape? Answer with one word, please.", "Shape?"]
+    prompts = [dict(r, prompt=q) for r, q in zip(records[:3], questions)]  # prompts of different lengths
+    ro = make_rollout(engine, PromptFormat(processor), prompts, 4, SamplingParams(8, temperature))
+    assert len(ro.response_mask.sum(1).unique()) > 1 or temperature == 0  # sequences end at different steps
+    _, scored = score_rollout(model, ro, temperature=1.0, micro_batch_size=32)
+    assert ro.routing.shape == scored.shape and ro.routing.dtype == scored.dtype == torch.int8
+    real = torch.cat([ro.prompt_mask, ro.response_mask], 1).bool()  # (N, P + C) the prompt's and completion's tokens
+    assert torch.equal(ro.routing[real].sort(-1).values, scored[real].sort(-1).values)
+    assert HFEngine(model, processor).sample(collate_prompts(PromptFormat(processor), records[:1]),
+                                             SamplingParams(2, 1.0), 2).routing is None  # off unless asked
