@@ -71,12 +71,8 @@ def routing(model, replay: list | None = None) -> Iterator[list]:
 
         return hook
 
-    handles = [r.register_forward_hook(hook_for(i)) for i, r in enumerate(routers)]
-    try:
+    with _hooked(routers, hook_for):
         yield used
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -94,9 +90,16 @@ def recorded_calls(model) -> Iterator[list[list[torch.Tensor]]]:
 
         return hook
 
+    with _hooked(routers, hook_for):
+        yield calls
+
+
+@contextmanager
+def _hooked(routers: list[torch.nn.Module], hook_for) -> Iterator[None]:
+    """``hook_for(layer)`` registered as the forward hook of each router within the block, removed after."""
     handles = [r.register_forward_hook(hook_for(i)) for i, r in enumerate(routers)]
     try:
-        yield calls
+        yield
     finally:
         for h in handles:
             h.remove()
