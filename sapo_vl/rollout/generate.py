@@ -83,6 +83,9 @@ class Sample(NamedTuple):
 
 
 class RolloutEngine(Protocol):
+    """What ``make_rollout`` needs of an engine; one that also has ``sample`` (``HFEngine.sample``: a ``Sample``)
+    gives the rollout the sampler's log-probs and MoE routing too."""
+
     def generate(self, prompts: PromptBatch, params: SamplingParams) -> torch.Tensor:
         """Completion token ids (len(prompts), C), padded with pad_token_id after EOS."""
 
