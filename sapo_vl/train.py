@@ -251,13 +251,15 @@ def scored_by_update(r: Run) -> bool:
 def sampler_logprobs(r: Run) -> bool:
     """Whether the sampler's log-probs and MoE routing (``HFEngine.sample``) serve as pi_old's, so no forward scores
     the rollout (``rollout.old_logprobs``): "sampler" always, "score" never, "auto" where they equal a scoring
-    forward's to float32 rounding: float32 weights, no bf16 autocast. In bf16 the sampler's and a forward's
-    log-probs differ by bf16 rounding; "sampler" then takes pi_old to be the distribution the tokens were drawn
-    from, as vLLM-based trainers do."""
+    forward's to float32 rounding (float32 weights, no bf16 autocast) and a forward would score it: not when the
+    update's one mini-batch reads them from its own forward (``scored_by_update``), which costs no pass and gives
+    ratio 1 exactly. In bf16 the sampler's and a forward's log-probs differ by bf16 rounding; "sampler" then takes
+    pi_old to be the distribution the tokens were drawn from, as vLLM-based trainers do."""
     choice = r.cfg.rollout.old_logprobs
     if choice != "auto":
         return choice == "sampler"
-    return r.hf_model.dtype == torch.float32 and r.accelerator.mixed_precision == "no"
+    free = scored_by_update(r) and r.cfg.train.num_mini_batches == 1
+    return r.hf_model.dtype == torch.float32 and r.accelerator.mixed_precision == "no" and not free
 
 
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:

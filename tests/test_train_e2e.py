@@ -250,19 +250,22 @@ def test_a_float32_run_takes_pi_old_from_the_sampler_and_trains_as_if_scored(tmp
     assert any(not torch.equal(w, before[k]) for k, w in weights["auto"].items() if k in before)  # it trained
 
 
-def test_pi_old_comes_from_the_sampler_only_where_it_equals_a_forwards_to_float32_rounding():
+def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_would_score():
     from types import SimpleNamespace
 
     from sapo_vl.config import Config
     from sapo_vl.train import sampler_logprobs
 
-    def run(choice="auto", dtype=torch.float32, mp="no", replay="none"):
+    def run(choice="auto", dtype=torch.float32, mp="no", replay="none", mini_batches=2, epochs=1):
         cfg = Config()
         cfg.rollout.old_logprobs, cfg.algo.routing_replay = choice, replay
-        return SimpleNamespace(cfg=cfg, hf_model=SimpleNamespace(dtype=dtype),
+        cfg.train.num_mini_batches, cfg.train.epochs = mini_batches, epochs
+        return SimpleNamespace(cfg=cfg, hf_model=SimpleNamespace(dtype=dtype), update=SimpleNamespace(sharded=False),
                                accelerator=SimpleNamespace(mixed_precision=mp))
 
-    assert sampler_logprobs(run())
+    assert sampler_logprobs(run()) and sampler_logprobs(run(mini_batches=1, epochs=2))
     assert not sampler_logprobs(run(dtype=torch.bfloat16)) and not sampler_logprobs(run(mp="bf16"))
-    assert sampler_logprobs(run(replay="rollout"))  # the sampler records the experts to replay
+    assert sampler_logprobs(run(replay="rollout")) and sampler_logprobs(run(replay="rollout", mini_batches=1))
+    # one mini-batch, one epoch: the update's own forward gives pi_old with no pass at all (and ratio 1 exactly)
+    assert not sampler_logprobs(run(mini_batches=1))
     assert sampler_logprobs(run("sampler", dtype=torch.bfloat16)) and not sampler_logprobs(run("score"))
