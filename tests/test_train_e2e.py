@@ -269,3 +269,31 @@ def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_
     # one mini-batch, one epoch: the update's own forward gives pi_old with no pass at all (and ratio 1 exactly)
     assert not sampler_logprobs(run(mini_batches=1))
     assert sampler_logprobs(run("sampler", dtype=torch.bfloat16)) and not sampler_logprobs(run("score"))
+
+
+_ONE_STEP = """
+import hashlib, sys, tempfile
+import torch
+import sapo_vl
+from sapo_vl.config import load_config
+from sapo_vl.rundir import StopFlag
+from sapo_vl.train import setup, train_step
+torch.set_num_threads(2)
+r = setup(load_config(sys.argv[1], [f"output_dir={tempfile.mkdtemp()}", f"model.path={sys.argv[2]}",
+                                    "log.backends=[]", "log.progress=false", "log.plot=false"]), None, StopFlag())
+train_step(r)
+r.reward_pool.close()
+print(hashlib.md5(torch.cat([p.detach().flatten() for p in r.hf_model.parameters()]).numpy().tobytes()).hexdigest())
+"""
+
+
+@pytest.mark.timeout(300)
+def test_a_training_step_gives_the_same_weights_to_the_bit_in_two_processes(tiny_dir):
+    """The demo's warm-up and first step (2 threads, shared-prefix forwards, two mini-batches), each in a fresh
+    process: the gather of a prompt's KV cache to its rows once accumulated its gradient in an order that varied
+    between processes, so identical runs drifted apart and the demo's outcome varied run to run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": str(ROOT)}
+    hashes = [subprocess.run([sys.executable, "-c", _ONE_STEP, str(DEMO), str(tiny_dir)], capture_output=True,
+                             text=True, env=env, cwd=ROOT, timeout=280, check=True).stdout.split()[-1]
+              for _ in range(2)]
+    assert hashes[0] == hashes[1]

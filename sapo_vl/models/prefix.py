@@ -58,6 +58,14 @@ class _PromptCache(DynamicCache):
             return key_states, value_states
         return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Each layer's keys and values gathered to ``indices`` by ``index_select``: its backward (``index_add_``)
+        sums the rows of one prompt in a fixed order, where the advanced indexing transformers uses accumulates
+        them in an order that varies from run to run on several CPU threads (the gradients then differed in their
+        last bits between identical runs)."""
+        for layer in self.layers:
+            layer.keys, layer.values = layer.keys.index_select(0, indices), layer.values.index_select(0, indices)
+
 
 class _CompletionCache(DynamicCache):
     """The completions' view of a (gathered) ``_PromptCache``: each layer's prompt keys and values followed by the
