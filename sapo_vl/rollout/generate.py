@@ -158,7 +158,7 @@ class HFEngine:
         temperature over the whole vocabulary (before suppressed tokens, top-k and top-p: as ``policy_forward``
         computes log pi), and with ``record_routing`` the experts every MoE router chose for each prompt and
         completion token (the prefill's, and each fed token's: the last one is fed too, for its experts). Either is
-        None where ``_decode`` did not sample (greedy log-probs; a model ``generate`` samples)."""
+        None where ``_decode`` did not sample (greedy; a model ``generate`` samples)."""
         model = _unwrap(self.model)
         # sharded: the decoder layers' weights gathered once for the call (as many as fit), not at every step
         with gathered(kept_units(model) if self.synced else []):
@@ -217,7 +217,8 @@ class HFEngine:
         ``generate``'s sampling loop. Positions are ``generate``'s: 4 rows (the text position, from the attention
         mask, and the 3-D M-RoPE rows of ``get_rope_index``), each advanced by one per new token. Synced, every rank
         decodes until all are done (or any was asked to stop)."""
-        with recorded_calls(model) if self.record_routing else nullcontext([]) as calls:
+        # greedy (evaluation) needs no experts: training rollouts sample
+        with recorded_calls(model) if self.record_routing and params.do_sample else nullcontext([]) as calls:
             ids, logprobs = self._loop(model, inputs, params, n, recording=bool(calls))
         if not calls:
             return Sample(ids, logprobs, None)

@@ -327,15 +327,14 @@ def test_the_sampler_gives_no_logprobs_where_it_does_not_sample_them(warm):
     model, processor, records = warm
     prompts = collate_prompts(PromptFormat(processor), records[:2])
     greedy = HFEngine(model, processor, record_routing=True).sample(prompts, SamplingParams(3, temperature=0.0), 2)
-    assert greedy.ids.shape[0] == 4 and greedy.logprobs is None  # no distribution was sampled
-    assert greedy.routing is not None  # but the tokens were routed
+    assert greedy.ids.shape[0] == 4 and greedy.logprobs is None and greedy.routing is None  # evaluation: no need
     generated = HFEngine(model, processor, shared_prefill=False, record_routing=True).sample(
         prompts, SamplingParams(3, 1.0), 2)
     assert generated.ids.shape[0] == 4 and generated.logprobs is None and generated.routing is None  # generate's
 
 
 @pytest.mark.parametrize("fused", [True, False])
-@pytest.mark.parametrize("temperature", [1.0, 0.0])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_the_sampler_records_the_experts_a_scoring_forward_sends_every_token_to(warm, fused, temperature):
     """``record_routing``: the prefill's experts for the prompt tokens (repeated to each prompt's rows) and each fed
     token's for the completion, the last one included, as ``score_rollout`` records them (routing replay and
@@ -346,7 +345,7 @@ def test_the_sampler_records_the_experts_a_scoring_forward_sends_every_token_to(
     questions = ["Which colour?", "What color is the shape? Answer with one word, please.", "Shape?"]
     prompts = [dict(r, prompt=q) for r, q in zip(records[:3], questions)]  # prompts of different lengths
     ro = make_rollout(engine, PromptFormat(processor), prompts, 4, SamplingParams(8, temperature))
-    assert len(ro.response_mask.sum(1).unique()) > 1 or temperature == 0  # sequences end at different steps
+    assert len(ro.response_mask.sum(1).unique()) > 1  # sequences end at different steps
     _, scored = score_rollout(model, ro, temperature=1.0, micro_batch_size=32)
     assert ro.routing.shape == scored.shape and ro.routing.dtype == scored.dtype == torch.int8
     real = torch.cat([ro.prompt_mask, ro.response_mask], 1).bool()  # (N, P + C) the prompt's and completion's tokens
