@@ -277,8 +277,6 @@ class HFEngine:
         return torch.stack(tokens, 1), torch.stack(logprobs, 1) if logprobs else None
 
 
-
-
 def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask up to and including the first EOS (any of the ids), and truncation flags (no EOS). ids: (N, C)."""
     is_eos = torch.isin(completion_ids, torch.as_tensor(eos_id).reshape(-1))  # (N, C)
