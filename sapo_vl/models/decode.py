@@ -10,7 +10,10 @@ its operation count, not its FLOPs. ``FusedDecoder`` computes the same layers fr
 - the additive padding mask and the rotary cos/sin of every step computed once per call;
 - ``torch.nn.functional.rms_norm`` (one fused kernel) for each RMSNorm; the attention of one query as two matmuls
   on CPU (with grouped-query heads folded, no repeat), ``scaled_dot_product_attention`` elsewhere;
-- each layer's MLP or MoE block called as a module (the model's own experts kernel; router hooks still fire).
+- each layer's MLP called as a module; an MoE block's router too (its hooks fire: recorded routing), and its
+  experts, where transformers would run them with its ``grouped_mm`` kernel on CPU, through the same
+  ``torch._grouped_mm`` calls with about half the surrounding operations (``moe_rows``); any other experts
+  kernel (``eager``, ``batched_mm``, or a GPU's) as the module.
 
 The logits equal the text model's to float rounding (tested within 2e-5, MoE and dense, padded prompts). It reads the
 layers' weights directly, so it needs them unsharded: under FSDP2 it runs when every text layer is kept gathered for
@@ -56,12 +59,43 @@ def _linear(x: torch.Tensor, module) -> torch.Tensor:
     return F.linear(x, module.weight, module.bias)
 
 
+def moe_rows(block, x: torch.Tensor) -> torch.Tensor:
+    """A Qwen3-VL-MoE sparse block on (R, H) rows, as transformers' ``grouped_mm`` experts compute it: each row's
+    k (expert, weight) pairs from the router module (its hooks fire), the pairs sorted by expert, each expert's rows
+    through its gate/up and down projections by ``torch._grouped_mm``, weighted, then summed per row in router order.
+    The same kernels and summation order with ~10 operations fewer per call (no histc on floats, no inverse
+    permutation by scatter, no dispatch through the experts interface): a decoding step pays per operation."""
+    _, weights, index = block.gate(x)  # (R, k) each
+    experts = block.experts
+    rows, k = index.shape
+    flat = index.reshape(-1)  # (R * k,)
+    order = flat.argsort(stable=True)  # pairs grouped by expert
+    ends = torch.bincount(flat, minlength=experts.num_experts).cumsum(0, dtype=torch.int32)  # (E,)
+    gate, up = torch._grouped_mm(x.index_select(0, order // k), experts.gate_up_proj.transpose(1, 2),
+                                 offs=ends).chunk(2, dim=-1)  # (R * k, I) each
+    out = torch._grouped_mm(experts.act_fn(gate) * up, experts.down_proj.transpose(1, 2), offs=ends)  # (R * k, H)
+    out = out * weights.reshape(-1, 1)[order]
+    return torch.empty_like(out).index_copy_(0, order, out).view(rows, k, -1).sum(1).to(x.dtype)
+
+
+def _lean_moe(block, device: torch.device) -> bool:
+    """Whether ``moe_rows`` computes ``block``: a Qwen3-VL-MoE sparse block whose experts transformers runs with
+    its ``grouped_mm`` kernel, on CPU (where it is measured and tested; a GPU keeps the module)."""
+    experts = getattr(block, "experts", None)
+    return (device.type == "cpu" and hasattr(block, "gate") and hasattr(torch, "_grouped_mm")
+            and getattr(getattr(experts, "config", None), "_experts_implementation", None) == "grouped_mm"
+            and getattr(experts, "has_gate", False) and not getattr(experts, "has_bias", True)
+            and not getattr(experts, "is_transposed", True) and not getattr(experts, "_is_expert_parallel", True)
+            and getattr(experts, "gate_up_proj", torch.empty(0)).dim() == 3)
+
+
 class _Layer:
     """One text layer's modules and norm weights, looked up once per call, not per token."""
 
     def __init__(self, layer):
         attn = layer.self_attn
         self.q, self.k, self.v, self.o, self.mlp = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, layer.mlp
+        self.lean_moe = _lean_moe(layer.mlp, attn.q_proj.weight.device)
         self.norm_in, self.norm_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
         self.q_norm, self.k_norm = _norm(attn.q_norm), _norm(attn.k_norm)
 
@@ -107,7 +141,8 @@ class FusedDecoder:
         h = self.text.embed_tokens(tokens)  # (R, H)
         for i, layer in enumerate(self.layers):
             h = h + self._attention(layer, _rms(h, layer.norm_in), i, cos, sin, bias)
-            h = h + layer.mlp(_rms(h, layer.norm_post)[:, None])[:, 0]
+            x = _rms(h, layer.norm_post)
+            h = h + (moe_rows(layer.mlp, x) if layer.lean_moe else layer.mlp(x[:, None])[:, 0])
         self.step, self.length = t + 1, L
         return _linear(_rms(h, self.norm), self.head).float()
 

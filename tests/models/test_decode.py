@@ -143,3 +143,49 @@ def test_fused_decoding_waits_for_gathered_weights_a_sharded_one_means_the_layer
         proj.weight = plain
         dist.destroy_process_group()
     assert fused_decoding_supported(model)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 24])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_decoding_moe_rows_equal_the_moe_block_module_and_fire_its_router_hooks(policy, rows, dtype):
+    from sapo_vl.models.decode import _lean_moe, moe_rows
+    from sapo_vl.models.moe import recorded_calls
+
+    model, _ = policy
+    block = model.model.language_model.layers[1].mlp
+    if not hasattr(block, "experts"):
+        assert not _lean_moe(block, torch.device("cpu"))  # a dense MLP: called as the module
+        return
+    assert _lean_moe(block, torch.device("cpu"))
+    model.to(dtype)
+    try:
+        x = torch.randn(rows, model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(rows))
+        x = x.to(dtype)
+        with torch.no_grad(), recorded_calls(model) as calls:
+            got = moe_rows(block, x)
+            expected = block(x[:, None])[:, 0]
+        assert got.dtype == dtype and got.shape == x.shape
+        scale = expected.abs().max()
+        assert scale > 0 and (got - expected).abs().max() <= (1e-5 if dtype == torch.float32 else 1e-2) * scale
+        assert torch.equal(calls[1][0], calls[1][1])  # the router ran, hooks and all, in both
+        if rows > 1:
+            assert len(calls[1][0].unique()) > 1  # several experts, some (at 1 row) none
+    finally:
+        model.float()
+
+
+def test_decoding_moe_rows_leave_other_experts_kernels_to_the_module(policy):
+    from sapo_vl.models.decode import _lean_moe
+
+    model, _ = policy
+    experts = getattr(model.model.language_model.layers[0].mlp, "experts", None)
+    if experts is None:
+        pytest.skip("dense model")
+    saved = experts.config._experts_implementation
+    try:
+        for implementation in ("eager", "batched_mm"):
+            experts.config._experts_implementation = implementation
+            assert not _lean_moe(model.model.language_model.layers[0].mlp, torch.device("cpu"))
+    finally:
+        experts.config._experts_implementation = saved
+    assert not _lean_moe(model.model.language_model.layers[0].mlp, torch.device("cuda"))
