@@ -26,6 +26,11 @@ class PolicyForward:
     router_logits: tuple[torch.Tensor, ...] | None  # per MoE layer, (B * T, E)
 
 
+def _scaled(logits: torch.Tensor, inv_temperature: float) -> torch.Tensor:
+    """logits / temperature; at temperature 1 the logits themselves (no pass over (n, V) to multiply by 1)."""
+    return logits if inv_temperature == 1.0 else logits * inv_temperature
+
+
 class _ChunkedLogprob(torch.autograd.Function):
     """log softmax(h W^T + b)[target] * ... computed and differentiated chunk by chunk, logits never stored.
 
@@ -39,12 +44,11 @@ class _ChunkedLogprob(torch.autograd.Function):
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
         entropy = torch.empty(n if with_entropy else 0, dtype=torch.float32, device=hidden.device)  # (N,)
         for s in range(0, n, chunk_size):
-            logits = F.linear(hidden[s:s + chunk_size], weight, bias).float() * inv_temperature  # (n, V)
-            logz = torch.logsumexp(logits, dim=-1)  # (n,)
-            logp[s:s + chunk_size] = logits.gather(-1, targets[s:s + chunk_size, None])[:, 0] - logz
-            if with_entropy:
-                probs = torch.softmax(logits, dim=-1)  # (n, V)
-                entropy[s:s + chunk_size] = logz - (probs * logits).sum(-1)
+            logits = _scaled(F.linear(hidden[s:s + chunk_size], weight, bias).float(), inv_temperature)  # (n, V)
+            logits = torch.log_softmax(logits, dim=-1)  # one kernel (logsumexp is several), the logits freed
+            logp[s:s + chunk_size] = logits.gather(-1, targets[s:s + chunk_size, None])[:, 0]
+            if with_entropy:  # -sum p log p
+                entropy[s:s + chunk_size] = -logits.exp().mul_(logits).sum(-1)
         ctx.save_for_backward(hidden, weight, bias, targets)
         ctx.inv_temperature, ctx.chunk_size = inv_temperature, chunk_size
         ctx.mark_non_differentiable(entropy)
@@ -63,10 +67,11 @@ class _ChunkedLogprob(torch.autograd.Function):
             else torch.get_autocast_dtype("cuda")
         for s in range(0, hidden.shape[0], step):
             h, g = hidden[s:s + step], grad_logp[s:s + step].float()  # (n, H), (n,)
-            logits = F.linear(h, weight, bias).float() * ctx.inv_temperature  # (n, V)
+            logits = _scaled(F.linear(h, weight, bias).float(), ctx.inv_temperature)  # (n, V)
             dlogits = torch.softmax(logits, dim=-1).mul_(-g[:, None])  # (n, V)
             dlogits[torch.arange(h.shape[0], device=h.device), targets[s:s + step]] += g
-            dlogits.mul_(ctx.inv_temperature)
+            if ctx.inv_temperature != 1.0:
+                dlogits.mul_(ctx.inv_temperature)
             if need_h:
                 grad_h[s:s + step] = (dlogits.to(logits_dtype) @ weight.to(logits_dtype)).to(hidden.dtype)
             if need_w:

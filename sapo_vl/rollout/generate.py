@@ -252,8 +252,9 @@ class HFEngine:
             scores = processors(None, logits.masked_fill(suppressed, -float("inf")))
             if params.do_sample:
                 token = draw(torch.softmax(scores, dim=-1))  # (B * n,)
-                tempered = logits / params.temperature  # log pi(token), as policy_forward computes it
-                logp = tempered.gather(1, token[:, None])[:, 0] - tempered.logsumexp(-1)  # (B * n,)
+                tempered = logits if params.temperature == 1.0 else logits / params.temperature
+                # log pi(token), as policy_forward computes it (log_softmax: one kernel; logsumexp is several)
+                logp = torch.log_softmax(tempered, -1).gather(1, token[:, None])[:, 0]  # (B * n,)
                 logprobs.append(logp.masked_fill(done, 0))
             else:
                 token = scores.argmax(-1)

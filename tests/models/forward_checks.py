@@ -12,7 +12,9 @@ def assert_same_forward(padded, other, response_mask: torch.Tensor, real: torch.
     (a, used_a, grads_a), (b, used_b, grads_b) = padded, other
     mask = response_mask.bool()
     assert (a.logprobs - b.logprobs)[mask].abs().max() < 2e-6
-    assert (a.entropy - b.entropy)[mask].abs().max() < 2e-6
+    # entropy (~7 nats here, 4.8e-7 a float32 ulp) sums p log p over the vocabulary from log-softmaxes whose
+    # inputs differ by rounding between layouts: up to 3.4e-6 apart observed (it is within 1.5e-6 of float64)
+    assert (a.entropy - b.entropy)[mask].abs().max() < 5e-6
     assert grads_a.keys() == grads_b.keys() and any(".visual." in n for n in grads_a)
     scale = max(g.abs().max() for g in grads_a.values())
     for name, g in grads_a.items():

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from sapo_vl.models.logprobs import naive_token_logprobs, token_logprobs
@@ -18,24 +19,26 @@ def _head_and_inputs(V=3000, H=32, N=70, seed=0):
     return head, hidden, torch.randint(0, V, (N,), generator=g)
 
 
-def test_chunked_logprobs_and_entropy_equal_naive_in_float32():
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprobs_and_entropy_equal_naive_in_float32(temperature):
     head, hidden, targets = _head_and_inputs()
     for chunk in (1, 7, 64, 1000):
-        lp, ent = token_logprobs(hidden, head, targets, chunk_size=chunk, with_entropy=True, temperature=0.7)
-        ref, ref_ent = naive_token_logprobs(hidden, head, targets, temperature=0.7)
+        lp, ent = token_logprobs(hidden, head, targets, chunk_size=chunk, with_entropy=True, temperature=temperature)
+        ref, ref_ent = naive_token_logprobs(hidden, head, targets, temperature=temperature)
         assert torch.allclose(lp, ref, atol=1e-5), chunk
         assert torch.allclose(ent, ref_ent, atol=1e-5), chunk
 
 
-def test_chunked_logprob_gradients_equal_naive():
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_chunked_logprob_gradients_equal_naive(temperature):
     head, hidden, targets = _head_and_inputs()
     w = torch.randn(len(targets))
-    lp, _ = token_logprobs(hidden, head, targets, chunk_size=16)
+    lp, _ = token_logprobs(hidden, head, targets, chunk_size=16, temperature=temperature)
     (lp * w).sum().backward()
     g_hidden, g_head = hidden.grad.clone(), head.weight.grad.clone()
     hidden.grad = None
     head.weight.grad = None
-    ref, _ = naive_token_logprobs(hidden, head, targets)
+    ref, _ = naive_token_logprobs(hidden, head, targets, temperature=temperature)
     (ref * w).sum().backward()
     assert torch.allclose(g_hidden, hidden.grad, atol=1e-5)
     assert torch.allclose(g_head, head.weight.grad, atol=1e-5)
