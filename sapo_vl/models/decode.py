@@ -92,10 +92,10 @@ def _lean_moe(block, device: torch.device) -> bool:
 class _Layer:
     """One text layer's modules and norm weights, looked up once per call, not per token."""
 
-    def __init__(self, layer):
+    def __init__(self, layer, moe_rows: bool):
         attn = layer.self_attn
         self.q, self.k, self.v, self.o, self.mlp = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, layer.mlp
-        self.lean_moe = _lean_moe(layer.mlp, attn.q_proj.weight.device)
+        self.lean_moe = moe_rows and _lean_moe(layer.mlp, attn.q_proj.weight.device)
         self.norm_in, self.norm_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
         self.q_norm, self.k_norm = _norm(attn.q_norm), _norm(attn.k_norm)
 
@@ -107,9 +107,12 @@ class FusedDecoder:
     ...). ``decoder(tokens)`` feeds one token per row ((B * n,) ids) and returns the next logits (B * n, V), float32.
     """
 
+    moe_rows = True  # an MoE block's experts by ``moe_rows`` where it applies; False: the module (benchmarks compare)
+
     def __init__(self, model, cache, mask: torch.Tensor, position: torch.Tensor, n: int, steps: int):
         self.text, self.head = model.model.language_model, model.lm_head
-        self.layers, self.norm = [_Layer(layer) for layer in self.text.layers], _norm(self.text.norm)
+        self.layers = [_Layer(layer, self.moe_rows) for layer in self.text.layers]
+        self.norm = _norm(self.text.norm)
         attn = self.text.layers[0].self_attn
         self.groups, self.head_dim, self.scale = attn.num_key_value_groups, attn.head_dim, attn.scaling
         self.length = mask.shape[1]  # tokens in the buffers so far
