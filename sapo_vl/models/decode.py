@@ -63,8 +63,9 @@ def moe_rows(block, x: torch.Tensor) -> torch.Tensor:
     """A Qwen3-VL-MoE sparse block on (R, H) rows, as transformers' ``grouped_mm`` experts compute it: each row's
     k (expert, weight) pairs from the router module (its hooks fire), the pairs sorted by expert, each expert's rows
     through its gate/up and down projections by ``torch._grouped_mm``, weighted, then summed per row in router order.
-    The same kernels and summation order with ~10 operations fewer per call (no histc on floats, no inverse
-    permutation by scatter, no dispatch through the experts interface): a decoding step pays per operation."""
+    The same kernels and per-row summation, equal to the module's result to float rounding, with ~10 operations
+    fewer per call (no histc on floats, no inverse permutation by scatter, no dispatch through the experts
+    interface): a decoding step pays per operation."""
     _, weights, index = block.gate(x)  # (R, k) each
     experts = block.experts
     rows, k = index.shape
@@ -78,7 +79,7 @@ def moe_rows(block, x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(out).index_copy_(0, order, out).view(rows, k, -1).sum(1).to(x.dtype)
 
 
-def _lean_moe(block, device: torch.device) -> bool:
+def _by_moe_rows(block, device: torch.device) -> bool:
     """Whether ``moe_rows`` computes ``block``: a Qwen3-VL-MoE sparse block whose experts transformers runs with
     its ``grouped_mm`` kernel, on CPU (where it is measured and tested; a GPU keeps the module)."""
     experts = getattr(block, "experts", None)
@@ -95,7 +96,7 @@ class _Layer:
     def __init__(self, layer, moe_rows: bool):
         attn = layer.self_attn
         self.q, self.k, self.v, self.o, self.mlp = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, layer.mlp
-        self.lean_moe = moe_rows and _lean_moe(layer.mlp, attn.q_proj.weight.device)
+        self.by_moe_rows = moe_rows and _by_moe_rows(layer.mlp, attn.q_proj.weight.device)
         self.norm_in, self.norm_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
         self.q_norm, self.k_norm = _norm(attn.q_norm), _norm(attn.k_norm)
 
@@ -145,7 +146,7 @@ class FusedDecoder:
         for i, layer in enumerate(self.layers):
             h = h + self._attention(layer, _rms(h, layer.norm_in), i, cos, sin, bias)
             x = _rms(h, layer.norm_post)
-            h = h + (moe_rows(layer.mlp, x) if layer.lean_moe else layer.mlp(x[:, None])[:, 0])
+            h = h + (moe_rows(layer.mlp, x) if layer.by_moe_rows else layer.mlp(x[:, None])[:, 0])
         self.step, self.length = t + 1, L
         return _linear(_rms(h, self.norm), self.head).float()
 

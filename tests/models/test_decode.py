@@ -148,15 +148,15 @@ def test_fused_decoding_waits_for_gathered_weights_a_sharded_one_means_the_layer
 @pytest.mark.parametrize("rows", [1, 5, 24])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_decoding_moe_rows_equal_the_moe_block_module_and_fire_its_router_hooks(policy, rows, dtype):
-    from sapo_vl.models.decode import _lean_moe, moe_rows
+    from sapo_vl.models.decode import _by_moe_rows, moe_rows
     from sapo_vl.models.moe import recorded_calls
 
     model, _ = policy
     block = model.model.language_model.layers[1].mlp
     if not hasattr(block, "experts"):
-        assert not _lean_moe(block, torch.device("cpu"))  # a dense MLP: called as the module
+        assert not _by_moe_rows(block, torch.device("cpu"))  # a dense MLP: called as the module
         return
-    assert _lean_moe(block, torch.device("cpu"))
+    assert _by_moe_rows(block, torch.device("cpu"))
     model.to(dtype)
     try:
         x = torch.randn(rows, model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(rows))
@@ -175,7 +175,7 @@ def test_decoding_moe_rows_equal_the_moe_block_module_and_fire_its_router_hooks(
 
 
 def test_decoding_moe_rows_leave_other_experts_kernels_to_the_module(policy):
-    from sapo_vl.models.decode import _lean_moe
+    from sapo_vl.models.decode import _by_moe_rows
 
     model, _ = policy
     experts = getattr(model.model.language_model.layers[0].mlp, "experts", None)
@@ -185,7 +185,7 @@ def test_decoding_moe_rows_leave_other_experts_kernels_to_the_module(policy):
     try:
         for implementation in ("eager", "batched_mm"):
             experts.config._experts_implementation = implementation
-            assert not _lean_moe(model.model.language_model.layers[0].mlp, torch.device("cpu"))
+            assert not _by_moe_rows(model.model.language_model.layers[0].mlp, torch.device("cpu"))
     finally:
         experts.config._experts_implementation = saved
-    assert not _lean_moe(model.model.language_model.layers[0].mlp, torch.device("cuda"))
+    assert not _by_moe_rows(model.model.language_model.layers[0].mlp, torch.device("cuda"))
