@@ -301,12 +301,15 @@ class PolicyUpdate:
 
     def _drift(self, micro: Rollout, out, used: list, prompt_width: int, weight: float, means: _WeightedMeans) -> None:
         """Routing drift: the experts the training forward used vs those of the rollout, per completion token; under
-        replay (drift 0 by design) also ``moe/router_drift``, what the router itself would have chosen."""
-        if micro.routing is None or not used or used[0] is None:
+        replay (drift 0 by design) also ``moe/router_drift``, what the router itself would have chosen. A
+        mini-batch whose pi_old is this forward's own policy (``update``'s first, no recorded experts) counts with
+        drift 0, as it does when the sampler recorded them: the metric is over every trained token either way."""
+        on_policy = micro.routing is None and micro.old_logprobs is None
+        if not (micro.routing is not None or on_policy) or not used or used[0] is None:
             return
         n, c1, P = len(micro), micro.span()[1], micro.prompt_len
-        old = micro.routing[:, P:P + c1].long().sort(-1).values  # (n, C', L, k)
         now = torch.stack([u.view(n, -1, u.shape[-1])[:, prompt_width:] for u in used], 2).cpu().sort(-1).values
+        old = now if on_policy else micro.routing[:, P:P + c1].long().sort(-1).values  # (n, C', L, k)
         mask = micro.response_mask[:, :c1]
         for key, v in routing_drift(old, now, mask).items():
             means.add(key, v, weight)
