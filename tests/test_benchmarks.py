@@ -91,3 +91,10 @@ def test_bench_old_logprobs_prints_both_ways_and_the_speed_up(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert "pi_old by score" in lines[-3] and "pi_old by sampler" in lines[-2]
     assert "logprob 0.000 s, update" in lines[-2] and lines[-1].startswith("  sampler's log-probs:")
+
+
+def test_bench_patch_embed_prints_conv3d_against_the_matmul_per_width(capsys):
+    _load("bench_patch_embed").main(["--rounds", "1", "--patches", "8", "--widths", "16"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[2] for line in lines[-2:]] == ["forward", "no-grad"]
+    assert all("conv3d" in line and line.endswith("x faster") for line in lines[-2:])

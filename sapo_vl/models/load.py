@@ -13,6 +13,7 @@ import torch
 
 import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 from sapo_vl.config import ModelConfig
+from sapo_vl.models.vision import patch_embed_as_linear
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -59,6 +60,8 @@ def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | 
     - attn_implementation: "auto" (flash_attention_2 when installed on CUDA, else sdpa), or any HF name.
     - experts_implementation: MoE expert kernels: "eager", "batched_mm" or "grouped_mm" (None: HF default).
     - gradient_checkpointing (non-reentrant); freeze_vision (the vision tower gets requires_grad=False).
+
+    The vision tower's patch embedding runs as one matmul (``patch_embed_as_linear``), its weights unchanged.
     """
     from transformers import AutoModelForImageTextToText
 
@@ -76,6 +79,7 @@ def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | 
         kwargs["experts_implementation"] = experts
     model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
     model.to(device)
+    patch_embed_as_linear(model)
     if cfg.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

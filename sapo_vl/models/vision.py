@@ -130,3 +130,28 @@ def _blank_image(model) -> torch.Tensor:
     _, encoded = _encode(model, pixels, grid)
     embeds, deepstack = encoded[0]
     return 0.0 * (embeds.float().sum() + sum(d.float().sum() for d in deepstack))
+
+
+def patch_embed_as_linear(model) -> bool:
+    """Make the vision tower's patch embedding one matmul. Qwen3-VL's ``PatchEmbed`` is a ``Conv3d`` whose kernel
+    equals its stride (no padding, dilation or groups): each output is one patch's pixels times the kernel, i.e. a
+    linear map of the flattened patch. The convolution kernels run it 2.8-4x slower than the matmul on this CPU,
+    forward and backward, at the tiny and at Qwen3-VL's vision width (benchmarks/bench_patch_embed.py); cuDNN has
+    been far slower still on some GPUs (transformers issue 45750). Only this module's ``forward`` changes: the
+    weight stays the ``Conv3d``'s (viewed as (out, in*t*h*w)), so parameter names, checkpoints and gradients are as
+    before. transformers' own ``fusion_config={"patch_embeddings": True}`` does the same, but replaces the class
+    for every later load in the process and renames the weight. Returns whether it applied."""
+    embed = getattr(getattr(getattr(model, "model", model), "visual", None), "patch_embed", None)
+    proj = getattr(embed, "proj", None)
+    if not (isinstance(proj, torch.nn.Conv3d) and proj.stride == proj.kernel_size and proj.groups == 1
+            and all(p == 0 for p in proj.padding) and all(d == 1 for d in proj.dilation)):
+        return False
+    embed.forward = _linear_patch_embed.__get__(embed)
+    return True
+
+
+def _linear_patch_embed(self, pixels: torch.Tensor) -> torch.Tensor:
+    """``PatchEmbed.forward`` as a matmul: (patches, in * t * h * w) pixels -> (patches, embed_dim)."""
+    weight = self.proj.weight  # (out, in, t, h, w)
+    flat = weight.reshape(weight.shape[0], -1)
+    return torch.nn.functional.linear(pixels.reshape(-1, flat.shape[1]).to(weight.dtype), flat, self.proj.bias)
