@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         model.visual = torch.nn.Module()
         model.visual.patch_embed = embed = torch.nn.Module()
         embed.proj = torch.nn.Conv3d(3, width, kernel_size=(2, 16, 16), stride=(2, 16, 16))
-        embed.forward = lambda x: embed.proj(x.view(-1, 3, 2, 16, 16)).view(-1, width)  # transformers' forward
-        conv = embed.forward
+        def conv(x, proj=embed.proj, width=width):  # transformers' PatchEmbed.forward
+            return proj(x.view(-1, 3, 2, 16, 16)).view(-1, width)
+
         assert patch_embed_as_linear(model)
         variants = {"conv3d": conv, "matmul": embed.forward}
         pixels = torch.randn(args.patches, 3 * 2 * 16 * 16)
