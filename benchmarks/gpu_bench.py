@@ -33,6 +33,8 @@ PEAK_BF16 = 989e12
 def build(name: str, args) -> torch.nn.Module:
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    from sapo_vl.models.vision import patch_embed_as_linear
+
     if args.tiny:
         from sapo_vl.models.tiny import TinyConfig, build_model_config, build_tokenizer
 
@@ -47,7 +49,9 @@ def build(name: str, args) -> torch.nn.Module:
     if getattr(config.text_config, "num_experts", 0):
         kwargs["experts_implementation"] = "grouped_mm" if args.device == "cuda" else "eager"
     with torch.device(args.device):
-        return AutoModelForImageTextToText.from_config(config, **kwargs)
+        model = AutoModelForImageTextToText.from_config(config, **kwargs)
+    patch_embed_as_linear(model)  # as load_policy does
+    return model
 
 
 def fastest_attention(device: str) -> str:

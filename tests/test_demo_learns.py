@@ -28,5 +28,5 @@ def test_demo_recipe_lifts_held_out_accuracy_from_chance_to_at_least_0_8(tmp_pat
     assert after >= 0.8, after
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     rewards = [r["reward/mean"] for r in rows if "reward/mean" in r]
-    assert len(rewards) == 160
+    assert len(rewards) == 240
     assert sum(rewards[-10:]) / 10 > sum(rewards[:10]) / 10 + 0.3
