@@ -305,7 +305,7 @@ class PolicyUpdate:
         mini-batch whose pi_old is this forward's own policy (``update``'s first, no recorded experts) counts with
         drift 0, as it does when the sampler recorded them: the metric is over every trained token either way."""
         on_policy = micro.routing is None and micro.old_logprobs is None
-        if not (micro.routing is not None or on_policy) or not used or used[0] is None:
+        if (micro.routing is None and not on_policy) or not used or used[0] is None:
             return
         n, c1, P = len(micro), micro.span()[1], micro.prompt_len
         now = torch.stack([u.view(n, -1, u.shape[-1])[:, prompt_width:] for u in used], 2).cpu().sort(-1).values

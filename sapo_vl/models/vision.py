@@ -135,9 +135,9 @@ def _blank_image(model) -> torch.Tensor:
 def patch_embed_as_linear(model) -> bool:
     """Make the vision tower's patch embedding one matmul. Qwen3-VL's ``PatchEmbed`` is a ``Conv3d`` whose kernel
     equals its stride (no padding, dilation or groups): each output is one patch's pixels times the kernel, i.e. a
-    linear map of the flattened patch. The convolution kernels run it 2.8-4x slower than the matmul on this CPU,
-    forward and backward, at the tiny and at Qwen3-VL's vision width (benchmarks/bench_patch_embed.py); cuDNN has
-    been far slower still on some GPUs (transformers issue 45750). Only this module's ``forward`` changes: the
+    linear map of the flattened patch. The convolution kernels ran it 2.9-4.7x slower than the matmul on our
+    2-core CPU, forward and backward, at the tiny and at Qwen3-VL's vision widths (benchmarks/bench_patch_embed.py);
+    cuDNN has been far slower still on some GPUs (transformers issue 45750). Only this module's ``forward`` changes: the
     weight stays the ``Conv3d``'s (viewed as (out, in*t*h*w)), so parameter names, checkpoints and gradients are as
     before. transformers' own ``fusion_config={"patch_embeddings": True}`` does the same, but replaces the class
     for every later load in the process and renames the weight. Returns whether it applied."""
