@@ -26,8 +26,9 @@ class PolicyForward:
     router_logits: tuple[torch.Tensor, ...] | None  # per MoE layer, (B * T, E)
 
 
-def _scaled(logits: torch.Tensor, inv_temperature: float) -> torch.Tensor:
-    """logits / temperature; at temperature 1 the logits themselves (no pass over (n, V) to multiply by 1)."""
+def scale_logits(logits: torch.Tensor, inv_temperature: float) -> torch.Tensor:
+    """logits / temperature as the head computes them (times ``inv_temperature`` = 1 / temperature); at temperature
+    1 the logits themselves (no pass over (n, V) to multiply by 1). The sampler tempers its log-probs with it too."""
     return logits if inv_temperature == 1.0 else logits * inv_temperature
 
 
@@ -44,7 +45,7 @@ class _ChunkedLogprob(torch.autograd.Function):
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)  # (N,)
         entropy = torch.empty(n if with_entropy else 0, dtype=torch.float32, device=hidden.device)  # (N,)
         for s in range(0, n, chunk_size):
-            logits = _scaled(F.linear(hidden[s:s + chunk_size], weight, bias).float(), inv_temperature)  # (n, V)
+            logits = scale_logits(F.linear(hidden[s:s + chunk_size], weight, bias).float(), inv_temperature)  # (n, V)
             logits = torch.log_softmax(logits, dim=-1)  # one kernel (logsumexp is several), the logits freed
             logp[s:s + chunk_size] = logits.gather(-1, targets[s:s + chunk_size, None])[:, 0]
             if with_entropy:  # -sum p log p
@@ -67,7 +68,7 @@ class _ChunkedLogprob(torch.autograd.Function):
             else torch.get_autocast_dtype("cuda")
         for s in range(0, hidden.shape[0], step):
             h, g = hidden[s:s + step], grad_logp[s:s + step].float()  # (n, H), (n,)
-            logits = _scaled(F.linear(h, weight, bias).float(), ctx.inv_temperature)  # (n, V)
+            logits = scale_logits(F.linear(h, weight, bias).float(), ctx.inv_temperature)  # (n, V)
             dlogits = torch.softmax(logits, dim=-1).mul_(-g[:, None])  # (n, V)
             dlogits[torch.arange(h.shape[0], device=h.device), targets[s:s + step]] += g
             if ctx.inv_temperature != 1.0:

@@ -23,7 +23,7 @@ from transformers.generation.logits_process import (
 
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.decode import FusedDecoder, LayerDecoder, fused_decoding_supported
-from sapo_vl.models.logprobs import PolicyModule
+from sapo_vl.models.logprobs import PolicyModule, scale_logits
 from sapo_vl.models.moe import recorded_calls
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
@@ -252,8 +252,8 @@ class HFEngine:
             scores = processors(None, logits.masked_fill(suppressed, -float("inf")))
             if params.do_sample:
                 token = draw(torch.softmax(scores, dim=-1))  # (B * n,)
-                tempered = logits if params.temperature == 1.0 else logits / params.temperature
                 # log pi(token), as policy_forward computes it (log_softmax: one kernel; logsumexp is several)
+                tempered = scale_logits(logits, 1.0 / params.temperature)
                 logp = torch.log_softmax(tempered, -1).gather(1, token[:, None])[:, 0]  # (B * n,)
                 logprobs.append(logp.masked_fill(done, 0))
             else:
