@@ -98,3 +98,10 @@ def test_bench_patch_embed_prints_conv3d_against_the_matmul_per_width(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[2] for line in lines[-2:]] == ["forward", "no-grad"]
     assert all("conv3d" in line and line.endswith("x faster") for line in lines[-2:])
+
+
+def test_bench_log_softmax_prints_both_formulas_for_the_head_and_the_sampler(capsys):
+    _load("bench_log_softmax").main(["--rounds", "1", "--rows", "8", "--rows-sampler", "4", "--vocab", "32"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[-2:]] == ["head", "sampler"]
+    assert all("logsumexp" in line and line.endswith("x faster") for line in lines[-2:])
