@@ -116,19 +116,24 @@ def load_balancing_loss(router_logits: tuple[torch.Tensor, ...], attention_mask:
 
     loss = E * sum_e f_e * P_e, with f_e the fraction of (token, slot) routings sent to expert e (averaged over the
     top-k slots) and P_e the mean router probability of e; all layers pooled. Equals transformers'
-    ``load_balancing_loss_func``.
+    ``load_balancing_loss_func`` in value and gradient (f_e carries none), without its one-hot of
+    (tokens x k x E): f_e is counted by ``index_add_`` into a (k, E) table, so the only transient of the size of the
+    router logits is their softmax.
     """
-    logits = torch.cat([g.float() for g in router_logits], dim=0)  # (L * N, E)
+    dtype = torch.promote_types(router_logits[0].dtype, torch.float32)  # float32, or float64 when given
+    logits = torch.cat([g.to(dtype) for g in router_logits], dim=0)  # (L * N, E)
     num_experts = logits.shape[-1]
     probs = torch.softmax(logits, dim=-1)  # (L * N, E)
-    top = probs.topk(top_k, dim=-1).indices  # (L * N, k)
-    routed = torch.nn.functional.one_hot(top, num_experts).float()  # (L * N, k, E)
+    top = probs.detach().topk(top_k, dim=-1).indices  # (L * N, k)
     if attention_mask is None:
-        weights = torch.ones(logits.shape[0], device=logits.device)
+        weights = torch.ones(logits.shape[0], dtype=dtype, device=logits.device)
     else:
-        weights = attention_mask.reshape(-1).float().repeat(len(router_logits)).to(logits.device)  # (L * N,)
+        weights = attention_mask.reshape(-1).to(dtype).repeat(len(router_logits)).to(logits.device)  # (L * N,)
     denom = weights.sum().clamp_min(1.0)
-    tokens_per_expert = (routed * weights[:, None, None]).sum(0) / denom  # (k, E)
+    slots = torch.arange(top_k, device=logits.device) * num_experts  # (k,) row offsets into the flat (k, E) table
+    counts = torch.zeros(top_k * num_experts, dtype=dtype, device=logits.device)  # (k * E,)
+    counts.index_add_(0, (top + slots).reshape(-1), weights.to(dtype).repeat_interleave(top_k))
+    tokens_per_expert = counts.view(top_k, num_experts) / denom  # (k, E)
     prob_per_expert = (probs * weights[:, None]).sum(0) / denom  # (E,)
     return (tokens_per_expert * prob_per_expert[None]).sum() * num_experts
 
