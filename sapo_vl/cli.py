@@ -3,8 +3,9 @@
     sapo-vl train RECIPE.yaml [--import M] [dotted.key=value ...]   (also under ``accelerate launch``)
     sapo-vl eval ...                                                (``sapo-vl eval --help``)
     sapo-vl data inspect SOURCE [--import M] [key=value ...]        (``sapo-vl data --help``)
-    sapo-vl plan RECIPE.yaml [--gpus N] [--gpu-memory GiB] [--accelerate-config FILE]   (memory per GPU)
-    sapo-vl make-tiny-model OUT_DIR [--dense] [--seed N]
+    sapo-vl plan RECIPE.yaml [--gpus N] [--gpu h100|h200|...] [--accelerate-config FILE]   (memory per GPU, by phase)
+    sapo-vl export RUN_OR_CHECKPOINT OUT_DIR [--dtype D]                 (a Hugging Face model directory)
+    sapo-vl make-tiny-model OUT_DIR [--dense] [--seed N] [--hidden-size H] [--layers L] [--intermediate-size I]
     sapo-vl plot RUN_DIR [RUN_DIR ...]
 
 Plug-ins registered by the entry-point group ``sapo_vl.plugins`` are imported first. A ``UserError`` (a wrong
@@ -23,7 +24,8 @@ COMMANDS = {
     "train": ("sapo_vl.train", "cli_main", "train a policy from a YAML recipe with dotted overrides"),
     "eval": ("sapo_vl.evaluation.cli", "main", "score benchmarks (Pass@1, pass@k) from a model or samples file"),
     "data": ("sapo_vl.data.inspect", "cli_main", "inspect a dataset before training on it (sapo-vl data inspect)"),
-    "plan": ("sapo_vl.plan", "cli_main", "memory per GPU of a recipe (from the model's config.json) and if it fits"),
+    "plan": ("sapo_vl.plan", "cli_main", "memory per GPU of a recipe, by phase, from the model's config.json"),
+    "export": ("sapo_vl.export", "cli_main", "write a run's checkpoint as a Hugging Face model (safetensors)"),
     "make-tiny-model": ("sapo_vl.models.tiny", "cli_main", "build the offline tiny Qwen3-VL(-MoE) checkpoint"),
     "plot": ("sapo_vl.plots", "cli_main", "draw PNG curves from RUN_DIR/metrics.jsonl"),
 }

@@ -31,7 +31,9 @@ __all__ = ["Config", "ConfigError", "DataSource", "describe_config", "load_confi
 class ModelConfig:
     path: str = "tiny"  # a local HF checkpoint directory, or "tiny" to build the offline tiny model on the fly
     tiny: dict = field(default_factory=dict)  # TinyConfig overrides when path == "tiny" (e.g. {moe: true, seed: 0})
-    dtype: str = "auto"  # auto = bf16 on capable CUDA, fp32 elsewhere
+    # trained weights, gradients and AdamW state: auto / float32 = fp32 master weights (bf16 compute on GPUs through
+    # train.mixed_precision) | bfloat16 = pure bf16 (weights, gradients and both AdamW moments bf16, half the memory)
+    dtype: str = "auto"
     attn_implementation: str = "auto"  # auto = flash_attention_2 if installed on CUDA, else sdpa
     experts_implementation: str | None = None  # eager | batched_mm | grouped_mm
     gradient_checkpointing: bool = False
@@ -134,6 +136,7 @@ class TrainConfig:
     logprob_chunk_size: int = 1024
     mixed_precision: str = "auto"  # auto: bf16 on CUDA
     sharding: str = "any"  # fsdp2: refuse to start unless launched with FSDP2 over >= 2 processes (sized for it)
+    collective_timeout_s: float = 3600.0  # how long a rank waits in a collective (a large checkpoint or export)
 
 
 @dataclass
@@ -144,6 +147,8 @@ class LogConfig:
     eval_limit: int = 200
     save_every: int = 0  # steps between checkpoints (0 = only at the end)
     keep_last: int = 2
+    export: bool = True  # write the final policy as a Hugging Face model to OUTPUT_DIR/model (sapo-vl export)
+    export_dtype: str = "auto"  # auto: as trained (fp32 master weights or bf16) | bfloat16 | float32 | float16
     progress: bool = True
     plot: bool = True
 
@@ -192,6 +197,8 @@ def choices() -> dict[str, Any]:
         "algo.routing_replay": ("none", "rollout"), "train.packing": ("auto", "on", "off"),
         "train.prefix_sharing": ("auto", "off"), "rollout.old_logprobs": ("auto", "sampler", "score"),
         "log.backends": ("jsonl", "tensorboard", "wandb", "trackio"),
+        "model.dtype": ("auto", "float32", "fp32", "bfloat16", "bf16"),
+        "log.export_dtype": ("auto", "float32", "bfloat16", "float16"),
     }
 
 
@@ -412,7 +419,7 @@ def _check_names(cfg: Config, allowed: dict) -> None:
 def _check_choices(cfg: Config, allowed: dict) -> None:
     for key in ("data.on_error", "warmup.labels", "algo.aggregation", "algo.kl_estimator", "train.lr_schedule",
                 "train.mixed_precision", "train.sharding", "reward.on_timeout", "algo.routing_replay",
-                "train.packing", "train.prefix_sharing", "rollout.old_logprobs"):
+                "train.packing", "train.prefix_sharing", "rollout.old_logprobs", "model.dtype", "log.export_dtype"):
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
         if value not in allowed[key]:
@@ -508,7 +515,8 @@ def _check_loss_hparams(name: str, hparams: dict) -> None:
 # keys that may change when a run resumes: how long it runs, where and how it logs, how work is batched
 SAFE_ON_RESUME = ("output_dir", "resume", "imports", "train.total_steps", "log.", "reward.num_workers",
                   "reward.timeout_s", "rollout.generation_batch_size", "train.micro_batch_tokens",
-                  "train.logprob_chunk_size", "train.packing", "train.prefix_sharing", "train.sharding")
+                  "train.logprob_chunk_size", "train.packing", "train.prefix_sharing", "train.sharding",
+                  "train.collective_timeout_s")
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -16,7 +16,7 @@ breaks ``PolicyUpdate``'s exact accumulation over token-budget micro-batches. FS
 Under FSDP2 every rank must run the same collectives: ``PolicyUpdate`` pads the micro-batch count, ``even_share``
 pads evaluation prompts, generation decodes in lockstep (every rank until all are done), every forward runs the
 vision tower once on every rank (a blank image where a rank has none: ``models.vision.every_rank_encodes``), and
-checkpoints gather full state dicts.
+every rank writes its own checkpoint shards (``sapo_vl.checkpoint``).
 """
 
 from __future__ import annotations
@@ -36,11 +36,16 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "false").lower() == "true"
 
 
-def make_accelerator(train) -> Any:
-    """The run's ``Accelerator`` (bf16 autocast per ``train.mixed_precision``), FSDP2 restored on CPU, checked
-    against ``train.sharding``."""
+def make_accelerator(train, weights_dtype: torch.dtype = torch.float32) -> Any:
+    """The run's ``Accelerator`` for the ``train`` section and the trained weights' dtype: bf16 autocast over fp32
+    weights per ``train.mixed_precision``, none for pure bf16 weights (compute is bf16 already, and accelerate's FSDP2
+    would upcast them to fp32); FSDP2 restored on CPU; checked against ``train.sharding``; collectives wait up to
+    ``train.collective_timeout_s``. Under FSDP2 the model is loaded into its shards by sapo_vl
+    (``sapo_vl.models.shards``), so accelerate's own rank-0 broadcast loading is turned off."""
+    from datetime import timedelta
+
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType, InitProcessGroupKwargs
 
     cuda = torch.cuda.is_available()
     if _env_flag("ACCELERATE_USE_DEEPSPEED"):
@@ -48,18 +53,23 @@ def make_accelerator(train) -> Any:
                         "breaks sapo_vl's micro-batch accumulation. Launch with FSDP2, which shards parameters, "
                         f"gradients and optimizer state the same way: --config_file {FSDP2_CONFIG}")
     mp = train.mixed_precision
-    accelerator = Accelerator(mixed_precision="bf16" if (mp == "bf16" or (mp == "auto" and cuda)) else "no",
-                              cpu=not cuda)
+    autocast = weights_dtype == torch.float32 and (mp == "bf16" or (mp == "auto" and cuda))
+    accelerator = Accelerator(mixed_precision="bf16" if autocast else "no", cpu=not cuda,
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(
+                                  seconds=train.collective_timeout_s))])
     if _env_flag("ACCELERATE_USE_FSDP") and accelerator.distributed_type == DistributedType.MULTI_CPU:
         _fsdp_on_cpu(accelerator)
     kind = strategy(accelerator)
     check_sharding(kind, train.sharding, fsdp_asked=_env_flag("ACCELERATE_USE_FSDP"),
                    processes=accelerator.num_processes)
-    if kind == "fsdp2" and accelerator.mixed_precision == "bf16":  # accelerate would reduce gradients in bf16
+    if kind == "fsdp2":
         from torch.distributed.fsdp import MixedPrecisionPolicy
 
-        accelerator.state.fsdp_plugin.mixed_precision_policy = MixedPrecisionPolicy(
-            param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        plugin = accelerator.state.fsdp_plugin
+        plugin.cpu_ram_efficient_loading = False
+        # gradients reduced in fp32 (accelerate would reduce them in bf16 under bf16 compute)
+        plugin.mixed_precision_policy = MixedPrecisionPolicy(
+            param_dtype=torch.bfloat16 if autocast else None, reduce_dtype=torch.float32)
     return accelerator
 
 
@@ -129,8 +139,10 @@ def describe_sharding(policy, accelerator) -> str:
     sharded = sum(p.numel() for p in params if isinstance(p, DTensor))
     units = Counter(type(m).__name__.removeprefix("FSDP") for m in policy.modules() if isinstance(m, FSDPModule))
     mp = accelerator.state.fsdp_plugin.mixed_precision_policy
-    precision = (f"compute in {str(mp.param_dtype).removeprefix('torch.')}, gradients reduced in "
-                 f"{str(mp.reduce_dtype).removeprefix('torch.')}") if mp is not None else "no mixed precision"
+    weights = str(next(iter(params)).dtype).removeprefix("torch.") if params else "-"
+    compute = str(mp.param_dtype).removeprefix("torch.") if mp is not None and mp.param_dtype else weights
+    reduce = str(mp.reduce_dtype).removeprefix("torch.") if mp is not None and mp.reduce_dtype else compute
+    precision = f"{weights} weights, compute in {compute}, gradients reduced in {reduce}"
     return (f"FSDP2 over {accelerator.num_processes} processes: {sharded:,} of {sum(p.numel() for p in params):,} "
             f"parameters sharded; wrap units {', '.join(f'{n} x{c}' for n, c in sorted(units.items()))}; "
             f"{precision}")
@@ -152,6 +164,18 @@ def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
     return {k: (v / n) for k, (v, n) in zip(keys, sums.tolist()) if n > 0}
 
 
+def reduce_max_values(values: dict[str, float], accelerator) -> dict[str, float]:
+    """The largest value of each metric over the ranks that report it (e.g. a phase's peak memory: the rank that
+    needs the most is the one that runs out)."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return values
+    import torch.distributed as dist
+
+    every: list = [None] * accelerator.num_processes
+    dist.all_gather_object(every, values)
+    return {k: max(v[k] for v in every if k in v) for k in sorted(set().union(*every))}
+
+
 def reduce_max(value: int, accelerator) -> int:
     """The largest ``value`` over the ranks."""
     if accelerator is None or accelerator.num_processes == 1:
@@ -170,21 +194,53 @@ def even_share(records: list, fill, accelerator) -> tuple[list, int]:
     return records + [fill] * (longest - len(records)), len(records)
 
 
-def kept_units(policy, fraction: float = 0.5) -> list:
+def compute_dtype(module) -> torch.dtype:
+    """The dtype ``module`` computes in: FSDP2's mixed-precision ``param_dtype`` where it has one, else its weights'."""
+    from torch.distributed.fsdp import FSDPModule
+
+    if isinstance(module, FSDPModule):
+        dtype = module._get_fsdp_state()._mp_policy.param_dtype
+        if dtype is not None:
+            return dtype
+    return next(module.parameters()).dtype
+
+
+GENERATION_SLACK = 0.10  # of a GPU's memory left free through generation: allocator fragmentation, workspaces
+
+
+def free_device_bytes(device: torch.device) -> tuple[float, float]:
+    """(bytes a new tensor can use now, total) on a CUDA device: the driver's free memory plus the blocks the caching
+    allocator holds unused (the update's freed activations stay reserved by it)."""
+    free, total = torch.cuda.mem_get_info(device)
+    return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device), total
+
+
+def generation_budget(device: torch.device, reserve: float) -> float:
+    """Bytes of decoder layers a generation call may keep gathered on ``device``: its free memory
+    (``free_device_bytes``) minus ``reserve`` and ``GENERATION_SLACK`` of the device; unbounded on CPU."""
+    if device.type != "cuda":
+        return float("inf")
+    free, total = free_device_bytes(device)
+    return free - reserve - GENERATION_SLACK * total
+
+
+def kept_units(policy, reserve: float = 0.0) -> list:
     """The FSDP2 wrap units to keep gathered through a generation call (``gathered``): the decoder layers, which run at
     every decoding step (the root stays gathered within each generation call anyway; the vision blocks run once per
-    chunk), in order, as many as fit in ``fraction`` of this GPU's free memory at their stored size (an upper bound
-    under bf16 compute), the same number on every rank. All of them on CPU."""
+    chunk), in order, as many as fit in this GPU's free memory (``free_device_bytes``) minus ``reserve`` (what the
+    generation itself allocates: KV cache, logits) and ``GENERATION_SLACK`` of the device, each at its size in the
+    compute dtype (FSDP2 gathers in the mixed-precision policy's ``param_dtype``), the same number on every rank
+    (``sapo-vl plan`` predicts the count). All of them on CPU."""
     from torch.distributed.fsdp import FSDPModule
 
     visual = getattr(getattr(getattr(policy, "model", None), "model", None), "visual", None)
     skip = {id(m) for m in visual.modules()} if visual is not None else set()
     units = [m for m in policy.modules() if isinstance(m, FSDPModule) and m is not policy and id(m) not in skip]
     device = next(policy.parameters()).device
-    budget = fraction * torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else float("inf")
-    kept, used = 0, 0
+    budget = generation_budget(device, reserve)
+    kept, used = 0, 0.0
     for m in units:
-        used += sum(p.numel() * p.element_size() for p in m.parameters())
+        used += sum(p.numel() for p in m.parameters()) * compute_dtype(m).itemsize
         if used > budget:
             break
         kept += 1
@@ -214,60 +270,3 @@ def gathered(units: list):
             for group, info in zip(st._fsdp_param_groups, infos):
                 group.post_forward_mesh_info = info
             m.reshard()
-
-
-# ------------------------------------------------------------------------------------------ full state dicts
-
-
-def _options(**kw):
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-
-    return StateDictOptions(full_state_dict=True, **kw)
-
-
-def full_model_state(policy) -> dict:
-    """The Hugging Face model's full state dict (keys as ``save_pretrained`` writes them), gathered from the shards
-    under FSDP2 onto the main process (collective: every rank calls it; the others get an empty dict). A tied
-    weight (Qwen3-VL-2B / 4B's LM head) is kept once, under its first name, as ``save_pretrained`` keeps it."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-    policy = _bare(policy)
-    state = get_model_state_dict(policy, options=_options(cpu_offload=_sharded(policy)))
-    tied = {n for n, _ in policy.named_parameters(remove_duplicate=False)} - {n for n, _ in policy.named_parameters()}
-    return {k.removeprefix("model."): v for k, v in state.items() if k not in tied}
-
-
-def full_optimizer_state(policy, optimizer) -> dict:
-    """The optimizer's state keyed by parameter names, whole (gathered from the shards under FSDP2, on the main
-    process): the same checkpoint resumes on any number of processes. Collective under FSDP2."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
-    return get_optimizer_state_dict(_bare(policy), _inner(optimizer), options=_options(cpu_offload=_sharded(policy)))
-
-
-def load_optimizer_state(policy, optimizer, state: dict) -> None:
-    """Load a ``full_optimizer_state`` (every rank passes the whole state; FSDP2 keeps its shard). The checkpoint
-    must hold state for exactly the parameters this optimizer trains."""
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
-    saved = {name for group in state.get("param_groups", []) for name in group["params"]}
-    names = {name for name, p in _bare(policy).named_parameters() if p.requires_grad}
-    if saved != names:
-        diff = sorted(saved ^ names)
-        raise UserError(f"the checkpoint's optimizer state does not fit this model's trainable parameters ({len(diff)} "
-                        f"differ, e.g. {diff[0]}); did model.freeze_vision change?")
-    set_optimizer_state_dict(_bare(policy), _inner(optimizer), state, options=_options())
-
-
-def _sharded(policy) -> bool:
-    from torch.distributed.tensor import DTensor
-
-    return any(isinstance(p, DTensor) for p in policy.parameters())
-
-
-def _bare(policy):
-    return getattr(policy, "module", policy)  # DDP's wrapped module; an FSDP2 module is its own
-
-
-def _inner(optimizer):
-    return getattr(optimizer, "optimizer", optimizer)  # accelerate's AcceleratedOptimizer

@@ -66,23 +66,57 @@ class RunLock:
             self._fd = None
 
 
+def _causes(exc: BaseException):
+    """``exc``, its cause, and the per-rank errors a ``torch.distributed.checkpoint`` exception wraps."""
+    yield exc
+    for failure in getattr(exc, "failures", {}).values():
+        yield from _causes(failure[0] if isinstance(failure, tuple) else failure)
+    if exc.__cause__ is not None:
+        yield from _causes(exc.__cause__)
+
+
 def _is_disk_full(exc: BaseException, where: Path) -> bool:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    if "unexpected pos" in str(exc) or "file write failed" in str(exc):  # torch.save on a full disk
-        return shutil.disk_usage(where).free < 64 * 2**20
+    for e in _causes(exc):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "unexpected pos" in str(e) or "file write failed" in str(e):  # torch.save on a full disk
+            return shutil.disk_usage(where).free < 64 * 2**20
     return False
+
+
+def disk_full_error(exc: BaseException, final: Path, needed_bytes: int | None = None) -> UserError | None:
+    """A ``UserError`` naming the full disk when ``exc`` is one (None otherwise): how much the write of ``final``
+    needed (``needed_bytes``, an estimate) and how much is free."""
+    final = Path(final)
+    if not _is_disk_full(exc, final.parent):
+        return None
+    need = needed_bytes or 0
+    error = UserError(f"no space left on device writing {final} (needed ~{need / 2**20:.0f} MB, "
+                      f"{shutil.disk_usage(final.parent).free / 2**20:.0f} MB free at {final.parent}); "
+                      "the previous contents are intact")
+    error.__cause__ = exc
+    return error
 
 
 def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the complete directory ``tmp`` to ``final``, the old ``final`` moved aside first, so a complete directory
+    exists at every moment."""
+    stale = final.with_name(f".old-{final.name}")
+    if final.exists():
+        shutil.rmtree(stale, ignore_errors=True)
+        final.rename(stale)
+    tmp.rename(final)
+    shutil.rmtree(stale, ignore_errors=True)
+
+
 @contextmanager
 def atomic_dir(final: str | os.PathLike, needed_bytes: int | None = None) -> Iterator[Path]:
-    """Yield a temporary sibling of ``final`` to fill; on success it replaces ``final`` (moved aside first, so a
-    complete directory exists at every moment), on failure it is removed. ``needed_bytes`` (an estimate) goes
-    into the disk-full message."""
+    """Yield a temporary sibling of ``final`` to fill; on success it replaces ``final`` (``replace_dir``), on failure
+    it is removed. ``needed_bytes`` (an estimate) goes into the disk-full message."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".tmp-{final.name}")
@@ -93,18 +127,11 @@ def atomic_dir(final: str | os.PathLike, needed_bytes: int | None = None) -> Ite
     except BaseException as exc:
         written = tree_bytes(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
-        if _is_disk_full(exc, final.parent):
-            need = max(needed_bytes or 0, written)
-            raise UserError(f"no space left on device writing {final} (needed ~{need / 2**20:.0f} MB, "
-                            f"{shutil.disk_usage(final.parent).free / 2**20:.0f} MB free at {final.parent}); "
-                            "the previous contents are intact") from exc
+        full = disk_full_error(exc, final, max(needed_bytes or 0, written))
+        if full is not None:
+            raise full from exc
         raise
-    stale = final.with_name(f".old-{final.name}")
-    if final.exists():
-        shutil.rmtree(stale, ignore_errors=True)
-        final.rename(stale)
-    tmp.rename(final)
-    shutil.rmtree(stale, ignore_errors=True)
+    replace_dir(tmp, final)
 
 
 class StopFlag:

@@ -29,7 +29,6 @@ from sapo_vl.checkpoint import (
     resolve_resume,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from sapo_vl.config import Config, check_resume, config_yaml, load_config, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
@@ -37,36 +36,18 @@ from sapo_vl.models.moe import moe_routers
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
-from sapo_vl.parallel import (describe_sharding, even_share, full_model_state, leave_process_group, make_accelerator,
+from sapo_vl.memory import PhasePeaks
+from sapo_vl.parallel import (describe_sharding, even_share, leave_process_group, make_accelerator, reduce_max_values,
                               reduce_mean)
 from sapo_vl.plan import preflight
 from sapo_vl.plugins import split_imports
-from sapo_vl.rundir import RunLock, StopFlag, atomic_dir
+from sapo_vl.policy_state import (build_update, export_final, model_path, pending_rollouts, reference_model,
+                                  resume_rng, training_dtype)
+from sapo_vl.rundir import RunLock, StopFlag
 from sapo_vl.update import PolicyUpdate
 
 # ----------------------------------------------------------------------------------------------------------------
 # building blocks
-
-
-def _complete(path: Path) -> bool:
-    """A model directory with its config and weights (what a killed in-place write of an older version lacked)."""
-    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
-
-
-def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
-    """The policy to load: ``checkpoint`` (resume) or model.path; "tiny" builds the offline tiny Qwen3-VL-MoE into
-    the run directory once (atomically, so a kill never leaves half a model)."""
-    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
-
-    if checkpoint is not None:
-        return checkpoint
-    if cfg.model.path != "tiny":
-        return Path(cfg.model.path)
-    path = Path(cfg.output_dir) / "tiny_init"
-    if not _complete(path):
-        with atomic_dir(path) as tmp:
-            make_tiny_model(tmp, TinyConfig(**cfg.model.tiny))
-    return path
 
 
 def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
@@ -142,17 +123,21 @@ class Run:
     start_step: int
     data_report: dict
     stop: StopFlag
+    memory: PhasePeaks  # peak memory per phase (memory/<phase>/..., logged after each step)
     last_saved: int = 0  # the step of the newest checkpoint this run can fall back to
     pending: list = field(default_factory=list)  # scored rollouts waiting rollout.staleness steps
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
+    from dataclasses import replace
+
     from accelerate.utils import set_seed
 
-    from sapo_vl.models.load import load_policy, load_processor
+    from sapo_vl.models.load import load_processor
     from sapo_vl.rewards.pool import RewardPool
 
-    accelerator = make_accelerator(cfg.train)
+    dtype = training_dtype(cfg.model)
+    accelerator = make_accelerator(cfg.train, dtype)
     out_dir, is_main = Path(cfg.output_dir), accelerator.is_main_process
     if is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,28 +156,34 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     if state is not None:
         check_resume(state.get("config"), cfg, resume_from)
     stop.check("the data load")
-    model, _ = load_policy(path, cfg.model, accelerator.device)
+    memory = PhasePeaks()
+    memory.mark_baseline()  # what the process holds before any weights: it does not fall with the ranks
+    with memory.phase("load"):
+        update = build_update(path, replace(cfg.model, dtype=str(dtype).removeprefix("torch.")), cfg.algo,
+                              cfg.train, cfg.rollout, accelerator, (resume_from, state) if state else None)
     stop.check("the model load")
+    hf_model = accelerator.unwrap_model(update.policy).model
+    if cfg.algo.routing_replay != "none" and not moe_routers(hf_model):
+        raise UserError(f"algo.routing_replay={cfg.algo.routing_replay} needs an MoE model; {path} is dense")
     train_records = [rec for src in sources for rec in src.train]
     sampler = MixtureSampler([len(s.train) for s in sources], [s.weight for s in sources], cfg.seed,
                              accelerator.process_index, accelerator.num_processes)
     if resume_from is None and cfg.warmup.steps > 0:  # same seed on every rank: identical weights after it
         from sapo_vl.warmup import warmup
 
-        warmup(model, fmt, train_records, cfg.warmup, seed=cfg.seed,
-               log=(lambda m: print(m, flush=True)) if is_main else None, stop=stop)
-    ref_model = _reference_model(cfg, model, accelerator) if cfg.algo.kl_beta > 0 else None
+        with memory.phase("warmup"):
+            warmup(update.policy, fmt, train_records, cfg.warmup, seed=cfg.seed,
+                   log=(lambda m: print(m, flush=True)) if is_main else None, stop=stop)
+    with memory.phase("load"):
+        ref_model = reference_model(cfg, update, fmt, accelerator, dtype, resume_from is not None) \
+            if cfg.algo.kl_beta > 0 else None
     start_step = 0
     if state is not None:
         sampler.load_state_dict(state["sampler"])
         start_step = state["step"]
-        set_rng_state(state["rng"][accelerator.process_index] if isinstance(state["rng"], list) else state["rng"])
+        resume_rng(state, cfg, accelerator)
         if is_main:
             print(f"[sapo-vl] resumed from {resume_from} at step {start_step}", flush=True)
-    if cfg.algo.routing_replay != "none" and not moe_routers(model):
-        raise UserError(f"algo.routing_replay={cfg.algo.routing_replay} needs an MoE model; {path} is dense")
-    update = PolicyUpdate(model, cfg.algo, cfg.train, cfg.rollout, accelerator, state)
-    hf_model = accelerator.unwrap_model(update.policy).model
     if update.sharded and is_main:
         print(f"[sapo-vl] {describe_sharding(update.policy, accelerator)}", flush=True)
     r = cfg.rollout
@@ -205,8 +196,8 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
                         synced=update.sharded), stop=stop,
         sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k),
-        ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
-        last_saved=start_step, pending=_pending(state, accelerator.process_index))
+        memory=memory, ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
+        last_saved=start_step, pending=pending_rollouts(state, accelerator))
     run.engine.record_routing = bool(moe_routers(hf_model)) and sampler_logprobs(run)  # routing drift, replay
     return run
 
@@ -321,15 +312,18 @@ def train_step(r: Run) -> dict:
     of its time (an asynchronous trainer's lag); the first ``s`` steps only fill the queue."""
     t0 = time.perf_counter()
     records = [r.train_records[i] for i in r.sampler.next(r.cfg.rollout.prompts_per_step)]
-    rollout, metrics = rollout_phase(r, records)
-    keep, reward_metrics = reward_phase(r, rollout)
+    with r.memory.phase("rollout"):
+        rollout, metrics = rollout_phase(r, records)
+    with r.memory.phase("reward"):
+        keep, reward_metrics = reward_phase(r, rollout)
     metrics.update(reward_metrics)
     r.pending.append(rollout.select(keep) if len(keep) < len(rollout) else rollout)
     t1 = time.perf_counter()
     r.hf_model.train()
     scoring = 0.0  # the old log-probs, when the update scored them (scored_by_update)
     if len(r.pending) > r.cfg.rollout.staleness:
-        update_metrics = r.update.update(r.pending.pop(0))
+        with r.memory.phase("update"):
+            update_metrics = r.update.update(r.pending.pop(0))
         scoring = update_metrics.pop("time/logprob")
         metrics.update(update_metrics)
     metrics["time/logprob"] += scoring
@@ -346,8 +340,11 @@ def run(cfg: Config) -> dict:
     The output directory is locked for the run (``RunLock``). SIGTERM / SIGINT are honoured in every phase: in the
     build and warm-up nothing is saved; mid-step (generation, rewards) the step is dropped and the last completed one
     saved; during an update the update finishes and is saved. A second signal exits at once."""
+    from sapo_vl.memory import return_freed_blocks
+
     out_dir = Path(cfg.output_dir)
     stop = StopFlag().install()  # first thing: a signal during the build or the warm-up still stops cleanly
+    return_freed_blocks()  # host memory: freed tensors go back to the OS, not into the allocator's heap
     with RunLock(out_dir) if int(os.environ.get("RANK", "0")) == 0 else nullcontext():
         resume_from = resolve_resume(cfg.resume, out_dir)
         if cfg.resume == "never" and (existing := latest_checkpoint(out_dir)) is not None:
@@ -399,7 +396,14 @@ def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
         progress.update(step, metrics)
         stopping = _any_rank(r, r.stop())
         if (cfg.log.save_every and step % cfg.log.save_every == 0) or step == cfg.train.total_steps or stopping:
-            _save(out_dir, step, r)
+            with r.memory.phase("checkpoint"):
+                _save(out_dir, step, r)
+        if step == cfg.train.total_steps and cfg.log.export:
+            with r.memory.phase("export"):
+                export_final(out_dir, cfg.log.export_dtype, r.accelerator)
+        peaks = reduce_max_values(r.memory.take(), r.accelerator)  # this step's peak memory per phase
+        if peaks:
+            tracker.log(peaks, step=step)
         if stopping:
             _say(r, f"{r.stop.signal} received: saved step {step} and stopping")
             break
@@ -422,7 +426,8 @@ def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
 
 def _evaluate_unless_stopped(r: Run) -> dict | None:
     try:
-        return evaluate(r)
+        with r.memory.phase("eval"):
+            return evaluate(r)
     except Interrupted:
         return None
 
@@ -452,55 +457,23 @@ def _any_rank(r: Run, flag: bool) -> bool:
 # helpers
 
 
-def _pending(state: dict | None, rank: int) -> list:
-    """This rank's queue of stale rollouts from a checkpoint (none before rollout.staleness existed)."""
-    queues = state.get("pending") if state else None
-    return list(queues[rank]) if queues else []
-
-
-def _reference_model(cfg: Config, model, accelerator):
-    """The frozen KL reference: the policy RL starts from (after any warm-up), loaded only when kl_beta > 0.
-
-    It is saved once to OUTPUT_DIR/reference when a warm-up changed the weights, so a resumed run uses the same one.
-    """
-    import copy
-
-    from sapo_vl.models.load import load_policy
-
-    ref_dir = Path(cfg.output_dir) / "reference"
-    if _complete(ref_dir):
-        ref, _ = load_policy(ref_dir, cfg.model, accelerator.device)
-    elif cfg.warmup.steps > 0:
-        ref = copy.deepcopy(model)
-        if accelerator.is_main_process:
-            with atomic_dir(ref_dir) as tmp:
-                ref.save_pretrained(tmp)
-        accelerator.wait_for_everyone()
-    else:
-        ref, _ = load_policy(model_path(cfg), cfg.model, accelerator.device)
-    return ref.requires_grad_(False).eval()
-
-
 def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> None:
-    """Checkpoint on the main process; every rank's RNG state is gathered so each resumes its own stream.
-    ``snapshot`` (sampler state, RNG state) replaces the current ones: a step dropped mid-way is redone on resume."""
+    """Checkpoint (collective: every rank writes its own shards); every rank's RNG state and stale-rollout queue are
+    gathered so each resumes its own. ``snapshot`` (sampler state, RNG state) replaces the current ones: a step
+    dropped mid-way is redone on resume."""
     import torch.distributed as dist
 
     sampler_state, rng = snapshot if snapshot is not None else (r.sampler.state_dict(), rng_state())
-    pending = [r.pending]  # one queue per rank
+    rngs, pending = [rng], [r.pending]  # one per rank
     if r.accelerator.num_processes > 1 and dist.is_initialized():
         gathered = [None] * r.accelerator.num_processes
-        dist.all_gather_object(gathered, (rng, pending))
-        rng, pending = [g[0] for g in gathered], [g[1][0] for g in gathered]
-    weights, update_state = full_model_state(r.update.policy), r.update.state_dict()  # collective under FSDP2
-    if r.accelerator.is_main_process:
-        state = {**update_state, "sampler": sampler_state, "config": r.cfg.to_dict(), "pending": pending}
-        if isinstance(rng, list):
-            state["rng"] = rng  # overrides save_checkpoint's own (this process's) rng entry
-        save_checkpoint(out_dir, step, model=r.hf_model, processor=r.fmt.processor, trainer_state=state,
-                        keep_last=r.cfg.log.keep_last, state_dict=weights)
+        dist.all_gather_object(gathered, (rng, r.pending))
+        rngs, pending = [g[0] for g in gathered], [g[1] for g in gathered]
+    state = {**r.update.state_dict(), "sampler": sampler_state, "config": r.cfg.to_dict(), "pending": pending,
+             "rng": rngs}
+    save_checkpoint(out_dir, step, policy=r.update.policy, optimizer=r.update.optimizer, processor=r.fmt.processor,
+                    trainer_state=state, keep_last=r.cfg.log.keep_last)
     r.last_saved = step
-    r.accelerator.wait_for_everyone()
 
 
 def _data_report(sources: list[Source], is_main: bool) -> dict:

@@ -35,7 +35,7 @@ from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import forward_inputs, use_packing
 from sapo_vl.models.prefix import SharedPrefix, use_shared_prefix
-from sapo_vl.parallel import full_optimizer_state, is_sharded, load_optimizer_state, reduce_max
+from sapo_vl.parallel import is_sharded, reduce_max
 from sapo_vl.rollout.types import Rollout, to_device
 
 
@@ -56,11 +56,12 @@ def token_budget_split(lengths: list[int], budget: int, packed: bool = False) ->
     return groups
 
 
-def fused_adamw(params: list[torch.Tensor]) -> dict:
+def fused_adamw(params: list[torch.Tensor], device: torch.device | None = None) -> dict:
     """AdamW's fused kernel (one kernel for all parameters: 4.1-5.9x faster steps for the tiny model's 86 tensors on 2
-    CPU cores, ``benchmarks/bench_optimizer.py``) where torch has it for every parameter's device; its per-parameter
-    loop elsewhere."""
-    return {"fused": True} if params and all(p.device.type in ("cpu", "cuda") for p in params) else {}
+    CPU cores, ``benchmarks/bench_optimizer.py``) where torch has it for the parameters' device (``device``: where
+    parameters still on the meta device will live); its per-parameter loop elsewhere."""
+    devices = {device.type} if device is not None else {p.device.type for p in params}
+    return {"fused": True} if params and devices <= {"cpu", "cuda"} else {}
 
 
 def lr_lambda(schedule: str, warmup: int, total: int):
@@ -96,10 +97,12 @@ class PolicyUpdate:
 
     Built from the ``algo`` (loss, aggregation, KL, MoE aux), ``train`` (optimizer, batching) and ``rollout``
     (sampling temperature, generation budget) config sections. With an ``accelerator`` the policy and optimizer
-    are prepared for it (DDP / FSDP2), then ``state`` (a checkpoint's optimizer and scheduler) is loaded.
+    are prepared for it (DDP / FSDP2). ``model`` may be empty (parameters on the meta device, for sharded loading):
+    FSDP2 then shards it without allocating, and the trainer fills the shards (``sapo_vl.models.shards``); the
+    optimizer keeps the same parameter objects. A checkpoint's optimizer and scheduler state: ``resume``.
     """
 
-    def __init__(self, model, algo, train, rollout, accelerator=None, state: dict | None = None):
+    def __init__(self, model, algo, train, rollout, accelerator=None):
         self.algo, self.train, self.rollout, self.accelerator = algo, train, rollout, accelerator
         self.loss_fn = POLICY_LOSSES[algo.policy_loss]
         text_config = getattr(model.config, "text_config", model.config)
@@ -112,7 +115,8 @@ class PolicyUpdate:
         self.vision_trains = visual is not None and any(p.requires_grad for p in visual.parameters())
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=train.lr, betas=tuple(train.adam_betas),
-                                           weight_decay=train.weight_decay, **fused_adamw(trainable))
+                                           weight_decay=train.weight_decay,
+                                           **fused_adamw(trainable, accelerator.device if accelerator else None))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
         # shared prefix (auto | always | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
@@ -125,14 +129,18 @@ class PolicyUpdate:
             register_fsdp_forward_method(self.policy, "generate")
             register_fsdp_forward_method(self.policy, "call")
         self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP2's are new (DTensors)
-        if state is not None:
-            load_optimizer_state(self.policy, self.optimizer, state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
 
     def state_dict(self) -> dict:
-        """Optimizer (whole, keyed by parameter name) and scheduler state. Collective under FSDP2."""
-        return {"optimizer": full_optimizer_state(self.policy, self.optimizer),
-                "scheduler": self.scheduler.state_dict()}
+        """The schedule's state (the optimizer's is written by each rank into the checkpoint's shards)."""
+        return {"scheduler": self.scheduler.state_dict()}
+
+    def resume(self, checkpoint, state: dict) -> None:
+        """The optimizer state from ``checkpoint``'s shards (any number of processes wrote them) and the schedule
+        from its trainer ``state``. Collective under FSDP2."""
+        from sapo_vl.checkpoint import load_checkpoint
+
+        load_checkpoint(checkpoint, self.policy, self.optimizer, weights=False)
+        self.scheduler.load_state_dict(state["scheduler"])
 
     def update(self, batch: Rollout) -> dict[str, float]:
         """Mini-batches x epochs over ``batch``, one optimizer step per mini-batch, then one schedule step.

@@ -14,7 +14,7 @@ import random
 import torch
 
 from sapo_vl.errors import Interrupted
-from sapo_vl.models.logprobs import policy_forward
+from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import Rollout, to_device
 from sapo_vl.update import fused_adamw
@@ -54,8 +54,10 @@ def supervised_batch(fmt: PromptFormat, records: list[dict], targets: list[str])
 
 def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, log=None, stop=None) -> list[float]:
     """Teacher-forced next-token training on (prompt, target + EOS) for ``cfg.steps`` steps (``cfg``: the
-    ``warmup`` config section: steps, batch_size, lr, labels). Returns the losses. ``stop()`` true between two steps
-    raises ``Interrupted``."""
+    ``warmup`` config section: steps, batch_size, lr, labels). ``model``: a Hugging Face model, or the trainer's
+    prepared policy (DDP, or FSDP2 shards: every rank draws the same batches from ``seed``, so they run the same
+    collectives and end with the same weights). Returns the losses. ``stop()`` true between two steps raises
+    ``Interrupted``."""
     steps, batch_size, labels = cfg.steps, cfg.batch_size, cfg.labels
     if labels not in ("shuffled", "gold"):
         raise ValueError(f"warmup labels must be 'shuffled' or 'gold', got {labels!r}")
@@ -66,10 +68,11 @@ def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, lo
     missing = [r.get("id", i) for i, r in enumerate(records) if _first_answer(r) is None]
     if labels == "gold" and missing:
         raise ValueError(f"warm-up with gold labels: {len(missing)} record(s) have no answer, e.g. {missing[:3]}")
-    params = [p for p in model.parameters() if p.requires_grad]
+    policy = model if isinstance(getattr(model, "module", model), PolicyModule) else PolicyModule(model)
+    params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0, **fused_adamw(params))
     device = next(model.parameters()).device
-    model.train()
+    policy.train()
     losses = []
     for step in range(steps):
         if stop is not None and stop():
@@ -81,7 +84,7 @@ def warmup(model, fmt: PromptFormat, records: list[dict], cfg, seed: int = 0, lo
             targets = [_first_answer(r) for r in batch]
         sb = supervised_batch(fmt, batch, targets)
         inputs, P = sb.model_inputs()
-        out = policy_forward(model, to_device(inputs, device), P)
+        out = policy(to_device(inputs, device), P)
         mask = sb.response_mask[:, :out.logprobs.shape[1]].to(device).bool()
         loss = -torch.where(mask, out.logprobs, 0.0).sum() / mask.sum()
         loss.backward()

@@ -1,14 +1,15 @@
 """Three policy updates on one fixed global batch, then a checkpoint round trip, through the same components as
-``sapo-vl train`` (``make_accelerator``, ``PolicyUpdate``, ``score_rollout``, ``full_model_state``,
-``save_checkpoint``, ``load_trainer_state``). tests/test_fsdp.py runs it twice on the same batch:
+``sapo-vl train`` (``make_accelerator``, ``build_update``: sharded loading, ``score_rollout``, ``save_checkpoint``,
+``load_trainer_state``). tests/test_fsdp.py runs it twice on the same batch:
 
     accelerate launch --config_file recipes/accelerate/fsdp2.yaml --num_processes 2 --mixed_precision no \\
         tests/fsdp_driver.py OUT_DIR MODEL_DIR [MODEL_DIR ...]      (each rank trains on its half of the batch)
     run(OUT_DIR, MODEL_DIRS)                                         (one process, the whole batch)
 
 and compares what it writes to OUT_DIR/<model dir name>/: ``result.json`` (losses and gradient norms of the 3 steps,
-step 3 again after resuming from the step-2 checkpoint), ``shards-<rank>.json`` (each parameter's global and local
-shape) and the checkpoint ``checkpoints/step-000002`` (Hugging Face safetensors + trainer state).
+step 3 again after resuming from the step-2 checkpoint, and after resuming from the other launch's: 1 -> 2 with
+``--other``, 2 -> 1 by ``cross``), ``shards-<rank>.json`` (each parameter's global and local shape) and the
+checkpoint ``checkpoints/step-000002`` (each rank's shards).
 """
 
 from __future__ import annotations
@@ -62,32 +63,114 @@ def _step(update, batch) -> dict:
     return {"loss": metrics["loss"], "grad_norm": metrics["grad_norm"]}
 
 
-def _build(path, state=None, algo=None):
-    """A policy update as train.setup builds it: its own accelerator (one prepared model each, as in a run)."""
+def _build(path, resume=None, algo=None, model=None):
+    """A policy update as train.setup builds it (``build_update``: sharded loading under FSDP2), with its own
+    accelerator (one prepared model each, as in a run). ``resume``: (checkpoint, trainer state)."""
     from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
-    from sapo_vl.models.load import load_policy
+    from sapo_vl.models.load import load_processor
     from sapo_vl.parallel import make_accelerator
-    from sapo_vl.update import PolicyUpdate
+    from sapo_vl.policy_state import build_update
 
     train = TrainConfig(lr=3e-3, micro_batch_tokens=256, mixed_precision="no")
     accelerator = make_accelerator(train)
-    model, processor = load_policy(path, ModelConfig(dtype="float32"))
-    update = PolicyUpdate(model, algo or AlgoConfig(), train, RolloutConfig(), accelerator, state)
-    # one process takes the sharded ranks' layout (a shared prefix for every micro-batch), not the per-micro-batch
-    # choice, so that the runs differ by sharding alone (three Adam steps amplify float32 rounding)
-    update.share = "always" if update.share != "off" else "off"
-    return update, processor
+    update = build_update(Path(path), model or ModelConfig(dtype="float32"), algo or AlgoConfig(), train,
+                          RolloutConfig(), accelerator, resume)
+    # shared-prefix forwards for every micro-batch on both sides (the trainer turns them off under FSDP2, for memory:
+    # sapo_vl.models.prefix.use_shared_prefix), so that the runs differ by sharding alone and the sharded shared-prefix
+    # path stays correct (three Adam steps amplify float32 rounding)
+    update.share = "always"
+    return update, load_processor(path)
 
 
-def drive(model_dir: Path, out: Path) -> None:
+def full_model_state(policy) -> dict:
+    """The Hugging Face model's whole state dict on the main process (gathered from the shards under FSDP2;
+    collective: every rank calls it, the others get an empty dict), tied weights once."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    from torch.distributed.tensor import DTensor
+
+    policy = getattr(policy, "module", policy)
+    sharded = any(isinstance(p, DTensor) for p in policy.parameters())
+    state = get_model_state_dict(policy, options=StateDictOptions(full_state_dict=True, cpu_offload=sharded))
+    tied = {n for n, _ in policy.named_parameters(remove_duplicate=False)} - {n for n, _ in policy.named_parameters()}
+    return {k.removeprefix("model."): v for k, v in state.items() if k not in tied}
+
+
+class HeldUnsharded:
+    """``with HeldUnsharded() as held:``: the most parameters FSDP2 held unsharded (gathered, or being all-gathered)
+    at once on this rank inside the block (``held.peak``); sizes of the wrap units by ``unit_sizes``."""
+
+    def __enter__(self):
+        from torch.distributed.fsdp._fully_shard._fsdp_param_group import FSDPParamGroup
+
+        self.cls, self.saved, self.peak, held = FSDPParamGroup, (FSDPParamGroup.unshard, FSDPParamGroup.reshard), 0, {}
+
+        def watch(fn):
+            def wrapped(group, *args, **kwargs):
+                out = fn(group, *args, **kwargs)
+                if group._all_gather_result is not None or group.is_unsharded:
+                    held[id(group)] = sum(p._orig_size.numel() for p in group.fsdp_params)
+                else:
+                    held.pop(id(group), None)
+                self.peak = max(self.peak, sum(held.values()))
+                return out
+            return wrapped
+
+        FSDPParamGroup.unshard, FSDPParamGroup.reshard = watch(self.saved[0]), watch(self.saved[1])
+        return self
+
+    def __exit__(self, *exc):
+        self.cls.unshard, self.cls.reshard = self.saved
+
+
+def unit_sizes(policy) -> dict:
+    """Parameters of the root unit, of the largest other wrap unit, and of the whole model."""
+    from torch.distributed.fsdp import FSDPModule
+
+    sizes = {}
+    for m in policy.modules():
+        if isinstance(m, FSDPModule):
+            group = m._get_fsdp_state()._fsdp_param_group
+            sizes[m is policy] = sizes.get(m is policy, []) + [
+                sum(p._orig_size.numel() for p in group.fsdp_params) if group else 0]
+    return {"root": sizes[True][0], "largest": max(sizes[False]), "total": sum(sizes[True] + sizes[False])}
+
+
+def _save(update, processor, out: Path, step: int) -> Path:
+    from sapo_vl.checkpoint import save_checkpoint
+
+    return save_checkpoint(out, step, policy=update.policy, optimizer=update.optimizer, processor=processor,
+                           trainer_state=update.state_dict())
+
+
+def resumed_step(checkpoint: Path, batch, rng=None, held: dict | None = None) -> tuple[dict, dict]:
+    """Step 3 of this process's share of ``batch`` after resuming from ``checkpoint`` (written by any number of
+    processes): its loss and gradient norm, and the weights after it (main process). ``held["resume"]``: the most
+    parameters held unsharded while resuming."""
+    from sapo_vl.checkpoint import load_trainer_state, set_rng_state
+
+    with HeldUnsharded() as h:
+        resumed, _ = _build(checkpoint, (checkpoint, load_trainer_state(checkpoint)))
+    if held is not None:
+        held["resume"] = h.peak
+    if rng is not None:
+        set_rng_state(rng)
+    again = _step(resumed, batch)
+    return again, full_model_state(resumed.policy)
+
+
+def drive(model_dir: Path, out: Path, other: Path | None = None) -> None:
+    """Three updates with a checkpoint after the second, step 3 again after resuming from it; with ``other`` (the
+    same step-2 checkpoint written by another number of processes) step 3 after resuming from that one too."""
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
-    from sapo_vl.checkpoint import load_trainer_state, rng_state, save_checkpoint, set_rng_state
-    from sapo_vl.parallel import full_model_state
+    from sapo_vl.checkpoint import rng_state
 
     torch.manual_seed(0)
-    update, processor = _build(model_dir)
+    held = {}  # per phase, the most parameters held unsharded at once (FSDP2)
+    with HeldUnsharded() as h:
+        update, processor = _build(model_dir)
+    held["load"] = h.peak
     accelerator = update.accelerator
     rank, world = accelerator.process_index, accelerator.num_processes
     shards = {n: [list(p.shape), list(p.to_local().shape) if isinstance(p, DTensor) else None]
@@ -97,27 +180,68 @@ def drive(model_dir: Path, out: Path) -> None:
     mine = list(range(rank * len(batch) // world, (rank + 1) * len(batch) // world))  # this rank's share
     batch = batch.select(mine)
     batch.old_logprobs = _old_logprobs(update, batch, noise[mine])
-    steps = [_step(update, batch) for _ in range(2)]
-    weights, state = full_model_state(update.policy), update.state_dict()  # as train._save: every rank gathers
+    with HeldUnsharded() as h:
+        steps = [_step(update, batch) for _ in range(2)]
+    held["update"] = h.peak
     rng = rng_state()  # this rank's (train._save gathers every rank's into the checkpoint)
-    if accelerator.is_main_process:
-        save_checkpoint(out, 2, model=update.policy.model, processor=processor, trainer_state=state,
-                        state_dict=weights)
-    accelerator.wait_for_everyone()
+    with HeldUnsharded() as h:
+        checkpoint = _save(update, processor, out, 2)
+    held["checkpoint"] = h.peak
     steps.append(_step(update, batch))
     final = full_model_state(update.policy)
-
-    checkpoint = out / "checkpoints" / "step-000002"
-    resumed, _ = _build(checkpoint, load_trainer_state(checkpoint))
-    set_rng_state(rng)
-    again = _step(resumed, batch)
-    resumed_final = full_model_state(resumed.policy)
+    again, resumed_final = resumed_step(checkpoint, batch, rng, held)
+    result = {"steps": steps, "resumed_step3": again, "world": world, "held_unsharded": held}
+    if update.sharded:
+        result["unit_sizes"] = unit_sizes(update.policy)
+    if other is not None:
+        result.update(_cross(other, batch, rng, final))
+    if world == 1:  # for ``cross``, once the other launch wrote its checkpoint
+        torch.save({"batch": batch, "rng": rng, "final": final}, out / "step3.pt")
     if accelerator.is_main_process:
-        same = all(torch.equal(final[k], resumed_final[k]) for k in final)
-        units = sorted(type(m).__name__ for m in update.policy.modules() if isinstance(m, FSDPModule))
-        (out / "result.json").write_text(json.dumps({"steps": steps, "resumed_step3": again, "world": world,
-                                                     "resumed_weights_equal": same, "fsdp_units": units,
-                                                     "prefix_sharing": update.share}))
+        result["resumed_weights_equal"] = all(torch.equal(final[k], resumed_final[k]) for k in final)
+        result["fsdp_units"] = sorted(type(m).__name__ for m in update.policy.modules() if isinstance(m, FSDPModule))
+        result["prefix_sharing"] = update.share
+        (out / "result.json").write_text(json.dumps(result))
+
+
+def drive_checkpointing(model_dir: Path, out: Path) -> None:
+    """The first two updates of ``drive`` with gradient checkpointing on (every real recipe turns it on): under
+    FSDP2 each unit's forward is recomputed inside its backward, while the unit is gathered again. Writes
+    checkpointing.json."""
+    from sapo_vl.config import ModelConfig
+
+    torch.manual_seed(0)
+    update, processor = _build(model_dir, model=ModelConfig(dtype="float32", gradient_checkpointing=True))
+    rank, world = update.accelerator.process_index, update.accelerator.num_processes
+    batch, noise = global_batch(processor)
+    mine = list(range(rank * len(batch) // world, (rank + 1) * len(batch) // world))
+    batch = batch.select(mine)
+    batch.old_logprobs = _old_logprobs(update, batch, noise[mine])
+    steps = [_step(update, batch) for _ in range(2)]
+    if update.accelerator.is_main_process:
+        (out / "checkpointing.json").write_text(json.dumps({"steps": steps}))
+
+
+def _cross(other: Path, batch, rng, final: dict) -> dict:
+    """Step 3 after resuming from the step-2 checkpoint another number of processes wrote, and how far its weights
+    end from this launch's uninterrupted step 3."""
+    again, weights = resumed_step(other, batch, rng)
+    out = {"cross_resumed_step3": again}
+    if weights:  # main process
+        out["cross_weights_max_diff"] = max((final[k] - weights[k]).abs().max().item() for k in final)
+    return out
+
+
+def cross(out_dir, model_dirs, other_dir) -> None:
+    """One process, after ``run`` and the other launch: resume each model from the other launch's step-2
+    checkpoint (2 -> 1) and add the result to OUT_DIR/<model>/result.json."""
+    for model_dir in map(Path, model_dirs):
+        out = Path(out_dir) / model_dir.name
+        saved = torch.load(out / "step3.pt", weights_only=False)
+        other = Path(other_dir) / model_dir.name / "checkpoints" / "step-000002"
+        result = json.loads((out / "result.json").read_text())
+        result.update(_cross(other, saved["batch"], saved["rng"], saved["final"]))
+        (out / "result.json").write_text(json.dumps(result))
 
 
 def mixed_records(rank: int) -> list[dict]:
@@ -135,7 +259,6 @@ def drive_mixed(model_dir: Path, out: Path) -> None:
     none). Rank 1 stops (EOS) after its first token while rank 0 decodes on: both must run as many decoding steps.
     One process runs each rank's share in turn, from the same seed, unsharded. Writes mixed-<rank>.json. Under DDP
     (``--mixed``) the same: there a rank whose vision tower got no gradient left the other waiting."""
-    from sapo_vl.parallel import full_model_state
     from sapo_vl.rollout import PromptFormat
     from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
 
@@ -198,7 +321,8 @@ def _count_all_gathers(update, processor, rank: int) -> dict:
     from sapo_vl.rollout import PromptFormat
 
     real_gather, real_kept = _fsdp_param_group.foreach_all_gather, generate.kept_units
-    choices = {"all": real_kept, "first": lambda policy: real_kept(policy)[:1], "none": lambda policy: []}
+    choices = {"all": real_kept, "first": lambda policy, *args: real_kept(policy, *args)[:1],
+               "none": lambda policy, *args: []}
     counts, tokens = {}, []
     for name, kept in choices.items():
         calls = []
@@ -225,7 +349,6 @@ def _stop_one_rank(update, processor, rank: int) -> tuple[bool, bool]:
     """Rank 1 is asked to stop (a SIGTERM) at its second decoding step: under FSDP2 both ranks stop there (none
     waits in a collective for the other), and the weights can still be gathered for the checkpoint a stop writes."""
     from sapo_vl.errors import Interrupted
-    from sapo_vl.parallel import full_model_state
     from sapo_vl.rollout import PromptFormat
     from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout
 
@@ -245,7 +368,9 @@ def _stop_one_rank(update, processor, rank: int) -> tuple[bool, bool]:
     return stopped, rank != 0 or len(state) > 0
 
 
-def run(out_dir, model_dirs) -> None:
+def run(out_dir, model_dirs, other_dir=None) -> None:
+    """``drive`` (and for the first model ``drive_mixed``) for each model; ``other_dir``: where another launch wrote
+    the same runs (OTHER/<model>/checkpoints/step-000002, resumed here too)."""
     from accelerate.state import AcceleratorState
     from accelerate.utils import FullyShardedDataParallelPlugin
 
@@ -254,15 +379,19 @@ def run(out_dir, model_dirs) -> None:
             AcceleratorState._shared_state["fsdp_plugin"] = FullyShardedDataParallelPlugin()  # (a run has one model)
         out = Path(out_dir) / model_dir.name
         out.mkdir(parents=True, exist_ok=True)
-        drive(model_dir, out)
+        other = Path(other_dir) / model_dir.name / "checkpoints" / "step-000002" if other_dir else None
+        drive(model_dir, out, other)
         if model_dir == Path(model_dirs[0]):
             drive_mixed(model_dir, out)
+            drive_checkpointing(model_dir, out)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     if sys.argv[1] == "--mixed":  # fsdp_driver.py --mixed OUT_DIR MODEL_DIR: drive_mixed alone
         drive_mixed(Path(sys.argv[3]), Path(sys.argv[2]))
+    elif sys.argv[1] == "--other":  # fsdp_driver.py --other OTHER_DIR OUT_DIR MODEL_DIR ...
+        run(sys.argv[3], sys.argv[4:], sys.argv[2])
     else:
         run(sys.argv[1], sys.argv[2:])
     if torch.distributed.is_initialized():  # as sapo_vl.parallel.leave_process_group: not left to the exit

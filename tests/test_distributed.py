@@ -36,7 +36,8 @@ def test_two_process_accelerate_run_trains_and_checkpoints(tmp_path):
     assert all(d["optimizer_steps"] == 2.0 for d in steps)
     evals = [d for d in lines if "eval/n" in d]
     assert evals and evals[-1]["eval/n"] == 8.0  # 4 held-out prompts on each of the 2 ranks, reduced
-    assert (out / "checkpoints" / "step-000002" / "model.safetensors").is_file()
+    assert (out / "checkpoints" / "step-000002" / "state" / ".metadata").is_file()
+    assert (out / "model" / "model.safetensors.index.json").is_file()  # the final policy, exported
     assert "resumed" not in proc.stdout
 
 

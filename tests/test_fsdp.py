@@ -32,14 +32,16 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("fsdp")
     dirs = [str(make_tiny_model(root / "moe", TinyConfig())),
-            str(make_tiny_model(root / "dense", TinyConfig(moe=False, tie_word_embeddings=True)))]
+            str(make_tiny_model(root / "dense", TinyConfig(moe=False, tie_word_embeddings=True, num_hidden_layers=6)))]
+    fsdp_driver.run(root / "single", dirs)
     cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
            str(REPO / "recipes/accelerate/fsdp2.yaml"), "--num_processes", "2", "--mixed_precision", "no",
-           "--main_process_port", str(_free_port()), str(REPO / "tests/fsdp_driver.py"), str(root / "sharded"), *dirs]
+           "--main_process_port", str(_free_port()), str(REPO / "tests/fsdp_driver.py"), "--other",
+           str(root / "single"), str(root / "sharded"), *dirs]
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
-    fsdp_driver.run(root / "single", dirs)
+    fsdp_driver.cross(root / "single", dirs, root / "sharded")
     return root
 
 
@@ -81,15 +83,40 @@ def test_two_sharded_processes_match_one_process_on_the_same_global_batch(runs, 
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_the_sharded_checkpoint_is_a_whole_hugging_face_model(runs, name):
+def test_no_rank_gathers_weights_to_load_checkpoint_or_resume_and_at_most_two_units_to_update(runs, name):
+    """What makes each rank's memory fall with the number of ranks (benchmarks/bench_memory.py measures it): loading
+    fills each rank's shards from its rows of the files, checkpoints write and resume reads each rank's own shards,
+    so no parameter is ever gathered there; an update gathers the root and at most two wrap units at a time (the one
+    computing and the one prefetched), never the whole model."""
+    result = _result(runs, "sharded", name)
+    held, sizes = result["held_unsharded"], result["unit_sizes"]
+    assert held["load"] == held["checkpoint"] == held["resume"] == 0
+    assert 0 < held["update"] <= sizes["root"] + 2 * sizes["largest"] < sizes["total"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_rank_writes_its_own_half_of_the_checkpoint(runs, name):
+    state = runs / "sharded" / name / "checkpoints" / "step-000002" / "state"
+    sizes = sorted(p.stat().st_size for p in state.glob("*.distcp"))
+    whole = sum(p.stat().st_size for p in (runs / "single" / name / "checkpoints" / "step-000002" / "state").glob(
+        "*.distcp"))
+    # weights + AdamW once (each tensor's two halves cost a few hundred bytes of framing more than the whole)
+    assert len(sizes) == 2 and whole < sum(sizes) < 1.1 * whole
+    assert sizes[1] < 0.6 * whole  # neither rank wrote (or gathered) the other's half (scalars and framing aside)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_sharded_checkpoint_exports_the_model_one_process_trained(runs, name, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText
 
-    sharded = runs / "sharded" / name / "checkpoints" / "step-000002"
-    single = runs / "single" / name / "checkpoints" / "step-000002"
+    from sapo_vl.export import export_checkpoint
+
+    sharded = export_checkpoint(runs / "sharded" / name / "checkpoints" / "step-000002", tmp_path / "sharded")
+    single = export_checkpoint(runs / "single" / name / "checkpoints" / "step-000002", tmp_path / "single")
     model = AutoModelForImageTextToText.from_pretrained(sharded)  # one process, no distributed setup
-    reference = load_file(single / "model.safetensors")
-    weights = load_file(sharded / "model.safetensors")
+    reference = {k: v for f in single.glob("*.safetensors") for k, v in load_file(f).items()}
+    weights = {k: v for f in sharded.glob("*.safetensors") for k, v in load_file(f).items()}
     assert weights.keys() == reference.keys()
     for key, value in reference.items():
         assert weights[key].shape == value.shape
@@ -106,6 +133,29 @@ def test_resuming_from_the_sharded_checkpoint_continues_exactly(runs, name):
     result = _result(runs, "sharded", name)
     assert result["resumed_step3"] == result["steps"][2]  # loss and gradient norm, bit for bit
     assert result["resumed_weights_equal"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("kind", ["single", "sharded"])
+def test_a_checkpoint_resumes_on_another_number_of_processes(runs, name, kind):
+    """2 -> 1 (single resumed the sharded launch's step-2 checkpoint) and 1 -> 2: step 3 as the uninterrupted run's,
+    within float32 rounding (the checkpoint's shards are re-split for the new number of processes)."""
+    result = _result(runs, kind, name)
+    cross, uninterrupted = result["cross_resumed_step3"], result["steps"][2]
+    assert cross["loss"] == pytest.approx(uninterrupted["loss"], rel=1e-5)
+    assert cross["grad_norm"] == pytest.approx(uninterrupted["grad_norm"], rel=1e-5)
+    assert result["cross_weights_max_diff"] < 1e-4
+
+
+def test_gradient_checkpointing_under_fsdp2_matches_one_process(runs):
+    """Recomputing each decoder layer in the backward (every real recipe does) while FSDP2 gathers it again: the
+    losses and gradient norms of the first two updates equal one process's, with and without checkpointing."""
+    sharded = json.loads((runs / "sharded" / "moe" / "checkpointing.json").read_text())["steps"]
+    single = json.loads((runs / "single" / "moe" / "checkpointing.json").read_text())["steps"]
+    plain = _result(runs, "single", "moe")["steps"][:2]
+    for a, b, c in zip(sharded, single, plain, strict=True):
+        for key in ("loss", "grad_norm"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5) and b[key] == pytest.approx(c[key], rel=1e-5)
 
 
 def test_a_rank_without_images_runs_the_vision_collectives_with_the_rank_that_has_them(runs):
@@ -152,11 +202,11 @@ def test_sapo_vl_train_under_the_fsdp2_config_shards_generates_evaluates_and_sav
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
     assert "FSDP2 over 2 processes: 373,536 of 373,536 parameters sharded" in proc.stdout
-    assert "compute in bfloat16, gradients reduced in float32" in proc.stdout
+    assert "float32 weights, compute in bfloat16, gradients reduced in float32" in proc.stdout
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [d["step"] for d in lines if "reward/mean" in d] == [1, 2]
     assert [d["eval/n"] for d in lines if "eval/n" in d] == [5.0, 5.0]  # before and after: every prompt once
-    model = AutoModelForImageTextToText.from_pretrained(out / "checkpoints" / "step-000002", dtype="auto")
+    model = AutoModelForImageTextToText.from_pretrained(out / "model", dtype="auto")  # the run's export
     assert sum(p.numel() for p in model.parameters()) == 373_536
     assert {p.dtype for p in model.parameters()} == {torch.float32}
 

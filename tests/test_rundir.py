@@ -83,7 +83,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     from sapo_vl.models.load import load_policy
 
     model, processor = load_policy(tiny_dir)
-    save_checkpoint(tmp_path, 1, model=model, processor=processor, trainer_state={})
+    save_checkpoint(tmp_path, 1, policy=model, optimizer=None, processor=processor, trainer_state={})
 
     def full(obj, f, *args, **kwargs):
         raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
@@ -91,7 +91,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
     monkeypatch.setattr(torch, "save", full)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: namedtuple("u", "total used free")(1, 1, 0))
     with pytest.raises(UserError, match="no space left on device writing .*step-000002"):
-        save_checkpoint(tmp_path, 2, model=model, processor=processor, trainer_state={})
+        save_checkpoint(tmp_path, 2, policy=model, optimizer=None, processor=processor, trainer_state={})
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-000001"]
     assert latest_checkpoint(tmp_path).name == "step-000001"
     assert not list((tmp_path / "checkpoints").glob(".tmp-*"))

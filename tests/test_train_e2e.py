@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
 from sapo_vl.checkpoint import latest_checkpoint, list_checkpoints
 from sapo_vl.config import load_config
 from sapo_vl.data import RecordError, build_synthetic_shapes, write_jsonl
+from sapo_vl.models.load import load_policy
 from sapo_vl.rewards import REWARDS
 from sapo_vl.train import run
 
@@ -51,7 +51,8 @@ def _train_rows(out_dir):
 
 
 def _weights(path):
-    return load_file(str(Path(path) / "model.safetensors"))
+    """The weights of a model directory or a training checkpoint, by name."""
+    return load_policy(path)[0].state_dict()
 
 
 def test_two_step_run_logs_metrics_and_writes_a_loadable_checkpoint(tmp_path, tiny_dir, length_reward):
@@ -75,11 +76,12 @@ def test_two_step_run_logs_metrics_and_writes_a_loadable_checkpoint(tmp_path, ti
     assert load_config(out / "config.yaml") == cfg
     ckpt = out / "checkpoints" / "step-000002"
     assert latest_checkpoint(out) == ckpt
-    model = AutoModelForImageTextToText.from_pretrained(str(ckpt))
+    model = AutoModelForImageTextToText.from_pretrained(str(out / "model"))  # the run's export
     assert type(model).__name__ == "Qwen3VLMoeForConditionalGeneration"
     before, after = _weights(tiny_dir), _weights(ckpt)
     assert before.keys() == after.keys()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in after.items())  # the export is step 2
 
 
 def test_resume_is_bit_identical_on_cpu(tmp_path, tiny_dir, length_reward, monkeypatch):

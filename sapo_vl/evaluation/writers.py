@@ -55,7 +55,7 @@ def file_sha256(path: Path) -> str:
 
 
 _SMALL_FILES = ("*.json", "*.jinja", "*.txt", "*.model", "*.py")  # configs, tokenizer, processor, template
-_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.gguf")
+_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.gguf", "state/*.distcp", "state/.metadata")  # + training checkpoints
 
 
 def model_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -75,9 +75,9 @@ def model_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
         digest.update(file.name.encode() + b"\0" + file.read_bytes())
     files: dict[str, Any] = {}
     for file in weights:
-        part = file_sha256(file)
-        digest.update(file.name.encode() + b"\0" + part.encode())
-        files[file.name] = {"size": file.stat().st_size, "sha256": part}
+        part, name = file_sha256(file), str(file.relative_to(root))
+        digest.update(name.encode() + b"\0" + part.encode())
+        files[name] = {"size": file.stat().st_size, "sha256": part}
     config = json.loads((root / "config.json").read_text()) if (root / "config.json").exists() else {}
     return {
         "path": str(root.resolve()),

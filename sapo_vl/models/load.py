@@ -52,24 +52,8 @@ def load_processor(path: str | Path):
     return processor
 
 
-def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu"):
-    """Load ``(model, processor)`` from a local checkpoint directory (real or tiny), as the ``model`` config
-    section says (``path`` there is ignored: the caller resolves it):
-
-    - dtype: "auto" (bf16 on capable CUDA, else fp32), "bf16", "fp32", ...
-    - attn_implementation: "auto" (flash_attention_2 when installed on CUDA, else sdpa), or any HF name.
-    - experts_implementation: MoE expert kernels: "eager", "batched_mm" or "grouped_mm" (None: HF default).
-    - gradient_checkpointing (non-reentrant); freeze_vision (the vision tower gets requires_grad=False).
-
-    The vision tower's patch embedding runs as one matmul (``patch_embed_as_linear``), its weights unchanged.
-    """
-    from transformers import AutoModelForImageTextToText
-
-    cfg = cfg or ModelConfig()
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"no Hugging Face checkpoint at {path} (config.json missing). Build the offline "
-                                f"tiny model with `sapo-vl make-tiny-model {path}` or download a real one first.")
+def model_kwargs(cfg: ModelConfig, device: str | torch.device = "cpu") -> dict:
+    """What ``from_pretrained`` / ``from_config`` get from the ``model`` section: dtype, attention and MoE kernels."""
     experts = cfg.experts_implementation
     if experts is not None and experts not in EXPERTS_IMPLEMENTATIONS:
         raise ValueError(f"experts_implementation {experts!r} not in {EXPERTS_IMPLEMENTATIONS}")
@@ -77,8 +61,55 @@ def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | 
                   attn_implementation=resolve_attn_implementation(cfg.attn_implementation, device))
     if experts is not None:
         kwargs["experts_implementation"] = experts
-    model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
-    model.to(device)
+    return kwargs
+
+
+def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | torch.device = "cpu", *,
+                empty: bool = False):
+    """Load ``(model, processor)`` from a local checkpoint directory, as the ``model`` config section says (``path``
+    there is ignored: the caller resolves it):
+
+    - a Hugging Face model directory (real or tiny): built from its config and filled from its safetensors files
+      (``sapo_vl.models.shards``: the tensors ``from_pretrained`` would give, each in memory of its own: on CPU
+      ``from_pretrained`` leaves same-dtype weights as views into the memory-mapped files, at addresses that change
+      float rounding, so a run and its resume would differ); ``from_pretrained`` for layouts only it converts;
+    - a sapo_vl training checkpoint (``sapo_vl.checkpoint``: config.json plus DCP shards): the model built from its
+      config and filled from the shards, whole, in this process (e.g. ``sapo-vl eval --model RUN/checkpoints/latest``);
+    - ``empty=True``: either kind, with the parameters left on the meta device: a sharded run shards the model first,
+      then fills each rank's shards (``sapo_vl.models.shards``), so no process ever holds the whole model.
+
+    Settings: dtype ("auto": bf16 on capable CUDA, else fp32; "bf16", "fp32", ...), attn_implementation ("auto":
+    flash_attention_2 when installed on CUDA, else sdpa), experts_implementation (MoE kernels: "eager", "batched_mm",
+    "grouped_mm"; None: HF default), gradient_checkpointing (non-reentrant), freeze_vision (requires_grad=False).
+    The vision tower's patch embedding runs as one matmul (``patch_embed_as_linear``), its weights unchanged.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    from sapo_vl.checkpoint import is_checkpoint, load_checkpoint
+    from sapo_vl.models.shards import UnsupportedConversion, empty_model, load_safetensors, materialize, own_memory
+
+    cfg = cfg or ModelConfig()
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"no Hugging Face checkpoint at {path} (config.json missing). Build the offline "
+                                f"tiny model with `sapo-vl make-tiny-model {path}` or download a real one first.")
+    kwargs = model_kwargs(cfg, device)
+    model = empty_model(path, kwargs)
+    if not empty:
+        materialize(model, device)
+        try:
+            load_checkpoint(path, model) if is_checkpoint(path) else load_safetensors(model, path)
+        except UnsupportedConversion:  # a weight layout only transformers' own loader converts
+            model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+            model.to(device)
+            own_memory(model)
+    configure(model, cfg)
+    return model, load_processor(path)
+
+
+def configure(model, cfg: ModelConfig) -> None:
+    """The ``model`` section's training settings on a loaded (or empty) model: the patch embedding as one matmul,
+    gradient checkpointing, a frozen vision tower."""
     patch_embed_as_linear(model)
     if cfg.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns
@@ -88,7 +119,6 @@ def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | 
         model.config.use_cache = False
     if cfg.freeze_vision:
         freeze_vision_tower(model)
-    return model, load_processor(path)
 
 
 def vision_tower(model) -> torch.nn.Module:

@@ -38,14 +38,19 @@ def cache_kwarg(module) -> str:
 
 def use_shared_prefix(model, mode: str, sharded: bool) -> str:
     """``train.prefix_sharing`` resolved for ``model``: "auto" (shared-prefix forwards wherever a micro-batch repeats a
-    prompt and that runs fewer tokens), "always" (every micro-batch, repeats or not: FSDP2-sharded ranks must all run
-    the same forward calls) or "off". Off unless ``mode`` is auto and the model is a Qwen3-VL(-MoE). Under routing
-    replay a micro-batch whose recorded experts cannot be shared runs padded (``SharedPrefix.replay``), on every
-    rank at once when sharded."""
+    prompt and that runs fewer tokens) or "off". Off unless ``mode`` is auto and the model is a Qwen3-VL(-MoE), and
+    off under FSDP2: a shared-prefix forward runs the layers twice (the prompts, then the completions), and FSDP2
+    reduce-scatters a wrap unit's gradient only after the backward of its last use, so between the completions'
+    backward sweep and the prompts' every decoder layer's unsharded gradient is alive on every rank: the whole
+    model's gradient, unsharded (measured on 4 CPU ranks of a 404M model: +1.5 GiB per rank, where packed forwards
+    add the 0.4 GiB of sharded gradients). "always" (every micro-batch, repeats or not) is what a sharded test uses
+    to compare one process's shared-prefix forwards with 2 ranks' (every rank must run the same forward calls).
+    Under routing replay a micro-batch whose recorded experts cannot be shared runs padded
+    (``SharedPrefix.replay``)."""
     if mode not in ("auto", "off"):
         raise ValueError(f"prefix_sharing must be auto | off, got {mode!r}")
     allowed = mode == "auto" and getattr(model.config, "model_type", None) in PACKED_MODELS
-    return ("always" if sharded else "auto") if allowed else "off"
+    return "auto" if allowed and not sharded else "off"
 
 
 class _PromptCache(DynamicCache):

@@ -253,9 +253,15 @@ def cli_main(argv: list[str]) -> int:
     parser.add_argument("--layers", type=int, default=TinyConfig.num_hidden_layers)
     parser.add_argument("--experts", type=int, default=TinyConfig.num_experts)
     parser.add_argument("--vocab-size", type=int, default=TinyConfig.vocab_size)
+    parser.add_argument("--intermediate-size", type=int, default=TinyConfig.intermediate_size,
+                        help="the dense MLP's width (with --dense, e.g. --hidden-size 1024 --layers 12 "
+                             "--intermediate-size 4096: a 156M-parameter model)")
+    parser.add_argument("--moe-intermediate-size", type=int, default=TinyConfig.moe_intermediate_size,
+                        help="each expert's MLP width")
     args = parser.parse_args(argv)
     cfg = TinyConfig(moe=not args.dense, seed=args.seed, hidden_size=args.hidden_size,
-                     num_hidden_layers=args.layers, num_experts=args.experts, vocab_size=args.vocab_size)
+                     num_hidden_layers=args.layers, num_experts=args.experts, vocab_size=args.vocab_size,
+                     intermediate_size=args.intermediate_size, moe_intermediate_size=args.moe_intermediate_size)
     out = make_tiny_model(args.out_dir, cfg)
     n_files = sum(1 for p in out.iterdir() if p.is_file())
     size_mb = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6

@@ -28,7 +28,7 @@ from sapo_vl.models.moe import recorded_calls
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
 from sapo_vl.models.prefix import cache_kwarg
 from sapo_vl.models.vision import VisionCache, encoder_inputs, every_rank_encodes
-from sapo_vl.parallel import gathered, kept_units
+from sapo_vl.parallel import compute_dtype, gathered, kept_units
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
 from sapo_vl.rollout.types import PromptBatch, Rollout, to_device
 
@@ -122,7 +122,7 @@ class HFEngine:
     (and ``generate``) gather the parameters; every rank runs as many decoding steps as the slowest, and the vision
     tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up;
     the decoder layers' weights are gathered once per ``generate`` call, not per decoding step, as many as fit in
-    half the free GPU memory (``parallel.kept_units``).
+    the free GPU memory beside the call's own KV cache and logits (``parallel.kept_units``, ``generation_bytes``).
     Each new token runs through ``FusedDecoder`` (``sapo_vl.models.decode``: the same layers in fewer operations, KV
     cache written in place; logits equal to float rounding); sharded, only when every decoder layer is kept gathered,
     through the text model's layers otherwise.
@@ -161,7 +161,10 @@ class HFEngine:
         None where ``_decode`` did not sample (greedy; a model ``generate`` samples)."""
         model = _unwrap(self.model)
         # sharded: the decoder layers' weights gathered once for the call (as many as fit), not at every step
-        with gathered(kept_units(model) if self.synced else []):
+        reserve = generation_bytes(getattr(model, "model", model).config, min(self.batch_size, len(prompts) * n),
+                                   prompts.input_ids.shape[1] + params.max_new_tokens,
+                                   compute_dtype(model).itemsize) if self.synced else 0.0
+        with gathered(kept_units(model, reserve) if self.synced else []):
             outs = self._chunks(model, prompts, params, n, vision)
         width = max(out.ids.shape[1] for out in outs)
         ids = torch.cat([F.pad(out.ids, (0, width - out.ids.shape[1]), value=self.pad_id) for out in outs])
@@ -287,6 +290,16 @@ def response_mask_from_ids(completion_ids: torch.Tensor, eos_id: int | list[int]
     positions = torch.arange(completion_ids.shape[1])[None]  # (1, C)
     mask = (positions <= first[:, None]).long()  # (N, C)
     return mask, ~has_eos
+
+
+def generation_bytes(config, sequences: int, tokens: int, itemsize: int) -> float:
+    """What one generation call allocates on the device beside the weights: the KV cache of ``sequences`` sequences
+    of ``tokens`` tokens (keys and values of every text layer, ``itemsize`` bytes each: the compute dtype) and two
+    fp32 rows of logits per sequence (the sampler's logits and their log-softmax)."""
+    text = config.get_text_config()
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+    kv = 2 * text.num_hidden_layers * text.num_key_value_heads * head_dim * itemsize
+    return sequences * (tokens * kv + 2 * text.vocab_size * 4)
 
 
 @torch.no_grad()

@@ -112,6 +112,21 @@ def test_dense_variant_builds_and_runs(tmp_path):
     assert fwd.aux_loss is None and fwd.router_logits is None
 
 
+def test_make_tiny_model_builds_a_model_of_real_size_in_one_command(tmp_path, capsys):
+    """The 156M-parameter dense model of the memory measurements: hidden 1024, 12 layers, MLP width 4096 (run here
+    at a quarter of the layers and width, same code path)."""
+    from transformers import AutoConfig
+
+    from sapo_vl.cli import main
+
+    out = tmp_path / "m"
+    assert main(["make-tiny-model", str(out), "--dense", "--hidden-size", "256", "--layers", "3",
+                 "--intermediate-size", "1024"]) == 0
+    text = AutoConfig.from_pretrained(out).text_config
+    assert (text.hidden_size, text.num_hidden_layers, text.intermediate_size) == (256, 3, 1024)
+    assert "wrote tiny dense Qwen3-VL" in capsys.readouterr().out
+
+
 def test_mrope_section_sums_to_half_head_dim():
     for head_dim in (16, 32, 64, 128):
         assert sum(mrope_section(head_dim)) == head_dim // 2
