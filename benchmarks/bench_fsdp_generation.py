@@ -3,8 +3,8 @@ decoding step.
 
 FSDP2 all-gathers a unit's weights when it runs and frees them after (``reshard_after_forward``), so a decoding loop
 gathers every decoder layer again at every new token. ``HFEngine`` keeps the decoder layers' weights after their
-first gather for the whole generation call, as many as fit in half the free GPU memory (``sapo_vl.parallel.kept_units``
-/ ``gathered``; all of them on CPU).
+first gather for the whole generation call, as many as fit in the free GPU memory beside the call's KV cache
+(``sapo_vl.parallel.kept_units`` / ``gathered``; all of them on CPU).
 This launches 2 CPU processes over gloo with ``recipes/accelerate/fsdp2.yaml`` (as tests/test_fsdp.py does), samples
 the same rollout both ways, alternating round after round, and prints the median seconds and the ratio, with the
 all-gathers each way. On GPUs, NCCL moves a real layer far faster than gloo moves a tiny one, but a real layer is
@@ -61,7 +61,7 @@ def worker(args) -> None:
     _fsdp_param_group.foreach_all_gather = counting
     times: dict[str, list[float]] = {"every step": [], "once": []}
     counts: dict[str, int] = {}
-    kept = {"every step": lambda policy: [], "once": generate.kept_units}
+    kept = {"every step": lambda policy, *args: [], "once": generate.kept_units}
     for r in range(args.rounds + 1):  # round 0: warm-up
         for name in times:
             generate.kept_units = kept[name]

@@ -105,3 +105,27 @@ def test_bench_log_softmax_prints_both_formulas_for_the_head_and_the_sampler(cap
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[0] for line in lines[-2:]] == ["head", "sampler"]
     assert all("logsumexp" in line and line.endswith("x faster") for line in lines[-2:])
+
+
+def test_bench_memory_reads_each_phase_peak_and_reports_the_scaling_targets_and_the_plan(tmp_path, capsys):
+    """The report of benchmarks/bench_memory.py from its launches' metrics.jsonl (the launches themselves take
+    minutes: docs/performance.md#memory has a real run)."""
+    import json
+
+    bench = _load("bench_memory")
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"step": 1, "memory/baseline/host_gib": 0.4, "memory/load/host_gib": 1.0, "memory/update/host_gib": 3.0},
+            {"step": 2, "memory/update/host_gib": 3.2, "memory/checkpoint/host_gib": 2.5},
+            {"step": 3, "memory/baseline/host_gib": 0.5, "memory/load/host_gib": 2.8, "memory/update/host_gib": 3.1}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    peaks = bench.peaks(run)
+    assert peaks == {"baseline": 0.4, "load": 1.0, "update": 3.2, "checkpoint": 2.5, "resume": 2.8}
+    two = {"baseline": 0.4, "load": 0.7, "update": 2.0, "checkpoint": 1.4, "resume": 1.6}
+    plan = {phase: 1.0 for phase in bench.PLAN_PHASE}
+    bench.report({"1": {"measured": peaks, "predicted": plan}, "2": {"measured": two, "predicted": plan}})
+    out = capsys.readouterr().out
+    assert "load                1.00        0.70   0.70!" in out  # over 0.65: missed
+    assert "checkpoint          2.50        1.40   0.56*" in out
+    assert "whole run, 2 processes: 0.62x of one process (target <= 0.75) met" in out
+    assert "largest plan error" in out and out.rstrip().endswith("scaling targets NOT met")
