@@ -212,6 +212,26 @@ def test_sapo_vl_train_under_the_fsdp2_config_shards_generates_evaluates_and_sav
 
 
 @pytest.mark.timeout(300)
+def test_pure_bf16_training_shards_bf16_weights_and_reduces_gradients_in_fp32(tmp_path):
+    """model.dtype=bfloat16 under FSDP2: accelerate would upcast the weights to fp32 under bf16 autocast; pure bf16
+    keeps them (and AdamW's state) in bf16, computes in bf16 and reduces gradients in fp32; the export is bf16."""
+    from transformers import AutoModelForImageTextToText
+
+    out = tmp_path / "run"
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+           str(REPO / "recipes/accelerate/fsdp2.yaml"), "--num_processes", "2", "--mixed_precision", "no",
+           "--main_process_port", str(_free_port()), "-m", "sapo_vl.cli", "train", str(REPO / "recipes/tiny/demo.yaml"),
+           f"output_dir={out}", "train.total_steps=1", "rollout.group_size=2", "rollout.prompts_per_step=1",
+           "warmup.steps=2", "log.eval_limit=1", "log.plot=false", "log.progress=false", "model.dtype=bfloat16"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-6000:]
+    assert "bfloat16 weights, compute in bfloat16, gradients reduced in float32" in proc.stdout
+    model = AutoModelForImageTextToText.from_pretrained(out / "model", dtype="auto")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+@pytest.mark.timeout(300)
 def test_sapo_vl_train_under_fsdp2_on_a_mixture_of_image_and_text_only_prompts(tmp_path):
     """A mixture of an image dataset and a text-only one: steps where one rank draws only text prompts and the
     other images (with this seed, the run crashed on mispaired all-gathers before every rank ran the vision tower)."""
