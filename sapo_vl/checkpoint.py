@@ -265,7 +265,11 @@ def resolve_resume(resume: str, run_dir: str | Path) -> Path | None:
     if resume in ("never", "", None):
         return None
     if resume in ("auto", "force"):
-        return latest_checkpoint(run_dir)
+        latest = latest_checkpoint(run_dir)
+        older = [p for p in list_checkpoints(run_dir) if (p / "trainer_state.pt").is_file() and not is_checkpoint(p)]
+        if latest is None and older:
+            load_trainer_state(older[-1])  # names the older format and what to do instead
+        return latest
     path = Path(resume)
     if not (path / "trainer_state.pt").is_file():
         raise UserError(f"resume={resume!r}: no sapo_vl checkpoint there (no trainer_state.pt)")

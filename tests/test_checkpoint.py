@@ -131,12 +131,14 @@ def test_adamw_state_round_trips_through_the_checkpoint(tmp_path, tiny_dir):
             assert torch.equal(optimizer.state[p][key], again.state[q][key]), key
 
 
-def test_an_older_whole_weights_checkpoint_is_named_as_such(tmp_path, tiny_dir):
-    old = tmp_path / "step-000001"
-    old.mkdir()
+def test_an_older_whole_weights_checkpoint_is_named_as_such_not_skipped(tmp_path, tiny_dir):
+    old = checkpoint_dir(tmp_path) / "step-000001"
+    old.mkdir(parents=True)
     torch.save({"step": 1, "optimizer": {}}, old / "trainer_state.pt")
     with pytest.raises(UserError, match="older sapo_vl .* model.path="):
         load_trainer_state(old)
+    with pytest.raises(UserError, match="older sapo_vl"):  # resume=auto does not start again from scratch
+        resolve_resume("auto", tmp_path)
 
 
 def test_stale_temporary_directory_is_replaced(tmp_path, policy):
