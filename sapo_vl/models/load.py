@@ -98,7 +98,10 @@ def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | 
     if not empty:
         materialize(model, device)
         try:
-            load_checkpoint(path, model) if is_checkpoint(path) else load_safetensors(model, path)
+            if is_checkpoint(path):
+                load_checkpoint(path, model)
+            else:
+                load_safetensors(model, path)
         except UnsupportedConversion:  # a weight layout only transformers' own loader converts
             model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
             model.to(device)

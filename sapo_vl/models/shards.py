@@ -50,10 +50,6 @@ def empty_model(path: str | Path, kwargs: dict):
     return model
 
 
-def is_empty(model) -> bool:
-    return any(p.is_meta for p in model.parameters())
-
-
 def materialize(module: torch.nn.Module, device: str | torch.device) -> None:
     """Allocate ``module``'s (sharded) parameters on ``device``, uninitialised, keeping the parameter objects (an
     optimizer built on them stays valid); the buffers keep their values."""
@@ -103,12 +99,12 @@ class KeyMap:
         self.converters = [t for t in transforms if isinstance(t, WeightConverter)]
         self.prefix, self.targets = getattr(model, "base_model_prefix", None), targets
 
-    def __call__(self, key: str, stored_shape: list[int]) -> tuple[str, bool]:
+    def __call__(self, key: str, stored_shape: list[int]) -> tuple[str, tuple[int, int] | None]:
         from transformers.core_model_loading import Transpose, rename_source_key
 
         name, pattern = rename_source_key(key, self.renamings, self.converters, self.prefix, self.targets)
         if pattern is None:
-            return name, False
+            return name, None
         converter = next(c for c in self.converters if pattern in c.source_patterns)
         ops = converter.operations
         if not (len(ops) == 1 and isinstance(ops[0], Transpose) and 0 not in (ops[0].dim0, ops[0].dim1)):
@@ -118,10 +114,10 @@ class KeyMap:
                 "checkpoint once with `from_pretrained` + `save_pretrained`")
         target = self.targets.get(name)
         if target is None or list(target.shape) == list(stored_shape):  # as the loader's check_dims: stored as is
-            return name, False
+            return name, None
         swapped = list(stored_shape)
         swapped[ops[0].dim0], swapped[ops[0].dim1] = swapped[ops[0].dim1], swapped[ops[0].dim0]
-        return name, (ops[0].dim0, ops[0].dim1) if swapped == list(target.shape) else False
+        return name, (ops[0].dim0, ops[0].dim1) if swapped == list(target.shape) else None
 
 
 _UNIT = re.compile(r"^(.*?\.(?:layers|blocks)\.\d+)\.")  # a decoder layer or vision block: one wrap unit
@@ -159,17 +155,17 @@ def safetensors_files(path: str | Path) -> dict[str, list[str]]:
 
 
 @torch.no_grad()
-def load_safetensors(model, path: str | Path) -> int:
+def load_safetensors(model, path: str | Path) -> None:
     """Fill ``model``'s parameters and persistent buffers (sharded or whole, already on their device) from the
-    checkpoint at ``path``; each rank reads only its rows. Returns the bytes read. Every parameter must be filled
-    (tied ones once): a missing or unexpected tensor is an error naming it."""
+    checkpoint at ``path``; each rank reads only its rows. Every parameter must be filled (tied ones once): a missing
+    or unexpected tensor is an error naming it."""
     from safetensors import safe_open
 
     targets = dict(model.named_parameters(remove_duplicate=False))
     persistent = {name for name, _ in model.state_dict(keep_vars=True).items()}
     targets.update({n: b for n, b in model.named_buffers() if n in persistent})
     keymap = KeyMap(model, targets)
-    filled, unexpected, read = set(), [], 0
+    filled, unexpected = set(), []
     for file, unit in ((file, unit) for file, keys in safetensors_files(path).items() for unit in units(keys)):
         # one wrap unit per opening: the file's pages this rank touched stay mapped (and in its RSS) for one unit only
         with safe_open(str(Path(path) / file), framework="pt", device="cpu") as f:
@@ -182,19 +178,17 @@ def load_safetensors(model, path: str | Path) -> int:
                 local, start, stop = local_rows(targets[name])
                 if local.numel():
                     rows = view[start:stop] if local.dim() else view[:]
-                    rows = rows.transpose(*transpose) if transpose else rows
+                    rows = rows if transpose is None else rows.transpose(*transpose)
                     if tuple(rows.shape) != tuple(local.shape):
                         raise UserError(f"{path}/{file}: tensor {key!r} has shape {view.get_shape()}, the model's "
                                         f"{name} {list(targets[name].shape)}; is config.json from the same model?")
                     local.copy_(rows)
-                    read += rows.numel() * rows.element_size()
                 filled.add(id(targets[name]))
     missing = sorted(n for n, t in targets.items() if id(t) not in filled)
     if missing or unexpected:
         raise UserError(f"{path}: the checkpoint does not match the model built from its config.json: "
                         f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected "
                         f"(e.g. {unexpected[:3]})")
-    return read
 
 
 @torch.no_grad()
