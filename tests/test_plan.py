@@ -1,6 +1,6 @@
 """`sapo-vl plan`: parameter counts, memory terms, phases, the generation regime and verdicts against figures
-computed by hand from the definitions in sapo_vl/plan_terms.py's docstring, for the tiny models and the published Qwen3-VL
-architectures (recipes/models/*.json, numbers from the model cards' config.json)."""
+computed by hand from the definitions in sapo_vl/plan_terms.py's docstring, for the tiny models and the published
+Qwen3-VL architectures (recipes/models/*.json, numbers from the model cards' config.json)."""
 
 import json
 import math
