@@ -375,12 +375,14 @@ def run(cfg: Config) -> dict:
 
 def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
     """Held-out eval, the steps (checkpoints on schedule and on a stop), the final eval and the plots."""
-    from sapo_vl.tracking import Progress, Tracker
+    from sapo_vl.tracking import Progress, Tracker, truncate_metrics_file
 
     cfg, is_main = r.cfg, r.accelerator.is_main_process
     tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
                       is_main_process=is_main, resume_step=r.start_step if resume_from is not None else None)
     progress = Progress(cfg.train.total_steps, r.start_step, enabled=is_main and cfg.log.progress)
+    if is_main and (samples := out_dir / "samples.jsonl").exists():  # steps after the one resumed from go
+        truncate_metrics_file(samples, r.start_step if resume_from is not None else 0)
     summary: dict = dict(r.data_report)
     step = r.start_step
     if r.start_step == 0 and (before := _evaluate_unless_stopped(r)) is not None:

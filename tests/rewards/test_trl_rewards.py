@@ -97,18 +97,25 @@ def shout(completions, log_metric, log_extra, **kwargs):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_a_trl_function_registered_by_a_plugin_trains_the_demo(tmp_path, tiny_dir):
+def test_a_trl_function_registered_by_a_plugin_trains_the_demo(tmp_path, tiny_dir, capsys):
     (tmp_path / "trl_plugin.py").write_text(PLUGIN)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({**yaml.safe_load(DEMO.read_text()), "imports": ["trl_plugin"],
                                       "reward": {"funcs": {"vqa": 1.0, "overlong": 0.5, "shout": 0.0}}}))
     out = tmp_path / "run"
+    args = ["train", str(recipe), f"output_dir={out}", f"model.path={tiny_dir}", "warmup.steps=0", "log.plot=false",
+            "log.progress=false", "log.eval_limit=2", "rollout.group_size=2", "rollout.prompts_per_step=2",
+            "rollout.max_new_tokens=3", "train.num_mini_batches=1", "reward.num_workers=1", "log.save_every=2",
+            "log.export=false", "data.kwargs={n: 8}"]
     try:
-        assert main(["train", str(recipe), f"output_dir={out}", f"model.path={tiny_dir}", "train.total_steps=3",
-                     "warmup.steps=0", "log.plot=false", "log.progress=false", "log.eval_limit=2",
-                     "rollout.group_size=2", "rollout.prompts_per_step=2", "rollout.max_new_tokens=3",
-                     "train.num_mini_batches=1", "reward.num_workers=1", "log.save_every=0", "log.export=false",
-                     "data.kwargs={n: 8}"]) == 0
+        assert main([*args, "train.total_steps=3"]) == 0
+        samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+        assert [s["step"] for s in samples] == [1] * 4 + [2] * 4 + [3] * 4
+        assert all(s["upper"] == s["completion"].upper() for s in samples)
+        (out / "checkpoints" / "step-000003").rename(out / "step-3")  # resume from step 2: step 3 is redone
+        (out / "checkpoints" / "latest").unlink(missing_ok=True)
+        assert main([*args, "train.total_steps=3"]) == 0
+        assert "at step 2" in capsys.readouterr().out  # resumed: samples.jsonl loses the step redone
     finally:
         REWARDS.pop("overlong", None)
         REWARDS.pop("shout", None)
@@ -118,8 +125,7 @@ def test_a_trl_function_registered_by_a_plugin_trains_the_demo(tmp_path, tiny_di
     assert [row["step"] for row in steps] == [1, 2, 3]
     assert all(-1.0 <= row["reward/overlong"] <= 0.0 and "reward/shout/chars" in row for row in steps)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    assert [s["step"] for s in samples] == [1] * 4 + [2] * 4 + [3] * 4
-    assert all(s["upper"] == s["completion"].upper() for s in samples)
+    assert [s["step"] for s in samples] == [1] * 4 + [2] * 4 + [3] * 4  # step 3 once
 
 
 @pytest.mark.slow
