@@ -93,7 +93,7 @@ def auto(completions: list, reward: list | None = None, verifier: list | None = 
             for key, value in columns.items()
         }
         if callable(log := columns.get("log_extra")):  # a subset's column, spread back over the batch
-            sub["log_extra"] = lambda c, values, at=idx: log(c, [dict(zip(at, values)).get(i) for i in range(n)])
+            sub["log_extra"] = lambda c, values, at=idx: log(c, list(map(dict(zip(at, values)).get, range(n))))
         values = call_reward(name, fn, {**sub, "completions": [completions[i] for i in idx]})
         for i, v in zip(idx, values):
             rewards[i] = v
