@@ -59,26 +59,17 @@ RUN_FILE = "run.json"
 # Values
 # ----------------------------------------------------------------------------------------------------------
 def to_scalar(key: str, value: Any) -> float | int | None:
-    """Turn one metric value into a python int/float (or None), with a clear error for anything else.
-
-    Accepts python numbers and bools, numpy scalars, and one-element torch tensors / numpy arrays.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)):
-        return value
-    if hasattr(value, "numel") and hasattr(value, "item"):  # torch.Tensor
+    """One metric value as a python int/float (or None): python numbers and bools, numpy scalars, one-element
+    torch tensors / numpy arrays; anything else is a ValueError naming the key."""
+    if hasattr(value, "numel"):  # torch.Tensor
         if value.numel() != 1:
             raise ValueError(f"metric {key!r}: expected a scalar, got a tensor of shape {tuple(value.shape)}")
-        return value.item()
-    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy scalar / 1-element array
-        item = value.item()
-        if isinstance(item, (bool, int, float)):
-            return int(item) if isinstance(item, bool) else item
-    shown = repr(value)[:80]
-    raise ValueError(f"metric {key!r}: expected an int/float scalar, got {type(value).__name__} ({shown})")
+        value = value.item()
+    elif hasattr(value, "item") and getattr(value, "size", 0) == 1:  # numpy scalar / one-element array
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float)):
+        return int(value) if isinstance(value, bool) else value
+    raise ValueError(f"metric {key!r}: expected an int/float scalar, got {type(value).__name__} ({repr(value)[:80]})")
 
 
 def clean_metrics(metrics: Mapping[str, Any], step: int) -> dict[str, float | int | None]:
@@ -272,10 +263,6 @@ class Tracker:
         if "wandb" in self.backends:
             info["wandb_id"] = self._sinks[self.backends.index("wandb")].run.id
         (self.run_dir / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.run_dir / METRICS_FILE
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record ``metrics`` at ``step`` in every backend. Steps must not go backwards (equal is allowed)."""
