@@ -39,7 +39,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,10 +47,9 @@ from typing import Any, TextIO
 
 from typing_extensions import Self
 
-from sapo_vl._jsonl import iter_json_objects
+from sapo_vl._jsonl import METRICS_FILE, read_metrics
 
 BACKENDS = ("jsonl", "tensorboard", "wandb", "trackio")
-METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
 RUN_FILE = "run.json"
 
@@ -108,18 +107,6 @@ def _jsonable_config(config: Any) -> Any:
 # ----------------------------------------------------------------------------------------------------------
 # metrics.jsonl
 # ----------------------------------------------------------------------------------------------------------
-def read_metrics(path: str | os.PathLike) -> Iterator[tuple[int, dict | None, str | None]]:
-    """The one reader of ``metrics.jsonl``: ``(line number, record, None)`` for each line holding an object with
-    an integer ``step``, ``(line number, None, what is wrong)`` for any other non-blank line."""
-    for lineno, record, error in iter_json_objects(path):
-        if isinstance(error, json.JSONDecodeError):
-            yield lineno, None, "not valid JSON"
-        elif record is None or isinstance(record.get("step"), bool) or not isinstance(record.get("step"), int):
-            yield lineno, None, "not a JSON object with an integer 'step'"
-        else:
-            yield lineno, record, None
-
-
 def truncate_metrics_file(path: Path, resume_step: int) -> int:
     """Drop lines with ``step > resume_step`` and a half-written last line (a crash); return lines kept.
 
