@@ -30,7 +30,7 @@ from sapo_vl.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from sapo_vl.config import Config, check_resume, config_yaml, load_config, save_config
+from sapo_vl.config import Config, check_resume, config_yaml, describe_config, load_config, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
 from sapo_vl.models.moe import moe_routers
 from sapo_vl.rollout.collate import PromptFormat
@@ -50,13 +50,12 @@ from sapo_vl.update import PolicyUpdate
 # building blocks
 
 
-def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
-    """Every source's records, reward names checked (``auto`` routes by them) and over-long prompts dropped or
-    rejected (``data.on_error``), before any model weights are loaded."""
+def load_data(cfg: Config, fmt: PromptFormat, sources: list[Source]) -> list[Source]:
+    """The sources (``load_sources``) with reward names checked (``auto`` routes by them) and over-long prompts
+    dropped or rejected (``data.on_error``), before any model weights are loaded."""
     from sapo_vl.data import check_prompt_length
     from sapo_vl.rollout.collate import count_prompt_tokens
 
-    sources = load_sources(cfg.data)
     if "auto" in cfg.reward.funcs:
         from sapo_vl.rewards import REWARDS
 
@@ -129,8 +128,6 @@ class Run:
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
-    from dataclasses import replace
-
     from accelerate.utils import set_seed
 
     from sapo_vl.models.load import load_processor
@@ -146,20 +143,21 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     accelerator.wait_for_everyone()
     set_seed(cfg.seed + accelerator.process_index)
 
+    state = load_trainer_state(resume_from) if resume_from is not None else None
+    if state is not None:
+        check_resume(state.get("config"), cfg, resume_from)
+    sources = load_sources(cfg.data)  # data errors surface before any model is built (the tiny one included)
     with accelerator.main_process_first():  # rank 0 builds the tiny model (model.path=tiny) before others read it
         path = model_path(cfg, resume_from)
     d = cfg.data
     fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
     preflight(cfg, path, accelerator)  # context length; on GPUs, a warning before an obvious OOM
-    sources = load_data(cfg, fmt)  # data errors surface before the weights load
-    state = load_trainer_state(resume_from) if resume_from is not None else None
-    if state is not None:
-        check_resume(state.get("config"), cfg, resume_from)
+    sources = load_data(cfg, fmt, sources)
     stop.check("the data load")
     memory = PhasePeaks()
     memory.mark_baseline()  # what the process holds before any weights: it does not fall with the ranks
     with memory.phase("load"):
-        update = build_update(path, replace(cfg.model, dtype=str(dtype).removeprefix("torch.")), cfg.algo,
+        update = build_update(path, cfg.model.model_copy(update={"dtype": str(dtype).removeprefix("torch.")}), cfg.algo,
                               cfg.train, cfg.rollout, accelerator, (resume_from, state) if state else None)
     stop.check("the model load")
     hf_model = accelerator.unwrap_model(update.policy).model
@@ -492,7 +490,6 @@ def _data_report(sources: list[Source], is_main: bool) -> dict:
 def cli_main(argv: list[str]) -> int:
     argv, imports = split_imports(argv)
     if not argv or argv[0] in ("-h", "--help"):
-        from sapo_vl.config import describe_config
         from sapo_vl.plugins import import_plugins, load_entry_points
 
         load_entry_points()

@@ -98,7 +98,7 @@ class _Policy:
         if self._loaded is None:
             import torch
 
-            from sapo_vl.config import ModelConfig
+            from sapo_vl.sections import ModelConfig
             from sapo_vl.models import load_policy
 
             self.device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
