@@ -255,9 +255,10 @@ def _one_line(err: ValidationError, model: type[BaseModel], prefix: str) -> str:
         return f"{parent + ': ' if parent else ''}missing required key(s) {', '.join(missing)}"
     if e["type"] == "value_error":
         return f"{key + ': ' if key else ''}{e['msg'].removeprefix('Value error, ')}"
-    what = "a mapping" if e["type"] in ("model_type", "dict_type") else e["msg"].replace("Input should be ", "")
+    what = "a mapping" if e["type"] in ("model_type", "dict_type") else e["msg"].removeprefix("Input should be ")
     what = f"a number {what}" if what.startswith(("greater", "less")) else what
-    return f"{key or 'top level'}: expected {what}, got {e['input']!r}"
+    what = f"expected {what}" if e["msg"].startswith("Input should be ") or what == "a mapping" else what
+    return f"{key or 'top level'}: {what}, got {e['input']!r}"
 
 
 def validated(model: type[BaseModel], data: Any, where: str = "", error: type[UserError] = ConfigError,
