@@ -24,42 +24,19 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, create_model
 
-from sapo_vl.algos import (
-    ADVANTAGES,
-    AGGREGATION_MODES,
-    ALGORITHMS,
-    KL_ESTIMATORS,
-    POLICY_LOSSES,
-    UnknownArgumentError,
-    loss_hparams,
-)
+from sapo_vl.algos import (ADVANTAGES, AGGREGATION_MODES, ALGORITHMS, KL_ESTIMATORS, POLICY_LOSSES,
+                           UnknownArgumentError, loss_hparams)
 from sapo_vl.algos.types import hparam_names
 from sapo_vl.data import DATASETS
 from sapo_vl.errors import ConfigError
 from sapo_vl.plugins import import_plugins, load_entry_points
 from sapo_vl.registry import unknown_name
 from sapo_vl.rewards import REWARDS
-from sapo_vl.sections import (
-    AlgoConfig,
-    Config,
-    DataConfig,
-    DataSource,
-    LogConfig,
-    ModelConfig,
-    RewardConfig,
-    RolloutConfig,
-    TrainConfig,
-    WarmupConfig,
-    parse_override,
-    sub_model,
-    validated,
-)
-
-__all__ = ["AlgoConfig", "Config", "ConfigError", "DataConfig", "DataSource", "LogConfig", "ModelConfig",
-           "RewardConfig", "RolloutConfig", "TrainConfig", "WarmupConfig", "check_resume", "describe_config",
-           "load_config", "save_config"]
+from sapo_vl.sections import (AlgoConfig, Config, DataConfig, DataSource, LogConfig, ModelConfig,  # noqa: F401
+                               RewardConfig, RolloutConfig, TrainConfig, WarmupConfig, parse_override, sub_model,
+                               validated)  # the sections are re-exported: callers import them from here too
 
 
 def _named_keys() -> dict[str, Any]:
@@ -146,9 +123,9 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | None = 
     if isinstance(data.get("algo"), dict) and data["algo"].get("preset"):
         data["algo"] = _with_preset(data["algo"], replace=False)
     data = apply_overrides(data, overrides or [])
-    if isinstance(data.get("imports", []), list):
-        data["imports"] = list(data.get("imports") or []) + [m for m in imports or [] if m not in data.get("imports",
-                                                                                                            [])]
+    recipe_imports = data.get("imports") or []
+    if isinstance(recipe_imports, list):
+        data["imports"] = recipe_imports + [m for m in imports or [] if m not in recipe_imports]
     cfg = validated(Config, data)
     load_entry_points()
     import_plugins(cfg.imports, Path(recipe).resolve().parent if recipe is not None else None)
@@ -201,17 +178,15 @@ def checked_loss_hparams(name: str, hparams: dict) -> dict:
     """``hparams`` with the loss's defaults filled in; names, types and ranges checked now (the loss is evaluated
     once on a one-token batch) rather than at the first update."""
     fn = POLICY_LOSSES[name]
-    try:
-        values = loss_schema(fn).model_validate(hparams).model_dump()
-    except ValidationError as err:
-        extra = sorted(str(e["loc"][0]) for e in err.errors() if e["type"] == "extra_forbidden")
-        if not extra:
-            raise ConfigError(_first_error(err)) from None
+    extra = sorted(set(hparams) - set(hparam_names(fn)))
+    if extra:
         close = [m for u in extra for m in difflib.get_close_matches(u, hparam_names(fn), n=1)]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ConfigError(f"algo.loss_hparams: policy loss {name!r} has no hyperparameter(s) {', '.join(extra)}"
-                          f"{f' (did you mean {chr(44).join(close)}?)' if close else ''}; its hyperparameters: "
-                          f"{describe_hparams(name)}. A recipe's hyperparameters belong to its loss: with another "
-                          f"algo.policy_loss, replace them all, e.g. 'algo.loss_hparams={{}}'") from None
+                          f"{hint}; its hyperparameters: {describe_hparams(name)}. A recipe's hyperparameters "
+                          "belong to its loss: with another algo.policy_loss, replace them all, e.g. "
+                          "'algo.loss_hparams={}'")
+    values = validated(loss_schema(fn), hparams, prefix="algo.loss_hparams.").model_dump()
     one = torch.zeros(1, 1)
     try:
         fn(logprobs=one, old_logprobs=one, advantages=torch.ones(1), response_mask=torch.ones(1, 1, dtype=torch.bool),
@@ -219,11 +194,6 @@ def checked_loss_hparams(name: str, hparams: dict) -> dict:
     except (UnknownArgumentError, TypeError, ValueError) as err:
         raise ConfigError(f"algo.loss_hparams: {err}") from None
     return values
-
-
-def _first_error(err: ValidationError) -> str:
-    e = err.errors()[0]
-    return f"algo.loss_hparams.{e['loc'][0]}: expected {e['msg'].replace('Input should be ', '')}, got {e['input']!r}"
 
 
 # ------------------------------------------------------------------------------------------ --help
