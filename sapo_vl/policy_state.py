@@ -12,7 +12,7 @@ import torch
 
 from sapo_vl.checkpoint import set_rng_state
 from sapo_vl.sections import Config
-from sapo_vl.errors import UserError
+from sapo_vl.errors import ConfigError, UserError
 from sapo_vl.parallel import strategy
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rundir import atomic_dir
@@ -35,8 +35,13 @@ def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
         return Path(cfg.model.path)
     path = Path(cfg.output_dir) / "tiny_init"
     if not _complete(path):
+        try:
+            tiny = TinyConfig(**cfg.model.tiny)
+            tiny.validate()
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model.tiny: {err}") from None
         with atomic_dir(path) as tmp:
-            make_tiny_model(tmp, TinyConfig(**cfg.model.tiny))
+            make_tiny_model(tmp, tiny)
     return path
 
 

@@ -211,3 +211,11 @@ def test_samples_no_reward_applied_to_are_counted(tmp_path, tiny_dir, monkeypatc
 
 def test_torch_threads_left_alone(tmp_path):  # the conftest's single thread survives a run's imports
     assert torch.get_num_threads() == 1
+
+
+def test_a_bad_tiny_model_option_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(DEMO), *TINY, f"output_dir={out}", "model.tiny={hidden_sise: 8}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.tiny: " in err and "hidden_sise" in err and len(err.splitlines()) == 1
+    assert not (out / "tiny_init").exists()

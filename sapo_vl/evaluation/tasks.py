@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from sapo_vl.data import Records, RecordSpec, load_dataset_by_name, load_records, render_template
 from sapo_vl.data.images import as_image_list
@@ -127,7 +127,7 @@ class TaskSpec(Section):
     official: str | None = None  # the benchmark's own metric (OFFICIAL name, or "pass@1"), reported first
     images: list[str] | None = None  # fields holding images; default: none, a registered dataset's "images"
     generation: GenerationSpec = GenerationSpec()
-    k: list[int] = Field([1], min_length=1)  # pass@k values (>= 1; one number for one)
+    k: list[PositiveInt] = Field([1], min_length=1)  # pass@k values (one number for one)
     exports: list[Literal["humaneval", "evalplus"]] = []
     fixture: str | None = None  # tiny fixture in the release layout (relative to the YAML file)
     path: Path | None = None  # the YAML file this spec came from (set by load_task_file)
@@ -143,13 +143,6 @@ class TaskSpec(Section):
     @classmethod
     def _alias_shorthand(cls, value: Any) -> Any:
         return {k: _as_list(v) for k, v in value.items()} if isinstance(value, dict) else value
-
-    @field_validator("k")
-    @classmethod
-    def _positive(cls, k: list[int]) -> list[int]:
-        if min(k) < 1:
-            raise ValueError(f"must be integers >= 1, got {k}")
-        return k
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-able view of the spec, for the results file's ``configs``."""

@@ -177,7 +177,7 @@ def test_wrong_type_names_the_key():
         parse_task(_raw(generation={"n": "four"}))
     with pytest.raises(TaskSpecError, match="generation.top_p: expected a number greater than 0, got 0"):
         parse_task(_raw(generation={"top_p": 0}))
-    with pytest.raises(TaskSpecError, match=r"<task>: k: must be integers >= 1, got \[0\]"):
+    with pytest.raises(TaskSpecError, match=r"<task>: k\[0\]: expected a number greater than 0, got 0"):
         parse_task(_raw(k=[0]))
     with pytest.raises(TaskSpecError, match=r"exports\[0\]: expected 'humaneval' or 'evalplus', got 'plus'"):
         parse_task(_raw(exports="plus"))
