@@ -1,4 +1,5 @@
-"""One registry idiom for every kind of plug-in: datasets, rewards, policy losses, advantages, eval adapters.
+"""One registry idiom for every kind of plug-in named in a config: datasets, rewards, policy losses, advantages,
+aggregation modes, KL estimators, algorithm presets, VQA metrics, eval adapters, official metrics.
 
 A ``Registry`` is a ``dict`` (name -> object) that knows what kind of thing it holds, so every registry
 registers and fails the same way::
@@ -33,11 +34,12 @@ def unknown_name(kind: str, name: Any, known: list[str]) -> UnknownNameError:
 
 
 class Registry(dict):
-    """``name -> object`` for one kind of plug-in, with ``register`` and an error that names the kind."""
+    """``name -> object`` for one kind of plug-in, with ``register`` and an error that names the kind. Entries are
+    callables, or instances of ``of`` where given (e.g. the algorithm presets)."""
 
-    def __init__(self, kind: str, entries: dict[str, Any] | None = None):
+    def __init__(self, kind: str, entries: dict[str, Any] | None = None, *, of: type | None = None):
         super().__init__(entries or {})
-        self.kind = kind
+        self.kind, self.of = kind, of
 
     def __missing__(self, name: str):
         raise unknown_name(self.kind, name, list(self))
@@ -49,8 +51,9 @@ class Registry(dict):
             raise ValueError(f"a {self.kind} name must be a non-empty str, got {name!r}")
 
         def add(value: Any) -> Any:
-            if not callable(value):
-                raise TypeError(f"{self.kind} {name!r} must be callable, got {type(value).__name__}")
+            if not (isinstance(value, self.of) if self.of else callable(value)):
+                expected = f"a {self.of.__name__}" if self.of else "callable"
+                raise TypeError(f"{self.kind} {name!r} must be {expected}, got {type(value).__name__}")
             if name in self and self[name] is not value and not overwrite:
                 raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
             self[name] = value

@@ -27,15 +27,6 @@ POLICY_LOSSES: Registry = Registry("policy loss", {
 })
 register_policy_loss = POLICY_LOSSES.register
 
-# The aggregation each loss's paper uses (pass it to ``aggregate``).
-DEFAULT_AGGREGATION: dict[str, str] = {
-    "sapo": "seq-mean-token-mean",
-    "grpo": "seq-mean-token-mean",
-    "gspo": "seq-mean-token-mean",
-    "gspo-token": "seq-mean-token-mean",
-    "cispo": "token-mean",
-}
-
 _NOT_A_LOSS = {
     "dr_grpo": "Dr.GRPO is not a separate policy loss: it is loss 'grpo' + aggregation "
     "'seq-mean-token-sum-norm' + advantages 'dr_grpo' (algo.preset=dr_grpo).",

@@ -177,7 +177,7 @@ def test_invalid_hyperparameter_values_are_rejected(bad):
 
 def test_registry_has_the_contract_losses():
     assert {"sapo", "grpo", "gspo", "gspo-token", "cispo"} <= set(POLICY_LOSSES)
-    assert set(algos.DEFAULT_AGGREGATION) == set(POLICY_LOSSES)
+    assert {preset.policy_loss for preset in algos.ALGORITHMS.values()} <= set(POLICY_LOSSES)
     assert algos.loss_hparams("sapo") == {"tau_pos": 1.0, "tau_neg": 1.05, "log_ratio_clip": 20.0}
 
 
