@@ -52,7 +52,7 @@ class Registry(dict):
 
         def add(value: Any) -> Any:
             if not (isinstance(value, self.of) if self.of else callable(value)):
-                expected = f"a {self.of.__name__}" if self.of else "callable"
+                expected = self.of.__name__ if self.of else "callable"
                 raise TypeError(f"{self.kind} {name!r} must be {expected}, got {type(value).__name__}")
             if name in self and self[name] is not value and not overwrite:
                 raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")

@@ -181,6 +181,14 @@ def test_registry_has_the_contract_losses():
     assert algos.loss_hparams("sapo") == {"tau_pos": 1.0, "tau_neg": 1.05, "log_ratio_clip": 20.0}
 
 
+def test_an_algorithm_preset_registers_only_as_an_algorithm_preset(monkeypatch):
+    preset = algos.AlgorithmPreset("grpo", "token-mean", "rloo", {"eps_low": 0.1})
+    monkeypatch.setitem(algos.ALGORITHMS, "mine", None)  # restored (removed) after the test
+    assert algos.ALGORITHMS.register("mine", preset, overwrite=True) is preset
+    with pytest.raises(TypeError, match="algorithm preset 'theirs' must be AlgorithmPreset, got dict"):
+        algos.ALGORITHMS.register("theirs", {"policy_loss": "grpo"})
+
+
 def test_unknown_loss_name_lists_registered_names_and_the_closest():
     with pytest.raises(UnknownNameError) as info:
         get_policy_loss("sapoo")
