@@ -1,6 +1,7 @@
 """Reduce a (B, T) per-token loss to the scalar that is back-propagated.
 
-Modes (registered in ``AGGREGATION_MODES``, where a plug-in adds its own; n_i = response tokens of sequence i, L_it = per-token loss, S = sequences with n_i > 0):
+Modes, in the registry ``AGGREGATION_MODES`` (where a plug-in adds its own); n_i = response tokens of sequence i,
+L_it = per-token loss, S = sequences with n_i > 0:
 
 * ``"token-mean"``:               sum_it L_it / sum_i n_i  (every token weighs the same; DAPO, CISPO)
 * ``"seq-mean-token-mean"``:      (1/S) sum_i (sum_t L_it / n_i)  (GRPO/DeepSeekMath, GSPO, SAPO default)
@@ -21,8 +22,8 @@ accumulates gradients. Pass the full batch's normaliser and the micro-batch resu
 
 ``global_num_tokens`` (used by token-mean) is sum_i n_i over the full batch; ``global_num_seqs`` (used by the
 seq-mean modes) is S over the full batch. Every mode accepts both and checks each is at least the
-micro-batch's own count; other arguments (``max_len``) are the mode's own. Under data parallelism use the counts over all
-ranks, and multiply the loss by the world size if the wrapper averages gradients across ranks (DDP does).
+micro-batch's own count; other arguments (``max_len``) are the mode's own. Under data parallelism use the counts
+over all ranks, and multiply the loss by the world size if the wrapper averages gradients across ranks (DDP does).
 """
 
 from __future__ import annotations
