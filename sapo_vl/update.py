@@ -119,7 +119,7 @@ class PolicyUpdate:
                                            **fused_adamw(trainable, accelerator.device if accelerator else None))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
-        # shared prefix (auto | always | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
+        # train.prefix_sharing (auto | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
         self.share = use_shared_prefix(model, train.prefix_sharing, self.sharded)
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
