@@ -332,10 +332,7 @@ def run(cfg: Config) -> dict:
         except Interrupted as why:
             print(f"[sapo-vl] {stop.signal}: {why}; stopped before training started, nothing saved", flush=True)
             return {"step": 0, "stopped": stop.signal}
-        try:
-            summary = _loop(r, out_dir, resume_from)
-        finally:
-            r.reward_pool.close()
+        summary = _loop(r, out_dir, resume_from)
         leave_process_group(r.accelerator)
         return summary
 

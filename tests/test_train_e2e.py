@@ -231,20 +231,17 @@ def test_a_float32_run_takes_pi_old_from_the_sampler_and_trains_as_if_scored(tmp
         cfg = _config(tmp_path / choice, tiny_dir, "train.num_mini_batches=2", "warmup.steps=0", length_reward,
                       f"rollout.old_logprobs={choice}")
         r = setup(cfg, None, StopFlag())
-        try:
-            assert r.update.old_logprobs_source() == ("sampler" if choice == "auto" else "update")
-            scored.clear()
-            metrics = train_step(r)
-            assert (scored == []) == (choice == "auto")
-            assert metrics["optimizer_steps"] == 2 and metrics["grad_norm"] > 0
-            weights[choice] = {k: v.detach().clone() for k, v in r.hf_model.state_dict().items()}
-            results[choice] = [metrics[k] for k in ("loss", "grad_norm", "ratio/mean", "ratio/min", "ratio/max",
-                                                    "moe/routing_drift", "moe/routing_drift_any_layer")]
-            # drift against the experts the sampler or the scoring forward recorded; with "score" the first
-            # mini-batch reads its own forward (no recorded experts) and counts with drift 0, as the sampler's does
-            assert metrics["moe/routing_drift"] > 0
-        finally:
-            r.reward_pool.close()
+        assert r.update.old_logprobs_source() == ("sampler" if choice == "auto" else "update")
+        scored.clear()
+        metrics = train_step(r)
+        assert (scored == []) == (choice == "auto")
+        assert metrics["optimizer_steps"] == 2 and metrics["grad_norm"] > 0
+        weights[choice] = {k: v.detach().clone() for k, v in r.hf_model.state_dict().items()}
+        results[choice] = [metrics[k] for k in ("loss", "grad_norm", "ratio/mean", "ratio/min", "ratio/max",
+                                                "moe/routing_drift", "moe/routing_drift_any_layer")]
+        # drift against the experts the sampler or the scoring forward recorded; with "score" the first
+        # mini-batch reads its own forward (no recorded experts) and counts with drift 0, as the sampler's does
+        assert metrics["moe/routing_drift"] > 0
     assert scored == [4]  # score: the rows outside the first mini-batch
     assert results["auto"] == pytest.approx(results["score"], rel=1e-5)
     for key, w in weights["score"].items():  # Adam's first steps (2e-3 here) amplify rounding where a gradient is ~0
@@ -290,7 +287,6 @@ torch.set_num_threads(2)
 r = setup(load_config(sys.argv[1], [f"output_dir={tempfile.mkdtemp()}", f"model.path={sys.argv[2]}",
                                     "log.backends=[]", "log.progress=false", "log.plot=false"]), None, StopFlag())
 train_step(r)
-r.reward_pool.close()
 print(hashlib.md5(torch.cat([p.detach().flatten() for p in r.hf_model.parameters()]).numpy().tobytes()).hexdigest())
 """
 
