@@ -1,7 +1,7 @@
 """Code verifier: extract the program from a completion, run its tests in the sandbox, score it.
 
-`code_reward(completions, **columns) -> list[float | None]` follows the TRL reward contract (DESIGN.md
-section 2). Per-sample columns (lists, one entry per completion; TRL passes dataset columns this way):
+`code_reward(completions, **columns) -> list[float | None]` follows the TRL reward contract (README.md,
+"Extend"). Per-sample columns (lists, one entry per completion; TRL passes dataset columns this way):
 
 - ``tests`` (or ``test``): what to run. ``None`` / empty -> the sample's reward is ``None``.
   * humaneval mode: a string of test code that defines ``check(candidate)``;
