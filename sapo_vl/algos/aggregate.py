@@ -40,6 +40,7 @@ from torch import Tensor
 from sapo_vl.algos.types import as_bool_mask, reject_unknown
 from sapo_vl.registry import Registry
 
+Count = Tensor | float
 AGGREGATION_MODES = Registry("aggregation mode")
 """``name -> fn(loss, n_tok, *, num_tokens, num_seqs, **params) -> 0-dim tensor``: ``loss`` (B, T) is 0 outside the
 mask, ``n_tok`` (B,) the response tokens per sequence, ``num_tokens`` / ``num_seqs`` the full batch's counts (>= 1).
@@ -48,24 +49,22 @@ _COUNTS = ("global_num_tokens", "global_num_seqs")  # every mode accepts (and va
 
 
 @AGGREGATION_MODES.register("token-mean")
-def token_mean(loss: Tensor, n_tok: Tensor, *, num_tokens: Tensor | float, num_seqs: Tensor | float) -> Tensor:
+def token_mean(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count) -> Tensor:
     return loss.sum() / num_tokens
 
 
 @AGGREGATION_MODES.register("seq-mean-token-mean")
-def seq_mean_token_mean(loss: Tensor, n_tok: Tensor, *, num_tokens: Tensor | float,
-                        num_seqs: Tensor | float) -> Tensor:
+def seq_mean_token_mean(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count) -> Tensor:
     return (loss.sum(-1) / n_tok.clamp(min=1)).sum() / num_seqs  # (B,) per-sequence means
 
 
 @AGGREGATION_MODES.register("seq-mean-token-sum")
-def seq_mean_token_sum(loss: Tensor, n_tok: Tensor, *, num_tokens: Tensor | float,
-                       num_seqs: Tensor | float) -> Tensor:
+def seq_mean_token_sum(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count) -> Tensor:
     return loss.sum(-1).sum() / num_seqs
 
 
 @AGGREGATION_MODES.register("seq-mean-token-sum-norm")
-def seq_mean_token_sum_norm(loss: Tensor, n_tok: Tensor, *, num_tokens: Tensor | float, num_seqs: Tensor | float,
+def seq_mean_token_sum_norm(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count,
                             max_len: float) -> Tensor:
     owner = "aggregate(mode='seq-mean-token-sum-norm')"
     if isinstance(max_len, bool) or not isinstance(max_len, numbers.Real) or not 0 < max_len < math.inf:
@@ -84,7 +83,7 @@ def _params(fn) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(p.name for p in own), tuple(p.name for p in own if p.default is inspect.Parameter.empty)
 
 
-def _count(owner: str, name: str, value: Any, local: Tensor) -> Tensor | float:
+def _count(owner: str, name: str, value: Any, local: Tensor) -> Count:
     """Validate a caller-given normaliser (>= the local count, >= 0) and return it, at least 1."""
     if isinstance(value, Tensor):
         if value.numel() != 1:

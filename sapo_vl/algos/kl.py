@@ -22,25 +22,18 @@ from torch import Tensor
 from sapo_vl.algos.types import as_bool_mask, check_number, compute_dtype
 from sapo_vl.registry import Registry
 
-KL_ESTIMATORS = Registry("KL estimator")
-"""``name -> fn(log_r, clip) -> per-token KL``: ``log_r`` (B, T) is log(pi_ref / pi_theta), 0 outside the mask;
-an estimator that exponentiates clamps it to +-``clip`` first."""
-
-
-@KL_ESTIMATORS.register("k1")
-def k1(log_r: Tensor, clip: float) -> Tensor:
-    return -log_r
-
-
-@KL_ESTIMATORS.register("k2")
-def k2(log_r: Tensor, clip: float) -> Tensor:
-    return 0.5 * log_r.square()
-
-
-@KL_ESTIMATORS.register("k3")
-def k3(log_r: Tensor, clip: float) -> Tensor:
+def _k3(log_r: Tensor, clip: float) -> Tensor:
     log_r = torch.clamp(log_r, -clip, clip)
     return torch.expm1(log_r) - log_r  # (B, T) == exp(log_r) - log_r - 1, accurate near 0
+
+
+KL_ESTIMATORS = Registry("KL estimator", {
+    "k1": lambda log_r, clip: -log_r,
+    "k2": lambda log_r, clip: 0.5 * log_r.square(),
+    "k3": _k3,
+})
+"""``name -> fn(log_r, clip) -> per-token KL``: ``log_r`` (B, T) is log(pi_ref / pi_theta), 0 outside the mask;
+an estimator that exponentiates clamps it to +-``clip`` first."""
 
 
 def kl_penalty(

@@ -30,33 +30,17 @@ class AlgorithmPreset:
 
 
 ALGORITHMS = Registry("algorithm preset", {
-    "sapo": AlgorithmPreset(
-        "sapo", "seq-mean-token-mean", "grpo", {"tau_pos": 1.0, "tau_neg": 1.05}, "SAPO, arXiv 2511.20347"
-    ),
-    "grpo": AlgorithmPreset(
-        "grpo",
-        "seq-mean-token-mean",
-        "grpo",
-        {"eps_low": 0.2, "eps_high": 0.2},
-        "GRPO, DeepSeekMath arXiv 2402.03300",
-    ),
-    "dapo": AlgorithmPreset(
-        "grpo",
-        "token-mean",
-        "grpo",
-        {"eps_low": 0.2, "eps_high": 0.28},
-        "DAPO, arXiv 2503.14476: clip-higher + token-mean + dynamic sampling (zero-variance groups dropped)",
-        filter_zero_variance=True,
-    ),
-    "dr_grpo": AlgorithmPreset(
-        "grpo",
-        "seq-mean-token-sum-norm",
-        "dr_grpo",
-        {"eps_low": 0.2, "eps_high": 0.2},
-        "Dr.GRPO, arXiv 2503.20783: sums normalised by the generation budget (rollout.max_new_tokens)",
-    ),
-    "gspo": AlgorithmPreset(
-        "gspo", "seq-mean-token-mean", "grpo", {"eps_low": 3e-4, "eps_high": 4e-4}, "GSPO, arXiv 2507.18071"
-    ),
+    "sapo": AlgorithmPreset("sapo", "seq-mean-token-mean", "grpo", {"tau_pos": 1.0, "tau_neg": 1.05},
+                            "SAPO, arXiv 2511.20347"),
+    "grpo": AlgorithmPreset("grpo", "seq-mean-token-mean", "grpo", {"eps_low": 0.2, "eps_high": 0.2},
+                            "GRPO, DeepSeekMath arXiv 2402.03300"),
+    "dapo": AlgorithmPreset("grpo", "token-mean", "grpo", {"eps_low": 0.2, "eps_high": 0.28},
+                            "DAPO, arXiv 2503.14476: clip-higher + token-mean + dynamic sampling (zero-variance "
+                            "groups dropped)", filter_zero_variance=True),
+    "dr_grpo": AlgorithmPreset("grpo", "seq-mean-token-sum-norm", "dr_grpo", {"eps_low": 0.2, "eps_high": 0.2},
+                               "Dr.GRPO, arXiv 2503.20783: sums normalised by the generation budget "
+                               "(rollout.max_new_tokens)"),
+    "gspo": AlgorithmPreset("gspo", "seq-mean-token-mean", "grpo", {"eps_low": 3e-4, "eps_high": 4e-4},
+                            "GSPO, arXiv 2507.18071"),
     "cispo": AlgorithmPreset("cispo", "token-mean", "grpo", {"eps_high": 4.0}, "CISPO, MiniMax-M1 arXiv 2506.13585"),
 }, of=AlgorithmPreset)
