@@ -16,7 +16,6 @@ Several processes (the ranks of a run exporting its final policy) split the file
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import struct
@@ -191,17 +190,3 @@ def _finalize(checkpoint: Path, out_dir: Path, dtype: str) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out_dir)
     return out_dir
-
-
-def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sapo-vl export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="a run directory (its latest checkpoint) or a checkpoint directory")
-    parser.add_argument("out_dir")
-    parser.add_argument("--dtype", default="auto", choices=list(DTYPES),
-                        help="weights' dtype in the export (auto: as trained, e.g. fp32 master weights)")
-    parser.add_argument("--max-shard-gb", type=float, default=5.0, help="largest safetensors file (GB, default 5)")
-    args = parser.parse_args(argv)
-    checkpoint = resolve_checkpoint(args.source)
-    out = export_checkpoint(checkpoint, args.out_dir, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1e9))
-    print(f"exported {checkpoint} -> {out} ({len(list(out.glob('*.safetensors')))} safetensors files)")
-    return 0

@@ -30,7 +30,7 @@ from sapo_vl.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from sapo_vl.config import Config, check_resume, config_yaml, load_config, save_config
+from sapo_vl.config import Config, check_resume, config_yaml, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
 from sapo_vl.models.moe import moe_routers
 from sapo_vl.rollout.collate import PromptFormat
@@ -39,8 +39,7 @@ from sapo_vl.rollout.types import Rollout
 from sapo_vl.memory import PhasePeaks
 from sapo_vl.parallel import (describe_sharding, even_share, leave_process_group, make_accelerator, reduce_max_values,
                               reduce_mean)
-from sapo_vl.plan import preflight
-from sapo_vl.plugins import split_imports
+from sapo_vl.plan_terms import preflight
 from sapo_vl.policy_state import (build_update, export_final, model_path, pending_rollouts, reference_model,
                                   resume_rng, training_dtype)
 from sapo_vl.rundir import RunLock, StopFlag
@@ -461,22 +460,3 @@ def _data_report(sources: list[Source], is_main: bool) -> dict:
             "data/eval_records": float(sum(len(s.eval) for s in sources)),
             "data/train_skipped": sum(skipped(s.train) for s in sources),
             "data/eval_skipped": sum(skipped(s.eval) for s in sources)}
-
-
-def cli_main(argv: list[str]) -> int:
-    argv, imports = split_imports(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        from sapo_vl.config import describe_config
-        from sapo_vl.plugins import import_plugins, load_entry_points
-
-        load_entry_points()
-        import_plugins(imports)
-        print("usage: sapo-vl train RECIPE.yaml [--import MODULE ...] [dotted.key=value ...]\n\n" + (__doc__ or "")
-              + "\nconfig keys (default values and allowed values; a recipe or key=value overrides them):\n"
-              + "\n".join(describe_config()))
-        return 0
-    cfg = load_config(argv[0], argv[1:], imports)
-    if cfg.model.path == "tiny":  # everything is built locally: never ask the hub
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run(cfg)
-    return 0

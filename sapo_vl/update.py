@@ -33,8 +33,8 @@ import torch
 from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
-from sapo_vl.models.packing import forward_inputs, use_packing
-from sapo_vl.models.prefix import SharedPrefix, use_shared_prefix
+from sapo_vl.models.packing import use_packing
+from sapo_vl.models.prefix import SharedPrefix, forward_inputs, use_shared_prefix
 from sapo_vl.parallel import is_sharded, reduce_max
 from sapo_vl.rollout.types import Rollout, to_device
 

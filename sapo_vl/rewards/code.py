@@ -39,7 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from sapo_vl.rewards import _sandbox_harness as harness
-from sapo_vl.rewards._text import as_list, completion_text, strip_think
+from sapo_vl.rewards.text import as_list, completion_text, strip_think
 from sapo_vl.rewards.sandbox import ExecResult, run_python
 
 MODES = {"humaneval": "humaneval", "assert": "humaneval", "stdin": "stdin", "stdio": "stdin",

@@ -17,7 +17,7 @@ completion scores 1.0 exactly when they return a string.
 
 from __future__ import annotations
 
-from sapo_vl.rewards._text import ANSWER_TAGS, THINK_TAGS, completion_text, last_tag_block, strip_think
+from sapo_vl.rewards.text import ANSWER_TAGS, THINK_TAGS, completion_text, last_tag_block, strip_think
 
 
 def _after_think(text: str, think_tags: tuple[str, str], require_think: bool, think_in_prompt: bool) -> str | None:

@@ -1,6 +1,6 @@
 """Math verifier: final-answer extraction and equivalence checking through math-verify.
 
-Extraction (:func:`extract_answer`) follows the shared rules of :mod:`sapo_vl.rewards._text`: drop the think
+Extraction (:func:`extract_answer`) follows the shared rules of :mod:`sapo_vl.rewards.text`: drop the think
 block (unclosed -> no answer), then the final ``\\boxed{}``/``\\fbox{}`` wins (boxes joined by "and" / commas are one
 answer: ``-2, 1``), then the last ``<answer>`` block, then an "answer is X" / "Answer: X" cue (Minerva's "Final
 Answer: The final answer is $X$. I hope it is correct." reads ``X``).
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 from sapo_vl.rewards._pool import get_pool
-from sapo_vl.rewards._text import (
+from sapo_vl.rewards.text import (
     ANSWER_TAGS,
     THINK_TAGS,
     answer_span,

@@ -31,7 +31,7 @@ import re
 import string
 from collections.abc import Sequence
 
-from sapo_vl.rewards._text import (
+from sapo_vl.rewards.text import (
     answer_span,
     as_list,
     clean_answer,

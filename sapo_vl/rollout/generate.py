@@ -312,7 +312,7 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     ``packed``, ``share`` (auto | always | off): padding-free packed forwards and shared-prefix forwards where they
     apply, as the update's (the same computation on both sides of the ratio)."""
     from sapo_vl.models.moe import routing, routing_dtype
-    from sapo_vl.models.packing import forward_inputs
+    from sapo_vl.models.prefix import forward_inputs
 
     N, C = rollout.completion_ids.shape
     P = rollout.prompt_len

@@ -14,8 +14,8 @@ from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import routing
-from sapo_vl.models.packing import Packing, forward_inputs
-from sapo_vl.models.prefix import SharedPrefix, share_prefix, use_shared_prefix
+from sapo_vl.models.packing import Packing
+from sapo_vl.models.prefix import SharedPrefix, forward_inputs, share_prefix, use_shared_prefix
 from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, make_rollout, score_rollout
 from sapo_vl.update import PolicyUpdate

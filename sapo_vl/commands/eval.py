@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tasks is required")
     try:
         if args.write_prompts:
-            from sapo_vl.evaluation.prompts_export import write_prompts
+            from sapo_vl.commands.eval_prompts import write_prompts
 
             count = write_prompts([t for t in args.tasks.split(",") if t.strip()], args.write_prompts,
                                   limit=args.limit, data_paths=dict(args.data_path))

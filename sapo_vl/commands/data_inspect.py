@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cli_main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from sapo_vl.plugins import import_plugins
 
