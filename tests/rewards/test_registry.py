@@ -274,7 +274,7 @@ def test_registered_reward_docstring_example_runs(name):
     assert runner.tries > 0 or name == "code"
 
 
-@pytest.mark.parametrize("module", ["_text", "math", "vqa", "format", "registry", "verifier"])
+@pytest.mark.parametrize("module", ["text", "math", "vqa", "format", "registry", "verifier"])
 def test_module_doc_examples_run(module):
     mod = importlib.import_module(f"sapo_vl.rewards.{module}")
     result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
