@@ -200,6 +200,8 @@ def test_unknown_loss_name_lists_registered_names_and_the_closest():
 def test_dr_grpo_is_not_a_loss_and_the_error_points_at_its_preset():
     with pytest.raises(ValueError, match="seq-mean-token-sum-norm.*algo.preset=dr_grpo"):
         get_policy_loss("dr_grpo")
+    with pytest.raises(UnknownNameError, match=r"^algo.policy_loss: unknown policy loss 'dapo'; .*algo.preset=dapo"):
+        POLICY_LOSSES.check("dapo", "algo.policy_loss")
 
 
 def test_a_registered_plugin_loss_is_found_by_name(monkeypatch):
