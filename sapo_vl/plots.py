@@ -16,7 +16,6 @@ Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -26,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sapo_vl._jsonl import iter_json_objects
+from sapo_vl._jsonl import METRICS_FILE, read_metrics
 
-METRICS_FILE = "metrics.jsonl"
 # bookkeeping, not curves: counts of records / held-out prompts, micro-batches and optimizer steps per step
 NOT_PLOTTED = frozenset({"step", "wall_time", "epoch", "eval/n", "micro_batches", "optimizer_steps",
                          "data/train_records", "data/eval_records", "data/train_skipped", "data/eval_skipped"})
@@ -61,15 +59,11 @@ def load_metrics(path: str | Path) -> dict[str, Series]:
     if not path.is_file():
         raise FileNotFoundError(f"no metrics file at {path} (expected a run directory with {METRICS_FILE})")
     by_step: dict[int, dict[str, float]] = {}
-    for lineno, record, error in iter_json_objects(path):
-        if isinstance(error, json.JSONDecodeError):
-            warnings.warn(f"{path}:{lineno}: skipping a line that is not valid JSON", stacklevel=2)
+    for lineno, record, problem in read_metrics(path):
+        if record is None:
+            warnings.warn(f"{path}:{lineno}: skipping a line that is {problem}", stacklevel=2)
             continue
-        step = record.get("step") if record is not None else None  # a non-object line has no step
-        if isinstance(step, bool) or not isinstance(step, int):
-            warnings.warn(f"{path}:{lineno}: skipping a line without an integer 'step'", stacklevel=2)
-            continue
-        row = by_step.setdefault(step, {})
+        row = by_step.setdefault(record["step"], {})
         for key, value in record.items():
             if value is None:
                 row[key] = math.nan

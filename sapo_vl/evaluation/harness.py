@@ -18,11 +18,12 @@ from typing import Any
 
 from sapo_vl.evaluation.metrics import mean_with_stderr, task_metrics
 from sapo_vl.evaluation.official import OFFICIAL
-from sapo_vl.evaluation.samples import SampleLog, file_sha256, read_samples_file, run_key
+from sapo_vl.evaluation.samples import SampleLog, read_samples_file, run_key
 from sapo_vl.evaluation.scoring import score_docs
 from sapo_vl.errors import UserError
 from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, generation_problem, load_task_records, resolve_task
 from sapo_vl.evaluation.writers import (
+    file_sha256,
     git_hash,
     markdown_table,
     model_fingerprint,
