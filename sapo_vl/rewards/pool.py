@@ -19,6 +19,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections import defaultdict
 from functools import partial
 
@@ -102,6 +103,7 @@ class RewardPool:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
             threading.Thread(target=self._loop.run_forever, daemon=True, name="sapo-reward-loop").start()
+            weakref.finalize(self, self._loop.call_soon_threadsafe, self._loop.stop)  # stops with the pool
         return self._loop
 
     def _run(self, calls: dict, stop=None) -> dict:
@@ -171,16 +173,3 @@ class RewardPool:
                            "score 0", self.timeout_s, len(self.last_timed_out), len(completions),
                            records[self.last_timed_out[0]].get("id"))
         return totals, components
-
-    def close(self) -> None:
-        """Cancel what still runs on the event loop of the ``async def`` rewards (a second at most), then stop it."""
-        async def shut_down():
-            if tasks := asyncio.all_tasks() - {asyncio.current_task()}:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.wait(tasks, timeout=1.0)
-            asyncio.get_running_loop().stop()
-
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(shut_down(), self._loop)
-            self._loop = None

@@ -107,7 +107,6 @@ def test_async_functions_run_concurrently_within_a_step(register):
     totals, _ = pool.score(list("abcdef"), _records(6))
     assert totals == [2.0] * 6 and time.monotonic() - t0 < 1.2  # about one call's time, not 2.4 s
     pool.score(["a"], _records(1))  # the pool's one event loop serves the next step too
-    pool.close()
 
 
 def test_a_hung_async_function_is_cut_off_at_the_deadline_and_cancelled(register):
@@ -131,7 +130,6 @@ def test_a_hung_async_function_is_cut_off_at_the_deadline_and_cancelled(register
     while not cancelled and time.monotonic() < deadline:
         time.sleep(0.01)
     assert cancelled == [True]
-    pool.close()
 
 
 def test_a_stop_signal_interrupts_an_async_function(register):
@@ -144,7 +142,6 @@ def test_a_stop_signal_interrupts_an_async_function(register):
     with pytest.raises(Interrupted):
         pool.score(["a"], _records(1), stop=lambda: time.monotonic() - t0 > 0.2)
     assert time.monotonic() - t0 < 2
-    pool.close()
 
 
 def test_an_async_functions_error_reaches_the_caller(register):

@@ -12,7 +12,7 @@ import yaml
 trl_rewards = pytest.importorskip("trl.rewards")
 
 from sapo_vl.cli import main  # noqa: E402
-from sapo_vl.rewards import REWARDS, get_reward  # noqa: E402
+from sapo_vl.rewards import REWARDS  # noqa: E402
 from sapo_vl.rewards.pool import RewardPool  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[2] / "recipes" / "tiny" / "demo.yaml"
@@ -144,13 +144,13 @@ def test_sapo_vl_verifiers_pass_trls_reward_step(tiny_dir, tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path / "grpo"), use_cpu=True, per_device_train_batch_size=3,
                       num_generations=3, max_completion_length=4, report_to=[], bf16=False)
     names = ["math", "vqa", "code"]
-    trainer = GRPOTrainer(model=str(tiny_dir), reward_funcs=[get_reward(n) for n in names], args=args,
+    trainer = GRPOTrainer(model=str(tiny_dir), reward_funcs=[REWARDS[n] for n in names], args=args,
                           train_dataset=Dataset.from_list(rows))
     texts = [r"so \boxed{2}", "red", "```python\ndef add(a, b):\n    return a + b\n```"]
     completions = [[{"role": "assistant", "content": t}] for t in texts]
     got = trainer._calculate_rewards(rows, [r["prompt"] for r in rows], completions, [[1]] * 3)
     assert trainer.reward_func_names == names
     for j, name in enumerate(names):  # TRL turns None (not applicable) into NaN
-        ours = get_reward(name)(completions, **{k: [r[k] for r in rows] for k in ("answer", "tests", "entry_point")})
+        ours = REWARDS[name](completions, **{k: [r[k] for r in rows] for k in ("answer", "tests", "entry_point")})
         assert [None if v != v else v for v in got[:, j].tolist()] == ours
     assert got[0, 0] == 1.0 and got[1, 1] == 1.0 and got[2, 2] == 1.0
