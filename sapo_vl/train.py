@@ -49,12 +49,9 @@ from sapo_vl.update import PolicyUpdate
 # building blocks
 
 
-def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
-    """Every source's records, reward names checked (``auto`` routes by them) and over-long prompts dropped or
-    rejected (``data.on_error``), before any model weights are loaded."""
-    from sapo_vl.data import check_prompt_length
-    from sapo_vl.rollout.collate import count_prompt_tokens
-
+def load_data(cfg: Config) -> list[Source]:
+    """Every source's records with their reward names checked (``auto`` routes by them), before any model is built
+    (the tiny one included)."""
     sources = load_sources(cfg.data)
     if "auto" in cfg.reward.funcs:
         from sapo_vl.rewards import REWARDS
@@ -65,6 +62,14 @@ def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
                     if rec.get("reward") is not None:
                         REWARDS.check(rec["reward"], f"data source {src.name!r} ({split}), record {rec['id']!r}, "
                                                      "field 'reward'")
+    return sources
+
+
+def fit_prompts(cfg: Config, fmt: PromptFormat, sources: list[Source]) -> list[Source]:
+    """Over-long prompts dropped or rejected (``data.on_error``), before any model weights are loaded."""
+    from sapo_vl.data import check_prompt_length
+    from sapo_vl.rollout.collate import count_prompt_tokens
+
     count = partial(count_prompt_tokens, fmt)
     for src in sources:
         src.train = check_prompt_length(src.train, count, cfg.data.max_prompt_length, cfg.data.on_error)
@@ -128,8 +133,6 @@ class Run:
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
-    from dataclasses import replace
-
     from accelerate.utils import set_seed
 
     from sapo_vl.models.load import load_processor
@@ -145,20 +148,21 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     accelerator.wait_for_everyone()
     set_seed(cfg.seed + accelerator.process_index)
 
+    state = load_trainer_state(resume_from) if resume_from is not None else None
+    if state is not None:
+        check_resume(state.get("config"), cfg, resume_from)
+    sources = load_data(cfg)
     with accelerator.main_process_first():  # rank 0 builds the tiny model (model.path=tiny) before others read it
         path = model_path(cfg, resume_from)
     d = cfg.data
     fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
     preflight(cfg, path, accelerator)  # context length; on GPUs, a warning before an obvious OOM
-    sources = load_data(cfg, fmt)  # data errors surface before the weights load
-    state = load_trainer_state(resume_from) if resume_from is not None else None
-    if state is not None:
-        check_resume(state.get("config"), cfg, resume_from)
+    sources = fit_prompts(cfg, fmt, sources)
     stop.check("the data load")
     memory = PhasePeaks()
     memory.mark_baseline()  # what the process holds before any weights: it does not fall with the ranks
     with memory.phase("load"):
-        update = build_update(path, replace(cfg.model, dtype=str(dtype).removeprefix("torch.")), cfg.algo,
+        update = build_update(path, cfg.model.model_copy(update={"dtype": str(dtype).removeprefix("torch.")}), cfg.algo,
                               cfg.train, cfg.rollout, accelerator, (resume_from, state) if state else None)
     stop.check("the model load")
     hf_model = accelerator.unwrap_model(update.policy).model
