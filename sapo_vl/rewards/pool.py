@@ -1,8 +1,9 @@
 """Score a rollout's completions with weighted reward functions, called as TRL calls them, under a deadline.
 
 Each function is called once per chunk of the batch with TRL's keyword arguments (``registry.call_reward``):
-``prompts``, ``completions`` in their prompt's format (the text for a string prompt, ``[{"role": "assistant",
-"content": text}]`` for a chat-message one), ``completion_ids``, every record column but images, ``trainer_state``,
+``prompts`` (``sapo_vl.chat.reward_prompt``: messages for a conversational prompt, and a prompt with images is
+one), ``completions`` in their prompt's format (the text for a plain-text prompt, ``[{"role": "assistant",
+"content": text}]`` for a conversational one), ``completion_ids``, every record column but images, ``trainer_state``,
 ``log_metric(name, value)`` (averaged over the step's calls into ``reward/<function>/<name>``) and
 ``log_extra(column, values)`` (a column beside each sample). Synchronous functions run on worker threads (slow
 verifiers release the GIL while they wait); ``async def`` ones run concurrently on the pool's one event loop.
@@ -23,6 +24,7 @@ import weakref
 from collections import defaultdict
 from functools import partial
 
+from sapo_vl.chat import reward_prompt
 from sapo_vl.errors import Interrupted
 from sapo_vl.rewards.registry import acall_reward, call_reward, combine_rewards, is_async
 
@@ -34,7 +36,7 @@ def record_columns(records: list[dict]) -> dict[str, list]:
     """TRL-style columns: every record key (except images) as a list, one value per completion."""
     keys = sorted({k for r in records for k in r} - _SKIP_COLUMNS)
     columns = {k: [r.get(k) for r in records] for k in keys}
-    columns["prompts"] = [r.get("prompt") for r in records]
+    columns["prompts"] = [reward_prompt(r) for r in records]
     return columns
 
 
@@ -66,10 +68,11 @@ class RewardPool:
         calls = {}
         for start in range(0, len(completions), self.chunk_size):
             end = start + self.chunk_size
-            kwargs = {**record_columns(records[start:end]), "trainer_state": trainer_state,
+            columns = record_columns(records[start:end])
+            kwargs = {**columns, "trainer_state": trainer_state,
                       "completion_ids": None if completion_ids is None else completion_ids[start:end],
-                      "completions": [[{"role": "assistant", "content": c}] if isinstance(r.get("prompt"), list)
-                                      else c for c, r in zip(completions[start:end], records[start:end])]}
+                      "completions": [[{"role": "assistant", "content": c}] if isinstance(p, list) else c
+                                      for c, p in zip(completions[start:end], columns["prompts"])]}
             for name, fn, _ in self.combined.items:
                 calls[start, name] = fn, {
                     **kwargs, "log_extra": partial(log_extra, range(start, min(end, len(completions)))),

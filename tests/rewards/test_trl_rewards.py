@@ -81,18 +81,40 @@ def test_every_trl_reward_function_gives_trls_values_through_the_reward_step(nam
 
 
 PLUGIN = '''
-from trl.rewards import get_soft_overlong_punishment
+from trl.rewards import get_soft_overlong_punishment, think_format_reward
 from sapo_vl.rewards import register_reward
 
 register_reward("overlong", get_soft_overlong_punishment(max_completion_len=3, soft_punish_cache=2))
+register_reward("think", think_format_reward)  # reads message completions: the demo's image prompts are chats
 
 
 @register_reward("shout")
 def shout(completions, log_metric, log_extra, **kwargs):
-    log_metric("chars", sum(map(len, completions)) / len(completions))
-    log_extra("upper", [c.upper() for c in completions])
+    texts = [c[0]["content"] for c in completions]
+    log_metric("chars", sum(map(len, texts)) / len(texts))
+    log_extra("upper", [t.upper() for t in texts])
     return [0.0] * len(completions)
 '''
+
+
+def test_a_prompt_with_images_is_conversational_for_reward_functions(monkeypatch):
+    """Every VLM prompt is a chat, as in TRL: a string prompt with images reaches a reward as one user turn with
+    an image part where the image goes, and its completions as assistant messages."""
+    seen = {}
+
+    def spy(prompts, completions, **kwargs):
+        seen.update(prompts=prompts, completions=completions)
+        return [0.0] * len(completions)
+
+    records = [{"id": "0", "prompt": "Count <image> shapes.", "images": ["img"]},
+               {"id": "1", "prompt": "No image here.", "images": []}]
+    monkeypatch.setitem(REWARDS, "spy", spy)
+    RewardPool({"spy": 1.0}).score(["<think>a</think>b", "c"], records)
+    assert seen["prompts"] == [[{"role": "user", "content": [{"type": "text", "text": "Count "}, {"type": "image"},
+                                                             {"type": "text", "text": " shapes."}]}],
+                               "No image here."]
+    assert seen["completions"] == [[{"role": "assistant", "content": "<think>a</think>b"}], "c"]
+    assert trl_rewards.think_format_reward(seen["completions"][:1]) == [1.0]
 
 
 @pytest.mark.slow
@@ -101,7 +123,8 @@ def test_a_trl_function_registered_by_a_plugin_trains_the_demo(tmp_path, tiny_di
     (tmp_path / "trl_plugin.py").write_text(PLUGIN)
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({**yaml.safe_load(DEMO.read_text()), "imports": ["trl_plugin"],
-                                      "reward": {"funcs": {"vqa": 1.0, "overlong": 0.5, "shout": 0.0}}}))
+                                      "reward": {"funcs": {"vqa": 1.0, "overlong": 0.5, "think": 0.0,
+                                                                  "shout": 0.0}}}))
     out = tmp_path / "run"
     args = ["train", str(recipe), f"output_dir={out}", f"model.path={tiny_dir}", "warmup.steps=0", "log.plot=false",
             "log.progress=false", "log.eval_limit=2", "rollout.group_size=2", "rollout.prompts_per_step=2",
@@ -119,11 +142,13 @@ def test_a_trl_function_registered_by_a_plugin_trains_the_demo(tmp_path, tiny_di
     finally:
         REWARDS.pop("overlong", None)
         REWARDS.pop("shout", None)
+        REWARDS.pop("think", None)
         sys.modules.pop("trl_plugin", None)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if "reward/overlong" in row]
     assert [row["step"] for row in steps] == [1, 2, 3]
     assert all(-1.0 <= row["reward/overlong"] <= 0.0 and "reward/shout/chars" in row for row in steps)
+    assert all(row["reward/think"] in (0.0, 1.0) for row in steps)
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert [s["step"] for s in samples] == [1] * 4 + [2] * 4 + [3] * 4  # step 3 once
 
