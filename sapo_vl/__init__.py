@@ -10,6 +10,6 @@ _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from sapo_vl._compat import ensure_torchvision_importable as _ensure_tv  # noqa: E402
 
-TORCHVISION_COMPAT = _ensure_tv()
+_ensure_tv()
 
 __version__ = "0.1.0"

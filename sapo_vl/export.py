@@ -16,7 +16,6 @@ Several processes (the ranks of a run exporting its final policy) split the file
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import struct
@@ -93,20 +92,15 @@ def _load_unit(checkpoint: Path, stored: dict, names: list[str]) -> dict[str, to
     return {k.removeprefix("model."): v for k, v in state.items()}
 
 
-def _published(model, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Runtime names and layouts -> the published checkpoint's (what ``save_pretrained`` writes)."""
-    from transformers.core_model_loading import revert_weight_conversion
-
-    return revert_weight_conversion(model, tensors)
-
-
 def _header(model, stored: dict, file: _File, dtype: torch.dtype | None) -> tuple[bytes, list[str]]:
     """The safetensors header of ``file`` (names, dtypes, shapes and offsets in writing order), computed on meta
     tensors; returns it and the tensor order."""
+    from transformers.core_model_loading import revert_weight_conversion  # runtime names and layouts -> published
+
     entries, order, offset = {}, [], 0
     for unit in file.units:
         meta = {n: torch.empty(stored[n][0], dtype=dtype or stored[n][1], device="meta") for n in unit}
-        for name, t in _published(model, meta).items():
+        for name, t in revert_weight_conversion(model, meta).items():
             size = t.numel() * t.element_size()
             entries[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
                              "data_offsets": [offset, offset + size]}
@@ -119,13 +113,15 @@ def _header(model, stored: dict, file: _File, dtype: torch.dtype | None) -> tupl
 
 def _write_file(checkpoint: Path, model, stored: dict, file: _File, dtype, path: Path) -> dict[str, str]:
     """Stream ``file``'s units into ``path``: header first, then each unit's tensors as they are converted."""
+    from transformers.core_model_loading import revert_weight_conversion
+
     header, order = _header(model, stored, file, dtype)
     written = []
     with open(path, "wb") as out:
         out.write(header)
         for unit in file.units:
             tensors = _load_unit(checkpoint, stored, unit)
-            tensors = _published(model, {n: t.to(dtype) if dtype else t for n, t in tensors.items()})
+            tensors = revert_weight_conversion(model, {n: t.to(dtype) if dtype else t for n, t in tensors.items()})
             for name, t in tensors.items():
                 out.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
                 written.append(name)
@@ -191,17 +187,3 @@ def _finalize(checkpoint: Path, out_dir: Path, dtype: str) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     replace_dir(tmp, out_dir)
     return out_dir
-
-
-def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sapo-vl export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="a run directory (its latest checkpoint) or a checkpoint directory")
-    parser.add_argument("out_dir")
-    parser.add_argument("--dtype", default="auto", choices=list(DTYPES),
-                        help="weights' dtype in the export (auto: as trained, e.g. fp32 master weights)")
-    parser.add_argument("--max-shard-gb", type=float, default=5.0, help="largest safetensors file (GB, default 5)")
-    args = parser.parse_args(argv)
-    checkpoint = resolve_checkpoint(args.source)
-    out = export_checkpoint(checkpoint, args.out_dir, dtype=args.dtype, max_shard_bytes=int(args.max_shard_gb * 1e9))
-    print(f"exported {checkpoint} -> {out} ({len(list(out.glob('*.safetensors')))} safetensors files)")
-    return 0

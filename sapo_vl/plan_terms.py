@@ -1,5 +1,5 @@
 """What a run holds in memory per GPU (or CPU process), term by term and phase by phase: ``sapo-vl plan``'s
-arithmetic (``sapo_vl.plan``), from the model's config and the recipe.
+arithmetic (``sapo_vl.commands.plan``), from the model's config and the recipe.
 
 Capacity: a named GPU's memory as ``torch.cuda.get_device_properties().total_memory`` reports it (``GPUS``), not
 the marketing GB; ``--gpu-memory`` overrides. Off it come ``RESERVE`` (CUDA context, NCCL buffers, cuBLAS and
@@ -64,6 +64,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 from sapo_vl.errors import UserError
 
@@ -225,8 +226,7 @@ class Precision:
 
 
 def precision(cfg, kind: str = "cuda", config: dict | None = None) -> Precision:
-    """``model.dtype`` float32 / auto -> fp32 state, bfloat16 / float16 -> 2-byte state; compute in bf16 when the
-    weights are 2 bytes or ``train.mixed_precision`` is bf16 (auto: bf16 on a GPU), else fp32."""
+    """Bytes per element of the state and the compute (module docstring, "Precision")."""
     if cfg.model.dtype not in _BYTES:
         raise UserError(f"model.dtype {cfg.model.dtype!r}: expected one of {sorted(_BYTES)}")
     weights, mp = _BYTES[cfg.model.dtype], cfg.train.mixed_precision
@@ -244,10 +244,8 @@ def _file_bytes(config: dict) -> int:
 
 
 def activation_bytes(cfg, sizes: ModelSizes, checkpointing: bool, compute: int | None = None) -> float:
-    """One micro-batch of ``train.micro_batch_tokens`` tokens, ``compute`` bytes per element (default: the GPU's).
-    With checkpointing each layer keeps its input (layers x hidden) and one layer is recomputed at a time
-    (``layer_activations``); without, every layer keeps what its backward needs. Plus the chunked LM head's
-    backward: two fp32 (chunk, vocab) buffers and the head's fp32 gradient (vocab x hidden x 4)."""
+    """One micro-batch's activations (module docstring), ``compute`` bytes per element (default: the GPU's). With
+    checkpointing each layer keeps its input (layers x hidden) and one layer is recomputed at a time."""
     b = compute if compute is not None else precision(cfg).compute
     t, text = cfg.train.micro_batch_tokens, sizes.text
     h, layers, vocab = text["hidden_size"], text["num_hidden_layers"], text["vocab_size"]
@@ -328,8 +326,7 @@ class Regime:
 
 
 def regime(cfg, sizes: ModelSizes, prec: Precision, n: int, device: Device, others: float | None) -> Regime:
-    """Layers kept: all unless sharded on a GPU; there, as many as fit in capacity - ``others`` - GENERATION_SLACK x
-    capacity, ``others`` being every other rollout term, at layer x compute bytes each (``parallel.kept_units``)."""
+    """The kept layers (module docstring); ``others``: every other rollout term, None when nothing is sharded."""
     from sapo_vl.parallel import GENERATION_SLACK
 
     if others is None:
@@ -443,3 +440,48 @@ def verdict(p: PhasePlan) -> tuple[bool, str]:
 
 def size_text(n: float) -> str:
     return f"{n / GiB:.1f} GiB" if abs(n) >= GiB else f"{n / 1024 ** 2:.1f} MiB"
+
+
+# ------------------------------------------------------------------------------------------ sapo-vl train's check
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read the model config {path}: {err}") from None
+
+
+def check_context(cfg, config: dict, where: str) -> None:
+    """The longest prompt plus the generation budget must fit the model's context (max_position_embeddings)."""
+    context = config.get("text_config", config).get("max_position_embeddings")
+    need = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
+    if context and need > context:
+        raise UserError(f"data.max_prompt_length ({cfg.data.max_prompt_length}) + rollout.max_new_tokens "
+                        f"({cfg.rollout.max_new_tokens}) = {need} exceeds the model's context ({context} tokens, "
+                        f"max_position_embeddings in {where})")
+
+
+def oom_warning(cfg, config: dict, strategy: str, gpus: int, gpu_bytes: float) -> str | None:
+    """What ``sapo-vl train`` prints at start on GPUs when the run will not fit (None when it will)."""
+    kind = strategy if strategy in STRATEGIES else "ddp"
+    p = plan_phases(cfg, config, strategy=kind, processes=gpus, device=gpu_device(memory_gib=gpu_bytes / GiB))
+    fits, why = verdict(p)
+    return None if fits else f"warning: this run likely runs out of GPU memory ({why}); see `sapo-vl plan`"
+
+
+def preflight(cfg, path: Path, accelerator) -> None:
+    """At the start of ``sapo-vl train``: the prompt and generation budget fit the model's context (a UserError
+    otherwise), and on GPUs a warning when the run will likely not fit their memory."""
+    import torch
+
+    from sapo_vl.parallel import strategy
+
+    where = Path(path) / "config.json"
+    config = read_json(where)
+    check_context(cfg, config, str(where))
+    if torch.cuda.is_available() and accelerator.is_main_process:
+        memory = torch.cuda.get_device_properties(accelerator.device).total_memory
+        warning = oom_warning(cfg, config, strategy(accelerator), accelerator.num_processes, memory)
+        if warning:
+            print(f"[sapo-vl] {warning}", flush=True)

@@ -16,11 +16,8 @@ Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import re
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,9 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sapo_vl._jsonl import iter_json_objects
+from sapo_vl._jsonl import METRICS_FILE, read_metrics
 
-METRICS_FILE = "metrics.jsonl"
 # bookkeeping, not curves: counts of records / held-out prompts, micro-batches and optimizer steps per step
 NOT_PLOTTED = frozenset({"step", "wall_time", "epoch", "eval/n", "micro_batches", "optimizer_steps",
                          "data/train_records", "data/eval_records", "data/train_skipped", "data/eval_skipped"})
@@ -63,15 +59,11 @@ def load_metrics(path: str | Path) -> dict[str, Series]:
     if not path.is_file():
         raise FileNotFoundError(f"no metrics file at {path} (expected a run directory with {METRICS_FILE})")
     by_step: dict[int, dict[str, float]] = {}
-    for lineno, record, error in iter_json_objects(path):
-        if isinstance(error, json.JSONDecodeError):
-            warnings.warn(f"{path}:{lineno}: skipping a line that is not valid JSON", stacklevel=2)
+    for lineno, record, problem in read_metrics(path):
+        if record is None:
+            warnings.warn(f"{path}:{lineno}: skipping a line that is {problem}", stacklevel=2)
             continue
-        step = record.get("step") if record is not None else None  # a non-object line has no step
-        if isinstance(step, bool) or not isinstance(step, int):
-            warnings.warn(f"{path}:{lineno}: skipping a line without an integer 'step'", stacklevel=2)
-            continue
-        row = by_step.setdefault(step, {})
+        row = by_step.setdefault(record["step"], {})
         for key, value in record.items():
             if value is None:
                 row[key] = math.nan
@@ -79,17 +71,10 @@ def load_metrics(path: str | Path) -> dict[str, Series]:
                 row[key] = float(value)
     if not by_step:
         raise ValueError(f"{path} is empty: the run has not logged any step yet")
-    return _to_series(by_step)
-
-
-def _to_series(by_step: dict[int, dict[str, float]]) -> dict[str, Series]:
-    steps = sorted(by_step)
-    keys = sorted({k for row in by_step.values() for k in row} - {"step"})
     out: dict[str, Series] = {}
-    for key in keys:
-        xs = [s for s in steps if key in by_step[s]]
-        values = [by_step[s][key] for s in xs]
-        out[key] = (np.asarray(xs, dtype=np.int64), np.asarray(values, dtype=np.float64))
+    for key in sorted({k for row in by_step.values() for k in row} - {"step"}):
+        xs = [s for s in sorted(by_step) if key in by_step[s]]
+        out[key] = (np.asarray(xs, dtype=np.int64), np.asarray([by_step[s][key] for s in xs], dtype=np.float64))
     return out
 
 
@@ -156,12 +141,8 @@ class Panel:
                             and (self.infix is None or self.infix in k))
         return found
 
-    def right_keys(self, available: Sequence[str]) -> list[str]:
-        return [k for k in self.right if k in available]
-
     def all_keys(self, available: Sequence[str]) -> list[str]:
-        extra = [self.total] if self.total in available else []
-        return self.left_keys(available) + self.right_keys(available) + extra
+        return self.left_keys(available) + [k for k in (*self.right, self.total) if k is not None and k in available]
 
 
 SUMMARY_PANELS: tuple[Panel, ...] = (
@@ -247,9 +228,7 @@ def _new_figure(n_panels: int, ncols: int, panel_size=(5.4, 3.3), title_space: f
 
 
 def _label(key: str, panel: Panel) -> str:
-    if panel.prefix and key.startswith(panel.prefix) and key != panel.prefix:
-        return key[len(panel.prefix):]
-    return key
+    return key.removeprefix(panel.prefix) if panel.prefix and key != panel.prefix else key
 
 
 def _plot_smooth(ax, x, y, color, label, smoothing, ls="-", key=""):
@@ -306,35 +285,22 @@ def draw_panel(ax, panel: Panel, keys: list[str], data: dict[str, Series], smoot
                 handles.append(_plot_smooth(ax, x, y, colors[c % len(colors)], label, smoothing, ls, key))
             else:
                 handles += ax.plot(x, y, lw=1.4, color=colors[i % len(colors)], label=label)
-    if panel.logy and _positive_span(data, left) > 100:
+    positive = np.concatenate([data[k][1] for k in left]) if left else np.array([])
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    if panel.logy and positive.size and positive.max() / positive.min() > 100:
         ax.set_yscale("log")
     ax.set_title(panel.title, fontsize=10.5)
     ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)
     top = ax
-    if right:
+    if right:  # on a twin y axis, dashed, in colours that differ from the left's
         top = ax.twinx()  # drawn above ax: the legend goes on it so that no curve covers the legend
-        shifted = colors[len(left) + 2:] + colors[:len(left) + 2]  # right-axis colours differ from the left's
-        handles += _draw_right(top, panel, right, data, smoothing, shifted)
-    top.legend(handles=handles, fontsize=7.5, loc="best", framealpha=0.85, ncols=2 if len(handles) > 4 else 1)
-
-
-def _draw_right(twin, panel: Panel, keys: list[str], data: dict[str, Series], smoothing, colors) -> list:
-    """Keys on the twin y axis ``twin``, dashed so they read apart from the left-axis curves."""
-    handles = []
-    for j, key in enumerate(keys):
-        x, y = data[key]
+        shifted = colors[len(left) + 2:] + colors[:len(left) + 2]
         weight = smoothing if panel.style == "smooth" else 0.0
-        label = f"{key} (right axis)"
-        handles.append(_plot_smooth(twin, x, y, colors[j % len(colors)], label, weight, "--", key))
-    twin.set_ylabel(panel.right_label)
-    return handles
-
-
-def _positive_span(data: dict[str, Series], keys: list[str]) -> float:
-    vals = np.concatenate([data[k][1] for k in keys]) if keys else np.array([])
-    vals = vals[np.isfinite(vals) & (vals > 0)]
-    return float(vals.max() / vals.min()) if vals.size else 0.0
+        handles += [_plot_smooth(top, *data[key], shifted[j % len(shifted)], f"{key} (right axis)", weight, "--", key)
+                    for j, key in enumerate(right)]
+        top.set_ylabel(panel.right_label)
+    top.legend(handles=handles, fontsize=7.5, loc="best", framealpha=0.85, ncols=2 if len(handles) > 4 else 1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -412,9 +378,7 @@ COMPARE_KEYS: tuple[tuple[str, str, str], ...] = (  # (key, title, style)
 def run_labels(runs: Sequence[str | Path]) -> list[str]:
     """Directory names, or the full paths where two runs share a name."""
     names = [metrics_path(r).parent.resolve().name for r in runs]
-    if len(set(names)) == len(names):
-        return names
-    return [str(metrics_path(r).parent) for r in runs]
+    return names if len(set(names)) == len(names) else [str(metrics_path(r).parent) for r in runs]
 
 
 def plot_compare(runs: Sequence[str | Path], out_path: str | Path, *, labels: Sequence[str] | None = None,
@@ -454,43 +418,3 @@ def plot_compare(runs: Sequence[str | Path], out_path: str | Path, *, labels: Se
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path, dpi=dpi)
     return out_path
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="sapo-vl plot",
-        description="Draw PNG curves from RUN_DIR/metrics.jsonl. One run: a summary figure "
-                    "(default RUN_DIR/plots/summary.png). Several runs: an overlay of their key curves "
-                    "(default ./compare.png).",
-    )
-    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directory (or its metrics.jsonl)")
-    p.add_argument("--out", default=None, help="output directory")
-    p.add_argument("--labels", nargs="+", default=None, help="legend names for the runs (comparison)")
-    p.add_argument("--smoothing", type=float, default=None, help="EMA weight in [0, 1); default: by length")
-    p.add_argument("--panels", action="store_true", help="also write one PNG per panel (single run)")
-    return p
-
-
-def cli_main(argv: list[str]) -> int:
-    """``sapo-vl plot RUN_DIR [RUN_DIR ...] [--out DIR] ...``: prints each written path; 1 on a data error."""
-    args = _parser().parse_args(argv)
-    try:
-        if len(args.runs) == 1:
-            paths = plot_run(args.runs[0], args.out, smoothing=args.smoothing, panels=args.panels)
-        else:
-            out = Path(args.out) if args.out is not None else Path.cwd()
-            target = out / "compare.png"
-            paths = [plot_compare(args.runs, target, labels=args.labels, smoothing=args.smoothing)]
-    except (FileNotFoundError, ValueError) as err:
-        print(f"sapo-vl plot: error: {err}", file=sys.stderr)
-        return 1
-    for path in paths:
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli_main(sys.argv[1:]))

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 
 from sapo_vl.checkpoint import set_rng_state
-from sapo_vl.config import Config
-from sapo_vl.errors import UserError
+from sapo_vl.sections import Config
+from sapo_vl.errors import ConfigError, UserError
 from sapo_vl.parallel import strategy
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rundir import atomic_dir
@@ -35,8 +35,13 @@ def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
         return Path(cfg.model.path)
     path = Path(cfg.output_dir) / "tiny_init"
     if not _complete(path):
+        try:
+            tiny = TinyConfig(**cfg.model.tiny)
+            tiny.validate()
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model.tiny: {err}") from None
         with atomic_dir(path) as tmp:
-            make_tiny_model(tmp, TinyConfig(**cfg.model.tiny))
+            make_tiny_model(tmp, tiny)
     return path
 
 
@@ -111,7 +116,6 @@ def reference_model(cfg: Config, update: PolicyUpdate, fmt: PromptFormat, accele
     When a warm-up changed the weights it is written once to OUTPUT_DIR/reference (a checkpoint directory), so a
     resumed run uses the same one."""
     import copy
-    from dataclasses import replace
 
     from sapo_vl.checkpoint import is_checkpoint, load_checkpoint, write_checkpoint
     from sapo_vl.models.load import load_policy
@@ -124,7 +128,8 @@ def reference_model(cfg: Config, update: PolicyUpdate, fmt: PromptFormat, accele
     if source is None and resumed:
         raise UserError(f"{ref_dir} is missing: the KL reference of this run (its policy after the warm-up) was "
                         "not saved, so a resumed run cannot rebuild it; start a new output_dir")
-    model_cfg = replace(cfg.model, dtype=str(dtype).removeprefix("torch."), gradient_checkpointing=False)
+    model_cfg = cfg.model.model_copy(update={"dtype": str(dtype).removeprefix("torch."),
+                                              "gradient_checkpointing": False})
     if not update.sharded:
         ref = copy.deepcopy(update.model) if source is None else load_policy(source, model_cfg, accelerator.device)[0]
     else:

@@ -9,6 +9,7 @@ normalisers are reduced over ranks).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import nullcontext
@@ -20,6 +21,7 @@ from typing import Any
 import sapo_vl  # noqa: F401  (torchvision compat before transformers)
 
 import torch
+from transformers import TrainerState
 
 from sapo_vl.errors import DataError, Interrupted, UserError
 from sapo_vl.algos import ADVANTAGES, zero_variance_groups
@@ -30,7 +32,7 @@ from sapo_vl.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from sapo_vl.config import Config, check_resume, config_yaml, load_config, save_config
+from sapo_vl.config import Config, check_resume, config_yaml, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
 from sapo_vl.models.moe import moe_routers
 from sapo_vl.rollout.collate import PromptFormat
@@ -39,8 +41,7 @@ from sapo_vl.rollout.types import Rollout
 from sapo_vl.memory import PhasePeaks
 from sapo_vl.parallel import (describe_sharding, even_share, leave_process_group, make_accelerator, reduce_max_values,
                               reduce_mean)
-from sapo_vl.plan import preflight
-from sapo_vl.plugins import split_imports
+from sapo_vl.plan_terms import preflight
 from sapo_vl.policy_state import (build_update, export_final, model_path, pending_rollouts, reference_model,
                                   resume_rng, training_dtype)
 from sapo_vl.rundir import RunLock, StopFlag
@@ -50,12 +51,9 @@ from sapo_vl.update import PolicyUpdate
 # building blocks
 
 
-def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
-    """Every source's records, reward names checked (``auto`` routes by them) and over-long prompts dropped or
-    rejected (``data.on_error``), before any model weights are loaded."""
-    from sapo_vl.data import check_prompt_length
-    from sapo_vl.rollout.collate import count_prompt_tokens
-
+def load_data(cfg: Config) -> list[Source]:
+    """Every source's records with their reward names checked (``auto`` routes by them), before any model is built
+    (the tiny one included)."""
     sources = load_sources(cfg.data)
     if "auto" in cfg.reward.funcs:
         from sapo_vl.rewards import REWARDS
@@ -66,6 +64,14 @@ def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
                     if rec.get("reward") is not None:
                         REWARDS.check(rec["reward"], f"data source {src.name!r} ({split}), record {rec['id']!r}, "
                                                      "field 'reward'")
+    return sources
+
+
+def fit_prompts(cfg: Config, fmt: PromptFormat, sources: list[Source]) -> list[Source]:
+    """Over-long prompts dropped or rejected (``data.on_error``), before any model weights are loaded."""
+    from sapo_vl.data import check_prompt_length
+    from sapo_vl.rollout.collate import count_prompt_tokens
+
     count = partial(count_prompt_tokens, fmt)
     for src in sources:
         src.train = check_prompt_length(src.train, count, cfg.data.max_prompt_length, cfg.data.on_error)
@@ -124,13 +130,12 @@ class Run:
     data_report: dict
     stop: StopFlag
     memory: PhasePeaks  # peak memory per phase (memory/<phase>/..., logged after each step)
+    trainer_state: TrainerState  # what reward functions get as trainer_state (global_step: steps completed)
     last_saved: int = 0  # the step of the newest checkpoint this run can fall back to
     pending: list = field(default_factory=list)  # scored rollouts waiting rollout.staleness steps
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
-    from dataclasses import replace
-
     from accelerate.utils import set_seed
 
     from sapo_vl.models.load import load_processor
@@ -146,20 +151,21 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     accelerator.wait_for_everyone()
     set_seed(cfg.seed + accelerator.process_index)
 
+    state = load_trainer_state(resume_from) if resume_from is not None else None
+    if state is not None:
+        check_resume(state.get("config"), cfg, resume_from)
+    sources = load_data(cfg)
     with accelerator.main_process_first():  # rank 0 builds the tiny model (model.path=tiny) before others read it
         path = model_path(cfg, resume_from)
     d = cfg.data
     fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
     preflight(cfg, path, accelerator)  # context length; on GPUs, a warning before an obvious OOM
-    sources = load_data(cfg, fmt)  # data errors surface before the weights load
-    state = load_trainer_state(resume_from) if resume_from is not None else None
-    if state is not None:
-        check_resume(state.get("config"), cfg, resume_from)
+    sources = fit_prompts(cfg, fmt, sources)
     stop.check("the data load")
     memory = PhasePeaks()
     memory.mark_baseline()  # what the process holds before any weights: it does not fall with the ranks
     with memory.phase("load"):
-        update = build_update(path, replace(cfg.model, dtype=str(dtype).removeprefix("torch.")), cfg.algo,
+        update = build_update(path, cfg.model.model_copy(update={"dtype": str(dtype).removeprefix("torch.")}), cfg.algo,
                               cfg.train, cfg.rollout, accelerator, (resume_from, state) if state else None)
     stop.check("the model load")
     hf_model = accelerator.unwrap_model(update.policy).model
@@ -197,8 +203,9 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k),
         memory=memory, ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
+        trainer_state=TrainerState(global_step=start_step, max_steps=cfg.train.total_steps),
         last_saved=start_step, pending=pending_rollouts(state, accelerator))
-    run.engine.record_routing = bool(moe_routers(hf_model)) and sampler_logprobs(run)  # routing drift, replay
+    run.engine.record_routing = bool(moe_routers(hf_model)) and update.old_logprobs_source() == "sampler"  # drift
     return run
 
 
@@ -217,7 +224,9 @@ def evaluate(r: Run) -> dict[str, float]:
     greedy = SamplingParams(max_new_tokens=r.cfg.rollout.max_new_tokens, temperature=0.0)
     texts = [c[0] for c in generate_completions(r.engine, r.fmt, padded, greedy)][:n] if padded else []
     r.hf_model.train(was_training)
-    totals, comps = (r.reward_pool.score(texts, share, stop=r.stop) if share
+    ids = r.fmt.processor.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []  # re-tokenized
+    totals, comps = (r.reward_pool.score(texts, share, stop=r.stop, completion_ids=ids, trainer_state=r.trainer_state)
+                     if share
                      else ([], {n: [] for n in r.reward_pool.names}))
     correct = [float(v is not None and v >= 1.0) for v in comps[r.cfg.reward.accuracy or r.reward_pool.names[0]]]
     stats = torch.tensor([sum(correct), sum(totals), float(len(share))], device=acc.device)
@@ -229,42 +238,19 @@ def evaluate(r: Run) -> dict[str, float]:
     return out
 
 
-def scored_by_update(r: Run) -> bool:
-    """The update trains the very policy that made the rollout (no staleness, no routing replay, one epoch), so it
-    scores the old log-probs itself (``PolicyUpdate.update``): the first mini-batch from its own forward, the rest
-    (none with one mini-batch) just before the first optimizer step. FSDP2-sharded with several mini-batches, the
-    rollout phase scores them (ranks may keep different numbers of rows, and every forward is collective there)."""
-    cfg = r.cfg
-    return (cfg.train.epochs == 1 and cfg.rollout.staleness == 0 and cfg.algo.routing_replay == "none"
-            and (cfg.train.num_mini_batches == 1 or not r.update.sharded))
-
-
-def sampler_logprobs(r: Run) -> bool:
-    """Whether the sampler's log-probs and MoE routing (``HFEngine.sample``) serve as pi_old's, so no forward scores
-    the rollout (``rollout.old_logprobs``): "sampler" always, "score" never, "auto" where they equal a scoring
-    forward's to float32 rounding (float32 weights, no bf16 autocast) and a forward would score it: not when the
-    update's one mini-batch reads them from its own forward (``scored_by_update``), which costs no pass and gives
-    ratio 1 exactly. In bf16 the sampler's and a forward's log-probs differ by bf16 rounding; "sampler" then takes
-    pi_old to be the distribution the tokens were drawn from, as vLLM-based trainers do."""
-    choice = r.cfg.rollout.old_logprobs
-    if choice != "auto":
-        return choice == "sampler"
-    free = scored_by_update(r) and r.cfg.train.num_mini_batches == 1
-    return r.hf_model.dtype == torch.float32 and r.accelerator.mixed_precision == "no" and not free
-
-
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
-    """G completions per prompt with pi_old's log-probs: the sampler's (``sampler_logprobs``), or scored by a
-    no-grad forward with the MoE routing (here, or by the update itself: ``scored_by_update``)."""
+    """G completions per prompt with pi_old's log-probs and MoE routing from where ``old_logprobs_source`` says: the
+    sampler's, a no-grad forward here, or none (the update scores them)."""
     cfg = r.cfg
     r.hf_model.eval()
     t0 = time.perf_counter()
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
-    if not sampler_logprobs(r):
+    source = r.update.old_logprobs_source()
+    if source != "sampler":
         rollout.old_logprobs = rollout.routing = None
     unscored = rollout.old_logprobs is None or (cfg.algo.routing_replay != "none" and rollout.routing is None)
-    if unscored and not scored_by_update(r):
+    if unscored and source != "update":
         rollout.old_logprobs, rollout.routing = r.update.score(rollout)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
@@ -276,7 +262,9 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
 def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     """Score in the worker pool, group-normalised advantages; returns the sequences to train on and metrics."""
     t0 = time.perf_counter()
-    totals, comps = r.reward_pool.score(rollout.completions, rollout.records, stop=r.stop)
+    ids = [row[mask.bool()].tolist() for row, mask in zip(rollout.completion_ids.cpu(), rollout.response_mask.cpu())]
+    totals, comps = r.reward_pool.score(rollout.completions, rollout.records, stop=r.stop, completion_ids=ids,
+                                        trainer_state=r.trainer_state)
     rewards = torch.tensor(totals, dtype=torch.float32)  # (N,)
     rollout.rewards = rewards
     rollout.advantages = ADVANTAGES[r.cfg.algo.advantage](rewards, rollout.group_ids)  # (N,)
@@ -287,6 +275,9 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     if len(r.sources) > 1:
         metrics.update(by_source("", rollout.records, {"reward": totals, "accuracy": correct}))
     metrics["reward/timeouts"] = float(len(r.reward_pool.last_timed_out))
+    metrics.update(r.reward_pool.last_metrics)  # reward/<function>/<name>, from the functions' log_metric
+    if r.reward_pool.last_extra and r.accelerator.is_main_process:
+        _log_samples(r, rollout, totals)
     keep = list(range(len(rollout)))
     drop = torch.zeros(len(rollout), dtype=torch.bool)  # (N,)
     if r.cfg.reward.on_timeout == "skip" and r.reward_pool.last_timed_out:  # whole groups: no exact advantage
@@ -320,7 +311,7 @@ def train_step(r: Run) -> dict:
     r.pending.append(rollout.select(keep) if len(keep) < len(rollout) else rollout)
     t1 = time.perf_counter()
     r.hf_model.train()
-    scoring = 0.0  # the old log-probs, when the update scored them (scored_by_update)
+    scoring = 0.0  # the old log-probs, when the update scored them (old_logprobs_source "update")
     if len(r.pending) > r.cfg.rollout.staleness:
         with r.memory.phase("update"):
             update_metrics = r.update.update(r.pending.pop(0))
@@ -355,22 +346,21 @@ def run(cfg: Config) -> dict:
         except Interrupted as why:
             print(f"[sapo-vl] {stop.signal}: {why}; stopped before training started, nothing saved", flush=True)
             return {"step": 0, "stopped": stop.signal}
-        try:
-            summary = _loop(r, out_dir, resume_from)
-        finally:
-            r.reward_pool.close()
+        summary = _loop(r, out_dir, resume_from)
         leave_process_group(r.accelerator)
         return summary
 
 
 def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
     """Held-out eval, the steps (checkpoints on schedule and on a stop), the final eval and the plots."""
-    from sapo_vl.tracking import Progress, Tracker
+    from sapo_vl.tracking import Progress, Tracker, truncate_metrics_file
 
     cfg, is_main = r.cfg, r.accelerator.is_main_process
     tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
                       is_main_process=is_main, resume_step=r.start_step if resume_from is not None else None)
     progress = Progress(cfg.train.total_steps, r.start_step, enabled=is_main and cfg.log.progress)
+    if is_main and (samples := out_dir / "samples.jsonl").exists():  # steps after the one resumed from go
+        truncate_metrics_file(samples, r.start_step if resume_from is not None else 0)
     summary: dict = dict(r.data_report)
     step = r.start_step
     if r.start_step == 0 and (before := _evaluate_unless_stopped(r)) is not None:
@@ -384,6 +374,7 @@ def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
         snapshot = (r.sampler.state_dict(), rng_state())  # what a step dropped mid-way is saved with
         try:
             metrics = train_step(r)
+            r.trainer_state.global_step = step
         except Interrupted:
             step -= 1
             if step > r.last_saved:
@@ -457,6 +448,16 @@ def _any_rank(r: Run, flag: bool) -> bool:
 # helpers
 
 
+def _log_samples(r: Run, rollout: Rollout, totals: list[float]) -> None:
+    """OUTPUT_DIR/samples.jsonl: the step's samples with the columns reward functions logged with log_extra."""
+    extra = r.reward_pool.last_extra
+    with open(Path(r.cfg.output_dir) / "samples.jsonl", "a") as fh:
+        for i, rec in enumerate(rollout.records):
+            row = {"step": r.trainer_state.global_step + 1, "id": rec.get("id"), "completion": rollout.completions[i],
+                   "reward": totals[i], **{column: values[i] for column, values in extra.items()}}
+            fh.write(json.dumps(row, default=str) + "\n")
+
+
 def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> None:
     """Checkpoint (collective: every rank writes its own shards); every rank's RNG state and stale-rollout queue are
     gathered so each resumes its own. ``snapshot`` (sampler state, RNG state) replaces the current ones: a step
@@ -487,22 +488,3 @@ def _data_report(sources: list[Source], is_main: bool) -> dict:
             "data/eval_records": float(sum(len(s.eval) for s in sources)),
             "data/train_skipped": sum(skipped(s.train) for s in sources),
             "data/eval_skipped": sum(skipped(s.eval) for s in sources)}
-
-
-def cli_main(argv: list[str]) -> int:
-    argv, imports = split_imports(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        from sapo_vl.config import describe_config
-        from sapo_vl.plugins import import_plugins, load_entry_points
-
-        load_entry_points()
-        import_plugins(imports)
-        print("usage: sapo-vl train RECIPE.yaml [--import MODULE ...] [dotted.key=value ...]\n\n" + (__doc__ or "")
-              + "\nconfig keys (default values and allowed values; a recipe or key=value overrides them):\n"
-              + "\n".join(describe_config()))
-        return 0
-    cfg = load_config(argv[0], argv[1:], imports)
-    if cfg.model.path == "tiny":  # everything is built locally: never ask the hub
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    run(cfg)
-    return 0

@@ -1,6 +1,6 @@
 """`sapo-vl plan`: parameter counts, memory terms, phases, the generation regime and verdicts against figures
-computed by hand from the definitions in sapo_vl/plan.py's docstring, for the tiny models and the published Qwen3-VL
-architectures (recipes/models/*.json, numbers from the model cards' config.json)."""
+computed by hand from the definitions in sapo_vl/plan_terms.py's docstring, for the tiny models and the published
+Qwen3-VL architectures (recipes/models/*.json, numbers from the model cards' config.json)."""
 
 import json
 import math
@@ -10,7 +10,8 @@ import pytest
 
 from sapo_vl.config import load_config
 from sapo_vl.errors import UserError
-from sapo_vl.plan import launch, model_config, oom_warning
+from sapo_vl.commands.plan import launch, model_config
+from sapo_vl.plan_terms import oom_warning
 from sapo_vl.plan_terms import (GiB, Precision, activation_bytes, aux_bytes, cpu_device, gpu_device, kv_bytes_per_token,
                                 model_sizes, plan_phases, precision, verdict)
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sapo_vl.plots import cli_main, ema, load_metrics, plot_compare, plot_run, select_panels
+from sapo_vl.commands.plot import main as plot_main
+from sapo_vl.plots import ema, load_metrics, plot_compare, plot_run, select_panels
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -153,27 +154,27 @@ def test_plot_compare_needs_two_runs(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------ CLI
 def test_cli_errors_clearly_when_metrics_file_is_missing(tmp_path, capsys):
-    assert cli_main([str(tmp_path / "nowhere")]) == 1
+    assert plot_main([str(tmp_path / "nowhere")]) == 1
     err = capsys.readouterr().err
     assert "no metrics file" in err and str(tmp_path / "nowhere" / "metrics.jsonl") in err
 
 
 def test_cli_errors_clearly_when_metrics_file_is_empty(tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text("\n")
-    assert cli_main([str(tmp_path)]) == 1
+    assert plot_main([str(tmp_path)]) == 1
     assert "is empty" in capsys.readouterr().err
 
 
 def test_cli_prints_the_written_paths(tmp_path, capsys):
     run = write_metrics(tmp_path / "run", [{"step": s, "loss": 1.0 / s} for s in (1, 2, 3)])
-    assert cli_main([str(run), "--out", str(tmp_path / "figs")]) == 0
+    assert plot_main([str(run), "--out", str(tmp_path / "figs")]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "figs" / "summary.png")]
 
 
 def test_cli_with_two_runs_writes_compare_png(tmp_path, capsys):
     a = write_metrics(tmp_path / "a", [{"step": s, "reward/mean": s / 10} for s in (1, 2, 3)])
     b = write_metrics(tmp_path / "b", [{"step": s, "reward/mean": s / 20} for s in (1, 2, 3)])
-    assert cli_main([str(a), str(b), "--out", str(tmp_path), "--labels", "SAPO", "GRPO"]) == 0
+    assert plot_main([str(a), str(b), "--out", str(tmp_path), "--labels", "SAPO", "GRPO"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "compare.png")]
     png_size(tmp_path / "compare.png")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sapo_vl.config import load_config
-from sapo_vl.plan import launch, model_config, plan
+from sapo_vl.commands.plan import launch, model_config, plan
 from sapo_vl.plan_terms import GPUS, gpu_device
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,8 @@ from sapo_vl.algos import AGGREGATION_MODES
 from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
-from sapo_vl.models.packing import forward_inputs, use_packing
+from sapo_vl.models.packing import use_packing
+from sapo_vl.models.prefix import forward_inputs
 from sapo_vl.rollout import PromptFormat
 from sapo_vl.update import PolicyUpdate, token_budget_split
 from sapo_vl.warmup import supervised_batch

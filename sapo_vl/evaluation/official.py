@@ -29,7 +29,7 @@ import re
 from collections.abc import Sequence
 
 from sapo_vl.registry import Registry
-from sapo_vl.rewards._text import answer_span, strip_think
+from sapo_vl.rewards.text import answer_span, strip_think
 from sapo_vl.rewards.vqa import levenshtein, normalize_vqa, vqa_digits_articles, vqa_punctuation
 
 

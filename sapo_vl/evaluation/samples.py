@@ -99,14 +99,6 @@ def read_samples_file(path: str | os.PathLike, tasks: list[str]) -> dict[str, di
     return {t: dict(docs) for t, docs in out.items()}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_key(parts: dict[str, Any]) -> str:
     """A short stable hash of what determines a doc's result (task definition, generation, model)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")
@@ -126,14 +118,8 @@ class SampleLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if overwrite and self.path.exists():
             self.path.unlink()
-        self._repair_tail()
-
-    def _repair_tail(self) -> None:
-        """Drop a half-written last line (a run killed mid-write) so appends stay valid JSONL."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        data = self.path.read_bytes()
-        if not data.endswith(b"\n"):
+        data = self.path.read_bytes() if self.path.exists() else b""
+        if data and not data.endswith(b"\n"):  # a half-written last line (a run killed mid-write): drop it
             self.path.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def read(self) -> dict[str, dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 import sapo_vl  # noqa: F401  (torchvision compat before transformers)
-from sapo_vl.config import ModelConfig
+from sapo_vl.sections import ModelConfig
 from sapo_vl.models.vision import patch_embed_as_linear
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

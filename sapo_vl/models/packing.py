@@ -59,8 +59,6 @@ def position_ids(model, inputs: dict) -> torch.Tensor:
 def use_packing(model, mode: str) -> bool:
     """``train.packing``: auto -> packed where exact for ``model``, padded otherwise; on -> packed or a clear
     error; off -> padded."""
-    if mode not in ("auto", "on", "off"):
-        raise ValueError(f"packing must be auto | on | off, got {mode!r}")
     reason = packing_unsupported(model)
     if mode == "on" and reason:
         raise UserError(f"train.packing=on: packed sequences are not exact here ({reason}); use "
@@ -142,16 +140,4 @@ def pack(model, micro) -> tuple[dict, int, Packing]:
     return packed, P, packing
 
 
-def forward_inputs(model, micro, packed: bool, share: str = "off") -> tuple[dict, int, object]:
-    """(model inputs, P, layout) of the Rollout ``micro`` for ``policy_forward``, the layout that runs the fewest
-    tokens: with ``share`` (``use_shared_prefix``'s auto | always | off), padded inputs and the ``SharedPrefix`` of
-    its repeated prompts (always: of every micro-batch); with ``packed`` and padding to remove, packed (a
-    ``Packing``); else padded (layout None)."""
-    from sapo_vl.models.prefix import share_prefix
-
-    inputs, P = micro.model_inputs()
-    real, padded = int(inputs["attention_mask"].sum()), inputs["attention_mask"].numel()
-    shared = None if share == "off" else share_prefix(micro, inputs["attention_mask"], always=share == "always")
-    if shared is not None and (share == "always" or shared.tokens < (real if packed else padded)):
-        return inputs, P, shared
-    return pack(model, micro) if packed and real < padded else (inputs, P, None)
+#END

@@ -28,7 +28,8 @@ import torch
 
 from transformers import DynamicCache
 
-from sapo_vl.models.packing import PACKED_MODELS, position_ids
+from sapo_vl.models.packing import PACKED_MODELS, pack, position_ids
+from sapo_vl.models.vision import encoder_inputs, image_inputs
 
 
 def cache_kwarg(module) -> str:
@@ -47,8 +48,6 @@ def use_shared_prefix(model, mode: str, sharded: bool) -> str:
     to compare one process's shared-prefix forwards with 2 ranks' (every rank must run the same forward calls).
     Under routing replay a micro-batch whose recorded experts cannot be shared runs padded
     (``SharedPrefix.replay``)."""
-    if mode not in ("auto", "off"):
-        raise ValueError(f"prefix_sharing must be auto | off, got {mode!r}")
     allowed = mode == "auto" and getattr(model.config, "model_type", None) in PACKED_MODELS
     return "auto" if allowed and not sharded else "off"
 
@@ -170,8 +169,6 @@ def share_prefix(micro, mask: torch.Tensor, always: bool = False) -> SharedPrefi
     """The ``SharedPrefix`` of the Rollout ``micro`` whose ``model_inputs()`` have the attention ``mask`` (its
     prompt columns trimmed the same way), or None when no two sequences share a prompt (the same tokens and the same
     images) unless ``always``."""
-    from sapo_vl.rollout.types import _image_inputs
-
     starts = [0]
     for k in micro.images_per_sample:
         starts.append(starts[-1] + k)
@@ -184,7 +181,7 @@ def share_prefix(micro, mask: torch.Tensor, always: bool = False) -> SharedPrefi
     uniq = micro.select([rows.index(r) for r in range(len(distinct))])  # each prompt's first sequence
     p0 = micro.span()[0]
     prompt = {"input_ids": uniq.prompt_ids[:, p0:], "attention_mask": uniq.prompt_mask[:, p0:],
-              "mm_token_type_ids": uniq.prompt_mm_types[:, p0:], **_image_inputs(uniq)}
+              "mm_token_type_ids": uniq.prompt_mm_types[:, p0:], **image_inputs(uniq)}
     return SharedPrefix(prompt=prompt, rows=torch.tensor(rows), mask=mask)
 
 
@@ -192,8 +189,6 @@ def shared_forward(model, inputs: dict, prompt_len: int, layout: SharedPrefix, v
     """(hidden, router_logits): the last hidden states that predict each completion token of ``inputs`` (n, C, H),
     and with ``router`` the router logits of every token in the padded layout (one (n * (P + C), E) tensor per MoE
     layer). ``inputs``: the micro-batch's padded inputs (their completion columns are read)."""
-    from sapo_vl.models.vision import encoder_inputs
-
     prompt, rows = dict(layout.prompt), layout.rows.to(inputs["input_ids"].device)
     extra = {"output_router_logits": True} if router else {}
     images = encoder_inputs(model, prompt, vision)
@@ -216,3 +211,16 @@ def shared_forward(model, inputs: dict, prompt_len: int, layout: SharedPrefix, v
         logits = tuple(layout.to_padded(torch.cat([a, b])) for a, b in zip(first.router_logits,
                                                                             second.router_logits))
     return hidden, logits
+
+
+def forward_inputs(model, micro, packed: bool, share: str = "off") -> tuple[dict, int, object]:
+    """(model inputs, P, layout) of the Rollout ``micro`` for ``policy_forward``, the layout that runs the fewest
+    tokens: with ``share`` (``use_shared_prefix``'s auto | always | off), padded inputs and the ``SharedPrefix`` of
+    its repeated prompts (always: of every micro-batch); with ``packed`` and padding to remove, packed (a
+    ``Packing``); else padded (layout None)."""
+    inputs, P = micro.model_inputs()
+    real, padded = int(inputs["attention_mask"].sum()), inputs["attention_mask"].numel()
+    shared = None if share == "off" else share_prefix(micro, inputs["attention_mask"], always=share == "always")
+    if shared is not None and (share == "always" or shared.tokens < (real if packed else padded)):
+        return inputs, P, shared
+    return pack(model, micro) if packed and real < padded else (inputs, P, None)

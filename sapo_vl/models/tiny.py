@@ -6,14 +6,13 @@ memory (vocabulary about 1k, Qwen chat special tokens, ``<think>``/``</think>``)
 with image placeholders, and a ``Qwen3VLProcessor``. Everything is written with ``save_pretrained`` and reloads
 through ``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained`` exactly like a real checkpoint.
 
-Size rules that Qwen3-VL enforces (DESIGN.md section 4): ``mrope_section`` sums to head_dim / 2, the vision
+Size rules that Qwen3-VL enforces (found by building it): ``mrope_section`` sums to head_dim / 2, the vision
 ``num_position_embeddings`` is a perfect square, the ``deepstack_visual_indexes`` are below the vision depth and no
 more than the text layers, the image processor uses ``patch_size=16`` and images are at least 32x32.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -164,17 +163,10 @@ def build_processor(tokenizer, cfg: TinyConfig):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
 
-    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-    image_processor = Qwen2VLImageProcessorPil(
-        size=size, patch_size=16, temporal_patch_size=2, merge_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
-    video_processor = Qwen3VLVideoProcessor(
-        size=size, patch_size=16, temporal_patch_size=2, merge_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
-    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+    common = dict(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}, patch_size=16,
+                  temporal_patch_size=2, merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessorPil(**common), tokenizer=tokenizer,
+                            video_processor=Qwen3VLVideoProcessor(**common), chat_template=CHAT_TEMPLATE)
 
 
 def build_model_config(cfg: TinyConfig, tokenizer):
@@ -220,10 +212,9 @@ def build_tiny(cfg: TinyConfig | None = None):
     tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
     processor = build_processor(tokenizer, cfg)
     config = build_model_config(cfg, tokenizer)
-    devnull_state = torch.random.get_rng_state()
-    torch.manual_seed(cfg.seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    torch.random.set_rng_state(devnull_state)  # building a model must not disturb the caller's RNG stream
+    with torch.random.fork_rng(devices=[]):  # building a model must not disturb the caller's RNG stream
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.bad_words_ids = [[tokenizer.convert_tokens_to_ids(t)] for t in VISION_SPECIAL_TOKENS]
@@ -242,28 +233,3 @@ def make_tiny_model(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
     processor.save_pretrained(out)
     (out / "sapo_vl_tiny.json").write_text(json.dumps(asdict(cfg), indent=2))
     return out
-
-
-def cli_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="sapo-vl make-tiny-model", description=__doc__.split("\n\n")[0])
-    parser.add_argument("out_dir")
-    parser.add_argument("--dense", action="store_true", help="dense Qwen3-VL instead of Qwen3-VL-MoE")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--hidden-size", type=int, default=TinyConfig.hidden_size)
-    parser.add_argument("--layers", type=int, default=TinyConfig.num_hidden_layers)
-    parser.add_argument("--experts", type=int, default=TinyConfig.num_experts)
-    parser.add_argument("--vocab-size", type=int, default=TinyConfig.vocab_size)
-    parser.add_argument("--intermediate-size", type=int, default=TinyConfig.intermediate_size,
-                        help="the dense MLP's width (with --dense, e.g. --hidden-size 1024 --layers 12 "
-                             "--intermediate-size 4096: a 156M-parameter model)")
-    parser.add_argument("--moe-intermediate-size", type=int, default=TinyConfig.moe_intermediate_size,
-                        help="each expert's MLP width")
-    args = parser.parse_args(argv)
-    cfg = TinyConfig(moe=not args.dense, seed=args.seed, hidden_size=args.hidden_size,
-                     num_hidden_layers=args.layers, num_experts=args.experts, vocab_size=args.vocab_size,
-                     intermediate_size=args.intermediate_size, moe_intermediate_size=args.moe_intermediate_size)
-    out = make_tiny_model(args.out_dir, cfg)
-    n_files = sum(1 for p in out.iterdir() if p.is_file())
-    size_mb = sum(p.stat().st_size for p in out.iterdir() if p.is_file()) / 1e6
-    print(f"wrote tiny {'MoE' if cfg.moe else 'dense'} Qwen3-VL to {out} ({n_files} files, {size_mb:.1f} MB)")
-    return 0

@@ -24,6 +24,40 @@ import torch
 _EVERY_RANK: ContextVar[list | None] = ContextVar("sapo_vl_every_rank_encodes", default=None)
 
 
+def image_rows(image_grid_thw: torch.Tensor, keys: list, pixel_values: torch.Tensor | None = None) -> dict:
+    """key -> (first row, rows) of each distinct image in ``pixel_values`` (first-appearance order of ``keys``);
+    with ``pixel_values``, checks that it holds exactly those rows."""
+    rows, start = {}, 0
+    for key, size in zip(keys, image_grid_thw.prod(-1).tolist()):
+        if key not in rows:
+            rows[key] = (start, size)
+            start += size
+    if pixel_values is not None and pixel_values.shape[0] != start:
+        raise ValueError(f"pixel_values has {pixel_values.shape[0]} patch rows, but the {len(rows)} distinct images "
+                         f"of image_grid_thw need {start}")
+    return rows
+
+
+def full_pixel_values(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, keys: list) -> torch.Tensor:
+    """The rows of every image in order, repeats included (what a Hugging Face forward expects); no copy when the
+    keys are distinct."""
+    rows = image_rows(image_grid_thw, keys, pixel_values)
+    if len(rows) == len(keys):
+        return pixel_values
+    return torch.cat([pixel_values[rows[k][0]:rows[k][0] + rows[k][1]] for k in keys])
+
+
+def image_keys(obj) -> list:
+    """The batch's image keys (each image its own key when none were given)."""
+    return obj.image_keys or list(range(0 if obj.image_grid_thw is None else len(obj.image_grid_thw)))
+
+
+def image_inputs(obj) -> dict:
+    """The image fields of a batch (``PromptBatch`` or ``Rollout``) as model inputs, keyed (none without images)."""
+    return {} if obj.pixel_values is None else {"pixel_values": obj.pixel_values,
+                                                "image_grid_thw": obj.image_grid_thw, "image_keys": image_keys(obj)}
+
+
 class VisionCache:
     """image key -> (merged embeddings (tokens, H), [DeepStack feature (tokens, H) per layer]) of one model with
     one step's weights (``model``: the first model to fill it; any other model, e.g. a KL reference, bypasses it).
@@ -55,8 +89,6 @@ def image_outputs(model, pixel_values: torch.Tensor, grid_thw: torch.Tensor, key
     """The model's vision outputs for a batch's images (``keys``: one per image, equal keys for the same image;
     ``pixel_values``: each distinct image's rows once, as ``rollout.types`` keeps them), each distinct image not in
     ``cache`` encoded once (and stored there when ``cache`` is given)."""
-    from sapo_vl.rollout.types import image_rows
-
     if cache is not None and cache.model not in (None, model):
         cache = None  # another model's features
     rows = image_rows(grid_thw, keys, pixel_values)  # key -> (first row, rows)

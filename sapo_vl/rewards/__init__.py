@@ -1,8 +1,8 @@
 """Verifiable rewards shared by training and evaluation.
 
-``REWARDS`` (a :class:`sapo_vl.registry.Registry`) maps a name to a TRL-compatible reward function
-``fn(completions, **columns) -> list[float | None]`` (``None`` = not applicable to that sample). The built-in ones
-are :class:`Verifier` objects, which also ``extract(completion_text, /, **row)`` the answer they grade:
+``REWARDS`` (a :class:`sapo_vl.registry.Registry`) maps a name to a TRL reward function, called as TRL calls it
+(``registry.call_reward``) and returning ``list[float | None]`` (``None`` = not applicable to that sample). The
+built-in ones are :class:`Verifier` objects, which also ``extract(completion_text, /, **row)`` the answer they grade:
 
 - ``"math"``: final answer equivalence through math-verify (:mod:`sapo_vl.rewards.math`)
 - ``"mcq"``: multiple-choice letter (:func:`sapo_vl.rewards.vqa.mcq_reward`)
@@ -19,7 +19,6 @@ from sapo_vl.rewards.registry import (
     CombinedReward,
     RewardBreakdown,
     combine_rewards,
-    get_reward,
     register_reward,
 )
 from sapo_vl.rewards.verifier import Verifier
@@ -35,7 +34,6 @@ __all__ = [
     "extract_choice",
     "format_reward",
     "format_reward_lenient",
-    "get_reward",
     "math_equal",
     "math_reward",
     "mcq_reward",

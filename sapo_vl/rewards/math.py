@@ -1,6 +1,6 @@
 """Math verifier: final-answer extraction and equivalence checking through math-verify.
 
-Extraction (:func:`extract_answer`) follows the shared rules of :mod:`sapo_vl.rewards._text`: drop the think
+Extraction (:func:`extract_answer`) follows the shared rules of :mod:`sapo_vl.rewards.text`: drop the think
 block (unclosed -> no answer), then the final ``\\boxed{}``/``\\fbox{}`` wins (boxes joined by "and" / commas are one
 answer: ``-2, 1``), then the last ``<answer>`` block, then an "answer is X" / "Answer: X" cue (Minerva's "Final
 Answer: The final answer is $X$. I hope it is correct." reads ``X``).
@@ -15,7 +15,7 @@ Equivalence (:func:`math_equal`) has two stages:
    and ``1,220`` -- one thousand two hundred twenty -- are decided here), against gold ``1.22`` the answer
    ``1,22`` is the pair it looks like;
 2. otherwise math-verify (``verify(parse(gold), parse(pred))``, gold first: the comparison is not symmetric) in a
-   persistent worker process under a hard wall-clock deadline (:mod:`sapo_vl.rewards._pool`). This covers
+   worker process under a hard wall-clock deadline (:mod:`sapo_vl.rewards._pool`). This covers
    fractions vs decimals, sets in any order, intervals, ``x = 3`` vs ``3``, units in ``\\text{}``, percentages,
    and symbolic forms (``3\\sqrt{2}`` vs ``\\sqrt{18}``). A check that times out or crashes its worker is
    ``False``.
@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 
 from sapo_vl.rewards._pool import get_pool
-from sapo_vl.rewards._text import (
+from sapo_vl.rewards.text import (
     ANSWER_TAGS,
     THINK_TAGS,
     answer_span,
@@ -186,7 +186,7 @@ def math_equal_many(
         keys = list(pending)
         outcomes = get_pool().check_many([(join_groups(k[0]), join_groups(k[1])) for k in keys],
                                          timeout_s=timeout_s, **options)
-        for key, (equal, _status) in zip(keys, outcomes):
+        for key, equal in zip(keys, outcomes):
             _cache_put(key, equal)
             for i in pending[key]:
                 results[i] = equal

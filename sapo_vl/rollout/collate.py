@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from sapo_vl.chat import as_messages
 from sapo_vl.errors import DataError
 from sapo_vl.rollout.types import PromptBatch
 
@@ -41,77 +42,56 @@ def _image_part(image, bounds: tuple[int, int]) -> dict:
     return {"type": "image", "image": image, "min_pixels": bounds[0], "max_pixels": bounds[1]}
 
 
-IMAGE_MARKER = "<image>"
-
-
-def _string_prompt_content(prompt: str, images: list, rid, bounds: tuple[int, int]) -> list[dict]:
-    """Images go where the prompt says ``<image>`` (the Geometry3K / EasyR1 convention), else before the text."""
-    pieces = prompt.split(IMAGE_MARKER)
-    if len(pieces) == 1:
-        return [_image_part(im, bounds) for im in images] + [{"type": "text", "text": prompt}]
-    if len(pieces) - 1 != len(images):
-        raise CollateError(f"record {rid!r}, field 'prompt': {len(pieces) - 1} {IMAGE_MARKER} markers but "
-                           f"{len(images)} images")
-    content: list[dict] = []
-    for i, text in enumerate(pieces):
-        if text:
-            content.append({"type": "text", "text": text})
-        if i < len(images):
-            content.append(_image_part(images[i], bounds))
-    return content
-
-
 def build_messages(record: dict, fmt: PromptFormat) -> list[dict]:
     """Chat messages for one record, with image parts carrying the PIL image and its pixel budget (qwen-vl-utils
     layout).
 
-    A string prompt becomes one user turn: images at its ``<image>`` markers if it has them, else first, then the
-    text. In a message prompt, the
-    i-th ``{"type": "image"}`` part gets ``record["images"][i]``.
+    A string prompt becomes one user turn (``sapo_vl.chat.as_messages``: images at its ``<image>`` markers, else
+    first). The i-th ``{"type": "image"}`` part gets ``record["images"][i]``.
     """
     images = list(record.get("images") or [])
     prompt = record.get("prompt")
     rid = record.get("id", "?")
     bounds = pixel_bounds(fmt)
     if isinstance(prompt, str):
-        messages = [{"role": "user", "content": _string_prompt_content(prompt, images, rid, bounds)}]
-    elif isinstance(prompt, list):
-        messages, used = [], 0
-        for msg in prompt:
-            content = msg.get("content")
-            if isinstance(content, list):
-                parts = []
-                for part in content:
-                    if part.get("type") == "image":
-                        if used >= len(images):
-                            raise CollateError(f"record {rid!r}, field 'prompt': more image parts than images "
-                                               f"({len(images)})")
-                        parts.append(_image_part(images[used], bounds))
-                        used += 1
-                    else:
-                        parts.append(part)
-                content = parts
-            messages.append({"role": msg["role"], "content": content})
-        if used != len(images):
-            raise CollateError(f"record {rid!r}, field 'images': {len(images)} images but {used} image parts")
-    else:
+        try:
+            prompt = as_messages(prompt, len(images), rid)
+        except DataError as err:
+            raise CollateError(str(err)) from None
+    if not isinstance(prompt, list):
         raise CollateError(f"record {rid!r}, field 'prompt': expected a string or chat messages, "
                            f"got {type(prompt).__name__}")
+    messages, used = [], 0
+    for msg in prompt:
+        content = msg.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") == "image":
+                    if used >= len(images):
+                        raise CollateError(f"record {rid!r}, field 'prompt': more image parts than images "
+                                           f"({len(images)})")
+                    parts.append(_image_part(images[used], bounds))
+                    used += 1
+                else:
+                    parts.append(part)
+            content = parts
+        messages.append({"role": msg["role"], "content": content})
+    if used != len(images):
+        raise CollateError(f"record {rid!r}, field 'images': {len(images)} images but {used} image parts")
     if fmt.system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": fmt.system_prompt})
     return messages
 
 
-def _patch_size(processor) -> int:
-    return int(getattr(processor.image_processor, "patch_size", 16))
-
-
-def _merge_size(processor) -> int:
-    return int(getattr(processor.image_processor, "merge_size", 2))
+def _patch_merge(processor) -> tuple[int, int]:
+    """(patch size, merge size) of the processor's images; their product is the side of one merged token."""
+    ip = processor.image_processor
+    return int(getattr(ip, "patch_size", 16)), int(getattr(ip, "merge_size", 2))
 
 
 def _factor(processor) -> int:
-    return _patch_size(processor) * _merge_size(processor)
+    return math.prod(_patch_merge(processor))
 
 
 def pixel_bounds(fmt: PromptFormat) -> tuple[int, int]:
@@ -208,7 +188,7 @@ def _check_placeholders(texts: list[str], records: list[dict]) -> None:
 def _check_image_tokens(batch: dict, records: list[dict], processor) -> list[int]:
     """Placeholder tokens per sample must equal the features its grids produce. Returns images per sample."""
     pad_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-    merge = _merge_size(processor) ** 2
+    merge = _patch_merge(processor)[1] ** 2
     grid = batch.get("image_grid_thw")
     per_image = [] if grid is None else (grid.prod(-1) // merge).tolist()
     counts, start = [], 0
@@ -240,7 +220,7 @@ def collate_prompts(fmt: PromptFormat, records: list[dict]) -> PromptBatch:
     _check_placeholders(texts, records)
     for conversation, record in zip(conversations, records):
         _presize_images(conversation, record, _factor(processor))
-    images, _ = process_vision_info(conversations, image_patch_size=_patch_size(processor))
+    images, _ = process_vision_info(conversations, image_patch_size=_patch_merge(processor)[0])
     processor.tokenizer.padding_side = "left"
     kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
     if images:

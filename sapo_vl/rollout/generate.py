@@ -306,7 +306,7 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     ``packed``, ``share`` (auto | always | off): padding-free packed forwards and shared-prefix forwards where they
     apply, as the update's (the same computation on both sides of the ratio)."""
     from sapo_vl.models.moe import routing, routing_dtype
-    from sapo_vl.models.packing import forward_inputs
+    from sapo_vl.models.prefix import forward_inputs
 
     N, C = rollout.completion_ids.shape
     P = rollout.prompt_len
@@ -339,7 +339,7 @@ def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int
     ``vision`` cache serves its later no-grad forwards too). ``old_logprobs`` and ``routing``: the sampler's
     log-probs and recorded experts where the engine gives them (``HFEngine.sample``), else None; whether they serve
     as pi_old's or the policy scores the rollout (``score_rollout``) is the trainer's choice
-    (``sapo_vl.train.sampler_logprobs``)."""
+    (``sapo_vl.update.PolicyUpdate.old_logprobs_source``)."""
     unique = collate_prompts(fmt, records)
     vision = VisionCache()
     if hasattr(engine, "sample"):

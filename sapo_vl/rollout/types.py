@@ -14,28 +14,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-
-def image_rows(image_grid_thw: torch.Tensor, keys: list, pixel_values: torch.Tensor | None = None) -> dict:
-    """key -> (first row, rows) of each distinct image in ``pixel_values`` (first-appearance order of ``keys``);
-    with ``pixel_values``, checks that it holds exactly those rows."""
-    rows, start = {}, 0
-    for key, size in zip(keys, image_grid_thw.prod(-1).tolist()):
-        if key not in rows:
-            rows[key] = (start, size)
-            start += size
-    if pixel_values is not None and pixel_values.shape[0] != start:
-        raise ValueError(f"pixel_values has {pixel_values.shape[0]} patch rows, but the {len(rows)} distinct images "
-                         f"of image_grid_thw need {start}")
-    return rows
-
-
-def full_pixel_values(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, keys: list) -> torch.Tensor:
-    """The rows of every image in order, repeats included (what a Hugging Face forward expects); no copy when the
-    keys are distinct."""
-    rows = image_rows(image_grid_thw, keys, pixel_values)
-    if len(rows) == len(keys):
-        return pixel_values
-    return torch.cat([pixel_values[rows[k][0]:rows[k][0] + rows[k][1]] for k in keys])
+from sapo_vl.models.vision import full_pixel_values, image_inputs, image_keys, image_rows
 
 
 def _select_images(obj, indices: list[int]) -> dict:
@@ -48,7 +27,7 @@ def _select_images(obj, indices: list[int]) -> dict:
     for n in obj.images_per_sample:
         first.append(first[-1] + n)
     image_idx = [im for i in indices for im in range(first[i], first[i + 1])]
-    keys = _keys(obj)
+    keys = image_keys(obj)
     rows = image_rows(obj.image_grid_thw, keys)
     chosen = list(dict.fromkeys(keys[i] for i in image_idx))  # distinct, in first-appearance order
     if chosen == list(rows)[:len(chosen)]:  # a prefix of the stored rows: a view, no copy
@@ -65,16 +44,6 @@ def _select_images(obj, indices: list[int]) -> dict:
 def to_device(inputs: dict, device) -> dict:
     """Model inputs on ``device`` (tensors moved; image keys and other values as they are)."""
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-
-
-def _keys(obj) -> list:
-    """The batch's image keys (each image its own key when none were given)."""
-    return obj.image_keys or list(range(0 if obj.image_grid_thw is None else len(obj.image_grid_thw)))
-
-
-def _image_inputs(obj) -> dict:
-    return {} if obj.pixel_values is None else {"pixel_values": obj.pixel_values,
-                                                "image_grid_thw": obj.image_grid_thw, "image_keys": _keys(obj)}
 
 
 @dataclass
@@ -95,7 +64,7 @@ class PromptBatch:
         """The Hugging Face inputs, ``generate``-ready (a pixel row block per image, repeats included); with
         ``keyed`` each distinct image's rows once and ``image_keys`` instead, for ``models.vision.encoder_inputs``."""
         inputs = {"input_ids": self.input_ids, "attention_mask": self.attention_mask,
-                  "mm_token_type_ids": self.mm_token_type_ids, **_image_inputs(self)}
+                  "mm_token_type_ids": self.mm_token_type_ids, **image_inputs(self)}
         if not keyed and "image_keys" in inputs:
             inputs["pixel_values"] = full_pixel_values(inputs["pixel_values"], self.image_grid_thw,
                                                        inputs.pop("image_keys"))
@@ -167,7 +136,7 @@ class Rollout:
             "attention_mask": torch.cat([prompt_mask, cmask.to(prompt_mask.dtype)], 1),
             "mm_token_type_ids": torch.cat([self.prompt_mm_types[:, p0:], torch.zeros_like(comp)], 1),
         }
-        inputs.update(_image_inputs(self))
+        inputs.update(image_inputs(self))
         return inputs, prompt_ids.shape[1]
 
     def select(self, indices: list[int]) -> Rollout:

@@ -14,8 +14,8 @@ from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import routing
-from sapo_vl.models.packing import Packing, forward_inputs
-from sapo_vl.models.prefix import SharedPrefix, share_prefix, use_shared_prefix
+from sapo_vl.models.packing import Packing
+from sapo_vl.models.prefix import SharedPrefix, forward_inputs, share_prefix, use_shared_prefix
 from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, make_rollout, score_rollout
 from sapo_vl.update import PolicyUpdate
@@ -163,8 +163,8 @@ def test_shared_prefix_only_where_the_run_allows_it(tiny_dir):
     assert use_shared_prefix(model, "off", sharded=False) == "off"
     other = SimpleNamespace(config=SimpleNamespace(model_type="llama"), modules=lambda: [])
     assert use_shared_prefix(other, "auto", sharded=False) == "off"
-    with pytest.raises(ValueError, match="auto | off"):
-        use_shared_prefix(model, "on", sharded=False)
+    with pytest.raises(ValueError, match="Input should be 'auto' or 'off'"):  # the config section refuses it
+        TrainConfig(prefix_sharing="on")
 
 
 def test_always_shares_a_micro_batch_without_repeats_and_stays_exact(model_and_rollout):

@@ -8,7 +8,7 @@ from sapo_vl.config import AlgoConfig, ModelConfig, RolloutConfig, TrainConfig
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, collate_prompts, make_rollout, score_rollout
-from sapo_vl.rollout.types import full_pixel_values
+from sapo_vl.models.vision import full_pixel_values
 from sapo_vl.update import PolicyUpdate
 
 RECORDS = [

@@ -6,7 +6,8 @@ from PIL import Image
 
 from sapo_vl.rollout import CollateError, PromptFormat, collate_prompts, count_prompt_tokens
 from sapo_vl.rollout.collate import IMAGE_PAD
-from sapo_vl.rollout.types import Rollout, full_pixel_values
+from sapo_vl.models.vision import full_pixel_values
+from sapo_vl.rollout.types import Rollout
 
 
 def _image(w, h, color=(200, 30, 30)):

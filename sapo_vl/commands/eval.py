@@ -19,9 +19,10 @@ import textwrap
 EPILOG = """\
 tasks:
   A task is a YAML file. Names resolve to <name>.yaml in $SAPO_VL_EVAL_DIR, in an eval/ directory found walking
-  up from the current directory or from the installed package, then in the tasks bundled with the package. A path
-  to any .yaml file also works. A task may read any registered dataset (source: {type: registered, name: NAME}),
-  a plug-in's too (--import MODULE). Tasks that resolve here:
+  up from the current directory or from the installed package, then in the tasks bundled with the package, or to
+  a task a plug-in registered (sapo_vl.evaluation.tasks.TASKS). A path to any .yaml file also works. A task may
+  read any registered dataset (source: {type: registered, name: NAME}), a plug-in's too (--import MODULE). Tasks
+  that resolve here:
 {tasks}
 
 samples file (--samples), JSON Lines, one object per line:
@@ -67,7 +68,7 @@ def _data_path(text: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     from sapo_vl.evaluation.tasks import available_tasks
 
-    tasks = "\n".join("    " + line for line in textwrap.wrap(", ".join(available_tasks()), 108))
+    tasks = "\n".join("    " + line for line in textwrap.wrap(", ".join(sorted(available_tasks())), 108))
     p = argparse.ArgumentParser(prog="sapo-vl eval", description="Score benchmarks (official metric, Pass@1, pass@k).",
                                 epilog=EPILOG.replace("{tasks}", tasks),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,10 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list_tasks() -> int:
-    from sapo_vl.evaluation.tasks import available_tasks
+    from sapo_vl.evaluation.tasks import available_tasks, task_file
 
-    for name, path in available_tasks().items():
-        print(f"{name:<24} {path}")
+    for name, loader in sorted(available_tasks().items()):
+        print(f"{name:<24} {task_file(loader) or '(registered by a plug-in)'}")
     return 0
 
 
@@ -132,24 +133,25 @@ def _config(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     from sapo_vl.errors import UserError
-    from sapo_vl.plugins import import_plugins, load_entry_points
+    from sapo_vl.plugins import import_plugins, load_entry_points, split_imports
 
-    try:
+    argv, imports = split_imports(sys.argv[1:] if argv is None else argv)
+    try:  # before the parser is built: --help lists the plug-ins' tasks too
         load_entry_points()
-        import_plugins(args.imports)
+        import_plugins(imports)
     except UserError as exc:
         print(f"sapo-vl eval: error: {exc}", file=sys.stderr)
         return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.list_tasks:
         return _list_tasks()
     if not args.tasks:
         parser.error("--tasks is required")
     try:
         if args.write_prompts:
-            from sapo_vl.evaluation.prompts_export import write_prompts
+            from sapo_vl.commands.eval_prompts import write_prompts
 
             count = write_prompts([t for t in args.tasks.split(",") if t.strip()], args.write_prompts,
                                   limit=args.limit, data_paths=dict(args.data_path))

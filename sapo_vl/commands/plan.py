@@ -10,20 +10,19 @@ transformers knows; the rest is arithmetic on the config's and the recipe's numb
 ``MODEL_PATH/config.json``, else ``--model-config``, else the published one bundled in ``recipes/models/``.
 
 The terms, phases and the rollout regime are computed in ``sapo_vl.plan_terms`` (its docstring explains each one
-and where it comes from); this module reads the inputs, prints the table and the verdict, and warns at the start of
-``sapo-vl train`` (``preflight``).
+and where it comes from, and ``preflight``, which warns at the start of ``sapo-vl train``); this module reads the
+inputs and prints the table and the verdict.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from sapo_vl.errors import UserError
 from sapo_vl.plan_terms import (BANDWIDTH, GPUS, PHASES, STRATEGIES, Device, GiB, ModelSizes, PhasePlan, Precision,
-                                activation_bytes, cpu_device, gpu_device, kv_bytes_per_token,
-                                model_sizes, plan_phases, precision, rollout_sequences, size_text, verdict)
+                                activation_bytes, check_context, cpu_device, gpu_device, kv_bytes_per_token,
+                                model_sizes, plan_phases, precision, read_json, rollout_sequences, size_text, verdict)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -33,7 +32,7 @@ def model_config(cfg, recipe: str | Path | None, explicit: str | None = None) ->
     """(config.json as a dict, where it came from): ``explicit``, MODEL_PATH/config.json, the tiny model's, or the
     published config bundled under the recipes' ``models/`` folder."""
     if explicit:
-        return _read_json(Path(explicit)), explicit
+        return read_json(Path(explicit)), explicit
     if cfg.model.path == "tiny":
         from sapo_vl.models.tiny import TinyConfig, build_model_config, build_tokenizer
 
@@ -43,16 +42,9 @@ def model_config(cfg, recipe: str | Path | None, explicit: str | None = None) ->
     bundled = (Path(recipe).resolve().parents[1] / "models" / f"{Path(cfg.model.path).name}.json") if recipe else None
     for path in (local, bundled):
         if path is not None and path.is_file():
-            return _read_json(path), str(path)
+            return read_json(path), str(path)
     raise UserError(f"no model config: {local} does not exist (weights not downloaded yet?) and no published config "
                     f"named {Path(cfg.model.path).name}.json is bundled; pass --model-config CONFIG.json")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read the model config {path}: {err}") from None
 
 
 def launch(accelerate_config: str | None, cfg) -> tuple[str, int | None]:
@@ -69,16 +61,6 @@ def launch(accelerate_config: str | None, cfg) -> tuple[str, int | None]:
     if kind == "FSDP" and int((data.get("fsdp_config") or {}).get("fsdp_version", 1)) != 2:
         raise UserError(f"{accelerate_config}: FSDP version 1 is not supported; set fsdp_config.fsdp_version: 2")
     return ("fsdp2" if kind == "FSDP" else "ddp"), int(data.get("num_processes", 1))
-
-
-def check_context(cfg, config: dict, where: str) -> None:
-    """The longest prompt plus the generation budget must fit the model's context (max_position_embeddings)."""
-    context = config.get("text_config", config).get("max_position_embeddings")
-    need = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    if context and need > context:
-        raise UserError(f"data.max_prompt_length ({cfg.data.max_prompt_length}) + rollout.max_new_tokens "
-                        f"({cfg.rollout.max_new_tokens}) = {need} exceeds the model's context ({context} tokens, "
-                        f"max_position_embeddings in {where})")
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -154,32 +136,7 @@ def plan(cfg, config: dict, strategy: str, gpus: int, device: Device | float) ->
     return p.fits, render(cfg, sizes, p, other)
 
 
-def oom_warning(cfg, config: dict, strategy: str, gpus: int, gpu_bytes: float) -> str | None:
-    """What ``sapo-vl train`` prints at start on GPUs when the run will not fit (None when it will)."""
-    kind = strategy if strategy in STRATEGIES else "ddp"
-    p = plan_phases(cfg, config, strategy=kind, processes=gpus, device=gpu_device(memory_gib=gpu_bytes / GiB))
-    fits, why = verdict(p)
-    return None if fits else f"warning: this run likely runs out of GPU memory ({why}); see `sapo-vl plan`"
-
-
-def preflight(cfg, path: Path, accelerator) -> None:
-    """At the start of ``sapo-vl train``: the prompt and generation budget fit the model's context (a UserError
-    otherwise), and on GPUs a warning when the run will likely not fit their memory."""
-    import torch
-
-    from sapo_vl.parallel import strategy
-
-    where = Path(path) / "config.json"
-    config = _read_json(where)
-    check_context(cfg, config, str(where))
-    if torch.cuda.is_available() and accelerator.is_main_process:
-        memory = torch.cuda.get_device_properties(accelerator.device).total_memory
-        warning = oom_warning(cfg, config, strategy(accelerator), accelerator.num_processes, memory)
-        if warning:
-            print(f"[sapo-vl] {warning}", flush=True)
-
-
-def cli_main(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     from sapo_vl.config import load_config
     from sapo_vl.plugins import split_imports
 
