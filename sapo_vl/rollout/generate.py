@@ -58,13 +58,20 @@ class SamplingParams:
 
 
 def draw(probs: torch.Tensor) -> torch.Tensor:
-    """One index per row of ``probs`` (R, V) by ``torch.multinomial``, as ``generate`` draws; a row that is not a
-    distribution is refused by name (torch's own error says neither which row nor why, and on CUDA is an assert)."""
-    bad = (~torch.isfinite(probs.sum(-1))).nonzero()  # (bad rows, 1)
-    if len(bad):  # a silent token would hide a diverged policy
-        raise ValueError(f"sampling: row {int(bad[0])} of the next-token probabilities is not finite (NaN or inf "
-                         "logits, or every token masked): the policy's logits are not finite, e.g. it diverged")
-    return torch.multinomial(probs, num_samples=1)[:, 0]
+    """One index per row of ``probs`` (R, V), drawn from that row's distribution: inverse-CDF sampling, one
+    uniform per row against the float64 running sum (exact up to float64 rounding; a zero-probability entry is never
+    drawn). ``torch.multinomial`` draws the same distribution through V exponentials per row, about 13x the time
+    on CPU for a 1k vocabulary (0.9 vs 0.07 ms for 32 rows, 15% of a tiny model's decoding step). Seeded by torch's
+    RNG like it."""
+    cdf = probs.double().cumsum(-1)  # (R, V)
+    total = cdf[:, -1]  # (R,)
+    bad = ~torch.isfinite(total) | (total <= 0)
+    if bool(bad.any()):  # torch.multinomial refuses these too; a silent token would hide a diverged policy
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"sampling: row {row} of the next-token probabilities sums to {float(total[row])} (NaN or "
+                         "inf logits, or every token masked): the policy's logits are not finite, e.g. it diverged")
+    u = torch.rand(len(cdf), 1, dtype=cdf.dtype, device=cdf.device) * cdf[:, -1:]  # (R, 1) in [0, total)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=cdf.shape[1] - 1)  # first cdf > u
 
 
 class Sample(NamedTuple):
@@ -109,8 +116,8 @@ class HFEngine:
 
     Qwen3-VL(-MoE) models are sampled by ``_decode``: each prompt is prefilled once and its KV cache expanded to its
     n completions, then tokens are drawn from the distribution ``generate(num_return_sequences=n)`` draws from
-    (its own logits processors), by ``torch.multinomial`` as generate draws: the same tokens for the same seed
-    (tested). Other models use ``generate`` itself.
+    (its own logits processors), by ``draw``; with ``torch.multinomial`` in its place the tokens are generate's,
+    token for token, for the same seed (tested). Other models use ``generate`` itself.
     ``synced``: the model is sharded over ranks (FSDP2) and ``model`` is the FSDP ``PolicyModule``, whose ``call``
     (and ``generate``) gather the parameters; every rank runs as many decoding steps as the slowest, and the vision
     tower once per chunk, a blank image where it has none (text-only prompts), so the ranks' collectives pair up;
@@ -119,8 +126,7 @@ class HFEngine:
     Each new token runs through ``FusedDecoder`` (``sapo_vl.models.decode``: the same layers in fewer operations, KV
     cache written in place; logits equal to float rounding); sharded, only when every decoder layer is kept gathered,
     through the text model's layers otherwise.
-    ``shared_prefill=False`` samples by ``generate`` and ``fused_decoding=False`` through the layer calls (the paths of
-    other models and of sharded ones, both kept) on a model that needs neither, so tests and benchmarks compare them."""
+    ``shared_prefill=False`` always uses ``generate``, ``fused_decoding=False`` the layer calls (for comparisons)."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
                  shared_prefill: bool = True, fused_decoding: bool = True, record_routing: bool = False):

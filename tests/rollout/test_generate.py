@@ -11,6 +11,7 @@ from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.moe import completion_topk
 from sapo_vl.models.tiny import VISION_SPECIAL_TOKENS
 from sapo_vl.config import WarmupConfig
+from sapo_vl.rollout import generate as generate_module
 from sapo_vl.rollout.generate import NEUTRAL_GENERATION, draw
 from sapo_vl.rollout import (
     HFEngine,
@@ -151,6 +152,43 @@ def test_old_logprobs_equal_a_fresh_policy_forward(warm, temperature):
     assert (ro.old_logprobs[mask] < 0).all()
 
 
+@pytest.fixture
+def multinomial(monkeypatch):
+    """The decoding loop draws with ``torch.multinomial``, as ``generate`` does: then its tokens must be generate's,
+    token for token (what ``draw`` changes is only how the same distribution is sampled: its own tests)."""
+    monkeypatch.setattr(generate_module, "draw", lambda probs: torch.multinomial(probs, num_samples=1).squeeze(1))
+
+
+def test_draw_samples_each_row_from_its_own_distribution():
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0],  # zeros inside and at the end are never drawn
+                          [0.0, 0.0, 0.0, 0.0, 1.0],  # all mass on the last entry
+                          [1.0, 0.0, 0.0, 0.0, 0.0],
+                          [0.2, 0.2, 0.2, 0.2, 0.2],
+                          [1e-4, 0.0, 0.0, 0.0, 1 - 1e-4]])
+    n = 40_000
+    torch.manual_seed(0)
+    drawn = draw(probs.repeat(n, 1)).view(n, len(probs))  # (n, R)
+    counts = torch.stack([torch.bincount(drawn[:, r], minlength=5) for r in range(len(probs))]).double()  # (R, 5)
+    assert torch.equal(counts[probs == 0], torch.zeros_like(counts[probs == 0]))
+    expected = probs.double() * n
+    sigma = (expected * (1 - probs.double())).sqrt()
+    assert ((counts - expected).abs() <= 5 * sigma + 1e-9).all(), counts  # binomial: 5 sigma
+    assert counts[4, 0] > 0  # a 1e-4 entry is drawn (about 4 times in 40k)
+    torch.manual_seed(0)
+    assert torch.equal(draw(probs.repeat(n, 1)).view(n, len(probs)), drawn)  # seeded like torch.multinomial
+
+
+def test_draw_handles_unnormalised_rows_and_a_real_vocabulary():
+    torch.manual_seed(1)
+    scores = torch.randn(64, 151_936) * 3  # Qwen3-VL's vocabulary size
+    scores[:, 151_000:] = -float("inf")
+    probs = torch.softmax(scores, -1)
+    tokens = draw(probs)
+    assert tokens.shape == (64,) and tokens.dtype == torch.long and (tokens < 151_000).all()
+    assert torch.equal(draw(torch.tensor([[2.0, 0.0, 6.0]]).expand(10_000, 3)).bincount(minlength=3)[1],
+                       torch.tensor(0))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
 def test_draw_refuses_a_row_that_is_not_a_distribution_naming_it(bad):
     probs = torch.full((3, 5), 0.2)
@@ -158,7 +196,7 @@ def test_draw_refuses_a_row_that_is_not_a_distribution_naming_it(bad):
     with pytest.raises(ValueError, match="row 1 of the next-token probabilities"):
         draw(probs)
     with pytest.raises(ValueError, match="row 0"):
-        draw(torch.softmax(torch.full((2, 5), -float("inf")), -1))  # every token masked
+        draw(torch.zeros(2, 5))  # every token masked
 
 
 def _generate_kwargs(engine, params: SamplingParams, n: int) -> dict:
@@ -174,7 +212,7 @@ def _generate_kwargs(engine, params: SamplingParams, n: int) -> dict:
 @pytest.mark.parametrize("params", [SamplingParams(6, 1.0), SamplingParams(6, 0.7, top_p=0.9, top_k=40),
                                     SamplingParams(6, 0.0)], ids=["sample", "top-k-top-p", "greedy"])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-decoding", "layer-calls"])
-def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params, fused):
+def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params, fused, multinomial):
     model, processor, records = warm
     engine, n = HFEngine(model, processor, fused_decoding=fused), 5
     prompts = collate_prompts(PromptFormat(processor), records[:4])
@@ -201,7 +239,7 @@ def test_one_prefill_per_prompt_draws_the_tokens_generate_draws(warm, params, fu
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-decoding", "layer-calls"])
-def test_one_prefill_per_prompt_matches_generate_on_left_padded_text_only_prompts(warm, fused):
+def test_one_prefill_per_prompt_matches_generate_on_left_padded_text_only_prompts(warm, fused, multinomial):
     model, processor, _ = warm
     engine, params = HFEngine(model, processor, fused_decoding=fused), SamplingParams(6, 1.0)
     records = [{"id": str(i), "prompt": "What is 2 + 2?" + " Be brief." * i, "answer": "4"} for i in range(3)]
@@ -215,7 +253,7 @@ def test_one_prefill_per_prompt_matches_generate_on_left_padded_text_only_prompt
     assert torch.equal(shared, seq)
 
 
-def test_old_logprobs_equal_the_log_softmax_of_generate_logits(warm):
+def test_old_logprobs_equal_the_log_softmax_of_generate_logits(warm, multinomial):
     model, processor, records = warm
     engine, ro = _rollout(model, processor, records[:3], temperature=1.0, seed=3)
     inputs = collate_prompts(PromptFormat(processor), records[:3]).model_inputs(keyed=False)
