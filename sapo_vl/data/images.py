@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 __all__ = ["ImageDecodeError", "decode_image", "decode_images", "resolve_image", "to_rgb"]
@@ -117,8 +118,6 @@ def _open_file(path: Path) -> Image.Image:
 
 
 def _decode_array(value: Any) -> Image.Image:
-    import numpy as np
-
     arr = np.asarray(value)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ImageDecodeError(

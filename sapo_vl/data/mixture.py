@@ -35,7 +35,7 @@ class Source:
 
 def _entries(data) -> list:
     """The mixture entries of the ``data`` section; a single dataset is a mixture of one."""
-    from sapo_vl.config import DataSource
+    from sapo_vl.config import DataSource  # here: config imports sapo_vl.data (until its sections are split out)
 
     if data.mixture:
         return data.mixture
