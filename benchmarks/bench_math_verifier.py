@@ -5,7 +5,7 @@ fast path decides; fractions vs decimals, LaTeX forms, sets, intervals, equation
 math-verify). Printed:
 
 - the share of checks the fast path decides, and checks/s for each stage;
-- checks/s of the whole verifier through the persistent worker pool (1 worker, then ``--workers``);
+- checks/s of the whole verifier through the worker pool (1 worker, then ``--workers``);
 - verdicts per CPU second of the math reward on whole completions (answer extraction from reasoning text, boxes,
   Minerva "Final Answer: ... $X$. I hope it is correct." lines, markdown and answer-block cues, then equivalence)
   and extractions alone, each as a ratio to baseline A's checks per CPU second (medians over rounds; CPU time, not
@@ -23,6 +23,7 @@ Run: ``python benchmarks/bench_math_verifier.py [--n 1000] [--workers 2] [--skip
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import statistics
@@ -127,7 +128,7 @@ def _verdict_rate(completions: list[str], golds: list[str]) -> tuple[float, int]
     """Verdicts per CPU second of math_reward, with one worker and a cold cache; and how many were correct."""
     pool = configure_pool(1)
     pool.warm_up()
-    pids = [w.proc.pid for w in list(pool._idle.queue)]
+    pids = [child.pid for child in multiprocessing.active_children()]  # the pool's worker
     rmath._CACHE.clear()
     start = cpu_seconds(pids)
     rewards = rmath.math_reward(completions, answer=golds)

@@ -1,4 +1,5 @@
-"""One reader for JSON Lines files: line numbers, blank lines skipped, bad lines reported rather than raised.
+"""One reader for JSON Lines files: line numbers, blank lines skipped, bad lines reported rather than raised; and
+the one reader of a run's ``metrics.jsonl`` on top of it.
 
 Callers decide what a bad line means (raise their own error, skip it, warn), so the reader never raises for
 a line's content; it only names what is wrong with it.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+
+METRICS_FILE = "metrics.jsonl"  # written by sapo_vl.tracking.Tracker
 
 
 class NotAJsonObject(ValueError):
@@ -48,3 +51,15 @@ def iter_json_objects(
                 yield lineno, value, None
             else:
                 yield lineno, None, NotAJsonObject(value)
+
+
+def read_metrics(path: str | os.PathLike) -> Iterator[tuple[int, dict | None, str | None]]:
+    """The one reader of ``metrics.jsonl``: ``(line number, record, None)`` for each line holding an object with
+    an integer ``step``, ``(line number, None, what is wrong)`` for any other non-blank line."""
+    for lineno, record, error in iter_json_objects(path):
+        if isinstance(error, json.JSONDecodeError):
+            yield lineno, None, "not valid JSON"
+        elif record is None or isinstance(record.get("step"), bool) or not isinstance(record.get("step"), int):
+            yield lineno, None, "not a JSON object with an integer 'step'"
+        else:
+            yield lineno, record, None

@@ -16,7 +16,6 @@ Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas: no pyplot
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
@@ -24,11 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-from sapo_vl._jsonl import iter_json_objects
+from sapo_vl._jsonl import METRICS_FILE, read_metrics
 
-METRICS_FILE = "metrics.jsonl"
 # bookkeeping, not curves: counts of records / held-out prompts, micro-batches and optimizer steps per step
 NOT_PLOTTED = frozenset({"step", "wall_time", "epoch", "eval/n", "micro_batches", "optimizer_steps",
                          "data/train_records", "data/eval_records", "data/train_skipped", "data/eval_skipped"})
@@ -61,15 +62,11 @@ def load_metrics(path: str | Path) -> dict[str, Series]:
     if not path.is_file():
         raise FileNotFoundError(f"no metrics file at {path} (expected a run directory with {METRICS_FILE})")
     by_step: dict[int, dict[str, float]] = {}
-    for lineno, record, error in iter_json_objects(path):
-        if isinstance(error, json.JSONDecodeError):
-            warnings.warn(f"{path}:{lineno}: skipping a line that is not valid JSON", stacklevel=2)
+    for lineno, record, problem in read_metrics(path):
+        if record is None:
+            warnings.warn(f"{path}:{lineno}: skipping a line that is {problem}", stacklevel=2)
             continue
-        step = record.get("step") if record is not None else None  # a non-object line has no step
-        if isinstance(step, bool) or not isinstance(step, int):
-            warnings.warn(f"{path}:{lineno}: skipping a line without an integer 'step'", stacklevel=2)
-            continue
-        row = by_step.setdefault(step, {})
+        row = by_step.setdefault(record["step"], {})
         for key, value in record.items():
             if value is None:
                 row[key] = math.nan
@@ -219,9 +216,6 @@ def select_panels(available: Sequence[str], panels: Sequence[Panel] = SUMMARY_PA
 # ----------------------------------------------------------------------------------------------------------
 def _new_figure(n_panels: int, ncols: int, panel_size=(5.4, 3.3), title_space: float = 0.9):
     """A grid of panels sharing the step axis; ``title_space`` inches are kept above it for a suptitle."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     ncols = max(1, min(ncols, n_panels))
     nrows = math.ceil(n_panels / ncols)
     width, height = panel_size[0] * ncols, panel_size[1] * nrows + title_space
@@ -285,8 +279,6 @@ def _draw_stack(ax, panel: Panel, keys: list[str], data: dict[str, Series], colo
 
 def draw_panel(ax, panel: Panel, keys: list[str], data: dict[str, Series], smoothing: float | None) -> None:
     """Draw one panel's keys onto ``ax`` (and a twin axis for ``panel.right`` keys)."""
-    import matplotlib as mpl
-
     colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     left = [k for k in keys if k not in panel.right]
     right = [k for k in keys if k in panel.right]
@@ -427,7 +419,6 @@ def plot_compare(runs: Sequence[str | Path], out_path: str | Path, *, labels: Se
     shown = [spec for spec in COMPARE_KEYS if any(spec[0] in d for d in datas)]
     if not shown:
         raise ValueError(f"none of the runs logged any of {[k for k, _, _ in COMPARE_KEYS]}")
-    import matplotlib as mpl
 
     colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = _new_figure(len(shown), ncols)

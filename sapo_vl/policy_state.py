@@ -7,20 +7,19 @@ model), its frozen KL reference, the state a resume restores, and the final Hugg
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from accelerate.utils import fsdp2_prepare_model, set_seed
 
 from sapo_vl.checkpoint import is_checkpoint, latest_checkpoint, load_checkpoint, set_rng_state, write_checkpoint
-from sapo_vl.config import Config
-from sapo_vl.errors import UserError
 from sapo_vl.export import export_checkpoint
 from sapo_vl.models.load import load_policy, resolve_dtype
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.shards import load_safetensors, materialize
 from sapo_vl.models.tiny import TinyConfig, make_tiny_model
+from sapo_vl.sections import Config
+from sapo_vl.errors import ConfigError, UserError
 from sapo_vl.parallel import strategy
 from sapo_vl.rollout.collate import PromptFormat
 from sapo_vl.rundir import atomic_dir
@@ -41,8 +40,13 @@ def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
         return Path(cfg.model.path)
     path = Path(cfg.output_dir) / "tiny_init"
     if not _complete(path):
+        try:
+            tiny = TinyConfig(**cfg.model.tiny)
+            tiny.validate()
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"model.tiny: {err}") from None
         with atomic_dir(path) as tmp:
-            make_tiny_model(tmp, TinyConfig(**cfg.model.tiny))
+            make_tiny_model(tmp, tiny)
     return path
 
 
@@ -114,7 +118,8 @@ def reference_model(cfg: Config, update: PolicyUpdate, fmt: PromptFormat, accele
     if source is None and resumed:
         raise UserError(f"{ref_dir} is missing: the KL reference of this run (its policy after the warm-up) was "
                         "not saved, so a resumed run cannot rebuild it; start a new output_dir")
-    model_cfg = replace(cfg.model, dtype=str(dtype).removeprefix("torch."), gradient_checkpointing=False)
+    model_cfg = cfg.model.model_copy(update={"dtype": str(dtype).removeprefix("torch."),
+                                              "gradient_checkpointing": False})
     if not update.sharded:
         ref = copy.deepcopy(update.model) if source is None else load_policy(source, model_cfg, accelerator.device)[0]
     else:

@@ -1,4 +1,5 @@
-"""Run logging for the training loop: a JSONL metrics file, TensorBoard, optional wandb / trackio, progress.
+"""Run logging for the training loop: our JSONL metrics file, accelerate's TensorBoard / wandb / trackio trackers,
+progress.
 
 The training loop calls :meth:`Tracker.log` once per optimizer step with a flat dict of scalars
 (``{"reward/mean": 0.41, "loss": 0.012, ...}``) and :meth:`Progress.update` to show where it stands.
@@ -44,10 +45,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Column
 from typing_extensions import Self
 
+from sapo_vl._jsonl import METRICS_FILE, read_metrics
+
 BACKENDS = ("jsonl", "tensorboard", "wandb", "trackio")
-METRICS_FILE = "metrics.jsonl"
 TB_DIR = "tb"
 RUN_FILE = "run.json"
 
@@ -56,26 +62,17 @@ RUN_FILE = "run.json"
 # Values
 # ----------------------------------------------------------------------------------------------------------
 def to_scalar(key: str, value: Any) -> float | int | None:
-    """Turn one metric value into a python int/float (or None), with a clear error for anything else.
-
-    Accepts python numbers and bools, numpy scalars, and one-element torch tensors / numpy arrays.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (int, float)):
-        return value
-    if hasattr(value, "numel") and hasattr(value, "item"):  # torch.Tensor
+    """One metric value as a python int/float (or None): python numbers and bools, numpy scalars, one-element
+    torch tensors / numpy arrays; anything else is a ValueError naming the key."""
+    if hasattr(value, "numel"):  # torch.Tensor
         if value.numel() != 1:
             raise ValueError(f"metric {key!r}: expected a scalar, got a tensor of shape {tuple(value.shape)}")
-        return value.item()
-    if hasattr(value, "item") and getattr(value, "size", 1) == 1:  # numpy scalar / 1-element array
-        item = value.item()
-        if isinstance(item, (bool, int, float)):
-            return int(item) if isinstance(item, bool) else item
-    shown = repr(value)[:80]
-    raise ValueError(f"metric {key!r}: expected an int/float scalar, got {type(value).__name__} ({shown})")
+        value = value.item()
+    elif hasattr(value, "item") and getattr(value, "size", 0) == 1:  # numpy scalar / one-element array
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float)):
+        return int(value) if isinstance(value, bool) else value
+    raise ValueError(f"metric {key!r}: expected an int/float scalar, got {type(value).__name__} ({repr(value)[:80]})")
 
 
 def clean_metrics(metrics: Mapping[str, Any], step: int) -> dict[str, float | int | None]:
@@ -119,22 +116,13 @@ def truncate_metrics_file(path: Path, resume_step: int) -> int:
 
     The file is rewritten through a temporary file and an atomic rename, so a crash here loses nothing.
     """
+    rows = list(read_metrics(path))
     kept: list[str] = []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno == len(lines):  # a half-written last line from a crash: the step is redone anyway
-                continue
-            msg = f"{path}:{lineno}: not valid JSON, cannot resume from this metrics file"
-            raise ValueError(msg) from None
-        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
-            raise TypeError(f"{path}:{lineno}: expected a JSON object with an integer 'step'")
-        if record["step"] <= resume_step:
-            kept.append(line)
+    for lineno, record, problem in rows:
+        if problem is not None and lineno != rows[-1][0]:  # a half-written last line: its step is redone anyway
+            raise ValueError(f"{path}:{lineno}: {problem}, cannot resume from this metrics file")
+        if record is not None and record["step"] <= resume_step:
+            kept.append(json.dumps(record))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     os.replace(tmp, path)
@@ -150,7 +138,7 @@ class _JsonlBackend:
             else:
                 truncate_metrics_file(path, resume_step)
         self.path = path
-        self._fh: TextIO | None = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self._fh: TextIO | None = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in finish())
 
     def log(self, metrics: dict, step: int) -> None:
         record = {"step": step, "wall_time": round(time.time(), 3)}
@@ -158,71 +146,37 @@ class _JsonlBackend:
         self._fh.write(json.dumps(record, allow_nan=False) + "\n")
         self._fh.flush()
 
-    def close(self) -> None:
+    def finish(self) -> None:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
 
 
-class _TensorBoardBackend:
-    def __init__(self, run_dir: Path, resume_step: int | None, config: Any):
-        from torch.utils.tensorboard import SummaryWriter
+def _start_service(name: str, run_dir: Path, project: str, run_name: str | None, config: Any,
+                   resume_step: int | None, wandb_id: str | None):
+    """accelerate's tracker for ``"tensorboard"``, ``"wandb"`` or ``"trackio"``, started."""
+    from accelerate import PartialState  # imports torch: only when a service is asked for
+    from accelerate.tracking import TensorBoardTracker, TrackioTracker, WandBTracker
 
-        purge = None if resume_step is None else resume_step + 1
-        self.writer = SummaryWriter(log_dir=str(run_dir / TB_DIR), purge_step=purge)
-        if config is not None and resume_step is None:
-            text = json.dumps(config, indent=2, sort_keys=True)
-            self.writer.add_text("config", "```\n" + text + "\n```", global_step=0)
-
-    def log(self, metrics: dict, step: int) -> None:
-        for key, value in metrics.items():
-            if value is not None:
-                self.writer.add_scalar(key, value, global_step=step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-def _import_optional(name: str):
+    PartialState()  # accelerate's trackers log through it (already set up wherever the trainer's Accelerator is)
+    if name == "tensorboard":  # events in RUN_DIR/tb; on resume, the steps after resume_step are purged
+        tracker = TensorBoardTracker(TB_DIR, run_dir, purge_step=None if resume_step is None else resume_step + 1)
+    elif name == "wandb":  # the same wandb run continues on resume (its id is kept in run.json)
+        tracker = WandBTracker(project, name=run_name, config=config, dir=str(run_dir), id=wandb_id,
+                               resume="allow" if wandb_id else None)
+    else:
+        tracker = TrackioTracker(project, name=run_name, config=config,
+                                 **({"resume": "allow"} if resume_step is not None and run_name else {}))
+    tracker.main_process_only = False  # Tracker itself decides which process logs
     try:
-        return __import__(name)
+        tracker.start()
     except ImportError as err:
-        raise ImportError(
-            f"tracking backend {name!r} was requested but the {name!r} package is not installed "
-            f"(pip install {name}); or drop it from the backends list {list(BACKENDS[:2])}"
-        ) from err
-
-
-class _WandbBackend:
-    """Weights & Biases. The run id is kept in run.json so that a resumed run continues the same wandb run."""
-
-    def __init__(self, run_dir: Path, project: str, run_name: str | None, config: Any, run_id: str | None):
-        wandb = _import_optional("wandb")
-        self.run = wandb.init(
-            project=project, name=run_name, config=config, dir=str(run_dir), id=run_id,
-            resume="allow" if run_id else None,
-        )
-        self.run_id = self.run.id
-
-    def log(self, metrics: dict, step: int) -> None:
-        self.run.log({k: v for k, v in metrics.items() if v is not None}, step=step)
-
-    def close(self) -> None:
-        self.run.finish()
-
-
-class _TrackioBackend:
-    def __init__(self, project: str, run_name: str | None, config: Any, resuming: bool):
-        self.trackio = _import_optional("trackio")
-        kwargs = {"resume": "allow"} if resuming and run_name else {}
-        self.trackio.init(project=project, name=run_name, config=config, **kwargs)
-
-    def log(self, metrics: dict, step: int) -> None:
-        self.trackio.log({k: v for k, v in metrics.items() if v is not None}, step=step)
-
-    def close(self) -> None:
-        self.trackio.finish()
+        raise ImportError(f"tracking backend {name!r} was requested but the {name!r} package is not installed "
+                          f"(pip install {name}); or drop it from the backends list {list(BACKENDS[:2])}") from err
+    if name == "tensorboard" and config is not None and resume_step is None:
+        text = json.dumps(config, indent=2, sort_keys=True)
+        tracker.writer.add_text("config", "```\n" + text + "\n```", global_step=0)
+    return tracker
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,14 +232,8 @@ class Tracker:
 
     def _open_sinks(self, project, run_name, config, resume_step, wandb_id) -> None:
         for name in self.backends:
-            if name == "jsonl":
-                self._sinks.append(_JsonlBackend(self.run_dir, resume_step))
-            elif name == "tensorboard":
-                self._sinks.append(_TensorBoardBackend(self.run_dir, resume_step, config))
-            elif name == "wandb":
-                self._sinks.append(_WandbBackend(self.run_dir, project, run_name, config, wandb_id))
-            else:
-                self._sinks.append(_TrackioBackend(project, run_name, config, resume_step is not None))
+            self._sinks.append(_JsonlBackend(self.run_dir, resume_step) if name == "jsonl" else
+                               _start_service(name, self.run_dir, project, run_name, config, resume_step, wandb_id))
 
     def _read_run_file(self) -> dict:
         path = self.run_dir / RUN_FILE
@@ -303,14 +251,9 @@ class Tracker:
             "resumed_from_step": resume_step,
             "config": config,
         }
-        for sink in self._sinks:
-            if isinstance(sink, _WandbBackend):
-                info["wandb_id"] = sink.run_id
+        if "wandb" in self.backends:
+            info["wandb_id"] = self._sinks[self.backends.index("wandb")].run.id
         (self.run_dir / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.run_dir / METRICS_FILE
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record ``metrics`` at ``step`` in every backend. Steps must not go backwards (equal is allowed)."""
@@ -321,15 +264,16 @@ class Tracker:
         if self.last_step is not None and step < self.last_step:
             raise ValueError(f"step went backwards: log(step={step}) after step {self.last_step}")
         clean = clean_metrics(metrics, step)
+        present = {k: v for k, v in clean.items() if v is not None}  # services get no None values
         for sink in self._sinks:
-            sink.log(clean, step)
+            sink.log(clean if isinstance(sink, _JsonlBackend) else present, step=step)
         self.last_step = step
 
     def close(self) -> None:
         """Flush and close every backend. Safe to call twice."""
         sinks, self._sinks = self._sinks, []
         for sink in sinks:
-            sink.close()
+            sink.finish()
 
     def __enter__(self) -> Self:
         return self
@@ -416,17 +360,6 @@ class Progress:
 
     # -- rich ------------------------------------------------------------------------------------------------
     def _start_rich(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgress
-        from rich.table import Column
-
         console = Console(file=self.stream, force_terminal=True)
         fixed = {"table_column": Column(no_wrap=True)}  # on a narrow terminal only the metrics text wraps
         self._rich = RichProgress(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,9 @@ from sapo_vl.warmup import warmup
 # building blocks
 
 
-def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
-    """Every source's records, reward names checked (``auto`` routes by them) and over-long prompts dropped or
-    rejected (``data.on_error``), before any model weights are loaded."""
+def load_data(cfg: Config) -> list[Source]:
+    """Every source's records with their reward names checked (``auto`` routes by them), before any model is built
+    (the tiny one included)."""
     sources = load_sources(cfg.data)
     if "auto" in cfg.reward.funcs:
         for src in sources:
@@ -68,6 +68,11 @@ def load_data(cfg: Config, fmt: PromptFormat) -> list[Source]:
                     if rec.get("reward") is not None:
                         REWARDS.check(rec["reward"], f"data source {src.name!r} ({split}), record {rec['id']!r}, "
                                                      "field 'reward'")
+    return sources
+
+
+def fit_prompts(cfg: Config, fmt: PromptFormat, sources: list[Source]) -> list[Source]:
+    """Over-long prompts dropped or rejected (``data.on_error``), before any model weights are loaded."""
     count = partial(count_prompt_tokens, fmt)
     for src in sources:
         src.train = check_prompt_length(src.train, count, cfg.data.max_prompt_length, cfg.data.on_error)
@@ -141,20 +146,21 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     accelerator.wait_for_everyone()
     set_seed(cfg.seed + accelerator.process_index)
 
+    state = load_trainer_state(resume_from) if resume_from is not None else None
+    if state is not None:
+        check_resume(state.get("config"), cfg, resume_from)
+    sources = load_data(cfg)
     with accelerator.main_process_first():  # rank 0 builds the tiny model (model.path=tiny) before others read it
         path = model_path(cfg, resume_from)
     d = cfg.data
     fmt = PromptFormat(load_processor(path), d.system_prompt, d.min_pixels, d.max_pixels)
     preflight(cfg, path, accelerator)  # context length; on GPUs, a warning before an obvious OOM
-    sources = load_data(cfg, fmt)  # data errors surface before the weights load
-    state = load_trainer_state(resume_from) if resume_from is not None else None
-    if state is not None:
-        check_resume(state.get("config"), cfg, resume_from)
+    sources = fit_prompts(cfg, fmt, sources)
     stop.check("the data load")
     memory = PhasePeaks()
     memory.mark_baseline()  # what the process holds before any weights: it does not fall with the ranks
     with memory.phase("load"):
-        update = build_update(path, replace(cfg.model, dtype=str(dtype).removeprefix("torch.")), cfg.algo,
+        update = build_update(path, cfg.model.model_copy(update={"dtype": str(dtype).removeprefix("torch.")}), cfg.algo,
                               cfg.train, cfg.rollout, accelerator, (resume_from, state) if state else None)
     stop.check("the model load")
     hf_model = accelerator.unwrap_model(update.policy).model

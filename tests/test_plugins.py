@@ -141,6 +141,7 @@ def test_bad_data_is_a_user_error_before_the_weights_load(tmp_path, capsys, monk
                  f"data.kwargs={{path: '{tmp_path / 'd.jsonl'}'}}", "reward.funcs={auto: 1.0}", "warmup.steps=0"])
     err = capsys.readouterr().err
     assert code == 2 and "record 'd-0', field 'reward': unknown reward 'vqa_typo'" in err
+    assert not (tmp_path / "run" / "tiny_init").exists()  # before any model is built, the tiny one included
 
 
 def test_a_bug_inside_a_builder_keeps_its_traceback(tmp_path, monkeypatch):

@@ -1,10 +1,12 @@
 """Tests for sapo_vl.tracking: metrics.jsonl, TensorBoard, resume, process gating, progress output."""
 
 import dataclasses
+import importlib.machinery
 import io
 import json
 import math
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -91,6 +93,35 @@ def test_requested_but_missing_backend_raises_import_error_naming_it(tmp_path, m
     monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` fail whether or not it is installed
     with pytest.raises(ImportError, match="'wandb' was requested.*pip install wandb"):
         Tracker(tmp_path, ["jsonl", "wandb"])
+
+
+def test_wandb_gets_the_metrics_without_gaps_and_a_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    calls = []
+
+    class Run:
+        id = "run-1"
+
+        def log(self, values, step):
+            calls.append(("log", values, step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    def init(**kwargs):
+        calls.append(("init", kwargs))
+        return Run()
+
+    wandb = types.ModuleType("wandb")
+    wandb.__spec__, wandb.init = importlib.machinery.ModuleSpec("wandb", None), init
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    with Tracker(tmp_path, ["jsonl", "wandb"], run_name="r", config={"a": 1}) as tracker:
+        tracker.log({"loss": 0.5, "eval/accuracy": None}, step=1)
+    with Tracker(tmp_path, ["wandb"], run_name="r", resume_step=1):
+        pass
+    first, resumed = [c[1] for c in calls if c[0] == "init"]
+    assert first["project"] == "sapo-vl" and first["name"] == "r" and first["config"] == {"a": 1}
+    assert first["id"] is None and resumed["id"] == "run-1" and resumed["resume"] == "allow"
+    assert ("log", {"loss": 0.5}, 1) in calls and calls.count(("finish",)) == 2
 
 
 def test_run_json_records_the_config(tmp_path):

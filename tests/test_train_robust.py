@@ -157,8 +157,8 @@ def test_a_second_training_run_on_the_same_output_dir_is_refused_while_the_first
 def test_resume_refuses_another_experiment_and_names_the_changes(tmp_path, tiny_dir):
     out = tmp_path / "run"
     run(_config(out, tiny_dir, "train.total_steps=1", "log.save_every=1"))
-    with pytest.raises(ConfigError, match=r"different experiment \(algo.loss_hparams: .* -> \{\}; algo.policy_loss: "
-                                          r"'sapo' -> 'grpo'\).*resume=force"):
+    with pytest.raises(ConfigError, match=r"different experiment \(algo.loss_hparams: .* -> \{'eps_low': 0.2, .*; "
+                                          r"algo.policy_loss: 'sapo' -> 'grpo'\).*resume=force"):
         run(_config(out, tiny_dir, "train.total_steps=2", "algo.policy_loss=grpo", "algo.loss_hparams={}"))
     with pytest.raises(UserError, match="did model.freeze_vision change"):
         run(_config(out, tiny_dir, "train.total_steps=2", "model.freeze_vision=true", "resume=force"))
@@ -179,6 +179,14 @@ def test_a_generation_budget_beyond_the_models_context_is_refused_before_loading
                  "data.max_prompt_length=4000", "rollout.max_new_tokens=200"])
     err = capsys.readouterr().err
     assert code == 2 and "= 4200 exceeds the model's context (4096 tokens" in err
+
+
+def test_a_bad_dataset_option_fails_in_one_line_before_the_tiny_model_is_built(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", str(DEMO), *TINY, f"output_dir={out}", "data.eval_kwargs={path: x.jsonl}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "synthetic_shapes got unknown option(s) ['path']" in err and len(err.splitlines()) == 1
+    assert not (out / "tiny_init").exists()
 
 
 def test_an_os_error_is_one_line_not_a_traceback(tmp_path, capsys):
@@ -203,3 +211,11 @@ def test_samples_no_reward_applied_to_are_counted(tmp_path, tiny_dir, monkeypatc
 
 def test_torch_threads_left_alone(tmp_path):  # the conftest's single thread survives a run's imports
     assert torch.get_num_threads() == 1
+
+
+def test_a_bad_tiny_model_option_is_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(DEMO), *TINY, f"output_dir={out}", "model.tiny={hidden_sise: 8}"]) == 2
+    err = capsys.readouterr().err
+    assert "model.tiny: " in err and "hidden_sise" in err and len(err.splitlines()) == 1
+    assert not (out / "tiny_init").exists()

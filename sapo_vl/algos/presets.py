@@ -28,7 +28,7 @@ class AlgorithmPreset:
 
 ALGORITHMS: dict[str, AlgorithmPreset] = {
     "sapo": AlgorithmPreset(
-        "sapo", "seq-mean-token-mean", "grpo", {"tau_pos": 1.0, "tau_neg": 1.05}, "SAPO, arXiv 2511.20347"
+        "sapo", "seq-mean-token-mean", "grpo", {}, "SAPO, arXiv 2511.20347 (the loss's own defaults)"
     ),
     "grpo": AlgorithmPreset(
         "grpo",

@@ -4,7 +4,7 @@ SOURCE is a registered dataset (``easy_vqa``, a plug-in's), a data file or folde
 ``save_to_disk``, read with ``load_records``: pass field mappings as ``prompt_field=question``), a training recipe
 (its ``data`` section: the dataset or every mixture source, train and held-out splits) or an eval task
 (``task:NAME`` or a task YAML; ``--data-path`` or ``--fixture`` for its data). ``key=value`` arguments are the
-builder's / loader's options (values parsed as YAML).
+builder's / loader's options (values parsed as YAML), or a recipe's dotted overrides (``data.kwargs.n=8``).
 
 For each split it reports: records kept and skipped (by reason, with the first example of each), extra columns,
 images per record and image size / aspect-ratio percentiles, prompt length percentiles (characters; tokens with the
@@ -19,7 +19,6 @@ import io
 import json
 import sys
 from collections import Counter
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from sapo_vl.models.load import load_processor
 from sapo_vl.plugins import import_plugins
 from sapo_vl.rewards import REWARDS
 from sapo_vl.rollout.collate import PromptFormat, count_prompt_tokens
+from sapo_vl.sections import parse_override
 
 PERCENTILES = (0, 50, 90, 99, 100)
 
@@ -105,27 +105,16 @@ def _token_stats(records: list[dict], count_tokens) -> tuple[dict | None, dict]:
     return _percentiles(lengths), dict(errors)
 
 
-def _options(pairs: list[str]) -> dict[str, Any]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise DataError(f"option {pair!r} is not of the form key=value")
-        key, value = pair.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
-
-
 def _splits(args: argparse.Namespace) -> list[tuple[str, list[dict]]]:
     """(label, records) for every split SOURCE names."""
-    source, options = args.source, _options(args.options)
-    path = Path(source)
+    source, path = args.source, Path(args.source)
+    options = {k: v for pair in args.options for k, v in parse_override(pair, DataError)[1].items()}
     if source.startswith("task:") or (path.suffix in (".yaml", ".yml") and "source" in _yaml_keys(path)):
         spec = resolve_task(source.removeprefix("task:"))
         data_path = args.data_path or (str(spec.path.parent / spec.fixture) if args.fixture and spec.fixture else None)
         return [(f"task {spec.name}", load_task_records(spec, data_path, args.limit))]
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        data = replace(load_config(path, [f"{k}={json.dumps(v)}" for k, v in options.items()]).data,
-                       on_error=args.on_error)
+        data = load_config(path, args.options).data.model_copy(update={"on_error": args.on_error})
         return [(f"{s.name} [{split}]", recs) for s in load_sources(data)
                 for split, recs in (("train", s.train), ("held-out", s.eval))]
     if path.exists():

@@ -16,20 +16,20 @@ import argparse
 import sys
 import textwrap
 from pathlib import Path
-
 from sapo_vl.commands.eval_prompts import write_prompts
 from sapo_vl.errors import UserError
 from sapo_vl.evaluation.harness import EvalConfig, run_eval
-from sapo_vl.evaluation.tasks import available_tasks
+from sapo_vl.evaluation.tasks import available_tasks, task_file
 from sapo_vl.evaluation.writers import markdown_table, sanitize_model_name
-from sapo_vl.plugins import import_plugins, load_entry_points
+from sapo_vl.plugins import import_plugins, load_entry_points, split_imports
 
 EPILOG = """\
 tasks:
   A task is a YAML file. Names resolve to <name>.yaml in $SAPO_VL_EVAL_DIR, in an eval/ directory found walking
-  up from the current directory or from the installed package, then in the tasks bundled with the package. A path
-  to any .yaml file also works. A task may read any registered dataset (source: {type: registered, name: NAME}),
-  a plug-in's too (--import MODULE). Tasks that resolve here:
+  up from the current directory or from the installed package, then in the tasks bundled with the package, or to
+  a task a plug-in registered (sapo_vl.evaluation.tasks.TASKS). A path to any .yaml file also works. A task may
+  read any registered dataset (source: {type: registered, name: NAME}), a plug-in's too (--import MODULE). Tasks
+  that resolve here:
 {tasks}
 
 samples file (--samples), JSON Lines, one object per line:
@@ -73,7 +73,7 @@ def _data_path(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    tasks = "\n".join("    " + line for line in textwrap.wrap(", ".join(available_tasks()), 108))
+    tasks = "\n".join("    " + line for line in textwrap.wrap(", ".join(sorted(available_tasks())), 108))
     p = argparse.ArgumentParser(prog="sapo-vl eval", description="Score benchmarks (official metric, Pass@1, pass@k).",
                                 epilog=EPILOG.replace("{tasks}", tasks),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list_tasks() -> int:
-    for name, path in available_tasks().items():
-        print(f"{name:<24} {path}")
+    for name, loader in sorted(available_tasks().items()):
+        print(f"{name:<24} {task_file(loader) or '(registered by a plug-in)'}")
     return 0
 
 
@@ -130,15 +130,15 @@ def _config(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-
-    try:
+    argv, imports = split_imports(sys.argv[1:] if argv is None else argv)
+    try:  # before the parser is built: --help lists the plug-ins' tasks too
         load_entry_points()
-        import_plugins(args.imports)
+        import_plugins(imports)
     except UserError as exc:
         print(f"sapo-vl eval: error: {exc}", file=sys.stderr)
         return 2
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.list_tasks:
         return _list_tasks()
     if not args.tasks:

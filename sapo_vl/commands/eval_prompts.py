@@ -11,7 +11,6 @@ One JSON line per doc::
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import json
 import mimetypes
@@ -65,7 +64,7 @@ def write_prompts(tasks: list[str], path: str, *, limit: int | None = None,
         for name in tasks:
             spec = resolve_task(name)
             records = load_task_records(spec, data_paths.get(spec.name) or data_paths.get(name), limit)
-            gen = dataclasses.asdict(spec.generation)
+            gen = spec.generation.model_dump()
             for rec in records:
                 line = {"task": spec.name, "doc_id": rec["id"], "prompt": rec["prompt"],
                         "images": [str(img) if isinstance(img, (str, Path)) else image_data_uri(img)

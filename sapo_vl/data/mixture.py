@@ -20,6 +20,7 @@ import torch
 from sapo_vl.data.records import Records
 from sapo_vl.data.registry import load_dataset_by_name
 from sapo_vl.errors import DataError
+from sapo_vl.sections import DataSource
 
 SOURCE_COLUMN = "data_source"
 _STREAM = 1_000_003  # seed offset between sources' permutation streams (source 0 keeps the plain seed)
@@ -35,8 +36,6 @@ class Source:
 
 def _entries(data) -> list:
     """The mixture entries of the ``data`` section; a single dataset is a mixture of one."""
-    from sapo_vl.config import DataSource  # here: config imports sapo_vl.data (until its sections are split out)
-
     if data.mixture:
         return data.mixture
     return [DataSource(dataset=data.dataset, kwargs=data.kwargs, eval_kwargs=data.eval_kwargs)]
@@ -58,8 +57,9 @@ def load_sources(data) -> list[Source]:
         eval_dataset = entry.dataset if data.mixture else (data.eval_dataset or data.dataset)
         train = load_dataset_by_name(entry.dataset, split=entry.split or data.split, on_error=data.on_error,
                                      **entry.kwargs)
+        eval_kwargs = {**entry.kwargs, **entry.eval_kwargs} if eval_dataset == entry.dataset else entry.eval_kwargs
         held_out = load_dataset_by_name(eval_dataset, split=entry.eval_split or data.eval_split,
-                                        on_error=data.on_error, **{**entry.kwargs, **entry.eval_kwargs})
+                                        on_error=data.on_error, **eval_kwargs)
         if not train:
             raise DataError(f"data source {name!r} ({entry.dataset}) has no usable training records")
         sources.append(Source(name, float(entry.weight), _tagged(Records(train, getattr(train, "report", None)),

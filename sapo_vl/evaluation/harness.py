@@ -8,7 +8,6 @@ Read top to bottom: :func:`run_eval` -> :func:`evaluate_task` -> :func:`_complet
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,15 +19,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import torch
 
 from sapo_vl import __version__
-from sapo_vl.config import ModelConfig
 from sapo_vl.data import decode_images
 from sapo_vl.evaluation.metrics import mean_with_stderr, task_metrics
 from sapo_vl.evaluation.official import OFFICIAL
-from sapo_vl.evaluation.samples import SampleLog, file_sha256, read_samples_file, run_key
+from sapo_vl.evaluation.samples import SampleLog, read_samples_file, run_key
 from sapo_vl.evaluation.scoring import score_docs
 from sapo_vl.errors import UserError
-from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, generation_problem, load_task_records, resolve_task
+from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, load_task_records, resolve_task
+from sapo_vl.models import load_policy
+from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, generate_completions
+from sapo_vl.rundir import RunLock
+from sapo_vl.sections import ModelConfig, validated
 from sapo_vl.evaluation.writers import (
+    file_sha256,
     git_hash,
     markdown_table,
     model_fingerprint,
@@ -37,9 +40,6 @@ from sapo_vl.evaluation.writers import (
     write_code_exports,
     write_json,
 )
-from sapo_vl.models import load_policy
-from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, generate_completions
-from sapo_vl.rundir import RunLock
 
 
 class EvalInputError(UserError, ValueError):
@@ -112,13 +112,9 @@ class _Policy:
 
 def effective_generation(spec: TaskSpec, cfg: EvalConfig) -> GenerationSpec:
     """The task's generation settings with the run's overrides applied."""
-    overrides = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(GenerationSpec)
-                 if getattr(cfg, f.name, None) is not None}
-    gen = dataclasses.replace(spec.generation, **overrides)
-    problem = generation_problem(gen)
-    if problem:
-        raise EvalInputError(f"task {spec.name}: generation settings: {problem}")
-    return gen
+    overrides = {k: getattr(cfg, k) for k in GenerationSpec.model_fields if getattr(cfg, k, None) is not None}
+    return validated(GenerationSpec, {**spec.generation.model_dump(), **overrides},
+                     f"task {spec.name}: generation settings", EvalInputError)
 
 
 def _generate(policy: _Policy, records: list[dict], gen: GenerationSpec, batch_size: int) -> list[list[str]]:
@@ -180,7 +176,7 @@ def evaluate_task(spec: TaskSpec, cfg: EvalConfig, policy: _Policy | None,
     if provided is not None:
         _check_sample_ids(spec.name, records, provided, complete=cfg.limit is None)
     gen = effective_generation(spec, cfg)
-    gen_kwargs = dataclasses.asdict(gen) if provided is None else {"source": "samples file"}
+    gen_kwargs = gen.model_dump() if provided is None else {"source": "samples file"}
     key = run_key({"task": _result_parts(spec), "generation": gen_kwargs,
                    "model": policy.fingerprint if policy is not None else "samples"})
     log = SampleLog(Path(cfg.output_dir) / f"samples_{spec.name}.jsonl", key, overwrite=cfg.overwrite)

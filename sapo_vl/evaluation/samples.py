@@ -99,14 +99,6 @@ def read_samples_file(path: str | os.PathLike, tasks: list[str]) -> dict[str, di
     return {t: dict(docs) for t, docs in out.items()}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def run_key(parts: dict[str, Any]) -> str:
     """A short stable hash of what determines a doc's result (task definition, generation, model)."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode("utf-8")

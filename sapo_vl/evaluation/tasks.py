@@ -16,22 +16,23 @@ Records are read and normalised by ``sapo_vl.data`` (``load_records`` over a loc
 this module only turns a benchmark row into a record-shaped row (field aliases, adapter, prompt template, system
 prompt, image fields, verifier columns).
 
-Task names resolve to ``<name>.yaml`` in, in order: ``$SAPO_VL_EVAL_DIR``, an ``eval/`` directory found walking
-up from the current directory, one found walking up from this package (an editable install), and the tasks
-bundled in the package (``sapo_vl/evaluation/builtin_tasks/``, the offline tasks).
-Any path to a ``.yaml`` file works too.
+Eval tasks are a registry, ``TASKS`` (name -> a function returning the ``TaskSpec``), filled from the ``<name>.yaml``
+files of, in priority order: ``$SAPO_VL_EVAL_DIR``, an ``eval/`` directory found walking up from the current
+directory, one found walking up from this package (an editable install), and the tasks bundled in the package
+(``sapo_vl/evaluation/builtin_tasks/``, the offline tasks). Plug-ins register their own
+(``TASKS.register("my_task", lambda: load_task_file(path))``). Any path to a ``.yaml`` file works too.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from sapo_vl.data import Records, RecordSpec, load_dataset_by_name, load_records, render_template
 from sapo_vl.data.images import as_image_list
@@ -39,6 +40,8 @@ from sapo_vl.data.records import RESERVED_KEYS
 from sapo_vl.errors import UserError
 from sapo_vl.evaluation.adapters import ADAPTERS, TaskDataError
 from sapo_vl.evaluation.official import OFFICIAL
+from sapo_vl.registry import Registry
+from sapo_vl.sections import Section, validated
 
 VERIFIER_IS_OFFICIAL = "pass@1"  # `official: pass@1`: the verifier's verdict is the benchmark's definition (code)
 
@@ -49,194 +52,113 @@ class TaskSpecError(UserError, ValueError):
     """A task YAML file is malformed: names the file and the key."""
 
 
-SOURCE_TYPES = ("auto", "jsonl", "json", "parquet", "disk", "registered")
-
-
-@dataclass
-class SourceSpec:
-    type: str = "auto"  # auto | jsonl | json | parquet | disk | registered
+class SourceSpec(Section):
+    type: Literal["auto", "jsonl", "json", "parquet", "disk", "registered"] = "auto"
     path: str | None = None  # default data path (relative to the YAML file)
     env: str | None = None  # environment variable holding the data path
     name: str | None = None  # a dataset registered in sapo_vl.data.DATASETS (type: registered)
-    kwargs: dict[str, Any] = field(default_factory=dict)  # options of the registered dataset's builder
+    kwargs: dict[str, Any] = {}  # options of the registered dataset's builder
     split: str | None = None
     image_root: str | None = None  # where relative image paths point, relative to the data root
     hint: str | None = None  # where to get the data, shown when it is missing
 
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("type") in ("pip", "hf_disk"):  # the names of task version 1
+            raise ValueError(f"type {raw['type']!r} was renamed: use " + (
+                "{type: registered, name: <dataset>}" if raw["type"] == "pip" else "'disk'"))
+        return raw
 
-@dataclass
-class PromptSpec:
+    @model_validator(mode="after")
+    def _registered_has_a_name(self):
+        if self.type == "registered" and not self.name:
+            raise ValueError("name (a registered dataset) is required when type is 'registered'")
+        return self
+
+
+class PromptSpec(Section):
     template: str | None = None  # default: "{question}"; a registered dataset's prompt as it is
     system: str | None = None
 
 
-@dataclass
-class VerifierSpec:
+class VerifierSpec(Section):
     name: str = "math"  # a sapo_vl.rewards.REWARDS key; rows may override it through a "reward" field
-    kwargs: dict[str, Any] = field(default_factory=dict)  # constant keyword arguments to the reward function
-    columns: dict[str, str] = field(default_factory=dict)  # reward-function column -> row field
+    kwargs: dict[str, Any] = {}  # constant keyword arguments to the reward function
+    columns: dict[str, str] = {}  # reward-function column -> row field
     threshold: float = 1.0  # a completion is correct when its reward >= threshold
 
+    @field_validator("columns")
+    @classmethod
+    def _no_record_keys(cls, columns: dict) -> dict:
+        clash = sorted(set(columns) & set(RESERVED_KEYS))
+        if clash:
+            raise ValueError(f"{clash} clash with record keys {RESERVED_KEYS}")
+        return columns
 
-@dataclass
-class GenerationSpec:
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = off
-    max_new_tokens: int = 512
+
+class GenerationSpec(Section):
+    n: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)  # 0 = off
+    max_new_tokens: int = Field(512, ge=1)
     min_pixels: int | None = None
     max_pixels: int | None = None
     seed: int | None = 0
 
 
-@dataclass
-class TaskSpec:
-    name: str
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+
+
+class TaskSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")  # letters, digits, '_', '-', '.'
     source: SourceSpec
-    prompt: PromptSpec
+    prompt: PromptSpec = PromptSpec()  # or a string: the template
     verifier: VerifierSpec
     answer: str | None = "answer"  # the gold answer's field; null for tasks judged by tests only (code)
     version: int | str = 1
     description: str = ""
     homepage: str | None = None
     id_field: str | None = "id"  # None: the row index is the id
-    fields: dict[str, list[str]] = field(default_factory=dict)  # canonical name -> aliases (first non-null wins)
+    fields: dict[str, list[str]] = {}  # canonical name -> aliases (first non-null wins; one string for one)
     adapter: str | None = None  # named row transform in sapo_vl.evaluation.adapters.ADAPTERS
     official: str | None = None  # the benchmark's own metric (OFFICIAL name, or "pass@1"), reported first
     images: list[str] | None = None  # fields holding images; default: none, a registered dataset's "images"
-    generation: GenerationSpec = field(default_factory=GenerationSpec)
-    k: list[int] = field(default_factory=lambda: [1])
-    exports: list[str] = field(default_factory=list)  # "humaneval", "evalplus"
+    generation: GenerationSpec = GenerationSpec()
+    k: list[PositiveInt] = Field([1], min_length=1)  # pass@k values (one number for one)
+    exports: list[Literal["humaneval", "evalplus"]] = []
     fixture: str | None = None  # tiny fixture in the release layout (relative to the YAML file)
-    path: Path | None = None  # the YAML file this spec came from
+    path: Path | None = None  # the YAML file this spec came from (set by load_task_file)
+
+    _one_or_many = field_validator("images", "exports", "k", mode="before")(_as_list)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _template_shorthand(cls, value: Any) -> Any:
+        return {"template": value} if isinstance(value, str) else value
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _alias_shorthand(cls, value: Any) -> Any:
+        return {k: _as_list(v) for k, v in value.items()} if isinstance(value, dict) else value
 
     def to_config(self) -> dict[str, Any]:
         """A JSON-able view of the spec, for the results file's ``configs``."""
-        out = dataclasses.asdict(self)
-        out["path"] = str(self.path) if self.path else None
-        return out
-
-
-# ------------------------------------------------------------------------------------------------ validation
-
-_SECTIONS = {"source": SourceSpec, "prompt": PromptSpec, "verifier": VerifierSpec, "generation": GenerationSpec}
-_TOP_KEYS = {f.name for f in dataclasses.fields(TaskSpec)} - {"path"}
-_REQUIRED = ("name", "source", "verifier")
-_EXPORTS = ("humaneval", "evalplus")
-
-
-def _check_type(where: str, value: Any, types: tuple, what: str) -> None:
-    if isinstance(value, bool) and bool not in types:
-        raise TaskSpecError(f"{where}: expected {what}, got {value!r}")
-    if not isinstance(value, types):
-        raise TaskSpecError(f"{where}: expected {what}, got {type(value).__name__} {value!r}")
-
-
-def _section(where: str, cls: type, raw: Any) -> Any:
-    if raw is None:
-        return cls()
-    _check_type(where, raw, (dict,), "a mapping")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise TaskSpecError(f"{where}: unknown keys {unknown}; allowed: {sorted(known)}")
-    types = {"str": (str,), "int": (int,), "float": (int, float), "dict": (dict,), "bool": (bool,)}
-    for key, value in raw.items():
-        ann = str(known[key].type)
-        if value is None and "None" in ann:
-            continue
-        base = ann.split("|")[0].split("[")[0].strip()
-        _check_type(f"{where}.{key}", value, types[base], f"a {base}")
-    return cls(**raw)
-
-
-def _str_list(where: str, raw: Any) -> list[str]:
-    if isinstance(raw, str):
-        return [raw]
-    _check_type(where, raw, (list,), "a string or a list of strings")
-    for i, item in enumerate(raw):
-        _check_type(f"{where}[{i}]", item, (str,), "a string")
-    return list(raw)
-
-
-def _validate_top(where: str, raw: dict) -> None:
-    unknown = sorted(set(raw) - _TOP_KEYS)
-    if unknown:
-        raise TaskSpecError(f"{where}: unknown keys {unknown}; allowed: {sorted(_TOP_KEYS)}")
-    missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise TaskSpecError(f"{where}: missing required keys {missing}")
-    _check_type(f"{where}: name", raw["name"], (str,), "a string")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", raw["name"]):
-        raise TaskSpecError(f"{where}: name {raw['name']!r} may only hold letters, digits, '_', '-', '.'")
-    if raw.get("answer") is not None:
-        _check_type(f"{where}: answer", raw["answer"], (str,), "a field name or null")
-
-
-def _validate_semantics(where: str, spec: TaskSpec) -> None:
-    src = spec.source
-    if src.type not in SOURCE_TYPES:
-        raise TaskSpecError(f"{where}: source.type {src.type!r} is not one of {'/'.join(SOURCE_TYPES)}")
-    if src.type == "registered" and not src.name:
-        raise TaskSpecError(f"{where}: source.name (a registered dataset) is required when source.type is "
-                            "'registered'")
-    if spec.adapter is not None:
-        ADAPTERS.check(spec.adapter, f"{where}: adapter")
-    if spec.official not in (None, VERIFIER_IS_OFFICIAL):
-        OFFICIAL.check(spec.official, f"{where}: official")
-    if not spec.k or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in spec.k):
-        raise TaskSpecError(f"{where}: k must be a non-empty list of integers >= 1, got {spec.k!r}")
-    problem = generation_problem(spec.generation)
-    if problem:
-        raise TaskSpecError(f"{where}: generation: {problem}")
-    clash = sorted(set(spec.verifier.columns) & set(RESERVED_KEYS))
-    if clash:
-        raise TaskSpecError(f"{where}: verifier.columns {clash} clash with record keys {RESERVED_KEYS}")
-    bad = sorted(set(spec.exports) - set(_EXPORTS))
-    if bad:
-        raise TaskSpecError(f"{where}: exports {bad} unknown; allowed: {list(_EXPORTS)}")
-
-
-def generation_problem(gen: GenerationSpec) -> str | None:
-    """What is wrong with generation settings, or None."""
-    if gen.n < 1 or gen.max_new_tokens < 1 or gen.top_k < 0:
-        return f"need n >= 1, max_new_tokens >= 1, top_k >= 0; got n={gen.n}, " \
-               f"max_new_tokens={gen.max_new_tokens}, top_k={gen.top_k}"
-    if not 0 < gen.top_p <= 1 or gen.temperature < 0:
-        return f"need 0 < top_p <= 1 and temperature >= 0; got top_p={gen.top_p}, temperature={gen.temperature}"
-    return None
+        return self.model_dump(mode="json")
 
 
 def parse_task(raw: Any, path: Path | None = None) -> TaskSpec:
     """Validate a parsed YAML mapping into a :class:`TaskSpec`; errors name the file and the key."""
     where = str(path) if path else "<task>"
-    _check_type(where, raw, (dict,), "a mapping at the top level")
-    source = raw.get("source")
-    if isinstance(source, dict) and source.get("type") in ("pip", "hf_disk"):  # the names of task version 1
-        raise TaskSpecError(f"{where}: source.type {source['type']!r} was renamed: use "
-                            + ("{type: registered, name: <dataset>}" if source["type"] == "pip" else "'disk'"))
-    _validate_top(where, raw)
-    if isinstance(raw.get("prompt"), str):  # shorthand: prompt: "template"
-        raw = {**raw, "prompt": {"template": raw["prompt"]}}
-    kwargs: dict[str, Any] = {k: v for k, v in raw.items() if k not in _SECTIONS}
-    for key, cls in _SECTIONS.items():
-        kwargs[key] = _section(f"{where}: {key}", cls, raw.get(key))
-    if raw.get("images") is not None:
-        kwargs["images"] = _str_list(f"{where}: images", raw["images"])
-    kwargs["exports"] = _str_list(f"{where}: exports", raw.get("exports") or [])
-    kwargs["k"] = raw.get("k", [1]) if not isinstance(raw.get("k"), int) else [raw["k"]]
-    fields_raw = raw.get("fields") or {}
-    _check_type(f"{where}: fields", fields_raw, (dict,), "a mapping of name -> aliases")
-    kwargs["fields"] = {name: _str_list(f"{where}: fields.{name}", al) for name, al in fields_raw.items()}
-    for key in ("version",):
-        if key in raw:
-            _check_type(f"{where}: {key}", raw[key], (int, str), "an int or a string")
-    for key in ("description", "homepage", "adapter", "fixture", "id_field", "official"):
-        if raw.get(key) is not None:
-            _check_type(f"{where}: {key}", raw[key], (str,), "a string")
-    spec = TaskSpec(**kwargs, path=path)
-    _validate_semantics(where, spec)
+    if isinstance(raw, dict) and "path" in raw:
+        raise TaskSpecError(f"{where}: unknown key(s) path (a task's data path is source.path)")
+    spec = validated(TaskSpec, {**raw, "path": path} if isinstance(raw, dict) else raw, where, TaskSpecError)
+    if spec.adapter is not None:
+        ADAPTERS.check(spec.adapter, f"{where}: adapter")
+    if spec.official not in (None, VERIFIER_IS_OFFICIAL):
+        OFFICIAL.check(spec.official, f"{where}: official")
     return spec
 
 
@@ -247,11 +169,13 @@ def load_task_file(path: str | Path) -> TaskSpec:
     except FileNotFoundError as exc:
         raise TaskSpecError(f"task file {path} does not exist") from exc
     except yaml.YAMLError as exc:
-        raise TaskSpecError(f"{path}: invalid YAML: {exc}") from exc
+        raise TaskSpecError(f"{path}: invalid YAML: {' '.join(str(exc).split())}") from exc
     return parse_task(raw, path)
 
 
-# ------------------------------------------------------------------------------------------------ resolution
+# ------------------------------------------------------------------------------------------------ the registry
+
+TASKS = Registry("eval task")  # name -> () -> TaskSpec: the task files (available_tasks) and plug-ins' own
 
 
 def _walk_up_eval_dirs(start: Path) -> list[Path]:
@@ -260,39 +184,38 @@ def _walk_up_eval_dirs(start: Path) -> list[Path]:
 
 def task_dirs() -> list[Path]:
     """Directories searched for ``<name>.yaml``, in priority order (see the module docstring)."""
-    dirs: list[Path] = []
-    if os.environ.get("SAPO_VL_EVAL_DIR"):
-        dirs.append(Path(os.environ["SAPO_VL_EVAL_DIR"]))
-    dirs += _walk_up_eval_dirs(Path.cwd().resolve())
-    dirs += _walk_up_eval_dirs(Path(__file__).resolve().parent)
-    dirs.append(BUILTIN_DIR)
-    seen, unique = set(), []
-    for d in dirs:
-        if d.resolve() not in seen:
-            seen.add(d.resolve())
-            unique.append(d)
-    return unique
+    dirs = [Path(os.environ["SAPO_VL_EVAL_DIR"])] if os.environ.get("SAPO_VL_EVAL_DIR") else []
+    dirs += _walk_up_eval_dirs(Path.cwd().resolve()) + _walk_up_eval_dirs(Path(__file__).resolve().parent)
+    unique: dict[Path, Path] = {}
+    for d in [*dirs, BUILTIN_DIR]:
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
 
 
-def available_tasks() -> dict[str, Path]:
-    """Task name -> YAML path, first directory in :func:`task_dirs` wins."""
-    found: dict[str, Path] = {}
-    for d in task_dirs():
+def task_file(loader: Any) -> Path | None:
+    """The YAML file a registered task reads, or None (a plug-in's own)."""
+    is_file = isinstance(loader, functools.partial) and loader.func is load_task_file
+    return loader.args[0] if is_file else None
+
+
+def available_tasks() -> Registry:
+    """``TASKS`` with the task files re-read from :func:`task_dirs` (they depend on the working directory and
+    ``$SAPO_VL_EVAL_DIR``); the first directory wins, a plug-in's task over a file of the same name."""
+    for name in [n for n, loader in TASKS.items() if task_file(loader)]:
+        del TASKS[name]
+    plugins = set(TASKS)
+    for d in reversed(task_dirs()):
         for file in sorted(d.glob("*.yaml")):
-            found.setdefault(file.stem, file)
-    return found
+            if file.stem not in plugins:
+                TASKS[file.stem] = functools.partial(load_task_file, file)
+    return TASKS
 
 
 def resolve_task(name_or_path: str) -> TaskSpec:
     """Load a task by name (see :func:`task_dirs`) or by path to a YAML file."""
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or os.sep in name_or_path:
-        return load_task_file(candidate)
-    tasks = available_tasks()
-    if name_or_path not in tasks:
-        raise TaskSpecError(f"unknown task {name_or_path!r}; available: {sorted(tasks)} "
-                            f"(searched {[str(d) for d in task_dirs()]}); or pass a path to a YAML file")
-    return load_task_file(tasks[name_or_path])
+    if Path(name_or_path).suffix in (".yaml", ".yml") or os.sep in name_or_path:
+        return load_task_file(name_or_path)
+    return available_tasks()[name_or_path]()
 
 
 # ------------------------------------------------------------------------------------------- rows -> records

@@ -29,9 +29,11 @@ def _cache_file() -> Path:
     return Path(root) / "sapo_vl" / "weight_sha256.json"
 
 
-def file_sha256(path: Path) -> str:
-    """The sha256 of a whole weight file, computed once: cached by absolute path, size, mtime and inode (a file
-    rewritten in place gets a new mtime), so a second evaluation of the same checkpoint costs nothing."""
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 of a whole file (weights, a samples file), computed once: cached by absolute path, size, mtime
+    and inode (a file rewritten in place gets a new mtime), so a second evaluation of the same checkpoint costs
+    nothing."""
+    path = Path(path)
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
     cache_path = _cache_file()

@@ -13,8 +13,8 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from sapo_vl.checkpoint import is_checkpoint, load_checkpoint
-from sapo_vl.config import ModelConfig
 from sapo_vl.models.shards import UnsupportedConversion, empty_model, load_safetensors, materialize, own_memory
+from sapo_vl.sections import ModelConfig
 from sapo_vl.models.vision import patch_embed_as_linear
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,

@@ -1,41 +1,39 @@
-"""Time-bounded math-verify checks in a small pool of persistent worker processes.
+"""Time-bounded math-verify checks in a pebble process pool.
 
-Why a process pool
-------------------
-math-verify bounds its work with ``signal.alarm``, which only works on the main thread, and our training loop
-scores rewards from a thread pool. Some answers are also genuinely pathological for sympy (``9^{9^{9^9}}``,
-``(10^{10})!``): the computation never returns and no Python-level timeout can interrupt it. So each check runs
-in a separate process with math-verify's own timeouts off, under a wall-clock deadline enforced here: a worker that
-misses its deadline is killed (SIGKILL) and replaced at once, and the check counts as failed. Persistent workers
-cost one import of math-verify each (about a second) instead of one per check; a replacement starts importing as
-soon as its predecessor dies, so the next check only waits for whatever import time is left.
+math-verify bounds its work with ``signal.alarm``, which only works on the main thread, while rewards are scored on
+threads; and some answers never finish in sympy (``9^{9^{9^9}}``, ``(10^{10})!``), in C code no Python timeout can
+interrupt. So every check runs in a worker process of a :class:`pebble.ProcessPool` with math-verify's own
+timeouts off, scheduled with ``timeout=``: pebble kills a worker whose check overruns (the check counts as failed)
+and starts a replacement. The deadline runs from the moment a worker takes the check, so start-up never counts.
 
-The pool is safe to use from any thread: each check borrows one idle worker, so at most ``size`` checks run at
-once and the others wait for a worker. A forked child process gets its own pool (keyed by pid). POSIX only
-(``select`` on pipes).
+Workers are forked (spawned off Linux), then import math-verify and run one warm-up check before taking work
+(about a second). Each dies with SIGTERM at once (pebble's handler cannot run while sympy holds the GIL). On Linux
+each also caps its address space at ``mem_mb`` above what it inherited (a huge integer raises MemoryError instead of
+swapping the machine) and never outlives the trainer (``PR_SET_PDEATHSIG``, which follows the forking thread: the
+pool is started from one long-lived thread, and pebble forks replacements from its own manager thread). A forked
+trainer gets its own pool.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
+import ctypes
+import gc
+import logging
+import multiprocessing
 import os
-import queue
-import select
-import subprocess
+import signal
 import sys
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from collections import Counter
+from concurrent.futures import CancelledError, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import lru_cache
 
-_WORKER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_mv_worker.py")
-# Run the worker file without putting its directory (which holds our math.py) or the cwd on sys.path.
-_LOADER = (
-    "import os, runpy, sys; sys.path[:] = [p for p in sys.path if p not in ('', '.', os.getcwd())]; "
-    "runpy.run_path(sys.argv[1], run_name='__main__')"
-)
+from pebble import ProcessExpired, ProcessPool
+
+_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"  # forking a threaded process is unsafe on macOS
 
 
 def default_pool_size() -> int:
@@ -46,241 +44,147 @@ def default_pool_size() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-class WorkerStartError(RuntimeError):
-    """A math-verify worker process failed to start (e.g. math-verify is not installed)."""
+def _init_worker(parent_pid: int, mem_mb: int) -> None:
+    gc.freeze()  # the collector never walks the objects inherited from the trainer, so their pages stay shared
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import resource  # POSIX only
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # the trainer died before the signal was armed
+            os._exit(0)
+        if mem_mb > 0:
+            with open("/proc/self/statm") as f:
+                inherited = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            limit = inherited + mem_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    logging.disable(logging.WARNING)
+    _verify(r"\frac{1}{2}", "0.5", {})  # imports math-verify, compiles its regexes, loads sympy's lazy parts
 
 
-class _Worker:
-    """One worker process and its line buffer. Used by one thread at a time."""
+def _as_latex_env(text: str) -> str:
+    """Wrap an answer span in ``$...$`` so math-verify's LaTeX extractor sees exactly that span.
 
-    def __init__(self, mem_mb: int, startup_timeout_s: float):
-        env = dict(os.environ, SAPO_VL_MATH_WORKER_MEM_MB=str(mem_mb), SAPO_VL_MATH_PARENT_PID=str(os.getpid()))
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the worker; closed in kill()
-        self._startup_timeout_s = startup_timeout_s
-        self._buf = b""
-        self.ready = False
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-c", _LOADER, _WORKER_FILE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-            bufsize=0,
-            close_fds=True,
-            start_new_session=True,  # a terminal's Ctrl-C goes to the trainer, not to every worker
-        )
-
-    def _readline(self, deadline: float) -> bytes | None:
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            readable, _, _ = select.select([fd], [], [], remaining)
-            if not readable:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:  # EOF: the worker died
-                return None
-            self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return line
-
-    def wait_ready(self) -> None:
-        if self.ready:
-            return
-        line = self._readline(time.monotonic() + self._startup_timeout_s)
-        if line is None or not json.loads(line).get("ready"):
-            self.kill()
-            self._stderr.seek(0)
-            tail = self._stderr.read()[-2000:].decode(errors="replace")
-            raise WorkerStartError(
-                f"math-verify worker did not start within {self._startup_timeout_s:.0f} s "
-                f"(exit code {self.proc.returncode}). Its stderr ends with:\n{tail}"
-            )
-        self.ready = True
-
-    def request(self, payload: dict, timeout_s: float) -> dict | None:
-        """Send one check; the reply, or ``None`` on deadline or worker death. Raises BrokenPipeError if the
-        worker was already dead before the request was sent."""
-        self.wait_ready()
-        self.proc.stdin.write((json.dumps(payload) + "\n").encode())
-        line = self._readline(time.monotonic() + timeout_s)
-        return None if line is None else json.loads(line)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        self._stderr.close()
+    Unescaped ``$`` are delimiters, not content, and inline math cannot span lines."""
+    out = []
+    prev = ""
+    for ch in text:
+        if ch == "$" and prev != "\\":
+            prev = ch
+            continue
+        out.append(" " if ch in "\r\n" else ch)
+        prev = ch
+    return "$" + "".join(out).strip() + "$"
 
 
-@dataclass
-class PoolStats:
-    """Counters for monitoring and the benchmark."""
+@lru_cache(maxsize=4096)
+def _parse(text: str):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse  # in workers only: imports sympy
 
-    checks: int = 0
-    timeouts: int = 0
-    crashes: int = 0
-    errors: int = 0
-    restarts: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    configs = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    return parse(_as_latex_env(text), extraction_config=configs, parsing_timeout=None)
 
-    def bump(self, **counts: int) -> None:
-        with self._lock:
-            for name, n in counts.items():
-                setattr(self, name, getattr(self, name) + n)
+
+def _verify(pred: str, gold: str, options: dict) -> bool:
+    """One check, in a worker: ``verify(parse(gold), parse(pred))`` (not symmetric: gold first)."""
+    from math_verify import verify  # in workers only, as in _parse
+
+    gold_expr, pred_expr = _parse(gold), _parse(pred)
+    return bool(gold_expr and pred_expr and verify(gold_expr, pred_expr, timeout_seconds=None, **options))
+
+
+def _worker_pid() -> int:
+    """A worker's pid, after a pause that lets the other workers take the next ones (see ``warm_up``)."""
+    time.sleep(0.05)
+    return os.getpid()
+
+
+def _outcome(future) -> tuple[bool, str]:
+    try:
+        return bool(future.result()), "ok"
+    except TimeoutError:
+        return False, "timeouts"
+    except ProcessExpired:  # died on this input (e.g. at the memory cap)
+        return False, "crashes"
+    except (BrokenProcessPool, CancelledError):
+        raise
+    except Exception:  # noqa: BLE001 - anything sympy raises is a failed check
+        return False, "errors"
 
 
 class VerifierPool:
-    """Up to ``size`` persistent math-verify processes; :meth:`check` is thread-safe and time-bounded."""
+    """``size`` math-verify worker processes; :meth:`check_many` is thread-safe and time-bounded."""
 
-    def __init__(self, size: int | None = None, *, mem_mb: int = 4096, startup_timeout_s: float = 120.0):
+    def __init__(self, size: int | None = None, *, mem_mb: int = 4096):
         self.size = size or default_pool_size()
         self.mem_mb = mem_mb
-        self.startup_timeout_s = startup_timeout_s
-        self.stats = PoolStats()
-        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self.stats: Counter[str] = Counter()  # ok, timeouts, crashes, errors
         self._lock = threading.Lock()
-        self._spawned = 0
+        self._pool: ProcessPool | None = None
+        self._pending: set = set()  # futures not done yet: cancelled by close(), so no caller waits forever
         self._closed = False
-        self._executor: ThreadPoolExecutor | None = None
 
-    def _spawn(self) -> _Worker:
-        # From one long-lived thread: a worker's parent-death signal (see _mv_worker) fires when the thread that
-        # created it exits, so workers must not be created by short-lived reward threads.
-        return _spawner().submit(_Worker, self.mem_mb, self.startup_timeout_s).result()
-
-    def _acquire(self) -> _Worker:
-        """An idle worker, a new one while the pool is below ``size``, or the next one to come back."""
-        while True:
-            try:
-                return self._idle.get_nowait()
-            except queue.Empty:
-                pass
-            with self._lock:
-                if self._closed:
-                    raise RuntimeError("VerifierPool is closed")
-                grow = self._spawned < self.size
-                if grow:
-                    self._spawned += 1
-            if grow:
-                try:
-                    return self._spawn()
-                except BaseException:
-                    with self._lock:
-                        self._spawned -= 1
-                    raise
-            try:  # wake up now and then: a worker that failed to start frees its slot without coming back
-                return self._idle.get(timeout=0.5)
-            except queue.Empty:
-                continue
-
-    def _release(self, worker: _Worker) -> None:
-        with self._lock:
-            closed = self._closed
-        if closed:
-            worker.kill()
-        else:
-            self._idle.put(worker)
-
-    def _replace(self, worker: _Worker) -> None:
-        """Kill ``worker`` and put a fresh one (already importing) in the idle queue."""
-        worker.kill()
-        self.stats.bump(restarts=1)
+    def _schedule(self, fn, *args, timeout: float | None = None):
+        """Schedule ``fn(*args)`` on the pebble pool, (re)started from the long-lived starter thread."""
         with self._lock:
             if self._closed:
-                self._spawned -= 1
-                return
+                raise RuntimeError("VerifierPool is closed")
+            if self._pool is None or not self._pool.active:  # not started yet, or broken: its idle workers died
+                if self._pool is not None:
+                    self._pool.stop()
+                    self._pool.join()
+                self._pool = ProcessPool(self.size, initializer=_init_worker, initargs=(os.getpid(), self.mem_mb),
+                                         context=multiprocessing.get_context(_START_METHOD))
+                _starter().submit(self._pool.schedule, _worker_pid).result()  # forks the first workers there
+            future = self._pool.schedule(fn, args, timeout=timeout)
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+        return future
+
+    def check_many(self, pairs: list[tuple[str, str]], *, timeout_s: float, **options) -> list[bool]:
+        """Whether each ``(pred, gold)`` pair is equal; a check that overruns ``timeout_s``, crashes its worker or
+        raises is ``False``. Spread over the workers; a pool that broke is restarted once."""
+        def run() -> list[tuple[bool, str]]:
+            futures = [self._schedule(_verify, p, g, options, timeout=timeout_s) for p, g in pairs]
+            return [_outcome(f) for f in futures]
+
         try:
-            self._idle.put(self._spawn())
-        except BaseException:
-            with self._lock:
-                self._spawned -= 1
-            raise
-
-    def check(self, pred: str, gold: str, *, timeout_s: float, **options) -> tuple[bool, str]:
-        """``(equal, status)``, status one of ``"ok"``, ``"timeout"`` (deadline hit or worker died on this
-        input), ``"error"`` (math-verify raised). Only ``"ok"`` can be equal."""
-        payload = {"pred": pred, "gold": gold, **options}
-        for attempt in range(2):
-            worker = self._acquire()
-            try:
-                reply = worker.request(payload, timeout_s)
-            except (BrokenPipeError, OSError):  # died while idle (e.g. OOM-killed): retry once on a fresh one
-                self._replace(worker)
-                if attempt == 1:
-                    raise
-                continue
-            except WorkerStartError:
-                with self._lock:
-                    self._spawned -= 1
-                raise
-            except BaseException:
-                self._replace(worker)
-                raise
-            break
-        self.stats.bump(checks=1)
-        if reply is None:
-            self.stats.bump(timeouts=1)
-            self._replace(worker)
-            return False, "timeout"
-        self._release(worker)
-        if "error" in reply:
-            self.stats.bump(errors=1)
-            return False, "error"
-        return bool(reply["ok"]), "ok"
-
-    def check_many(self, pairs: list[tuple[str, str]], *, timeout_s: float, **options) -> list[tuple[bool, str]]:
-        """:meth:`check` for each ``(pred, gold)`` pair, spread over the workers."""
-        if len(pairs) <= 1 or self.size == 1:
-            return [self.check(p, g, timeout_s=timeout_s, **options) for p, g in pairs]
+            outcomes = run()
+        except BrokenProcessPool:
+            outcomes = run()
         with self._lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(self.size, thread_name_prefix="sapo-math-verify")
-            executor = self._executor
-        futures = [executor.submit(self.check, p, g, timeout_s=timeout_s, **options) for p, g in pairs]
-        return [f.result() for f in futures]
+            self.stats.update(status for _, status in outcomes)
+        return [equal for equal, _ in outcomes]
 
     def warm_up(self) -> None:
-        """Start all workers now and wait until they are ready (otherwise they start on first use)."""
-        workers = [self._acquire() for _ in range(self.size)]
-        for w in workers:
-            w.wait_ready()
-        for w in workers:
-            self._release(w)
+        """Start the workers now and wait until every one has imported math-verify."""
+        pids: set[int] = set()
+        while len(pids) < self.size:
+            pids.update(f.result() for f in [self._schedule(_worker_pid) for _ in range(self.size)])
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=False)
-        while True:
-            try:
-                self._idle.get_nowait().kill()
-            except queue.Empty:
-                break
+            self._closed, pool, self._pool = True, self._pool, None
+        if pool is not None:
+            pool.stop()
+            pool.join()
+        for future in list(self._pending):
+            future.cancel()
 
 
 _POOL: VerifierPool | None = None
 _POOL_PID: int | None = None
 _POOL_LOCK = threading.Lock()
-_SPAWNER: tuple[int, ThreadPoolExecutor] | None = None
+_STARTER: tuple[int, ThreadPoolExecutor] | None = None
 
 
-def _spawner() -> ThreadPoolExecutor:
-    """The process's single worker-spawning thread (a forked child gets its own)."""
-    global _SPAWNER
+def _starter() -> ThreadPoolExecutor:
+    """The process's one long-lived pool-starting thread (a forked child gets its own)."""
+    global _STARTER
     with _POOL_LOCK:
-        if _SPAWNER is None or _SPAWNER[0] != os.getpid():
-            _SPAWNER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="sapo-math-spawn"))
-        return _SPAWNER[1]
+        if _STARTER is None or _STARTER[0] != os.getpid():
+            _STARTER = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="sapo-math-start"))
+        return _STARTER[1]
 
 
 def get_pool() -> VerifierPool:
@@ -288,8 +192,7 @@ def get_pool() -> VerifierPool:
     global _POOL, _POOL_PID
     with _POOL_LOCK:
         if _POOL is None or _POOL_PID != os.getpid():
-            _POOL = VerifierPool()
-            _POOL_PID = os.getpid()
+            _POOL, _POOL_PID = VerifierPool(), os.getpid()
         return _POOL
 
 
@@ -298,8 +201,7 @@ def configure_pool(size: int | None = None, *, mem_mb: int = 4096) -> VerifierPo
     global _POOL, _POOL_PID
     with _POOL_LOCK:
         old = _POOL if _POOL_PID == os.getpid() else None
-        _POOL = VerifierPool(size, mem_mb=mem_mb)
-        _POOL_PID = os.getpid()
+        _POOL, _POOL_PID = VerifierPool(size, mem_mb=mem_mb), os.getpid()
     if old is not None:
         old.close()
     return _POOL

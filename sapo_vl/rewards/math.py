@@ -15,7 +15,7 @@ Equivalence (:func:`math_equal`) has two stages:
    and ``1,220`` -- one thousand two hundred twenty -- are decided here), against gold ``1.22`` the answer
    ``1,22`` is the pair it looks like;
 2. otherwise math-verify (``verify(parse(gold), parse(pred))``, gold first: the comparison is not symmetric) in a
-   persistent worker process under a hard wall-clock deadline (:mod:`sapo_vl.rewards._pool`). This covers
+   worker process under a hard wall-clock deadline (:mod:`sapo_vl.rewards._pool`). This covers
    fractions vs decimals, sets in any order, intervals, ``x = 3`` vs ``3``, units in ``\\text{}``, percentages,
    and symbolic forms (``3\\sqrt{2}`` vs ``\\sqrt{18}``). A check that times out or crashes its worker is
    ``False``.
@@ -186,7 +186,7 @@ def math_equal_many(
         keys = list(pending)
         outcomes = get_pool().check_many([(join_groups(k[0]), join_groups(k[1])) for k in keys],
                                          timeout_s=timeout_s, **options)
-        for key, (equal, _status) in zip(keys, outcomes):
+        for key, equal in zip(keys, outcomes):
             _cache_put(key, equal)
             for i in pending[key]:
                 results[i] = equal

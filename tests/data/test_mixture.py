@@ -67,8 +67,9 @@ def test_a_pre_mixture_checkpoint_state_loads_and_a_different_mixture_is_refused
 
 
 def test_load_sources_tags_records_with_their_source_and_reward():
-    data = DataConfig(mixture=[DataSource("synthetic_shapes", weight=2, kwargs={"n": 6}, name="shapes"),
-                               DataSource("easy_vqa", kwargs={"limit": 4}, reward="mcq", eval_kwargs={"limit": 2})])
+    data = DataConfig(mixture=[DataSource(dataset="synthetic_shapes", weight=2, kwargs={"n": 6}, name="shapes"),
+                               DataSource(dataset="easy_vqa", kwargs={"limit": 4}, reward="mcq",
+                                          eval_kwargs={"limit": 2})])
     shapes, vqa = load_sources(data)
     assert (shapes.name, shapes.weight, len(shapes.train)) == ("shapes", 2.0, 6)
     assert {r[SOURCE_COLUMN] for r in shapes.train + shapes.eval} == {"shapes"}
@@ -80,3 +81,11 @@ def test_a_single_dataset_is_a_mixture_of_one_with_its_eval_dataset():
     (src,) = load_sources(DataConfig(dataset="synthetic_shapes", kwargs={"n": 5}, eval_kwargs={"n": 3}))
     assert (src.name, len(src.train), len(src.eval)) == ("synthetic_shapes", 5, 3)
     assert src.eval[0]["id"] == "synthetic_shapes-test-0"
+
+
+def test_another_eval_dataset_gets_only_the_eval_kwargs(tmp_path):
+    rows = tmp_path / "train.jsonl"
+    rows.write_text('{"prompt": "What is 1+1?", "answer": "2"}\n{"prompt": "What is 2+2?", "answer": "4"}\n')
+    (src,) = load_sources(DataConfig(dataset="jsonl", kwargs={"path": str(rows), "default_reward": "math"},
+                                     eval_dataset="synthetic_shapes", eval_kwargs={"n": 3}))
+    assert len(src.train) == 2 and [r["id"] for r in src.eval] == [f"synthetic_shapes-test-{i}" for i in range(3)]

@@ -220,14 +220,15 @@ def test_data_path_must_name_an_evaluated_task(evaluate):
 
 
 def test_run_eval_writes_nothing_for_a_bad_task_name(tmp_path):
-    from sapo_vl.evaluation.tasks import TaskSpecError
+    from sapo_vl.errors import UnknownNameError
 
     samples = write_jsonl(tmp_path / "s.jsonl", EASY[:1])
-    with pytest.raises(TaskSpecError):
+    with pytest.raises(UnknownNameError):
         run_eval(EvalConfig(tasks=["nope"], output_dir=str(tmp_path / "o"), samples=str(samples), progress=False))
     assert not (tmp_path / "o").exists()
 
 
 def test_generation_overrides_are_validated(evaluate):
-    with pytest.raises(EvalInputError, match="task easy_vqa: generation settings: need n >= 1"):
+    with pytest.raises(EvalInputError, match="task easy_vqa: generation settings: n: expected a number "
+                                               "greater than or equal to 1, got 0"):
         evaluate(["easy_vqa"], EASY[:1], limit=1, n=0)

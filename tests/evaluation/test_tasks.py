@@ -10,16 +10,18 @@ import yaml
 from PIL import Image
 
 from sapo_vl.data import render_template
-from sapo_vl.errors import DataError
+from sapo_vl.errors import DataError, UnknownNameError
 from sapo_vl.evaluation.adapters import TaskDataError
 from sapo_vl.evaluation.tasks import (
     BUILTIN_DIR,
+    TASKS,
     TaskSpecError,
     available_tasks,
     load_task_file,
     load_task_records,
     parse_task,
     resolve_task,
+    task_file,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +78,7 @@ def test_registered_dataset_task_loads_offline(path):
 
 
 def test_a_version_1_pip_source_says_what_replaced_it():
-    with pytest.raises(TaskSpecError, match=r"source.type 'pip' was renamed: use \{type: registered"):
+    with pytest.raises(TaskSpecError, match=r"source: type 'pip' was renamed: use \{type: registered"):
         parse_task(_raw(source={"type": "pip", "loader": "easy_vqa"}))
 
 
@@ -104,7 +106,7 @@ def test_builtin_tasks_are_copies_of_the_eval_dir_ones():
 
 
 def test_task_names_resolve_from_the_repo_and_from_the_package(tmp_path, monkeypatch):
-    assert available_tasks()["math500"] == EVAL_DIR / "math500.yaml"
+    assert task_file(available_tasks()["math500"]) == EVAL_DIR / "math500.yaml"
     monkeypatch.chdir(tmp_path)  # outside the repo: the editable install still finds eval/ next to the package
     assert resolve_task("easy_vqa").name == "easy_vqa"
     assert resolve_task(str(EVAL_DIR / "ai2d.yaml")).name == "ai2d"
@@ -113,12 +115,25 @@ def test_task_names_resolve_from_the_repo_and_from_the_package(tmp_path, monkeyp
 def test_env_dir_takes_priority(tmp_path, monkeypatch):
     shutil.copy(EVAL_DIR / "math500.yaml", tmp_path / "mine.yaml")
     monkeypatch.setenv("SAPO_VL_EVAL_DIR", str(tmp_path))
-    assert available_tasks()["mine"] == tmp_path / "mine.yaml"
+    assert task_file(available_tasks()["mine"]) == tmp_path / "mine.yaml"
+    monkeypatch.delenv("SAPO_VL_EVAL_DIR")
+    assert "mine" not in available_tasks()  # re-read: a task file that is no longer found is no longer listed
 
 
 def test_unknown_task_lists_available_names():
-    with pytest.raises(TaskSpecError, match="unknown task 'nope'.*math500"):
-        resolve_task("nope")
+    with pytest.raises(UnknownNameError, match=r"unknown eval task 'mathh500'; registered eval tasks: .*math500.*"
+                                               r"\(did you mean 'math500'\?\)"):
+        resolve_task("mathh500")
+
+
+def test_a_plugin_registers_a_task_that_wins_over_a_file_of_the_same_name():
+    spec = parse_task(_raw(name="math500", description="mine"))
+    TASKS.register("math500", lambda: spec, overwrite=True)
+    try:
+        assert resolve_task("math500") is spec and task_file(available_tasks()["math500"]) is None
+    finally:
+        del TASKS["math500"]
+    assert resolve_task("math500").description != "mine"
 
 
 def test_missing_data_names_the_override_env_var_and_where_to_get_it(monkeypatch):
@@ -147,31 +162,42 @@ def _raw(**over):
 def test_unknown_keys_are_listed_with_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(_raw(promt="x", colour=1)))
-    with pytest.raises(TaskSpecError, match=r"bad.yaml: unknown keys \['colour', 'promt'\]"):
+    with pytest.raises(TaskSpecError, match=r"bad.yaml: unknown key\(s\) colour, promt \(did you mean prompt\?\)"):
         load_task_file(path)
 
 
 def test_unknown_nested_key_names_its_section():
-    with pytest.raises(TaskSpecError, match=r"generation: unknown keys \['temp'\]"):
-        parse_task(_raw(generation={"temp": 0.5}))
+    with pytest.raises(TaskSpecError, match=r"<task>: unknown key\(s\) generation.temprature \(did you mean "
+                                            r"generation.temperature\?\); valid keys: generation.n, "):
+        parse_task(_raw(generation={"temprature": 0.5}))
 
 
 def test_wrong_type_names_the_key():
-    with pytest.raises(TaskSpecError, match=r"generation.n: expected a int"):
+    with pytest.raises(TaskSpecError, match=r"generation.n: expected a valid integer.*, got 'four'"):
         parse_task(_raw(generation={"n": "four"}))
-    with pytest.raises(TaskSpecError, match="need 0 < top_p <= 1"):
+    with pytest.raises(TaskSpecError, match="generation.top_p: expected a number greater than 0, got 0"):
         parse_task(_raw(generation={"top_p": 0}))
-    with pytest.raises(TaskSpecError, match="k must be a non-empty list"):
+    with pytest.raises(TaskSpecError, match=r"<task>: k\[0\]: expected a number greater than 0, got 0"):
         parse_task(_raw(k=[0]))
+    with pytest.raises(TaskSpecError, match=r"exports\[0\]: expected 'humaneval' or 'evalplus', got 'plus'"):
+        parse_task(_raw(exports="plus"))
+    with pytest.raises(TaskSpecError, match=r"<task>: name: String should match pattern .*, got 'a b'"):
+        parse_task(_raw(name="a b"))
+
+
+def test_one_value_may_stand_for_a_list_and_a_string_for_the_prompt():
+    spec = parse_task(_raw(k=2, images="image", exports="humaneval", fields={"question": "q"}, prompt="{q}?"))
+    assert (spec.k, spec.images, spec.exports, spec.fields) == ([2], ["image"], ["humaneval"], {"question": ["q"]})
+    assert spec.prompt.template == "{q}?"
 
 
 def test_missing_required_keys_are_listed():
-    with pytest.raises(TaskSpecError, match=r"missing required keys \['verifier'\]"):
+    with pytest.raises(TaskSpecError, match=r"<task>: missing required key\(s\) verifier"):
         parse_task({"name": "t", "source": {}})
 
 
 def test_verifier_columns_may_not_shadow_record_keys():
-    with pytest.raises(TaskSpecError, match="clash with record keys"):
+    with pytest.raises(TaskSpecError, match=r"verifier.columns: \['prompt'\] clash with record keys"):
         parse_task(_raw(verifier={"name": "math", "columns": {"prompt": "x"}}))
 
 

@@ -1,11 +1,12 @@
 """Math verifier: answer extraction, equivalence through math-verify, time bounds, threads, and the reward."""
 
+import multiprocessing
 import os
 import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import pytest
 
@@ -223,18 +224,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-# The child loads _pool.py by path (it imports only the standard library), starts a worker on an endless check,
-# and is SIGKILLed: the worker must not survive it.
+# The child loads _pool.py by path (it imports no torch), starts a worker on an endless check, and is SIGKILLed: the
+# worker must not survive it.
 _ORPHAN_SCRIPT = """
-import importlib.util, os, signal, sys, threading
+import importlib.util, multiprocessing, os, signal, sys, threading
 spec = importlib.util.spec_from_file_location("mvpool", sys.argv[1])
 pool = sys.modules["mvpool"] = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pool)
 p = pool.VerifierPool(1)
 p.warm_up()
-print(p._idle.queue[0].proc.pid, flush=True)
+print(*[c.pid for c in multiprocessing.active_children()], flush=True)
 threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGKILL)).start()
-p.check("9^{9^{9^{9}}}", "1", timeout_s=600)
+p.check_many([("9^{9^{9^{9}}}", "1")], timeout_s=600)
 """
 
 
@@ -243,13 +244,44 @@ def test_worker_does_not_outlive_a_killed_parent():
     out = subprocess.run(
         [sys.executable, "-c", _ORPHAN_SCRIPT, _pool.__file__], capture_output=True, text=True, timeout=120
     )
-    worker_pid = int(out.stdout.split()[0])
+    worker_pids = [int(pid) for pid in out.stdout.split()]
+    assert worker_pids, out.stderr
     deadline = time.monotonic() + 10
-    while _alive(worker_pid) and time.monotonic() < deadline:
+    while any(map(_alive, worker_pids)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(worker_pid):
-        os.kill(worker_pid, 9)  # clean up before failing
+    if alive := [pid for pid in worker_pids if _alive(pid)]:
+        for pid in alive:
+            os.kill(pid, 9)  # clean up before failing
         pytest.fail("math-verify worker kept running after its parent was killed")
+
+
+def _workers() -> list[int]:
+    return [c.pid for c in multiprocessing.active_children()]
+
+
+def test_pool_survives_a_worker_killed_while_idle():
+    pool = _pool.VerifierPool(1)
+    try:
+        pool.warm_up()
+        for pid in _workers():
+            os.kill(pid, 9)
+        time.sleep(0.5)
+        assert pool.check_many([(r"\frac{1}{2}", "0.5"), ("x", "2")], timeout_s=30) == [True, False]
+    finally:
+        pool.close()
+
+
+def test_closing_a_pool_stops_its_workers_and_releases_a_caller_mid_check():
+    before = set(_workers())
+    pool = _pool.VerifierPool(1)
+    pool.warm_up()
+    with ThreadPoolExecutor(1) as caller:
+        check = caller.submit(pool.check_many, [(r"9^{9^{9^{9}}}", "1")], timeout_s=600)
+        time.sleep(0.5)
+        pool.close()
+        with pytest.raises(CancelledError):
+            check.result(timeout=10)
+    assert not set(_workers()) - before
 
 
 def test_math_equal_many_keeps_order():
