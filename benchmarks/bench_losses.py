@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from sapo_vl.algos import DEFAULT_AGGREGATION, POLICY_LOSSES, aggregate
+from sapo_vl.algos import ALGORITHMS, POLICY_LOSSES, aggregate
 
 
 def _batch(b: int, t: int, device: str, dtype: torch.dtype):
@@ -65,7 +65,8 @@ def main() -> None:
         def run():
             x = logp.detach().requires_grad_(True)
             out = POLICY_LOSSES[name](logprobs=x, old_logprobs=old, advantages=adv, response_mask=mask)
-            aggregate(out.per_token_loss, mask, DEFAULT_AGGREGATION[name]).backward()
+            mode = ALGORITHMS[name].aggregation if name in ALGORITHMS else "seq-mean-token-mean"  # the paper's
+            aggregate(out.per_token_loss, mask, mode).backward()
 
         return run
 

@@ -52,18 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         runs[choice] = setup(cfg, None, StopFlag())
     times: dict[str, list[float]] = {name: [] for name in runs}
     phases: dict[str, dict[str, list[float]]] = {name: {} for name in runs}
-    try:
-        for r in range(args.rounds + 1):  # round 0 warms up
-            for name, run in runs.items():
-                start = time.perf_counter()
-                metrics = train_step(run)
-                if r:
-                    times[name].append(time.perf_counter() - start)
-                    for phase in PHASES:
-                        phases[name].setdefault(phase, []).append(metrics[f"time/{phase}"])
-    finally:
-        for run in runs.values():
-            run.reward_pool.close()
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for name, run in runs.items():
+            start = time.perf_counter()
+            metrics = train_step(run)
+            if r:
+                times[name].append(time.perf_counter() - start)
+                for phase in PHASES:
+                    phases[name].setdefault(phase, []).append(metrics[f"time/{phase}"])
     print(f"{args.prompts} prompts x G {args.group}, {args.tokens} new tokens, tiny {args.layers}-layer MoE, "
           f"{args.mini_batches} mini-batches x {args.epochs} epochs, {torch.get_num_threads()} threads, "
           f"{args.rounds} rounds (median)")

@@ -12,8 +12,8 @@ The remedy
 If, and only if, the extension fails to load, we declare the two operator *schemas* that torchvision's Python code
 looks up at import (``nms`` and ``qnms``) with ``torch.library``. No kernel is registered: calling
 ``torchvision.ops.nms`` still raises, but the pure-Python transforms that the processors use import and work.
-(DESIGN.md section 4 measured that torchvision-backed and PIL-backed Qwen2-VL image processors give identical
-pixels.) Wherever the extension loads (a matching CUDA machine, a CPU torchvision build), this is a no-op.
+(Torchvision-backed and PIL-backed Qwen2-VL image processors were measured to give identical pixels on our CPU
+machines.) Wherever the extension loads (a matching CUDA machine, a CPU torchvision build), this is a no-op.
 
 ``sapo_vl/__init__.py`` installs ``patch_on_first_lookup``, which runs :func:`ensure_torchvision_importable` when
 torchvision is first imported or probed (transformers probes it), so importing sapo_vl itself imports no torch.

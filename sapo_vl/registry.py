@@ -1,4 +1,5 @@
-"""One registry idiom for every kind of plug-in: datasets, rewards, policy losses, advantages, eval adapters.
+"""One registry idiom for every kind of plug-in named in a config: datasets, rewards, policy losses, advantages,
+aggregation modes, KL estimators, algorithm presets, VQA metrics, eval adapters, official metrics.
 
 A ``Registry`` is a ``dict`` (name -> object) that knows what kind of thing it holds, so every registry
 registers and fails the same way::
@@ -33,14 +34,22 @@ def unknown_name(kind: str, name: Any, known: list[str]) -> UnknownNameError:
 
 
 class Registry(dict):
-    """``name -> object`` for one kind of plug-in, with ``register`` and an error that names the kind."""
+    """``name -> object`` for one kind of plug-in, with ``register`` and an error that names the kind. Entries are
+    callables, or instances of ``of`` where given (e.g. the algorithm presets); ``hints`` completes the error for
+    names a user may expect here (e.g. an algorithm that is not a loss of its own)."""
 
-    def __init__(self, kind: str, entries: dict[str, Any] | None = None):
+    def __init__(self, kind: str, entries: dict[str, Any] | None = None, *, of: type | None = None,
+                 hints: dict[str, str] | None = None):
         super().__init__(entries or {})
-        self.kind = kind
+        self.kind, self.of, self.hints = kind, of, hints or {}
 
     def __missing__(self, name: str):
-        raise unknown_name(self.kind, name, list(self))
+        raise self._unknown(name)
+
+    def _unknown(self, name: Any, where: str = "") -> UnknownNameError:
+        hint = self.hints.get(name) if isinstance(name, str) else None
+        message = f"{where + ': ' if where else ''}{unknown_name(self.kind, name, list(self))}"
+        return UnknownNameError(f"{message} {hint}" if hint else message)
 
     def register(self, name: str, obj: Any = None, *, overwrite: bool = False) -> Any:
         """Register ``obj`` under ``name``; used as ``register(name, obj)`` or as the decorator
@@ -49,8 +58,9 @@ class Registry(dict):
             raise ValueError(f"a {self.kind} name must be a non-empty str, got {name!r}")
 
         def add(value: Any) -> Any:
-            if not callable(value):
-                raise TypeError(f"{self.kind} {name!r} must be callable, got {type(value).__name__}")
+            if not (isinstance(value, self.of) if self.of else callable(value)):
+                expected = self.of.__name__ if self.of else "callable"
+                raise TypeError(f"{self.kind} {name!r} must be {expected}, got {type(value).__name__}")
             if name in self and self[name] is not value and not overwrite:
                 raise ValueError(f"{self.kind} {name!r} is already registered; pass overwrite=True to replace it")
             self[name] = value
@@ -61,8 +71,7 @@ class Registry(dict):
     def check(self, name: str, where: str = "") -> str:
         """``name`` if registered, else the unknown-name error (prefixed with ``where``, e.g. a config key)."""
         if name not in self:
-            err = unknown_name(self.kind, name, list(self))
-            raise type(err)(f"{where}: {err}" if where else str(err))
+            raise self._unknown(name, where)
         return name
 
     def __repr__(self) -> str:

@@ -198,7 +198,7 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
                                 top_k=r.top_k),
         memory=memory, ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
         last_saved=start_step, pending=pending_rollouts(state, accelerator))
-    run.engine.record_routing = bool(moe_routers(hf_model)) and sampler_logprobs(run)  # routing drift, replay
+    run.engine.record_routing = bool(moe_routers(hf_model)) and update.old_logprobs_source() == "sampler"  # drift
     return run
 
 
@@ -227,42 +227,19 @@ def evaluate(r: Run) -> dict[str, float]:
     return out
 
 
-def scored_by_update(r: Run) -> bool:
-    """The update trains the very policy that made the rollout (no staleness, no routing replay, one epoch), so it
-    scores the old log-probs itself (``PolicyUpdate.update``): the first mini-batch from its own forward, the rest
-    (none with one mini-batch) just before the first optimizer step. FSDP2-sharded with several mini-batches, the
-    rollout phase scores them (ranks may keep different numbers of rows, and every forward is collective there)."""
-    cfg = r.cfg
-    return (cfg.train.epochs == 1 and cfg.rollout.staleness == 0 and cfg.algo.routing_replay == "none"
-            and (cfg.train.num_mini_batches == 1 or not r.update.sharded))
-
-
-def sampler_logprobs(r: Run) -> bool:
-    """Whether the sampler's log-probs and MoE routing (``HFEngine.sample``) serve as pi_old's, so no forward scores
-    the rollout (``rollout.old_logprobs``): "sampler" always, "score" never, "auto" where they equal a scoring
-    forward's to float32 rounding (float32 weights, no bf16 autocast) and a forward would score it: not when the
-    update's one mini-batch reads them from its own forward (``scored_by_update``), which costs no pass and gives
-    ratio 1 exactly. In bf16 the sampler's and a forward's log-probs differ by bf16 rounding; "sampler" then takes
-    pi_old to be the distribution the tokens were drawn from, as vLLM-based trainers do."""
-    choice = r.cfg.rollout.old_logprobs
-    if choice != "auto":
-        return choice == "sampler"
-    free = scored_by_update(r) and r.cfg.train.num_mini_batches == 1
-    return r.hf_model.dtype == torch.float32 and r.accelerator.mixed_precision == "no" and not free
-
-
 def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
-    """G completions per prompt with pi_old's log-probs: the sampler's (``sampler_logprobs``), or scored by a
-    no-grad forward with the MoE routing (here, or by the update itself: ``scored_by_update``)."""
+    """G completions per prompt with pi_old's log-probs and MoE routing from where ``old_logprobs_source`` says: the
+    sampler's, a no-grad forward here, or none (the update scores them)."""
     cfg = r.cfg
     r.hf_model.eval()
     t0 = time.perf_counter()
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
-    if not sampler_logprobs(r):
+    source = r.update.old_logprobs_source()
+    if source != "sampler":
         rollout.old_logprobs = rollout.routing = None
     unscored = rollout.old_logprobs is None or (cfg.algo.routing_replay != "none" and rollout.routing is None)
-    if unscored and not scored_by_update(r):
+    if unscored and source != "update":
         rollout.old_logprobs, rollout.routing = r.update.score(rollout)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,
@@ -318,7 +295,7 @@ def train_step(r: Run) -> dict:
     r.pending.append(rollout.select(keep) if len(keep) < len(rollout) else rollout)
     t1 = time.perf_counter()
     r.hf_model.train()
-    scoring = 0.0  # the old log-probs, when the update scored them (scored_by_update)
+    scoring = 0.0  # the old log-probs, when the update scored them (old_logprobs_source "update")
     if len(r.pending) > r.cfg.rollout.staleness:
         with r.memory.phase("update"):
             update_metrics = r.update.update(r.pending.pop(0))
@@ -351,10 +328,7 @@ def run(cfg: Config) -> dict:
         except Interrupted as why:
             print(f"[sapo-vl] {stop.signal}: {why}; stopped before training started, nothing saved", flush=True)
             return {"step": 0, "stopped": stop.signal}
-        try:
-            summary = _loop(r, out_dir, resume_from)
-        finally:
-            r.reward_pool.close()
+        summary = _loop(r, out_dir, resume_from)
         leave_process_group(r.accelerator)
         return summary
 

@@ -122,7 +122,7 @@ class PolicyUpdate:
                                            **fused_adamw(trainable, accelerator.device if accelerator else None))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(train.lr_schedule, train.warmup_steps, train.total_steps))
-        # shared prefix (auto | always | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
+        # train.prefix_sharing (auto | off): a micro-batch's repeated prompts run once (sapo_vl.models.prefix)
         self.share = use_shared_prefix(model, train.prefix_sharing, self.sharded)
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
@@ -141,14 +141,35 @@ class PolicyUpdate:
         load_checkpoint(checkpoint, self.policy, self.optimizer, weights=False)
         self.scheduler.load_state_dict(state["scheduler"])
 
+    def old_logprobs_source(self) -> str:
+        """Where pi_old's log-probs (and MoE routing) come from; the one place that decides (``rollout.old_logprobs``):
+
+        - ``"update"``: this update trains the very policy that made the rollout (one epoch, no staleness, no routing
+          replay; FSDP2-sharded only with one mini-batch, as ranks may keep different numbers of rows and every
+          forward is collective there), so the rollout comes without them and ``update`` scores them itself.
+        - ``"sampler"``: the sampler's own (``HFEngine.sample``), no forward at all. Always with "sampler"; with
+          "auto" where they equal a scoring forward's to float32 rounding (float32 weights, no bf16 autocast) and
+          a forward would run (not "update" with one mini-batch, which costs no pass and gives ratio 1 exactly).
+          In bf16 they differ from a forward's by bf16 rounding; "sampler" then takes pi_old to be the
+          distribution the tokens were drawn from, as vLLM-based trainers do.
+        - ``"score"``: a no-grad forward of the policy in the rollout phase (``score``)."""
+        ro, train = self.rollout, self.train
+        by_update = (train.epochs == 1 and ro.staleness == 0 and self.algo.routing_replay == "none"
+                     and (train.num_mini_batches == 1 or not self.sharded))
+        exact = self.model.dtype == torch.float32 and getattr(self.accelerator, "mixed_precision", "no") == "no"
+        free = by_update and train.num_mini_batches == 1
+        if ro.old_logprobs == "sampler" or (ro.old_logprobs == "auto" and exact and not free):
+            return "sampler"
+        return "update" if by_update else "score"
+
     def update(self, batch: Rollout) -> dict[str, float]:
         """Mini-batches x epochs over ``batch``, one optimizer step per mini-batch, then one schedule step.
 
-        A ``batch`` without old log-probs was made by this very policy (no staleness, no routing replay: see
-        ``sapo_vl.train.scored_by_update``). pi_old is then the policy until its first optimizer step, so the first
-        mini-batch reads its old log-probs from its own forward, detached (exactly: the same weights), and the other
-        rows are scored by one no-grad forward just before that step (all rows with more than one epoch): one
-        mini-batch's forward fewer than scoring the whole rollout apart. Its seconds are ``time/logprob``."""
+        A ``batch`` without old log-probs was made by this very policy (``old_logprobs_source`` is "update"). pi_old
+        is then the policy until its first optimizer step, so the first mini-batch reads its old log-probs from its
+        own forward, detached (exactly: the same weights), and the other rows are scored by one no-grad forward just
+        before that step (all rows with more than one epoch): one mini-batch's forward fewer than scoring the whole
+        rollout apart. Its seconds are ``time/logprob``."""
         per_step: list[dict] = []
         n_mb = min(self.train.num_mini_batches, len(batch))
         scoring = 0.0

@@ -4,8 +4,9 @@ import json
 
 import pytest
 import torch
+from helpers import naive_token_logprobs
 
-from sapo_vl.models.logprobs import naive_token_logprobs, token_logprobs
+from sapo_vl.models.logprobs import token_logprobs
 
 pytestmark = pytest.mark.gpu
 

@@ -26,8 +26,8 @@ def register(monkeypatch):
 def test_total_is_the_weighted_sum_of_the_functions(register):
     register("t_length", lambda completions, **kw: [float(len(c)) for c in completions])
     register("t_one", lambda completions, **kw: [1.0] * len(completions))
-    with RewardPoolContext({"t_length": 0.5, "t_one": 2.0}) as pool:
-        totals, comps = pool.score(["ab", "abcd", ""], _records(3))
+    pool = RewardPool({"t_length": 0.5, "t_one": 2.0})
+    totals, comps = pool.score(["ab", "abcd", ""], _records(3))
     assert totals == [3.0, 4.0, 2.0]
     assert comps == {"t_length": [2.0, 4.0, 0.0], "t_one": [1.0, 1.0, 1.0]}
     assert pool.names == ["t_length", "t_one"]
@@ -35,21 +35,21 @@ def test_total_is_the_weighted_sum_of_the_functions(register):
 
 def test_builtin_verifier_scores_against_the_record_answer():
     records = [{"id": "a", "prompt": "Color?", "answer": "red"}, {"id": "b", "prompt": "Color?", "answer": "blue"}]
-    with RewardPoolContext({"vqa": 1.0}) as pool:
-        totals, _ = pool.score(["red", "red"], records)
+    pool = RewardPool({"vqa": 1.0})
+    totals, _ = pool.score(["red", "red"], records)
     assert totals == [1.0, 0.0]
 
 
 def test_none_components_are_skipped_and_an_all_none_total_is_zero_and_counted(register):
     register("t_maybe", lambda completions, **kw: [None if c == "skip" else 1.0 for c in completions])
     register("t_never", lambda completions, **kw: [None if c != "x" else 0.5 for c in completions])
-    with RewardPoolContext({"t_maybe": 1.0, "t_never": 4.0}) as pool:
-        totals, comps = pool.score(["a", "skip", "x"], _records(3))
-        assert totals == [1.0, 0.0, 3.0]
-        assert comps == {"t_maybe": [1.0, None, 1.0], "t_never": [None, None, 0.5]}
-        assert pool.last_not_applicable == 1
-        pool.score(["a"], _records(1))
-        assert pool.last_not_applicable == 0  # per call
+    pool = RewardPool({"t_maybe": 1.0, "t_never": 4.0})
+    totals, comps = pool.score(["a", "skip", "x"], _records(3))
+    assert totals == [1.0, 0.0, 3.0]
+    assert comps == {"t_maybe": [1.0, None, 1.0], "t_never": [None, None, 0.5]}
+    assert pool.last_not_applicable == 1
+    pool.score(["a"], _records(1))
+    assert pool.last_not_applicable == 0  # per call
 
 
 def test_functions_receive_record_columns_trl_style(register):
@@ -61,8 +61,8 @@ def test_functions_receive_record_columns_trl_style(register):
 
     register("t_spy", spy)
     records = _records(3)
-    with RewardPoolContext({"t_spy": 1.0}, chunk_size=8) as pool:
-        pool.score(["a", "b", "c"], records)
+    pool = RewardPool({"t_spy": 1.0}, chunk_size=8)
+    pool.score(["a", "b", "c"], records)
     assert seen["answer"] == ["0", "1", "2"] and seen["difficulty"] == [0, 1, 2]
     assert seen["prompts"] == ["question 0", "question 1", "question 2"]
     assert {"id", "prompt", "reward", "meta"} <= seen["keys"] and "images" not in seen["keys"]
@@ -83,28 +83,17 @@ def test_order_is_kept_across_chunks_and_workers(register):
 
     register("t_slow", slow_identity)
     n = 23
-    with RewardPoolContext({"t_slow": 1.0}, num_workers=4, chunk_size=3) as pool:
-        totals, comps = pool.score([str(i) for i in range(n)], _records(n))
+    pool = RewardPool({"t_slow": 1.0}, num_workers=4, chunk_size=3)
+    totals, comps = pool.score([str(i) for i in range(n)], _records(n))
     assert totals == [float(i) for i in range(n)] and comps["t_slow"] == totals
     assert len(threads) > 1  # the chunks really ran on several workers
 
 
 def test_length_mismatch_is_an_error():
-    with RewardPoolContext({"vqa": 1.0}) as pool, pytest.raises(ValueError, match="2 completions but 1 records"):
-        pool.score(["a", "b"], _records(1))
+    with pytest.raises(ValueError, match="2 completions but 1 records"):
+        RewardPool({"vqa": 1.0}).score(["a", "b"], _records(1))
 
 
 def test_unknown_reward_name_is_an_error():
     with pytest.raises(ValueError, match="unknown reward 'nope'"):
         RewardPool({"nope": 1.0})
-
-
-class RewardPoolContext:
-    def __init__(self, funcs, **kwargs):
-        self.pool = RewardPool(funcs, **kwargs)
-
-    def __enter__(self):
-        return self.pool
-
-    def __exit__(self, *exc):
-        self.pool.close()

@@ -221,7 +221,7 @@ def test_a_float32_run_takes_pi_old_from_the_sampler_and_trains_as_if_scored(tmp
     score the second); the metrics and the weights after the step equal those of scoring it, within float32
     rounding."""
     from sapo_vl.rundir import StopFlag
-    from sapo_vl.train import sampler_logprobs, setup, train_step
+    from sapo_vl.train import setup, train_step
     from sapo_vl.update import PolicyUpdate
 
     scored, real = [], PolicyUpdate.score
@@ -231,20 +231,17 @@ def test_a_float32_run_takes_pi_old_from_the_sampler_and_trains_as_if_scored(tmp
         cfg = _config(tmp_path / choice, tiny_dir, "train.num_mini_batches=2", "warmup.steps=0", length_reward,
                       f"rollout.old_logprobs={choice}")
         r = setup(cfg, None, StopFlag())
-        try:
-            assert sampler_logprobs(r) == (choice == "auto")
-            scored.clear()
-            metrics = train_step(r)
-            assert (scored == []) == (choice == "auto")
-            assert metrics["optimizer_steps"] == 2 and metrics["grad_norm"] > 0
-            weights[choice] = {k: v.detach().clone() for k, v in r.hf_model.state_dict().items()}
-            results[choice] = [metrics[k] for k in ("loss", "grad_norm", "ratio/mean", "ratio/min", "ratio/max",
-                                                    "moe/routing_drift", "moe/routing_drift_any_layer")]
-            # drift against the experts the sampler or the scoring forward recorded; with "score" the first
-            # mini-batch reads its own forward (no recorded experts) and counts with drift 0, as the sampler's does
-            assert metrics["moe/routing_drift"] > 0
-        finally:
-            r.reward_pool.close()
+        assert r.update.old_logprobs_source() == ("sampler" if choice == "auto" else "update")
+        scored.clear()
+        metrics = train_step(r)
+        assert (scored == []) == (choice == "auto")
+        assert metrics["optimizer_steps"] == 2 and metrics["grad_norm"] > 0
+        weights[choice] = {k: v.detach().clone() for k, v in r.hf_model.state_dict().items()}
+        results[choice] = [metrics[k] for k in ("loss", "grad_norm", "ratio/mean", "ratio/min", "ratio/max",
+                                                "moe/routing_drift", "moe/routing_drift_any_layer")]
+        # drift against the experts the sampler or the scoring forward recorded; with "score" the first
+        # mini-batch reads its own forward (no recorded experts) and counts with drift 0, as the sampler's does
+        assert metrics["moe/routing_drift"] > 0
     assert scored == [4]  # score: the rows outside the first mini-batch
     assert results["auto"] == pytest.approx(results["score"], rel=1e-5)
     for key, w in weights["score"].items():  # Adam's first steps (2e-3 here) amplify rounding where a gradient is ~0
@@ -257,21 +254,26 @@ def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_
     from types import SimpleNamespace
 
     from sapo_vl.config import Config
-    from sapo_vl.train import sampler_logprobs
+    from sapo_vl.update import PolicyUpdate
 
-    def run(choice="auto", dtype=torch.float32, mp="no", replay="none", mini_batches=2, epochs=1):
+    def source(choice="auto", dtype=torch.float32, mp="no", replay="none", mini_batches=2, epochs=1, staleness=0,
+               sharded=False):
         cfg = Config()
-        cfg.rollout.old_logprobs, cfg.algo.routing_replay = choice, replay
+        cfg.rollout.old_logprobs, cfg.rollout.staleness, cfg.algo.routing_replay = choice, staleness, replay
         cfg.train.num_mini_batches, cfg.train.epochs = mini_batches, epochs
-        return SimpleNamespace(cfg=cfg, hf_model=SimpleNamespace(dtype=dtype), update=SimpleNamespace(sharded=False),
-                               accelerator=SimpleNamespace(mixed_precision=mp))
+        update = SimpleNamespace(algo=cfg.algo, train=cfg.train, rollout=cfg.rollout, sharded=sharded,
+                                 model=SimpleNamespace(dtype=dtype), accelerator=SimpleNamespace(mixed_precision=mp))
+        return PolicyUpdate.old_logprobs_source(update)
 
-    assert sampler_logprobs(run()) and sampler_logprobs(run(mini_batches=1, epochs=2))
-    assert not sampler_logprobs(run(dtype=torch.bfloat16)) and not sampler_logprobs(run(mp="bf16"))
-    assert sampler_logprobs(run(replay="rollout")) and sampler_logprobs(run(replay="rollout", mini_batches=1))
+    assert source() == source(mini_batches=1, epochs=2) == "sampler"
+    assert source(replay="rollout") == source(replay="rollout", mini_batches=1) == "sampler"
     # one mini-batch, one epoch: the update's own forward gives pi_old with no pass at all (and ratio 1 exactly)
-    assert not sampler_logprobs(run(mini_batches=1))
-    assert sampler_logprobs(run("sampler", dtype=torch.bfloat16)) and not sampler_logprobs(run("score"))
+    assert source(mini_batches=1) == "update"
+    # bf16: the update scores what it trains on the policy that made the rollout, a forward scores the rest
+    assert source(dtype=torch.bfloat16) == source(mp="bf16") == source("score") == "update"
+    assert source("score", epochs=2) == source("score", staleness=1) == source("score", replay="rollout") == "score"
+    assert source("score", sharded=True) == "score" and source("score", sharded=True, mini_batches=1) == "update"
+    assert source("sampler", dtype=torch.bfloat16) == "sampler"
 
 
 _ONE_STEP = """
@@ -285,7 +287,6 @@ torch.set_num_threads(2)
 r = setup(load_config(sys.argv[1], [f"output_dir={tempfile.mkdtemp()}", f"model.path={sys.argv[2]}",
                                     "log.backends=[]", "log.progress=false", "log.plot=false"]), None, StopFlag())
 train_step(r)
-r.reward_pool.close()
 print(hashlib.md5(torch.cat([p.detach().flatten() for p in r.hf_model.parameters()]).numpy().tobytes()).hexdigest())
 """
 

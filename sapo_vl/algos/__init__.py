@@ -3,7 +3,7 @@
 * ``POLICY_LOSSES`` / ``register_policy_loss``: sapo, grpo, gspo, gspo-token, cispo (see ``losses``)
 * ``aggregate`` / ``AGGREGATION_MODES`` / ``global_normalizers``: (B, T) loss -> scalar, micro-batch exact
 * ``ADVANTAGES`` / ``register_advantage``: grpo, dr_grpo, rloo; ``zero_variance_groups`` for DAPO dynamic sampling
-* ``kl_penalty``: k1 / k2 / k3 to a reference policy
+* ``kl_penalty`` / ``KL_ESTIMATORS``: k1 / k2 / k3 to a reference policy
 * ``ALGORITHMS``: the papers' loss + aggregation + advantage combinations (e.g. dr_grpo, dapo)
 """
 
@@ -20,7 +20,6 @@ from sapo_vl.algos.kl import KL_ESTIMATORS, kl_penalty
 from sapo_vl.algos.losses import cispo_loss, grpo_loss, gspo_loss, gspo_token_loss, sapo_loss
 from sapo_vl.algos.presets import ALGORITHMS, AlgorithmPreset
 from sapo_vl.algos.registry import (
-    DEFAULT_AGGREGATION,
     POLICY_LOSSES,
     get_policy_loss,
     loss_hparams,
@@ -32,7 +31,6 @@ __all__ = [
     "ADVANTAGES",
     "AGGREGATION_MODES",
     "ALGORITHMS",
-    "DEFAULT_AGGREGATION",
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
     "AlgorithmPreset",

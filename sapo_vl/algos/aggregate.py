@@ -1,6 +1,7 @@
 """Reduce a (B, T) per-token loss to the scalar that is back-propagated.
 
-Modes (n_i = response tokens of sequence i, L_it = per-token loss, S = sequences with n_i > 0):
+Modes, in the registry ``AGGREGATION_MODES`` (where a plug-in adds its own); n_i = response tokens of sequence i,
+L_it = per-token loss, S = sequences with n_i > 0:
 
 * ``"token-mean"``:               sum_it L_it / sum_i n_i  (every token weighs the same; DAPO, CISPO)
 * ``"seq-mean-token-mean"``:      (1/S) sum_i (sum_t L_it / n_i)  (GRPO/DeepSeekMath, GSPO, SAPO default)
@@ -21,12 +22,14 @@ accumulates gradients. Pass the full batch's normaliser and the micro-batch resu
 
 ``global_num_tokens`` (used by token-mean) is sum_i n_i over the full batch; ``global_num_seqs`` (used by the
 seq-mean modes) is S over the full batch. Every mode accepts both and checks each is at least the
-micro-batch's own count; only ``max_len`` is mode-specific. Under data parallelism use the counts over all
-ranks, and multiply the loss by the world size if the wrapper averages gradients across ranks (DDP does).
+micro-batch's own count; other arguments (``max_len``) are the mode's own. Under data parallelism use the counts
+over all ranks, and multiply the loss by the world size if the wrapper averages gradients across ranks (DDP does).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
 from typing import Any
@@ -35,33 +38,52 @@ import torch
 from torch import Tensor
 
 from sapo_vl.algos.types import as_bool_mask, reject_unknown
+from sapo_vl.registry import Registry
 
-AGGREGATION_MODES: tuple[str, ...] = (
-    "token-mean",
-    "seq-mean-token-mean",
-    "seq-mean-token-sum",
-    "seq-mean-token-sum-norm",
-)
-
-# The full-batch counts describe the batch, not the mode, so every mode accepts (and validates) both and uses
-# the one it needs: a training loop can pass ``global_normalizers(full_mask)`` whatever the mode.
-# ``max_len`` is a Dr.GRPO parameter and is an error anywhere else.
-_GLOBAL = ("global_num_tokens", "global_num_seqs")
-_ALLOWED_KWARGS: dict[str, tuple[str, ...]] = {
-    "token-mean": _GLOBAL,
-    "seq-mean-token-mean": _GLOBAL,
-    "seq-mean-token-sum": _GLOBAL,
-    "seq-mean-token-sum-norm": ("max_len", *_GLOBAL),
-}
-_REQUIRED_KWARGS: dict[str, tuple[str, ...]] = {"seq-mean-token-sum-norm": ("max_len",)}
+Count = Tensor | float
+AGGREGATION_MODES = Registry("aggregation mode")
+"""``name -> fn(loss, n_tok, *, num_tokens, num_seqs, **params) -> 0-dim tensor``: ``loss`` (B, T) is 0 outside the
+mask, ``n_tok`` (B,) the response tokens per sequence, ``num_tokens`` / ``num_seqs`` the full batch's counts (>= 1).
+A mode's other keyword-only parameters (``max_len``) are its own; those without a default are required."""
+_COUNTS = ("global_num_tokens", "global_num_seqs")  # every mode accepts (and validates) both
 
 
-def _check_mode(mode: str) -> None:
-    if mode not in _ALLOWED_KWARGS:
-        raise ValueError(f"aggregate: unknown mode {mode!r}; valid modes are {list(AGGREGATION_MODES)}")
+@AGGREGATION_MODES.register("token-mean")
+def token_mean(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count) -> Tensor:
+    return loss.sum() / num_tokens
 
 
-def _count(owner: str, name: str, value: Any, local: Tensor) -> Tensor | float:
+@AGGREGATION_MODES.register("seq-mean-token-mean")
+def seq_mean_token_mean(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count) -> Tensor:
+    return (loss.sum(-1) / n_tok.clamp(min=1)).sum() / num_seqs  # (B,) per-sequence means
+
+
+@AGGREGATION_MODES.register("seq-mean-token-sum")
+def seq_mean_token_sum(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count) -> Tensor:
+    return loss.sum(-1).sum() / num_seqs
+
+
+@AGGREGATION_MODES.register("seq-mean-token-sum-norm")
+def seq_mean_token_sum_norm(loss: Tensor, n_tok: Tensor, *, num_tokens: Count, num_seqs: Count,
+                            max_len: float) -> Tensor:
+    owner = "aggregate(mode='seq-mean-token-sum-norm')"
+    if isinstance(max_len, bool) or not isinstance(max_len, numbers.Real) or not 0 < max_len < math.inf:
+        raise ValueError(f"{owner}: max_len must be a positive finite number, got {max_len!r}")
+    longest = int(n_tok.max()) if n_tok.numel() else 0
+    if longest > max_len:
+        raise ValueError(f"{owner}: sequence {int(n_tok.argmax())} has {longest} response tokens > max_len={max_len}")
+    return (loss.sum(-1) / float(max_len)).sum() / num_seqs  # (B,) sums over the fixed normaliser
+
+
+@functools.lru_cache(maxsize=None)
+def _params(fn) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A mode's own keyword-only parameters and the required ones among them."""
+    own = [p for p in inspect.signature(fn).parameters.values()
+           if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in ("num_tokens", "num_seqs")]
+    return tuple(p.name for p in own), tuple(p.name for p in own if p.default is inspect.Parameter.empty)
+
+
+def _count(owner: str, name: str, value: Any, local: Tensor) -> Count:
     """Validate a caller-given normaliser (>= the local count, >= 0) and return it, at least 1."""
     if isinstance(value, Tensor):
         if value.numel() != 1:
@@ -87,17 +109,18 @@ def aggregate(
     """Reduce ``per_token_loss`` (B, T) over ``response_mask`` (B, T) to a 0-dim tensor (see module doc).
 
     Positions outside the mask may hold NaN/inf; they are removed with ``torch.where`` and never reach the
-    result or its gradient. Unknown modes and keyword arguments raise ValueError listing the valid ones.
+    result or its gradient. An unknown mode raises the registry's error listing the registered ones; an unknown
+    keyword argument raises ValueError listing the mode's valid ones.
     """
-    _check_mode(mode)
+    fn = AGGREGATION_MODES[mode]
     owner = f"aggregate(mode={mode!r})"
-    reject_unknown(owner, {k: v for k, v in kwargs.items() if k not in _ALLOWED_KWARGS[mode]}, _ALLOWED_KWARGS[mode])
-    missing = [k for k in _REQUIRED_KWARGS.get(mode, ()) if kwargs.get(k) is None]
+    own, required = _params(fn)
+    allowed = (*own, *_COUNTS)
+    reject_unknown(owner, {k: v for k, v in kwargs.items() if k not in allowed}, allowed)
+    missing = [k for k in required if kwargs.get(k) is None]
     if missing:
-        raise ValueError(
-            f"{owner}: missing required argument(s) {missing} (the fixed Dr.GRPO normaliser, "
-            f"e.g. the maximum number of generated tokens)"
-        )
+        raise ValueError(f"{owner}: missing required argument(s) {missing} (for Dr.GRPO's max_len: the maximum "
+                         f"number of generated tokens)")
     if not isinstance(per_token_loss, Tensor) or per_token_loss.dim() != 2:
         raise ValueError(
             f"{owner}: per_token_loss must be a (B, T) tensor, got "
@@ -116,25 +139,7 @@ def aggregate(
     g_tok, g_seq = kwargs.get("global_num_tokens"), kwargs.get("global_num_seqs")
     g_tok = num_tokens.clamp(min=1) if g_tok is None else _count(owner, "global_num_tokens", g_tok, num_tokens)
     g_seq = num_seqs.clamp(min=1) if g_seq is None else _count(owner, "global_num_seqs", g_seq, num_seqs)
-
-    if mode == "token-mean":
-        return loss.sum() / g_tok
-
-    seq_sum = loss.sum(-1)  # (B,)
-    if mode == "seq-mean-token-mean":
-        per_seq = seq_sum / n_tok.clamp(min=1)  # (B,)
-    elif mode == "seq-mean-token-sum":
-        per_seq = seq_sum  # (B,)
-    else:
-        max_len = kwargs["max_len"]
-        if isinstance(max_len, bool) or not isinstance(max_len, numbers.Real) or not 0 < max_len < math.inf:
-            raise ValueError(f"{owner}: max_len must be a positive finite number, got {max_len!r}")
-        longest = int(n_tok.max()) if n_tok.numel() else 0
-        if longest > max_len:
-            row = int(n_tok.argmax())
-            raise ValueError(f"{owner}: sequence {row} has {longest} response tokens > max_len={max_len}")
-        per_seq = seq_sum / float(max_len)  # (B,)
-    return per_seq.sum() / g_seq
+    return fn(loss, n_tok, num_tokens=g_tok, num_seqs=g_seq, **{k: kwargs[k] for k in own if k in kwargs})
 
 
 def global_normalizers(response_mask: Tensor, *, max_len: float | None = None) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Per-token KL estimators to a reference policy (Schulman, "Approximating KL Divergence", 2020).
 
 Tokens are sampled from the current policy pi_theta, and we estimate KL(pi_theta || pi_ref) with
-``log_r = ref_logprobs - logprobs`` (log of pi_ref / pi_theta):
+``log_r = ref_logprobs - logprobs`` (log of pi_ref / pi_theta), by the estimators in ``KL_ESTIMATORS`` (where a
+plug-in registers its own):
 
 * ``"k1"``: ``-log_r``                   unbiased, high variance, can be negative
 * ``"k2"``: ``0.5 * log_r ** 2``         biased, low variance, >= 0
@@ -19,8 +20,20 @@ import torch
 from torch import Tensor
 
 from sapo_vl.algos.types import as_bool_mask, check_number, compute_dtype
+from sapo_vl.registry import Registry
 
-KL_ESTIMATORS: tuple[str, ...] = ("k1", "k2", "k3")
+def _k3(log_r: Tensor, clip: float) -> Tensor:
+    log_r = torch.clamp(log_r, -clip, clip)
+    return torch.expm1(log_r) - log_r  # (B, T) == exp(log_r) - log_r - 1, accurate near 0
+
+
+KL_ESTIMATORS = Registry("KL estimator", {
+    "k1": lambda log_r, clip: -log_r,
+    "k2": lambda log_r, clip: 0.5 * log_r.square(),
+    "k3": _k3,
+})
+"""``name -> fn(log_r, clip) -> per-token KL``: ``log_r`` (B, T) is log(pi_ref / pi_theta), 0 outside the mask;
+an estimator that exponentiates clamps it to +-``clip`` first."""
 
 
 def kl_penalty(
@@ -32,8 +45,7 @@ def kl_penalty(
     log_ratio_clip: float = 20.0,
 ) -> Tensor:
     """Per-token KL(pi_theta || pi_ref) estimate, shape of ``logprobs`` (B, T), float32 at least."""
-    if kind not in KL_ESTIMATORS:
-        raise ValueError(f"kl_penalty: unknown kind {kind!r}; valid kinds are {list(KL_ESTIMATORS)}")
+    estimator = KL_ESTIMATORS[kind]
     clip = check_number("kl_penalty", "log_ratio_clip", log_ratio_clip, low=0.0, low_inclusive=False)
     if not isinstance(logprobs, Tensor) or not isinstance(ref_logprobs, Tensor):
         raise TypeError("kl_penalty: logprobs and ref_logprobs must be torch.Tensors")
@@ -53,14 +65,7 @@ def kl_penalty(
         mask = as_bool_mask("kl_penalty", response_mask)  # (B, T)
         zero = torch.zeros((), dtype=dt, device=logp.device)
         logp, ref = torch.where(mask, logp, zero), torch.where(mask, ref, zero)
-    log_r = ref - logp  # (B, T)
-    if kind == "k1":
-        kl = -log_r
-    elif kind == "k2":
-        kl = 0.5 * log_r.square()
-    else:
-        log_r = torch.clamp(log_r, -clip, clip)
-        kl = torch.expm1(log_r) - log_r  # (B, T) == exp(log_r) - log_r - 1, accurate near 0
+    kl = estimator(ref - logp, clip)  # (B, T)
     if mask is not None:
         kl = torch.where(mask, kl, torch.zeros((), dtype=dt, device=kl.device))
     return kl

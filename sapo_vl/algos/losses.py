@@ -1,6 +1,6 @@
 """Policy losses: SAPO, GRPO (PPO clip, DAPO clip-higher, dual clip), GSPO / GSPO-token, CISPO.
 
-One signature for all (see DESIGN.md section 2)::
+One signature for all (the ``POLICY_LOSSES`` contract, README.md "Extend")::
 
     fn(*, logprobs, old_logprobs, advantages, response_mask, **hparams) -> PolicyLossOutput
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from sapo_vl.algos.losses import cispo_loss, grpo_loss, gspo_loss, gspo_token_loss, sapo_loss
 from sapo_vl.algos.types import PolicyLossOutput, hparam_names
-from sapo_vl.errors import UnknownNameError
 from sapo_vl.registry import Registry
 
 POLICY_LOSSES: Registry = Registry("policy loss", {
@@ -24,38 +23,23 @@ POLICY_LOSSES: Registry = Registry("policy loss", {
     "gspo": gspo_loss,
     "gspo-token": gspo_token_loss,
     "cispo": cispo_loss,
-})
-register_policy_loss = POLICY_LOSSES.register
-
-# The aggregation each loss's paper uses (pass it to ``aggregate``).
-DEFAULT_AGGREGATION: dict[str, str] = {
-    "sapo": "seq-mean-token-mean",
-    "grpo": "seq-mean-token-mean",
-    "gspo": "seq-mean-token-mean",
-    "gspo-token": "seq-mean-token-mean",
-    "cispo": "token-mean",
-}
-
-_NOT_A_LOSS = {
+}, hints={
     "dr_grpo": "Dr.GRPO is not a separate policy loss: it is loss 'grpo' + aggregation "
     "'seq-mean-token-sum-norm' + advantages 'dr_grpo' (algo.preset=dr_grpo).",
     "dapo": "DAPO is not a separate policy loss: it is loss 'grpo' with eps_high=0.28 + aggregation "
     "'token-mean' + dynamic sampling (algo.preset=dapo).",
-}
+})
+register_policy_loss = POLICY_LOSSES.register
 
 
 def get_policy_loss(name: str) -> Callable[..., PolicyLossOutput]:
-    """The registered loss function; the registry's unknown-name error otherwise (with a pointer to the preset
-    when ``name`` is an algorithm that is not a loss of its own)."""
-    try:
-        return POLICY_LOSSES[name]
-    except UnknownNameError as err:
-        hint = _NOT_A_LOSS.get(name)
-        raise UnknownNameError(f"{err} {hint}" if hint else str(err)) from None
+    """``POLICY_LOSSES[name]``: the registered loss function, or the registry's unknown-name error (which points at
+    the preset when ``name`` is an algorithm that is not a loss of its own)."""
+    return POLICY_LOSSES[name]
 
 
 def loss_hparams(name: str) -> dict[str, Any]:
     """Hyperparameter names of a loss with their defaults, e.g. ``{"tau_pos": 1.0, "tau_neg": 1.05, ...}``."""
-    fn = get_policy_loss(name)
+    fn = POLICY_LOSSES[name]
     params = inspect.signature(fn).parameters
     return {k: params[k].default for k in hparam_names(fn)}

@@ -109,15 +109,6 @@ def token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torc
     return logp, (entropy if with_entropy else None)
 
 
-def naive_token_logprobs(hidden: torch.Tensor, lm_head: torch.nn.Module, targets: torch.Tensor, *,
-                         temperature: float = 1.0):
-    """Reference: the full (N, V) float32 log-softmax at once. For tests and benchmarks only."""
-    logits = lm_head(hidden).float() / temperature  # (N, V)
-    logp_all = torch.log_softmax(logits, dim=-1)  # (N, V)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)  # (N,)
-    return logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1), entropy
-
-
 def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float = 1.0, chunk_size: int = 1024,
                    with_entropy: bool = False, output_router_logits: bool | None = None,
                    vision=None, packing=None) -> PolicyForward:

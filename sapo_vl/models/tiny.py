@@ -6,7 +6,7 @@ memory (vocabulary about 1k, Qwen chat special tokens, ``<think>``/``</think>``)
 with image placeholders, and a ``Qwen3VLProcessor``. Everything is written with ``save_pretrained`` and reloads
 through ``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained`` exactly like a real checkpoint.
 
-Size rules that Qwen3-VL enforces (DESIGN.md section 4): ``mrope_section`` sums to head_dim / 2, the vision
+Size rules that Qwen3-VL enforces (found by building it): ``mrope_section`` sums to head_dim / 2, the vision
 ``num_position_embeddings`` is a perfect square, the ``deepstack_visual_indexes`` are below the vision depth and no
 more than the text layers, the image processor uses ``patch_size=16`` and images are at least 32x32.
 """

@@ -19,7 +19,6 @@ from sapo_vl.rewards.registry import (
     CombinedReward,
     RewardBreakdown,
     combine_rewards,
-    get_reward,
     register_reward,
 )
 from sapo_vl.rewards.verifier import Verifier
@@ -35,7 +34,6 @@ __all__ = [
     "extract_choice",
     "format_reward",
     "format_reward_lenient",
-    "get_reward",
     "math_equal",
     "math_reward",
     "mcq_reward",

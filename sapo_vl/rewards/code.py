@@ -1,7 +1,7 @@
 """Code verifier: extract the program from a completion, run its tests in the sandbox, score it.
 
-`code_reward(completions, **columns) -> list[float | None]` follows the TRL reward contract (DESIGN.md
-section 2). Per-sample columns (lists, one entry per completion; TRL passes dataset columns this way):
+`code_reward(completions, **columns) -> list[float | None]` follows the TRL reward contract (README.md,
+"Extend"). Per-sample columns (lists, one entry per completion; TRL passes dataset columns this way):
 
 - ``tests`` (or ``test``): what to run. ``None`` / empty -> the sample's reward is ``None``.
   * humaneval mode: a string of test code that defines ``check(candidate)``;
@@ -295,11 +295,6 @@ def verify_many(codes: Sequence[str | None], specs: Sequence[TestSpec], cfg: Cod
     return verdicts
 
 
-def verify_code(code: str | None, spec: TestSpec, config: CodeRewardConfig | None = None) -> CodeVerdict:
-    """Run one program against one sample's tests."""
-    return verify_many([code], [spec], config or CodeRewardConfig())[0]
-
-
 def _column(columns: dict, names: Sequence[str], n: int) -> list:
     for name in names:
         if columns.get(name) is not None:
@@ -332,31 +327,3 @@ def code_reward(completions: list, *, config: CodeRewardConfig | None = None, **
     for i, verdict in zip(active, verdicts):
         rewards[i] = verdict.score(cfg.partial_credit)
     return rewards
-
-
-_PERTURB = """
-def _sapo_perturb(value):
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, (int, float)):
-        return value + 1
-    if isinstance(value, str):
-        return value + "x"
-    if isinstance(value, (list, tuple)):
-        return type(value)(list(value) + [None])
-    return "x" if value is None else None
-
-
-_sapo_original = {ep}
-
-
-def {ep}(*args, **kwargs):
-    return _sapo_perturb(_sapo_original(*args, **kwargs))
-"""
-
-
-def break_solution(solution: str, entry_point: str) -> str:
-    """A deliberately wrong variant of a correct solution: ``entry_point``'s return value is perturbed (numbers
-    +1, strings + "x", lists grow, booleans flip). For checking that a verifier rejects wrong code (tests,
-    benchmarks/bench_code_verifier.py)."""
-    return solution + _PERTURB.format(ep=entry_point)

@@ -42,7 +42,7 @@ def strict_answer(
     answer_tags: tuple[str, str] = ANSWER_TAGS,
     require_think: bool = False,
     think_in_prompt: bool = False,
-    **ignored,
+    **_columns,
 ) -> str | None:
     """The answer block's content when ``text`` is ``[<think>...</think>] <answer>non-empty</answer>`` and nothing
     else, else ``None``. Other keywords (a record's columns) are ignored.
@@ -82,7 +82,7 @@ def is_strict_format(
 
 
 def lenient_answer(
-    text: str, /, *, think_tags: tuple[str, str] = THINK_TAGS, answer_tags: tuple[str, str] = ANSWER_TAGS, **ignored
+    text: str, /, *, think_tags: tuple[str, str] = THINK_TAGS, answer_tags: tuple[str, str] = ANSWER_TAGS, **_columns
 ) -> str | None:
     """The last complete non-empty answer block after any (closed) think block, else ``None``. Other keywords are
     ignored.

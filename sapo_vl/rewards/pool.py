@@ -108,6 +108,3 @@ class RewardPool:
                            "score 0", self.timeout_s, len(self.last_timed_out), len(completions),
                            records[self.last_timed_out[0]].get("id"))
         return totals, components
-
-    def close(self) -> None:
-        """Nothing to release: workers are per call (kept for callers that close pools)."""

@@ -32,8 +32,8 @@ def code(completions: list, **columns) -> list[float | None]:
 
     See that function for the columns it reads (tests to run against the extracted program). Example::
 
-        >>> from sapo_vl.rewards import get_reward
-        >>> fn = get_reward("code")  # doctest: +SKIP
+        >>> from sapo_vl.rewards import REWARDS
+        >>> fn = REWARDS["code"]  # doctest: +SKIP
         >>> fn(["```python\\nprint(1)\\n```"], **columns_of_a_code_dataset)  # doctest: +SKIP
     """
     from sapo_vl.rewards.code import code_reward  # here: importing sapo_vl.rewards leaves the sandbox unimported
@@ -85,7 +85,7 @@ def auto(completions: list, reward: list | None = None, verifier: list | None = 
             groups.setdefault(name, []).append(i)
     rewards: list[float | None] = [None] * n
     for name, idx in groups.items():
-        fn = get_reward(name)
+        fn = REWARDS[name]
         sub = {
             key: [value[i] for i in idx] if isinstance(value, (list, tuple)) and len(value) == n else value
             for key, value in columns.items()
@@ -108,11 +108,6 @@ REWARDS: Registry = Registry("reward", {
 
 # ``@register_reward("mine")`` or ``register_reward("mine", fn)``; a taken name needs ``overwrite=True``.
 register_reward = REWARDS.register
-
-
-def get_reward(name: str) -> RewardFn:
-    """The reward registered as ``name`` (an unknown name lists the registered ones and suggests the closest)."""
-    return REWARDS[name]
 
 
 def _check_output(values: object, n: int, name: str) -> list[float | None]:
@@ -200,7 +195,7 @@ def combine_rewards(
     items: list[tuple[str, RewardFn, float]] = []
     for entry in entries:
         target, weight = entry if isinstance(entry, tuple) else (entry, 1.0)
-        fn = get_reward(target) if isinstance(target, str) else target
+        fn = REWARDS[target] if isinstance(target, str) else target
         if not callable(fn):
             raise TypeError(f"combine_rewards: {target!r} is neither a reward name nor a callable")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):

@@ -1,6 +1,6 @@
 """Run untrusted Python in a real OS sandbox: `run_python(source, *, timeout_s, memory_mb, stdin=None)`.
 
-Contract (DESIGN.md section 2): returns an `ExecResult` whose `status` is exactly one of
+Contract (public: rewards and user code rely on it): returns an `ExecResult` whose `status` is exactly one of
 
 - ``"passed"``  the program exited with code 0, within every limit, and its output fit in the cap;
 - ``"failed"``  it ended by itself with a non-zero exit code (an uncaught exception, a failed assert,

@@ -1,6 +1,7 @@
 """Visual-QA verifiers: answer normalisation, the standard VQA metrics, multiple choice, and their rewards.
 
-Metrics (each ``metric(pred: str, golds: list[str], **params) -> float`` in :data:`VQA_METRICS`):
+Metrics (each ``metric(pred: str, golds: list[str], **params) -> float`` in the registry :data:`VQA_METRICS`, where a
+plug-in adds its own):
 
 - ``"exact"``: normalised exact match (EvalAI's VQA answer processor, :func:`normalize_vqa`), max over golds.
 - ``"vqa_soft"``: the VQA v2 accuracy, ``min(1, #annotators agreeing / 3)`` averaged over the leave-one-out subsets
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from sapo_vl.rewards.text import (
     answer_span,
@@ -38,6 +39,7 @@ from sapo_vl.rewards.text import (
     fallback_answer,
     strip_think,
 )
+from sapo_vl.registry import Registry
 
 # --- VQA answer normalisation -------------------------------------------------------------------------------------
 # EvalAI's answer processor (EvalAIAnswerProcessor of mmf, which lmms-eval uses), reimplemented exactly: the official
@@ -248,14 +250,14 @@ def yes_no_match(pred: str, golds: Sequence[str]) -> float:
     return float(polarity is not None and any(polarity == yes_no(g) for g in golds))
 
 
-VQA_METRICS: dict[str, Callable[..., float]] = {
+VQA_METRICS = Registry("VQA metric", {
     "exact": exact_match,
     "vqa_soft": vqa_soft_accuracy,
     "numeric": numeric_match,
     "relaxed": relaxed_accuracy,
     "anls": anls,
     "yesno": yes_no_match,
-}
+})
 
 
 # --- multiple choice -----------------------------------------------------------------------------------------------
@@ -432,13 +434,6 @@ def extract_vqa_answer(text: str) -> str | None:
     return m.group(1).strip() if m else span
 
 
-def _metric_for(metric: object, i: int) -> Callable[..., float]:
-    name = "exact" if metric is None else metric
-    if name not in VQA_METRICS:
-        raise ValueError(f"vqa_reward: sample {i} asks for metric {name!r}; valid metrics: {sorted(VQA_METRICS)}")
-    return VQA_METRICS[name]
-
-
 def vqa_reward(
     completions: list,
     answer: list | None = None,
@@ -471,7 +466,7 @@ def vqa_reward(
             rewards.append(None)
             continue
         golds = [str(g) for g in gold] if isinstance(gold, (list, tuple)) else [str(gold)]
-        fn = _metric_for(metric, i)
+        fn = VQA_METRICS[VQA_METRICS.check("exact" if metric is None else metric, f"vqa_reward: sample {i}")]
         pred = extract_vqa_answer(completion_text(completion, index=i))
         rewards.append(0.0 if not pred else float(fn(pred, golds, **(metric_kwargs or {}))))
     return rewards

@@ -342,7 +342,7 @@ def make_rollout(engine, fmt: PromptFormat, records: list[dict], group_size: int
     ``vision`` cache serves its later no-grad forwards too). ``old_logprobs`` and ``routing``: the sampler's
     log-probs and recorded experts where the engine gives them (``HFEngine.sample``), else None; whether they serve
     as pi_old's or the policy scores the rollout (``score_rollout``) is the trainer's choice
-    (``sapo_vl.train.sampler_logprobs``)."""
+    (``sapo_vl.update.PolicyUpdate.old_logprobs_source``)."""
     unique = collate_prompts(fmt, records)
     vision = VisionCache()
     if hasattr(engine, "sample"):

@@ -53,6 +53,23 @@ def test_aggregate_unknown_mode_lists_valid_modes():
         assert mode in str(info.value)
 
 
+def test_unknown_mode_checked_for_a_config_key_names_the_key_and_the_closest_mode():
+    with pytest.raises(ValueError, match=r"^algo.aggregation: unknown aggregation mode 'token_mean'; registered "
+                                         r"aggregation modes: .*\(did you mean 'token-mean'\?\)$"):
+        AGGREGATION_MODES.check("token_mean", "algo.aggregation")
+
+
+def test_a_plugin_mode_is_aggregated_with_the_full_batch_counts_and_its_own_arguments(monkeypatch):
+    def scaled(loss, n_tok, *, num_tokens, num_seqs, scale):
+        return loss.sum() * scale / num_seqs
+
+    monkeypatch.setitem(AGGREGATION_MODES, "scaled-token-sum", scaled)  # registered for this test only
+    assert aggregate(LOSS, MASK, "scaled-token-sum", scale=2.0).item() == pytest.approx(16 * 2 / 2)
+    assert aggregate(LOSS, MASK, "scaled-token-sum", scale=1.0, global_num_seqs=4).item() == pytest.approx(4.0)
+    with pytest.raises(ValueError, match=r"missing required argument\(s\) \['scale'\]"):
+        aggregate(LOSS, MASK, "scaled-token-sum")
+
+
 @pytest.mark.parametrize(
     "mode,kwargs",
     [

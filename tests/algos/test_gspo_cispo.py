@@ -157,7 +157,7 @@ def test_cispo_defaults_cap_the_weight_at_five_with_no_lower_clip():
     assert out.metrics["clip_frac_low"] == 0.0
 
 
-def test_cispo_default_aggregation_is_token_mean():
-    from sapo_vl.algos import DEFAULT_AGGREGATION
+def test_cispo_preset_aggregation_is_token_mean():
+    from sapo_vl.algos import ALGORITHMS
 
-    assert DEFAULT_AGGREGATION["cispo"] == "token-mean"
+    assert ALGORITHMS["cispo"].aggregation == "token-mean"

@@ -67,3 +67,13 @@ def test_kl_upcasts_bf16_to_float32():
 def test_kl_unknown_kind_lists_valid_kinds():
     with pytest.raises(ValueError, match="k1.*k2.*k3"):
         kl_penalty(torch.zeros(1, 1), torch.zeros(1, 1), "k4")
+
+
+def test_a_plugin_kl_estimator_is_computed_on_the_masked_log_ratio(monkeypatch):
+    from sapo_vl.algos import KL_ESTIMATORS
+
+    monkeypatch.setitem(KL_ESTIMATORS, "abs", lambda log_r, clip: log_r.abs())
+    logp = torch.tensor([[-1.0, float("nan")]], dtype=torch.float64)
+    ref = torch.tensor([[-3.0, 0.0]], dtype=torch.float64)
+    kl = kl_penalty(logp, ref, "abs", torch.tensor([[1, 0]]))
+    assert kl.tolist() == [[2.0, 0.0]]

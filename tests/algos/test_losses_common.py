@@ -177,8 +177,16 @@ def test_invalid_hyperparameter_values_are_rejected(bad):
 
 def test_registry_has_the_contract_losses():
     assert {"sapo", "grpo", "gspo", "gspo-token", "cispo"} <= set(POLICY_LOSSES)
-    assert set(algos.DEFAULT_AGGREGATION) == set(POLICY_LOSSES)
+    assert {preset.policy_loss for preset in algos.ALGORITHMS.values()} <= set(POLICY_LOSSES)
     assert algos.loss_hparams("sapo") == {"tau_pos": 1.0, "tau_neg": 1.05, "log_ratio_clip": 20.0}
+
+
+def test_an_algorithm_preset_registers_only_as_an_algorithm_preset(monkeypatch):
+    preset = algos.AlgorithmPreset("grpo", "token-mean", "rloo", {"eps_low": 0.1})
+    monkeypatch.setitem(algos.ALGORITHMS, "mine", None)  # restored (removed) after the test
+    assert algos.ALGORITHMS.register("mine", preset, overwrite=True) is preset
+    with pytest.raises(TypeError, match="algorithm preset 'theirs' must be AlgorithmPreset, got dict"):
+        algos.ALGORITHMS.register("theirs", {"policy_loss": "grpo"})
 
 
 def test_unknown_loss_name_lists_registered_names_and_the_closest():
@@ -192,6 +200,8 @@ def test_unknown_loss_name_lists_registered_names_and_the_closest():
 def test_dr_grpo_is_not_a_loss_and_the_error_points_at_its_preset():
     with pytest.raises(ValueError, match="seq-mean-token-sum-norm.*algo.preset=dr_grpo"):
         get_policy_loss("dr_grpo")
+    with pytest.raises(UnknownNameError, match=r"^algo.policy_loss: unknown policy loss 'dapo'; .*algo.preset=dapo"):
+        POLICY_LOSSES.check("dapo", "algo.policy_loss")
 
 
 def test_a_registered_plugin_loss_is_found_by_name(monkeypatch):

@@ -3,11 +3,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from helpers import naive_token_logprobs
 
-from sapo_vl.models.logprobs import naive_token_logprobs, token_logprobs
+from sapo_vl.models.logprobs import token_logprobs
 
 
 def _head_and_inputs(V=3000, H=32, N=70, seed=0):
@@ -46,7 +48,9 @@ def test_chunked_logprob_gradients_equal_naive(temperature):
 
 _PEAK_SCRIPT = r"""
 import json, resource, sys, torch
-from sapo_vl.models.logprobs import naive_token_logprobs, token_logprobs
+sys.path.insert(0, sys.argv[2])  # tests/, for helpers
+from helpers import naive_token_logprobs
+from sapo_vl.models.logprobs import token_logprobs
 V, H, N = 151936, 64, 512          # Qwen3-VL's real vocabulary size
 torch.manual_seed(0)
 head = torch.nn.Linear(H, V, bias=False)
@@ -63,7 +67,8 @@ print(json.dumps({"peak_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 
 def _peak_kb(mode):
-    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, mode], capture_output=True, text=True, check=True)
+    tests = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, mode, tests], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_kb"]
 
 

