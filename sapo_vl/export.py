@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.distributed.checkpoint as dcp
 from transformers import AutoConfig, AutoProcessor
-from transformers.core_model_loading import revert_weight_conversion
+from transformers.core_model_loading import revert_weight_conversion  # runtime names and layouts -> published
 
 from sapo_vl.checkpoint import STATE_DIR, is_checkpoint, latest_checkpoint
 from sapo_vl.errors import UserError
@@ -87,18 +87,13 @@ def _load_unit(checkpoint: Path, stored: dict, names: list[str]) -> dict[str, to
     return {k.removeprefix("model."): v for k, v in state.items()}
 
 
-def _published(model, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Runtime names and layouts -> the published checkpoint's (what ``save_pretrained`` writes)."""
-    return revert_weight_conversion(model, tensors)
-
-
 def _header(model, stored: dict, file: _File, dtype: torch.dtype | None) -> tuple[bytes, list[str]]:
     """The safetensors header of ``file`` (names, dtypes, shapes and offsets in writing order), computed on meta
     tensors; returns it and the tensor order."""
     entries, order, offset = {}, [], 0
     for unit in file.units:
         meta = {n: torch.empty(stored[n][0], dtype=dtype or stored[n][1], device="meta") for n in unit}
-        for name, t in _published(model, meta).items():
+        for name, t in revert_weight_conversion(model, meta).items():
             size = t.numel() * t.element_size()
             entries[name] = {"dtype": _SAFETENSORS_DTYPES[t.dtype], "shape": list(t.shape),
                              "data_offsets": [offset, offset + size]}
@@ -117,7 +112,7 @@ def _write_file(checkpoint: Path, model, stored: dict, file: _File, dtype, path:
         out.write(header)
         for unit in file.units:
             tensors = _load_unit(checkpoint, stored, unit)
-            tensors = _published(model, {n: t.to(dtype) if dtype else t for n, t in tensors.items()})
+            tensors = revert_weight_conversion(model, {n: t.to(dtype) if dtype else t for n, t in tensors.items()})
             for name, t in tensors.items():
                 out.write(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
                 written.append(name)

@@ -25,12 +25,13 @@ GiB = 1024 ** 3
 _STATUS = Path("/proc/self/status")
 
 
-def _status_kib(field: str) -> int | None:
+def _status_bytes(field: str) -> int | None:
+    """A ``kB`` field of ``/proc/self/status`` in bytes (None where /proc is not available)."""
     try:
         match = re.search(rf"^{field}:\s+(\d+) kB", _STATUS.read_text(), re.MULTILINE)
     except OSError:
         return None
-    return int(match.group(1)) if match else None
+    return int(match.group(1)) * 1024 if match else None
 
 
 def return_freed_blocks(threshold: int = 1 << 20) -> bool:
@@ -43,18 +44,6 @@ def return_freed_blocks(threshold: int = 1 << 20) -> bool:
         return bool(ctypes.CDLL("libc.so.6").mallopt(-3, threshold))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         return False
-
-
-def rss_bytes() -> int | None:
-    """This process's resident memory now (None where /proc is not available)."""
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024
-
-
-def peak_rss_bytes() -> int | None:
-    """The high-water mark of this process's resident memory since start or the last ``reset_peaks``."""
-    kib = _status_kib("VmHWM")
-    return None if kib is None else kib * 1024
 
 
 def reset_peaks() -> bool:
@@ -84,13 +73,13 @@ class PhasePeaks:
             self._record(name)
 
     def mark_baseline(self) -> None:
-        rss = rss_bytes()
+        rss = _status_bytes("VmRSS")  # resident memory now
         if rss is not None:
             self.baseline = rss / GiB
 
     def _record(self, name: str) -> None:
         values = {}
-        host = peak_rss_bytes()
+        host = _status_bytes("VmHWM")  # the high-water mark since start or the last reset_peaks
         if host is not None:
             values["host_gib"] = host / GiB
         if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -224,8 +224,7 @@ class Precision:
 
 
 def precision(cfg, kind: str = "cuda", config: dict | None = None) -> Precision:
-    """``model.dtype`` float32 / auto -> fp32 state, bfloat16 / float16 -> 2-byte state; compute in bf16 when the
-    weights are 2 bytes or ``train.mixed_precision`` is bf16 (auto: bf16 on a GPU), else fp32."""
+    """Bytes per element of the state and the compute (module docstring, "Precision")."""
     if cfg.model.dtype not in _BYTES:
         raise UserError(f"model.dtype {cfg.model.dtype!r}: expected one of {sorted(_BYTES)}")
     weights, mp = _BYTES[cfg.model.dtype], cfg.train.mixed_precision
@@ -243,10 +242,8 @@ def _file_bytes(config: dict) -> int:
 
 
 def activation_bytes(cfg, sizes: ModelSizes, checkpointing: bool, compute: int | None = None) -> float:
-    """One micro-batch of ``train.micro_batch_tokens`` tokens, ``compute`` bytes per element (default: the GPU's).
-    With checkpointing each layer keeps its input (layers x hidden) and one layer is recomputed at a time
-    (``layer_activations``); without, every layer keeps what its backward needs. Plus the chunked LM head's
-    backward: two fp32 (chunk, vocab) buffers and the head's fp32 gradient (vocab x hidden x 4)."""
+    """One micro-batch's activations (module docstring), ``compute`` bytes per element (default: the GPU's). With
+    checkpointing each layer keeps its input (layers x hidden) and one layer is recomputed at a time."""
     b = compute if compute is not None else precision(cfg).compute
     t, text = cfg.train.micro_batch_tokens, sizes.text
     h, layers, vocab = text["hidden_size"], text["num_hidden_layers"], text["vocab_size"]
@@ -327,8 +324,7 @@ class Regime:
 
 
 def regime(cfg, sizes: ModelSizes, prec: Precision, n: int, device: Device, others: float | None) -> Regime:
-    """Layers kept: all unless sharded on a GPU; there, as many as fit in capacity - ``others`` - GENERATION_SLACK x
-    capacity, ``others`` being every other rollout term, at layer x compute bytes each (``parallel.kept_units``)."""
+    """The kept layers (module docstring); ``others``: every other rollout term, None when nothing is sharded."""
     if others is None:
         return Regime(sizes.layers, sizes.layers, sharded=False)
     layer = sizes.layer * prec.compute

@@ -74,17 +74,10 @@ def load_metrics(path: str | Path) -> dict[str, Series]:
                 row[key] = float(value)
     if not by_step:
         raise ValueError(f"{path} is empty: the run has not logged any step yet")
-    return _to_series(by_step)
-
-
-def _to_series(by_step: dict[int, dict[str, float]]) -> dict[str, Series]:
-    steps = sorted(by_step)
-    keys = sorted({k for row in by_step.values() for k in row} - {"step"})
     out: dict[str, Series] = {}
-    for key in keys:
-        xs = [s for s in steps if key in by_step[s]]
-        values = [by_step[s][key] for s in xs]
-        out[key] = (np.asarray(xs, dtype=np.int64), np.asarray(values, dtype=np.float64))
+    for key in sorted({k for row in by_step.values() for k in row} - {"step"}):
+        xs = [s for s in sorted(by_step) if key in by_step[s]]
+        out[key] = (np.asarray(xs, dtype=np.int64), np.asarray([by_step[s][key] for s in xs], dtype=np.float64))
     return out
 
 
@@ -151,12 +144,8 @@ class Panel:
                             and (self.infix is None or self.infix in k))
         return found
 
-    def right_keys(self, available: Sequence[str]) -> list[str]:
-        return [k for k in self.right if k in available]
-
     def all_keys(self, available: Sequence[str]) -> list[str]:
-        extra = [self.total] if self.total in available else []
-        return self.left_keys(available) + self.right_keys(available) + extra
+        return self.left_keys(available) + [k for k in (*self.right, self.total) if k is not None and k in available]
 
 
 SUMMARY_PANELS: tuple[Panel, ...] = (
@@ -239,9 +228,7 @@ def _new_figure(n_panels: int, ncols: int, panel_size=(5.4, 3.3), title_space: f
 
 
 def _label(key: str, panel: Panel) -> str:
-    if panel.prefix and key.startswith(panel.prefix) and key != panel.prefix:
-        return key[len(panel.prefix):]
-    return key
+    return key.removeprefix(panel.prefix) if panel.prefix and key != panel.prefix else key
 
 
 def _plot_smooth(ax, x, y, color, label, smoothing, ls="-", key=""):
@@ -296,35 +283,22 @@ def draw_panel(ax, panel: Panel, keys: list[str], data: dict[str, Series], smoot
                 handles.append(_plot_smooth(ax, x, y, colors[c % len(colors)], label, smoothing, ls, key))
             else:
                 handles += ax.plot(x, y, lw=1.4, color=colors[i % len(colors)], label=label)
-    if panel.logy and _positive_span(data, left) > 100:
+    positive = np.concatenate([data[k][1] for k in left]) if left else np.array([])
+    positive = positive[np.isfinite(positive) & (positive > 0)]
+    if panel.logy and positive.size and positive.max() / positive.min() > 100:
         ax.set_yscale("log")
     ax.set_title(panel.title, fontsize=10.5)
     ax.set_ylabel(panel.ylabel)
     ax.grid(alpha=0.3)
     top = ax
-    if right:
+    if right:  # on a twin y axis, dashed, in colours that differ from the left's
         top = ax.twinx()  # drawn above ax: the legend goes on it so that no curve covers the legend
-        shifted = colors[len(left) + 2:] + colors[:len(left) + 2]  # right-axis colours differ from the left's
-        handles += _draw_right(top, panel, right, data, smoothing, shifted)
-    top.legend(handles=handles, fontsize=7.5, loc="best", framealpha=0.85, ncols=2 if len(handles) > 4 else 1)
-
-
-def _draw_right(twin, panel: Panel, keys: list[str], data: dict[str, Series], smoothing, colors) -> list:
-    """Keys on the twin y axis ``twin``, dashed so they read apart from the left-axis curves."""
-    handles = []
-    for j, key in enumerate(keys):
-        x, y = data[key]
+        shifted = colors[len(left) + 2:] + colors[:len(left) + 2]
         weight = smoothing if panel.style == "smooth" else 0.0
-        label = f"{key} (right axis)"
-        handles.append(_plot_smooth(twin, x, y, colors[j % len(colors)], label, weight, "--", key))
-    twin.set_ylabel(panel.right_label)
-    return handles
-
-
-def _positive_span(data: dict[str, Series], keys: list[str]) -> float:
-    vals = np.concatenate([data[k][1] for k in keys]) if keys else np.array([])
-    vals = vals[np.isfinite(vals) & (vals > 0)]
-    return float(vals.max() / vals.min()) if vals.size else 0.0
+        handles += [_plot_smooth(top, *data[key], shifted[j % len(shifted)], f"{key} (right axis)", weight, "--", key)
+                    for j, key in enumerate(right)]
+        top.set_ylabel(panel.right_label)
+    top.legend(handles=handles, fontsize=7.5, loc="best", framealpha=0.85, ncols=2 if len(handles) > 4 else 1)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -402,9 +376,7 @@ COMPARE_KEYS: tuple[tuple[str, str, str], ...] = (  # (key, title, style)
 def run_labels(runs: Sequence[str | Path]) -> list[str]:
     """Directory names, or the full paths where two runs share a name."""
     names = [metrics_path(r).parent.resolve().name for r in runs]
-    if len(set(names)) == len(names):
-        return names
-    return [str(metrics_path(r).parent) for r in runs]
+    return names if len(set(names)) == len(names) else [str(metrics_path(r).parent) for r in runs]
 
 
 def plot_compare(runs: Sequence[str | Path], out_path: str | Path, *, labels: Sequence[str] | None = None,

@@ -98,10 +98,6 @@ def disk_full_error(exc: BaseException, final: Path, needed_bytes: int | None = 
     return error
 
 
-def tree_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
-
-
 def replace_dir(tmp: Path, final: Path) -> None:
     """Move the complete directory ``tmp`` to ``final``, the old ``final`` moved aside first, so a complete directory
     exists at every moment."""
@@ -125,7 +121,7 @@ def atomic_dir(final: str | os.PathLike, needed_bytes: int | None = None) -> Ite
     try:
         yield tmp
     except BaseException as exc:
-        written = tree_bytes(tmp)
+        written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file()) if tmp.exists() else 0
         shutil.rmtree(tmp, ignore_errors=True)
         full = disk_full_error(exc, final, max(needed_bytes or 0, written))
         if full is not None:

@@ -95,19 +95,6 @@ def clean_metrics(metrics: Mapping[str, Any], step: int) -> dict[str, float | in
     return out
 
 
-def _json_value(value: float | None) -> float | None:
-    """Non-finite floats become None, so that the line is strict JSON (see the module docstring)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _jsonable_config(config: Any) -> Any:
-    if is_dataclass(config) and not isinstance(config, type):
-        config = asdict(config)
-    return json.loads(json.dumps(config, default=str))
-
-
 # ----------------------------------------------------------------------------------------------------------
 # metrics.jsonl
 # ----------------------------------------------------------------------------------------------------------
@@ -142,7 +129,8 @@ class _JsonlBackend:
 
     def log(self, metrics: dict, step: int) -> None:
         record = {"step": step, "wall_time": round(time.time(), 3)}
-        record.update({k: _json_value(v) for k, v in metrics.items()})
+        # non-finite floats become null, so that the line is strict JSON (see the module docstring)
+        record.update({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in metrics.items()})
         self._fh.write(json.dumps(record, allow_nan=False) + "\n")
         self._fh.flush()
 
@@ -221,19 +209,18 @@ class Tracker:
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        config = _jsonable_config(config) if config is not None else None
-        previous = self._read_run_file() if resume_step is not None else {}
+        if is_dataclass(config) and not isinstance(config, type):
+            config = asdict(config)
+        config = json.loads(json.dumps(config, default=str)) if config is not None else None
+        wandb_id = self._read_run_file().get("wandb_id") if resume_step is not None else None
         try:
-            self._open_sinks(project, run_name, config, resume_step, previous.get("wandb_id"))
+            for name in self.backends:
+                self._sinks.append(_JsonlBackend(self.run_dir, resume_step) if name == "jsonl" else
+                                   _start_service(name, self.run_dir, project, run_name, config, resume_step, wandb_id))
         except BaseException:
             self.close()
             raise
         self._write_run_file(project, run_name, config, resume_step)
-
-    def _open_sinks(self, project, run_name, config, resume_step, wandb_id) -> None:
-        for name in self.backends:
-            self._sinks.append(_JsonlBackend(self.run_dir, resume_step) if name == "jsonl" else
-                               _start_service(name, self.run_dir, project, run_name, config, resume_step, wandb_id))
 
     def _read_run_file(self) -> dict:
         path = self.run_dir / RUN_FILE
@@ -293,22 +280,20 @@ def format_duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def _fmt(value: Any, digits: int) -> str:
     if value is None:
         return "nan"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+        return f"{value:.{digits}g}" if 0 < abs(value) < 1e-3 else f"{value:.{digits}f}"
     return str(value)
 
 
 def summarize(metrics: Mapping[str, Any]) -> str:
     """The compact metric part of a progress line: reward, accuracy, eval accuracy, loss, seconds per step."""
-    parts = []
-    for key, label in (("reward/mean", "reward"), ("accuracy", "acc"), ("eval/accuracy", "eval_acc"),
-                       ("loss", "loss")):
-        if key in metrics:
-            parts.append(f"{label} {_fmt(metrics[key], 4 if key == 'loss' else 3)}")
-    if "time/step" in metrics and metrics["time/step"] is not None:
+    shown = (("reward/mean", "reward", 3), ("accuracy", "acc", 3), ("eval/accuracy", "eval_acc", 3),
+             ("loss", "loss", 4))
+    parts = [f"{label} {_fmt(metrics[key], digits)}" for key, label, digits in shown if key in metrics]
+    if metrics.get("time/step") is not None:
         parts.append(f"{float(metrics['time/step']):.2f} s/step")
     return " | ".join(parts)
 
@@ -327,111 +312,75 @@ class Progress:
     the steps done in this process). With ``enabled=False`` (non-main processes) nothing is ever printed.
     """
 
-    def __init__(
-        self,
-        total_steps: int,
-        start_step: int = 0,
-        *,
-        enabled: bool = True,
-        stream: TextIO | None = None,
-        tty: bool | None = None,
-        every_steps: int | None = None,
-        interval_s: float = 10.0,
-    ):
+    def __init__(self, total_steps: int, start_step: int = 0, *, enabled: bool = True, stream: TextIO | None = None,
+                 tty: bool | None = None, every_steps: int | None = None, interval_s: float = 10.0):
         if not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"total_steps must be a positive int, got {total_steps!r}")
         if not 0 <= start_step <= total_steps:
             raise ValueError(f"start_step must be in [0, {total_steps}], got {start_step!r}")
         if every_steps is not None and every_steps < 1:
             raise ValueError(f"every_steps must be a positive int or None, got {every_steps!r}")
-        self.total, self.start_step, self.enabled = total_steps, start_step, enabled
+        self.total, self.start_step, self.step, self.enabled = total_steps, start_step, start_step, enabled
         self.stream = stream if stream is not None else sys.stdout
         self.every_steps, self.interval_s = every_steps, interval_s
-        self.step = start_step
         self._metrics: Mapping[str, Any] = {}
         self._t0 = time.monotonic()
-        self._last_print_t: float | None = None
-        self._last_printed_step: int | None = None
+        self._printed: tuple[float, int] | None = None  # (time, step) of the last plain line
         self._rich = None
-        if enabled:
-            is_tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
-            if is_tty:
-                self._start_rich()
+        if enabled and (tty if tty is not None else getattr(self.stream, "isatty", lambda: False)()):
+            self._start_rich()
 
-    # -- rich ------------------------------------------------------------------------------------------------
     def _start_rich(self) -> None:
-        console = Console(file=self.stream, force_terminal=True)
         fixed = {"table_column": Column(no_wrap=True)}  # on a narrow terminal only the metrics text wraps
         self._rich = RichProgress(
             TextColumn("[bold]step", **fixed), MofNCompleteColumn(**fixed), BarColumn(bar_width=20, **fixed),
             TimeElapsedColumn(**fixed), TextColumn("eta", **fixed), TimeRemainingColumn(**fixed),
             TextColumn("{task.fields[summary]}", table_column=Column(no_wrap=False)),
-            console=console, refresh_per_second=4,
+            console=Console(file=self.stream, force_terminal=True), refresh_per_second=4,
         )
         self._task = self._rich.add_task("train", total=self.total, completed=self.start_step, summary="")
         self._rich.start()
 
-    # -- plain -----------------------------------------------------------------------------------------------
-    def eta_s(self) -> float:
-        """Seconds left, from the mean time per step done in this process (inf before the first step)."""
-        done = self.step - self.start_step
-        if done <= 0:
-            return math.inf
-        return (time.monotonic() - self._t0) / done * (self.total - self.step)
-
     def line(self) -> str:
-        """One plain progress line for the current state."""
-        pct = 100.0 * self.step / self.total
-        head = f"step {self.step}/{self.total} ({pct:.1f}%)"
-        elapsed = format_duration(time.monotonic() - self._t0)
-        tail = f"elapsed {elapsed} | eta {format_duration(self.eta_s())}"
-        return " | ".join(p for p in (head, summarize(self._metrics), tail) if p)
+        """One plain progress line for the current state; the ETA is the mean time per step done in this process
+        times the steps left."""
+        elapsed, done = time.monotonic() - self._t0, self.step - self.start_step
+        eta = elapsed / done * (self.total - self.step) if done > 0 else math.inf
+        parts = (f"step {self.step}/{self.total} ({100.0 * self.step / self.total:.1f}%)", summarize(self._metrics),
+                 f"elapsed {format_duration(elapsed)} | eta {format_duration(eta)}")
+        return " | ".join(p for p in parts if p)
 
-    def _should_print(self, now: float) -> bool:
-        if self._last_print_t is None or self.step >= self.total:
-            return True
-        if self.every_steps is not None and self.step % self.every_steps == 0:
-            return True
-        return now - self._last_print_t >= self.interval_s
-
-    def _print_line(self, now: float) -> None:
+    def _print_line(self) -> None:
         print(self.line(), file=self.stream, flush=True)
-        self._last_print_t, self._last_printed_step = now, self.step
+        self._printed = (time.monotonic(), self.step)
 
-    # -- API -------------------------------------------------------------------------------------------------
     def update(self, step: int, metrics: Mapping[str, Any] | None = None) -> None:
         """Report that ``step`` optimizer steps are complete, with that step's metrics (optional)."""
         if not self.enabled:
             return
         self.step = min(int(step), self.total)
-        if metrics:
-            self._metrics = dict(metrics)
+        self._metrics = dict(metrics) if metrics else self._metrics
         if self._rich is not None:
             self._rich.update(self._task, completed=self.step, summary=summarize(self._metrics))
-            return
-        now = time.monotonic()
-        if self._should_print(now):
-            self._print_line(now)
+        elif (self._printed is None or self.step >= self.total
+              or (self.every_steps is not None and self.step % self.every_steps == 0)
+              or time.monotonic() - self._printed[0] >= self.interval_s):
+            self._print_line()
 
     def print(self, message: str) -> None:
         """Print a message without breaking the bar (above it on a terminal)."""
-        if not self.enabled:
-            return
-        if self._rich is not None:
+        if self.enabled and self._rich is not None:
             self._rich.console.print(message)
-        else:
+        elif self.enabled:
             print(message, file=self.stream, flush=True)
 
     def close(self) -> None:
         """Stop the bar; in plain mode print the final state if it was not printed yet. Safe to call twice."""
-        if not self.enabled:
-            return
         if self._rich is not None:
             self._rich.stop()
-            self._rich = None
-        elif self._last_printed_step != self.step and self.step > self.start_step:
-            self._print_line(time.monotonic())
-        self.enabled = False
+        elif self.enabled and self.step > self.start_step and (self._printed is None or self._printed[1] != self.step):
+            self._print_line()
+        self.enabled, self._rich = False, None
 
     def __enter__(self) -> Self:
         return self

@@ -57,11 +57,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _open_bytes(data: bytes, origin: str) -> Image.Image:
-    if len(data) == 0:
+def _open(source: bytes | Path, origin: str) -> Image.Image:
+    """Decode encoded bytes, or a file without reading it whole first (a large non-image fails on its header)."""
+    if isinstance(source, bytes) and len(source) == 0:
         raise ImageDecodeError(MISSING_IMAGE, f"empty image bytes ({origin})")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
             img.load()  # force a full decode so truncated files fail here, not in the processor
             return to_rgb(img)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -78,7 +79,7 @@ def _decode_data_uri(uri: str) -> Image.Image:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageDecodeError(CORRUPT_IMAGE, f"data URI payload is not valid base64: {exc}") from exc
-    return _open_bytes(data, "data URI")
+    return _open(data, "data URI")
 
 
 def _resolve_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) -> Path:
@@ -105,16 +106,6 @@ def _resolve_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) 
         raise ImageDecodeError(CORRUPT_IMAGE, f"image file {path.absolute()} is {size / 2**20:.0f} MB; expected at "
                                f"most {MAX_IMAGE_BYTES / 2**20:.0f} MB (SAPO_VL_MAX_IMAGE_MB)")
     return path.absolute()
-
-
-def _open_file(path: Path) -> Image.Image:
-    """Decode a file without reading it whole first: a large non-image fails on its header."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb(img)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(CORRUPT_IMAGE, f"cannot decode image ({path}): {exc}") from exc
 
 
 def _decode_array(value: Any) -> Image.Image:
@@ -178,10 +169,8 @@ def decode_image(value: Any, base_dir: str | os.PathLike | None = None) -> Image
             return to_rgb(value)
         except (OSError, ValueError) as exc:
             raise ImageDecodeError(CORRUPT_IMAGE, f"cannot convert PIL image to RGB: {exc}") from exc
-    if isinstance(value, bytes):
-        return _open_bytes(value, "raw bytes")
-    if isinstance(value, Path):
-        return _open_file(value)
+    if isinstance(value, (bytes, Path)):
+        return _open(value, "raw bytes" if isinstance(value, bytes) else str(value))
     if isinstance(value, str):
         return _decode_data_uri(value)
     return _decode_array(value)

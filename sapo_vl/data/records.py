@@ -16,6 +16,7 @@ user message (TRL's convention).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import logging
 import math
@@ -407,10 +408,7 @@ def check_prompt_length(
     if max_prompt_length <= 0:
         raise ValueError(f"max_prompt_length must be positive, got {max_prompt_length}")
     base = getattr(records, "report", None)
-    report = LoadReport(source=base.source if base else "<records>", total=base.total if base else None,
-                        seen=base.seen if base else len(records),
-                        skipped=Counter(base.skipped) if base else Counter(),
-                        examples={k: list(v) for k, v in base.examples.items()} if base else {})
+    report = copy.deepcopy(base) if base else LoadReport(seen=len(records))
     kept = []
     for index, record in enumerate(records):
         try:

@@ -72,6 +72,10 @@ def _choice_row(row: dict, options: list[Any], answer: Any, where: str) -> dict:
             "reward": "mcq", "choices": [str(o) for o in options]}
 
 
+def _free_form_row(row: dict, **extra: Any) -> dict:
+    return {**row, "options_block": "", "answer": str(row.get("answer")), "reward": "math", "choices": None, **extra}
+
+
 def _mathvista_hint(row: dict) -> str:
     """The answer-format hint for a free-form MathVista question (from answer_type / precision)."""
     kind = row.get("answer_type")
@@ -96,8 +100,7 @@ def mathvista(row: dict, where: str) -> dict:
             raise TaskDataError(f"{where}: question_type is multi_choice but 'choices' is empty")
         return {**_choice_row(row, options, row.get("answer"), where), "hint": "Answer with the option's letter.",
                 "meta": meta}
-    return {**row, "options_block": "", "hint": _mathvista_hint(row), "answer": str(row.get("answer")),
-            "reward": "math", "choices": None, "meta": meta}
+    return _free_form_row(row, hint=_mathvista_hint(row), meta=meta)
 
 
 def mathvision(row: dict, where: str) -> dict:
@@ -107,8 +110,7 @@ def mathvision(row: dict, where: str) -> dict:
     meta = {k: row.get(k) for k in ("level", "subject") if k in row}
     if options:
         return {**_choice_row(row, options, row.get("answer"), where), "meta": meta}
-    return {**row, "options_block": "", "answer": str(row.get("answer")), "reward": "math", "choices": None,
-            "meta": meta}
+    return _free_form_row(row, meta=meta)
 
 
 def mmmu(row: dict, where: str) -> dict:
@@ -120,8 +122,7 @@ def mmmu(row: dict, where: str) -> dict:
     images = [row[f"image_{i}"] for i in range(1, 8) if row.get(f"image_{i}") is not None]
     if row.get("question_type", "multiple-choice") == "multiple-choice" and options:
         return {**_choice_row(row, options, row.get("answer"), where), "mmmu_images": images, "meta": meta}
-    return {**row, "options_block": "", "answer": str(row.get("answer")), "reward": "math", "choices": None,
-            "mmmu_images": images, "meta": meta}
+    return _free_form_row(row, mmmu_images=images, meta=meta)
 
 
 def ai2d(row: dict, where: str) -> dict:
@@ -214,8 +215,7 @@ def livecodebench(row: dict, where: str) -> dict:
     if not tests:
         raise TaskDataError(f"{where}: no public or private test cases")
     meta = row.get("metadata") or {}
-    if isinstance(meta, str):
-        meta = json.loads(meta) if meta.strip() else {}
+    meta = (json.loads(meta) if meta.strip() else {}) if isinstance(meta, str) else meta
     starter = row.get("starter_code") or ""
     if starter.strip():
         block = ("Complete the following starter code; the solution must keep its signature:\n"
@@ -228,13 +228,5 @@ def livecodebench(row: dict, where: str) -> dict:
 
 
 # name -> adapter(row, where) -> row; plug-ins add theirs with ADAPTERS.register(name, fn)
-ADAPTERS = Registry("eval adapter", {
-    "mathvista": mathvista,
-    "mathvision": mathvision,
-    "mmmu": mmmu,
-    "ai2d": ai2d,
-    "chartqa": chartqa,
-    "docvqa": docvqa,
-    "mbpp": mbpp,
-    "livecodebench": livecodebench,
-})
+ADAPTERS = Registry("eval adapter", {fn.__name__: fn for fn in (mathvista, mathvision, mmmu, ai2d, chartqa, docvqa,
+                                                                 mbpp, livecodebench)})

@@ -118,14 +118,8 @@ class SampleLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if overwrite and self.path.exists():
             self.path.unlink()
-        self._repair_tail()
-
-    def _repair_tail(self) -> None:
-        """Drop a half-written last line (a run killed mid-write) so appends stay valid JSONL."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            return
-        data = self.path.read_bytes()
-        if not data.endswith(b"\n"):
+        data = self.path.read_bytes() if self.path.exists() else b""
+        if data and not data.endswith(b"\n"):  # a half-written last line (a run killed mid-write): drop it
             self.path.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def read(self) -> dict[str, dict]:

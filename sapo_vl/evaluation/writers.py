@@ -24,11 +24,6 @@ from typing import Any
 FILTER = "none"  # lmms-eval's "<metric>,<filter>" key suffix; we apply no response filter
 
 
-def _cache_file() -> Path:
-    root = os.environ.get("SAPO_VL_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return Path(root) / "sapo_vl" / "weight_sha256.json"
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """The sha256 of a whole file (weights, a samples file), computed once: cached by absolute path, size, mtime
     and inode (a file rewritten in place gets a new mtime), so a second evaluation of the same checkpoint costs
@@ -36,7 +31,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     path = Path(path)
     stat = path.stat()
     key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ino}"
-    cache_path = _cache_file()
+    root = os.environ.get("SAPO_VL_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache_path = Path(root) / "sapo_vl" / "weight_sha256.json"
     try:
         cache = json.loads(cache_path.read_text())
     except (OSError, ValueError):
@@ -108,13 +104,10 @@ def sanitize_model_name(name: str) -> str:
 def task_result_entry(task: str, metrics: dict[str, float], extra: dict[str, Any]) -> dict[str, Any]:
     """lmms-eval's per-task result dict: ``alias`` then ``"<metric>,none"`` / ``"<metric>_stderr,none"``."""
     entry: dict[str, Any] = {"alias": task}
-    for name, value in metrics.items():
-        if name.endswith("_stderr"):
-            continue
+    for name, value in ((n, v) for n, v in metrics.items() if not n.endswith("_stderr")):
         entry[f"{name},{FILTER}"] = value
         entry[f"{name}_stderr,{FILTER}"] = metrics.get(f"{name}_stderr", "N/A")
-    entry.update(extra)
-    return entry
+    return entry | extra
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -162,17 +162,10 @@ def build_tokenizer(vocab_size: int = 1024, seed: int = 0):
 
 def build_processor(tokenizer, cfg: TinyConfig):
     """A real Qwen3VLProcessor (PIL image processor with patch 16, Qwen3-VL video processor)."""
-    size = {"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}
-    image_processor = Qwen2VLImageProcessorPil(
-        size=size, patch_size=16, temporal_patch_size=2, merge_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
-    video_processor = Qwen3VLVideoProcessor(
-        size=size, patch_size=16, temporal_patch_size=2, merge_size=2,
-        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-    )
-    return Qwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+    common = dict(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}, patch_size=16,
+                  temporal_patch_size=2, merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessorPil(**common), tokenizer=tokenizer,
+                            video_processor=Qwen3VLVideoProcessor(**common), chat_template=CHAT_TEMPLATE)
 
 
 def build_model_config(cfg: TinyConfig, tokenizer):
@@ -213,10 +206,9 @@ def build_tiny(cfg: TinyConfig | None = None):
     tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
     processor = build_processor(tokenizer, cfg)
     config = build_model_config(cfg, tokenizer)
-    devnull_state = torch.random.get_rng_state()
-    torch.manual_seed(cfg.seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
-    torch.random.set_rng_state(devnull_state)  # building a model must not disturb the caller's RNG stream
+    with torch.random.fork_rng(devices=[]):  # building a model must not disturb the caller's RNG stream
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.generation_config.eos_token_id = config.text_config.eos_token_id
     model.generation_config.pad_token_id = config.text_config.pad_token_id
     model.generation_config.bad_words_ids = [[tokenizer.convert_tokens_to_ids(t)] for t in VISION_SPECIAL_TOKENS]

@@ -110,37 +110,19 @@ def _report_error(status_fd, exc):
         os._exit(125)
 
 
-def _exec_mode(cfg, status_fd):
-    """bwrap backend: fork bwrap as the sandbox uid and stay as the subreaper of the whole tree."""
-    _join_cgroups(cfg["cgroup_procs"])
-    _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans (bwrap's pid 1) are reparented to us, not to the host init
-    cfg["reaper_pid"] = os.getpid()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            _set_rlimits(cfg["rlimits"])
-            _drop_privileges(cfg.get("uid"), cfg.get("gid"))  # bwrap sets no_new_privs, drops capabilities
-            _prctl(PR_SET_PDEATHSIG, SIGKILL)
-            if os.getppid() != cfg["reaper_pid"]:
-                os._exit(125)
-            os.set_inheritable(status_fd, True)  # bwrap writes its JSON status on it
-            os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
-        except BaseException as exc:  # noqa: BLE001
-            _report_error(status_fd, exc)
-    _reap(pid, status_fd, until_no_children=True)
-
-
-def _child(cfg, status_fd):
-    """Runs in the forked child: becomes the user program."""
+def _child(cfg, status_fd, bwrap):
+    """Runs in the forked child: becomes bwrap (which sets no_new_privs, drops all capabilities and writes its JSON
+    status on the status fd) or, in the unshare backend, the user program."""
     try:
         _set_rlimits(cfg["rlimits"])
         _drop_privileges(cfg.get("uid"), cfg.get("gid"))
-        _prctl(PR_SET_NO_NEW_PRIVS, 1)
+        if not bwrap:
+            _prctl(PR_SET_NO_NEW_PRIVS, 1)
+            os.chdir(cfg["workdir"])
         _prctl(PR_SET_PDEATHSIG, SIGKILL)  # cleared by the uid change, so set it after
         if os.getppid() != cfg["reaper_pid"]:
             os._exit(125)
-        os.chdir(cfg["workdir"])
-        os.set_inheritable(status_fd, False)
+        os.set_inheritable(status_fd, bwrap)
         os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])
     except BaseException as exc:  # noqa: BLE001 - everything must become an "E" line
         _report_error(status_fd, exc)
@@ -174,15 +156,20 @@ def _reap(pid, status_fd, until_no_children):
     os._exit(0)
 
 
-def _reap_mode(cfg, status_fd):
-    """unshare backend: as pid 1, fork the program; when it ends we exit and the kernel kills the rest."""
+def _launch(cfg, status_fd, bwrap):
+    """bwrap backend ("exec"): fork bwrap as the sandbox uid and stay as the subreaper of the whole tree. unshare
+    backend ("reap"): as pid 1, prepare the file system and fork the program; when it ends we exit and the kernel
+    kills the rest."""
     _join_cgroups(cfg["cgroup_procs"])
-    _prepare_fs(cfg)
+    if bwrap:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans (bwrap's pid 1) are reparented to us, not to the host init
+    else:
+        _prepare_fs(cfg)
     cfg["reaper_pid"] = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _child(cfg, status_fd)
-    _reap(pid, status_fd, until_no_children=False)
+        _child(cfg, status_fd, bwrap)
+    _reap(pid, status_fd, until_no_children=bwrap)
 
 
 def _reap_zombies():
@@ -216,7 +203,7 @@ def _launcher_child(cfg, fds, zygote_pid):
         os._exit(125)
     try:
         if cfg["mode"] == "exec":
-            _exec_mode(cfg, STATUS_FD)
+            _launch(cfg, STATUS_FD, bwrap=True)
         os.execve(cfg["argv"][0], cfg["argv"], cfg["env"])  # unshare ... launcher.py CONFIG (mode "reap")
     except BaseException as exc:  # noqa: BLE001
         _report_error(STATUS_FD, exc)
@@ -254,7 +241,7 @@ def main():
     cfg = marshal.loads(bytes.fromhex(sys.argv[1]))
     status_fd = int(cfg["status_fd"])
     try:
-        _reap_mode(cfg, status_fd)
+        _launch(cfg, status_fd, bwrap=False)
     except BaseException as exc:  # noqa: BLE001
         _report_error(status_fd, exc)
 

@@ -104,16 +104,14 @@ def build_messages(record: dict, fmt: PromptFormat) -> list[dict]:
     return messages
 
 
-def _patch_size(processor) -> int:
-    return int(getattr(processor.image_processor, "patch_size", 16))
-
-
-def _merge_size(processor) -> int:
-    return int(getattr(processor.image_processor, "merge_size", 2))
+def _patch_merge(processor) -> tuple[int, int]:
+    """(patch size, merge size) of the processor's images; their product is the side of one merged token."""
+    ip = processor.image_processor
+    return int(getattr(ip, "patch_size", 16)), int(getattr(ip, "merge_size", 2))
 
 
 def _factor(processor) -> int:
-    return _patch_size(processor) * _merge_size(processor)
+    return math.prod(_patch_merge(processor))
 
 
 def pixel_bounds(fmt: PromptFormat) -> tuple[int, int]:
@@ -206,7 +204,7 @@ def _check_placeholders(texts: list[str], records: list[dict]) -> None:
 def _check_image_tokens(batch: dict, records: list[dict], processor) -> list[int]:
     """Placeholder tokens per sample must equal the features its grids produce. Returns images per sample."""
     pad_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
-    merge = _merge_size(processor) ** 2
+    merge = _patch_merge(processor)[1] ** 2
     grid = batch.get("image_grid_thw")
     per_image = [] if grid is None else (grid.prod(-1) // merge).tolist()
     counts, start = [], 0
@@ -236,7 +234,7 @@ def collate_prompts(fmt: PromptFormat, records: list[dict]) -> PromptBatch:
     _check_placeholders(texts, records)
     for conversation, record in zip(conversations, records):
         _presize_images(conversation, record, _factor(processor))
-    images, _ = process_vision_info(conversations, image_patch_size=_patch_size(processor))
+    images, _ = process_vision_info(conversations, image_patch_size=_patch_merge(processor)[0])
     processor.tokenizer.padding_side = "left"
     kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True}
     if images:
