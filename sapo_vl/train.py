@@ -9,6 +9,7 @@ normalisers are reduced over ranks).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from contextlib import nullcontext
@@ -17,10 +18,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-
 import torch
-from accelerate.utils import set_seed
 import torch.distributed as dist
+from accelerate.utils import set_seed
+from transformers import TrainerState
 
 from sapo_vl.data import check_prompt_length
 from sapo_vl.errors import DataError, Interrupted, UserError
@@ -49,7 +50,7 @@ from sapo_vl.plan_terms import preflight
 from sapo_vl.policy_state import (build_update, export_final, model_path, pending_rollouts, reference_model,
                                   resume_rng, training_dtype)
 from sapo_vl.rundir import RunLock, StopFlag
-from sapo_vl.tracking import Progress, Tracker
+from sapo_vl.tracking import Progress, Tracker, truncate_metrics_file
 from sapo_vl.update import PolicyUpdate
 from sapo_vl.warmup import warmup
 
@@ -131,6 +132,7 @@ class Run:
     data_report: dict
     stop: StopFlag
     memory: PhasePeaks  # peak memory per phase (memory/<phase>/..., logged after each step)
+    trainer_state: TrainerState  # what reward functions get as trainer_state (global_step: steps completed)
     last_saved: int = 0  # the step of the newest checkpoint this run can fall back to
     pending: list = field(default_factory=list)  # scored rollouts waiting rollout.staleness steps
 
@@ -197,6 +199,7 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         sampling=SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                                 top_k=r.top_k),
         memory=memory, ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
+        trainer_state=TrainerState(global_step=start_step, max_steps=cfg.train.total_steps),
         last_saved=start_step, pending=pending_rollouts(state, accelerator))
     run.engine.record_routing = bool(moe_routers(hf_model)) and update.old_logprobs_source() == "sampler"  # drift
     return run
@@ -215,7 +218,9 @@ def evaluate(r: Run) -> dict[str, float]:
     greedy = SamplingParams(max_new_tokens=r.cfg.rollout.max_new_tokens, temperature=0.0)
     texts = [c[0] for c in generate_completions(r.engine, r.fmt, padded, greedy)][:n] if padded else []
     r.hf_model.train(was_training)
-    totals, comps = (r.reward_pool.score(texts, share, stop=r.stop) if share
+    ids = r.fmt.processor.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []  # re-tokenized
+    totals, comps = (r.reward_pool.score(texts, share, stop=r.stop, completion_ids=ids, trainer_state=r.trainer_state)
+                     if share
                      else ([], {n: [] for n in r.reward_pool.names}))
     correct = [float(v is not None and v >= 1.0) for v in comps[r.cfg.reward.accuracy or r.reward_pool.names[0]]]
     stats = torch.tensor([sum(correct), sum(totals), float(len(share))], device=acc.device)
@@ -251,7 +256,9 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
 def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     """Score in the worker pool, group-normalised advantages; returns the sequences to train on and metrics."""
     t0 = time.perf_counter()
-    totals, comps = r.reward_pool.score(rollout.completions, rollout.records, stop=r.stop)
+    ids = [row[mask.bool()].tolist() for row, mask in zip(rollout.completion_ids.cpu(), rollout.response_mask.cpu())]
+    totals, comps = r.reward_pool.score(rollout.completions, rollout.records, stop=r.stop, completion_ids=ids,
+                                        trainer_state=r.trainer_state)
     rewards = torch.tensor(totals, dtype=torch.float32)  # (N,)
     rollout.rewards = rewards
     rollout.advantages = ADVANTAGES[r.cfg.algo.advantage](rewards, rollout.group_ids)  # (N,)
@@ -262,6 +269,9 @@ def reward_phase(r: Run, rollout: Rollout) -> tuple[list[int], dict]:
     if len(r.sources) > 1:
         metrics.update(by_source("", rollout.records, {"reward": totals, "accuracy": correct}))
     metrics["reward/timeouts"] = float(len(r.reward_pool.last_timed_out))
+    metrics.update(r.reward_pool.last_metrics)  # reward/<function>/<name>, from the functions' log_metric
+    if r.reward_pool.last_extra and r.accelerator.is_main_process:
+        _log_samples(r, rollout, totals)
     keep = list(range(len(rollout)))
     drop = torch.zeros(len(rollout), dtype=torch.bool)  # (N,)
     if r.cfg.reward.on_timeout == "skip" and r.reward_pool.last_timed_out:  # whole groups: no exact advantage
@@ -339,6 +349,8 @@ def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
     tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
                       is_main_process=is_main, resume_step=r.start_step if resume_from is not None else None)
     progress = Progress(cfg.train.total_steps, r.start_step, enabled=is_main and cfg.log.progress)
+    if is_main and (samples := out_dir / "samples.jsonl").exists():  # steps after the one resumed from go
+        truncate_metrics_file(samples, r.start_step if resume_from is not None else 0)
     summary: dict = dict(r.data_report)
     step = r.start_step
     if r.start_step == 0 and (before := _evaluate_unless_stopped(r)) is not None:
@@ -352,6 +364,7 @@ def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
         snapshot = (r.sampler.state_dict(), rng_state())  # what a step dropped mid-way is saved with
         try:
             metrics = train_step(r)
+            r.trainer_state.global_step = step
         except Interrupted:
             step -= 1
             if step > r.last_saved:
@@ -421,6 +434,16 @@ def _any_rank(r: Run, flag: bool) -> bool:
 
 # ----------------------------------------------------------------------------------------------------------------
 # helpers
+
+
+def _log_samples(r: Run, rollout: Rollout, totals: list[float]) -> None:
+    """OUTPUT_DIR/samples.jsonl: the step's samples with the columns reward functions logged with log_extra."""
+    extra = r.reward_pool.last_extra
+    with open(Path(r.cfg.output_dir) / "samples.jsonl", "a") as fh:
+        for i, rec in enumerate(rollout.records):
+            row = {"step": r.trainer_state.global_step + 1, "id": rec.get("id"), "completion": rollout.completions[i],
+                   "reward": totals[i], **{column: values[i] for column, values in extra.items()}}
+            fh.write(json.dumps(row, default=str) + "\n")
 
 
 def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> None:

@@ -20,10 +20,12 @@ import hashlib
 import json
 from typing import Any
 
+from sapo_vl.chat import reward_prompt
 from sapo_vl.errors import UnknownNameError, UserError
 from sapo_vl.evaluation.metrics import majority_vote
 from sapo_vl.evaluation.official import OFFICIAL, official_scores
 from sapo_vl.rewards import REWARDS
+from sapo_vl.rewards.registry import call_reward
 
 
 class ScoringError(UserError, RuntimeError):
@@ -41,22 +43,21 @@ def _status(rewards: list) -> str:
 
 
 def _call_verifier(name: str, completions: list[str], columns: dict[str, list], kwargs: dict, where: str) -> list:
+    """``REWARDS[name]`` called as training calls it (TRL's keyword arguments, taking those it accepts); a samples
+    file has no token ids, so ``completion_ids`` is None."""
     try:
         fn = REWARDS[name]
     except UnknownNameError as exc:
         raise ScoringError(f"{where}: {exc}") from None
+    prompts = columns.pop("prompts")
+    call = {**columns, **kwargs, "prompts": prompts, "completion_ids": None, "trainer_state": None,
+            "log_metric": lambda *_: None, "log_extra": lambda *_: None,
+            "completions": [[{"role": "assistant", "content": c}] if isinstance(p, list) else c
+                            for c, p in zip(completions, prompts)]}
     try:
-        rewards = fn(completions, **columns, **kwargs)
+        return call_reward(name, fn, call)
     except Exception as exc:
         raise ScoringError(f"{where}: verifier {name!r} raised {type(exc).__name__}: {exc}") from exc
-    rewards = list(rewards)
-    if len(rewards) != len(completions):
-        raise ScoringError(f"{where}: verifier {name!r} returned {len(rewards)} rewards for "
-                           f"{len(completions)} completions")
-    for r in rewards:
-        if r is not None and (isinstance(r, bool) or not isinstance(r, (int, float))):
-            raise ScoringError(f"{where}: verifier {name!r} returned {r!r}, expected a float or None")
-    return rewards
 
 
 def score_docs(
@@ -80,7 +81,8 @@ def score_docs(
     rewards_of: dict[int, list] = {}
     for name, idx in by_name.items():
         flat = [c for i in idx for c in completions[i]]
-        cols = {"answer": [records[i]["answer"] for i in idx for _ in completions[i]]}
+        cols = {"answer": [records[i]["answer"] for i in idx for _ in completions[i]],
+                "prompts": [reward_prompt(records[i]) for i in idx for _ in completions[i]]}
         for col in columns:
             cols[col] = [records[i][col] for i in idx for _ in completions[i]]
         where = f"task {task} docs {[records[i]['id'] for i in idx][:5]}"

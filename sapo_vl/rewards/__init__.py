@@ -1,8 +1,8 @@
 """Verifiable rewards shared by training and evaluation.
 
-``REWARDS`` (a :class:`sapo_vl.registry.Registry`) maps a name to a TRL-compatible reward function
-``fn(completions, **columns) -> list[float | None]`` (``None`` = not applicable to that sample). The built-in ones
-are :class:`Verifier` objects, which also ``extract(completion_text, /, **row)`` the answer they grade:
+``REWARDS`` (a :class:`sapo_vl.registry.Registry`) maps a name to a TRL reward function, called as TRL calls it
+(``registry.call_reward``) and returning ``list[float | None]`` (``None`` = not applicable to that sample). The
+built-in ones are :class:`Verifier` objects, which also ``extract(completion_text, /, **row)`` the answer they grade:
 
 - ``"math"``: final answer equivalence through math-verify (:mod:`sapo_vl.rewards.math`)
 - ``"mcq"``: multiple-choice letter (:func:`sapo_vl.rewards.vqa.mcq_reward`)

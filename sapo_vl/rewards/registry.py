@@ -1,18 +1,20 @@
 """The reward registry, per-sample routing by verifier, and weighted combination.
 
-Every entry of :data:`REWARDS` follows the TRL reward-function contract::
+Every entry of :data:`REWARDS` is a TRL reward function, called as TRL calls one (:func:`call_reward`)::
 
-    fn(completions: list[str | list[dict]], **columns) -> list[float | None]
+    fn(prompts=..., completions=..., completion_ids=..., **columns, trainer_state=..., log_metric=...,
+       log_extra=...) -> list[float | None]
 
-TRL calls it with keyword arguments ``prompts``, ``completions``, ``completion_ids`` and every dataset column (one
-entry per completion); a function ignores the keywords it does not use. ``None`` means "not applicable to this
-sample". So any TRL reward function can be registered unchanged, and ours can be handed to TRL. The built-in
-verifiers are :class:`~sapo_vl.rewards.verifier.Verifier` objects: also ``extract(completion_text, **row)``, the
-answer each one grades (what ``sapo-vl eval`` logs and votes on).
+with only the keywords its signature names (all of them if it takes ``**kwargs``); ``async def`` ones too. ``None``
+means "not applicable to this sample". So any TRL reward function can be registered unchanged, and ours can be
+handed to TRL. The built-in verifiers are :class:`~sapo_vl.rewards.verifier.Verifier` objects: also
+``extract(completion_text, **row)``, the answer each one grades (what ``sapo-vl eval`` logs and votes on).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -90,7 +92,9 @@ def auto(completions: list, reward: list | None = None, verifier: list | None = 
             key: [value[i] for i in idx] if isinstance(value, (list, tuple)) and len(value) == n else value
             for key, value in columns.items()
         }
-        values = _check_output(fn(completions=[completions[i] for i in idx], **sub), len(idx), name)
+        if callable(log := columns.get("log_extra")):  # a subset's column, spread back over the batch
+            sub["log_extra"] = lambda c, values, at=idx: log(c, list(map(dict(zip(at, values)).get, range(n))))
+        values = call_reward(name, fn, {**sub, "completions": [completions[i] for i in idx]})
         for i, v in zip(idx, values):
             rewards[i] = v
     return rewards
@@ -108,6 +112,33 @@ REWARDS: Registry = Registry("reward", {
 
 # ``@register_reward("mine")`` or ``register_reward("mine", fn)``; a taken name needs ``overwrite=True``.
 register_reward = REWARDS.register
+
+
+def is_async(fn: RewardFn) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__)
+
+
+def _accepted(fn: RewardFn, kwargs: dict) -> dict:
+    """The keyword arguments ``fn`` takes: all of them if it has ``**kwargs`` (or no readable signature)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return kwargs
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def call_reward(name: str, fn: RewardFn, kwargs: dict) -> list[float | None]:
+    """``fn`` called with the keyword arguments it takes (an ``async def`` one run to completion here), its output
+    checked: one float or None per completion."""
+    out = fn(**_accepted(fn, kwargs))
+    return _check_output(asyncio.run(out) if inspect.iscoroutine(out) else out, len(kwargs["completions"]), name)
+
+
+async def acall_reward(name: str, fn: RewardFn, kwargs: dict) -> list[float | None]:
+    """:func:`call_reward` for an ``async def`` reward, awaited on the caller's event loop."""
+    return _check_output(await fn(**_accepted(fn, kwargs)), len(kwargs["completions"]), name)
 
 
 def _check_output(values: object, n: int, name: str) -> list[float | None]:
@@ -153,10 +184,12 @@ class CombinedReward:
         self.__name__ = "combined(" + "+".join(name for name, _, _ in items) + ")"
 
     def breakdown(self, completions: list, **columns) -> RewardBreakdown:
-        n = len(completions)
-        components = {
-            name: _check_output(fn(completions=completions, **columns), n, name) for name, fn, _ in self.items
-        }
+        kwargs = {**columns, "completions": completions}
+        components = {name: call_reward(name, fn, kwargs) for name, fn, _ in self.items}
+        return RewardBreakdown(total=self.total(components, len(completions)), components=components)
+
+    def total(self, components: dict[str, list[float | None]], n: int) -> list[float | None]:
+        """The weighted sum of each sample's applicable components (``None`` where none applies)."""
         total: list[float | None] = []
         for i in range(n):
             applicable = [(w, components[name][i]) for name, _, w in self.items if components[name][i] is not None]
@@ -166,7 +199,7 @@ class CombinedReward:
             value = sum(w * r for w, r in applicable)
             weight = sum(w for w, _ in applicable)
             total.append(value / weight if self.normalize and weight != 0 else value)
-        return RewardBreakdown(total=total, components=components)
+        return total
 
     def __call__(self, completions: list, **columns) -> list[float | None]:
         return self.breakdown(completions, **columns).total

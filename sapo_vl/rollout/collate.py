@@ -17,6 +17,7 @@ import torch
 from qwen_vl_utils import process_vision_info
 from qwen_vl_utils.vision_process import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, MAX_RATIO
 
+from sapo_vl.chat import as_messages
 from sapo_vl.errors import DataError
 from sapo_vl.rollout.types import PromptBatch
 
@@ -43,62 +44,43 @@ def _image_part(image, bounds: tuple[int, int]) -> dict:
     return {"type": "image", "image": image, "min_pixels": bounds[0], "max_pixels": bounds[1]}
 
 
-IMAGE_MARKER = "<image>"
-
-
-def _string_prompt_content(prompt: str, images: list, rid, bounds: tuple[int, int]) -> list[dict]:
-    """Images go where the prompt says ``<image>`` (the Geometry3K / EasyR1 convention), else before the text."""
-    pieces = prompt.split(IMAGE_MARKER)
-    if len(pieces) == 1:
-        return [_image_part(im, bounds) for im in images] + [{"type": "text", "text": prompt}]
-    if len(pieces) - 1 != len(images):
-        raise CollateError(f"record {rid!r}, field 'prompt': {len(pieces) - 1} {IMAGE_MARKER} markers but "
-                           f"{len(images)} images")
-    content: list[dict] = []
-    for i, text in enumerate(pieces):
-        if text:
-            content.append({"type": "text", "text": text})
-        if i < len(images):
-            content.append(_image_part(images[i], bounds))
-    return content
-
-
 def build_messages(record: dict, fmt: PromptFormat) -> list[dict]:
     """Chat messages for one record, with image parts carrying the PIL image and its pixel budget (qwen-vl-utils
     layout).
 
-    A string prompt becomes one user turn: images at its ``<image>`` markers if it has them, else first, then the
-    text. In a message prompt, the
-    i-th ``{"type": "image"}`` part gets ``record["images"][i]``.
+    A string prompt becomes one user turn (``sapo_vl.chat.as_messages``: images at its ``<image>`` markers, else
+    first). The i-th ``{"type": "image"}`` part gets ``record["images"][i]``.
     """
     images = list(record.get("images") or [])
     prompt = record.get("prompt")
     rid = record.get("id", "?")
     bounds = pixel_bounds(fmt)
     if isinstance(prompt, str):
-        messages = [{"role": "user", "content": _string_prompt_content(prompt, images, rid, bounds)}]
-    elif isinstance(prompt, list):
-        messages, used = [], 0
-        for msg in prompt:
-            content = msg.get("content")
-            if isinstance(content, list):
-                parts = []
-                for part in content:
-                    if part.get("type") == "image":
-                        if used >= len(images):
-                            raise CollateError(f"record {rid!r}, field 'prompt': more image parts than images "
-                                               f"({len(images)})")
-                        parts.append(_image_part(images[used], bounds))
-                        used += 1
-                    else:
-                        parts.append(part)
-                content = parts
-            messages.append({"role": msg["role"], "content": content})
-        if used != len(images):
-            raise CollateError(f"record {rid!r}, field 'images': {len(images)} images but {used} image parts")
-    else:
+        try:
+            prompt = as_messages(prompt, len(images), rid)
+        except DataError as err:
+            raise CollateError(str(err)) from None
+    if not isinstance(prompt, list):
         raise CollateError(f"record {rid!r}, field 'prompt': expected a string or chat messages, "
                            f"got {type(prompt).__name__}")
+    messages, used = [], 0
+    for msg in prompt:
+        content = msg.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if part.get("type") == "image":
+                    if used >= len(images):
+                        raise CollateError(f"record {rid!r}, field 'prompt': more image parts than images "
+                                           f"({len(images)})")
+                    parts.append(_image_part(images[used], bounds))
+                    used += 1
+                else:
+                    parts.append(part)
+            content = parts
+        messages.append({"role": msg["role"], "content": content})
+    if used != len(images):
+        raise CollateError(f"record {rid!r}, field 'images': {len(images)} images but {used} image parts")
     if fmt.system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": fmt.system_prompt})
     return messages

@@ -277,7 +277,10 @@ def test_closing_a_pool_stops_its_workers_and_releases_a_caller_mid_check():
     pool.warm_up()
     with ThreadPoolExecutor(1) as caller:
         check = caller.submit(pool.check_many, [(r"9^{9^{9^{9}}}", "1")], timeout_s=600)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while not pool._pending and time.monotonic() < deadline:  # close mid-check, not before it is scheduled
+            time.sleep(0.05)
+        time.sleep(0.2)
         pool.close()
         with pytest.raises(CancelledError):
             check.result(timeout=10)
