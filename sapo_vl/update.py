@@ -29,13 +29,16 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
+from torch.distributed.fsdp import register_fsdp_forward_method
 
 from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
+from sapo_vl.checkpoint import load_checkpoint
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import use_packing
 from sapo_vl.models.prefix import SharedPrefix, forward_inputs, use_shared_prefix
 from sapo_vl.parallel import is_sharded, reduce_max
+from sapo_vl.rollout.generate import score_rollout
 from sapo_vl.rollout.types import Rollout, to_device
 
 
@@ -124,8 +127,6 @@ class PolicyUpdate:
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
         if self.sharded:
-            from torch.distributed.fsdp import register_fsdp_forward_method
-
             register_fsdp_forward_method(self.policy, "generate")
             register_fsdp_forward_method(self.policy, "call")
         self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP2's are new (DTensors)
@@ -137,8 +138,6 @@ class PolicyUpdate:
     def resume(self, checkpoint, state: dict) -> None:
         """The optimizer state from ``checkpoint``'s shards (any number of processes wrote them) and the schedule
         from its trainer ``state``. Collective under FSDP2."""
-        from sapo_vl.checkpoint import load_checkpoint
-
         load_checkpoint(checkpoint, self.policy, self.optimizer, weights=False)
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -200,8 +199,6 @@ class PolicyUpdate:
         """Old log-probs (N, C) and MoE routing of ``batch`` under the policy as it is now: ``score_rollout`` (no
         grad) in eval mode, with this update's temperature, packing and shared-prefix forwards (the computation on
         the other side of the ratio). The rollout phase and ``update`` both score through here."""
-        from sapo_vl.rollout.generate import score_rollout
-
         training = self.model.training
         self.model.eval()
         try:

@@ -138,13 +138,14 @@ def test_an_unscored_rollout_scores_all_but_its_first_mini_batch_and_trains_as_i
     first (the rollout phase's way)."""
     import dataclasses
 
-    from sapo_vl.rollout import generate, score_rollout
+    from sapo_vl import update as update_module
+    from sapo_vl.rollout import score_rollout
 
     _, batch = model_and_batch
     algo, train = AlgoConfig(), TrainConfig(lr=1e-3, num_mini_batches=3, micro_batch_tokens=10**6)
     rollout_cfg = RolloutConfig(max_new_tokens=batch.completion_ids.shape[1], temperature=1.0)
     params, metrics, scored = [], [], []
-    monkeypatch.setattr(generate, "score_rollout",
+    monkeypatch.setattr(update_module, "score_rollout",
                         lambda m, ro, **kw: scored.append(len(ro)) or score_rollout(m, ro, **kw))
     for scored_first in (True, False):
         model, _ = load_policy(tiny_dir)

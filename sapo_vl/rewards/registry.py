@@ -38,7 +38,7 @@ def code(completions: list, **columns) -> list[float | None]:
         >>> fn = REWARDS["code"]  # doctest: +SKIP
         >>> fn(["```python\\nprint(1)\\n```"], **columns_of_a_code_dataset)  # doctest: +SKIP
     """
-    from sapo_vl.rewards.code import code_reward
+    from sapo_vl.rewards.code import code_reward  # here: importing sapo_vl.rewards leaves the sandbox unimported
 
     return code_reward(completions, **columns)
 
@@ -59,7 +59,7 @@ def _vqa_answer(text: str, /, **row) -> str | None:
 
 def _program(text: str, /, entry_point: str | None = None, fn_name: str | None = None, **row) -> str | None:
     """:func:`sapo_vl.rewards.code.extract_code`, imported on first call (like ``code``)."""
-    from sapo_vl.rewards.code import extract_code
+    from sapo_vl.rewards.code import extract_code  # here, as in code()
 
     return extract_code(text, entry_point=entry_point or fn_name)
 
