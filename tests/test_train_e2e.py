@@ -16,6 +16,7 @@ from transformers import AutoModelForImageTextToText
 from sapo_vl.checkpoint import latest_checkpoint, list_checkpoints
 from sapo_vl.config import load_config
 from sapo_vl.data import RecordError, build_synthetic_shapes, write_jsonl
+from sapo_vl.rewards.text import completion_text
 from sapo_vl.models.load import load_policy
 from sapo_vl.rewards import REWARDS
 from sapo_vl.train import run
@@ -28,8 +29,9 @@ TINY = ["log.plot=false", "log.progress=false", "log.eval_limit=4", "rollout.gro
 
 
 def _length_reward(completions, **kwargs):
-    """A dense reward (so advantages are non-zero and the SAPO gate is active from step 1)."""
-    return [len(c) / 10 for c in completions]
+    """A dense reward (so advantages are non-zero and the SAPO gate is active from step 1); the demo's image
+    prompts are chats, so each completion is one assistant message."""
+    return [len(completion_text(c)) / 10 for c in completions]
 
 
 @pytest.fixture
