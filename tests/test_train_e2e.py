@@ -315,3 +315,13 @@ def test_the_colors_recipe_trains_on_17_token_list_answers_with_partial_credit(t
     row = _train_rows(out)[1]
     assert {"reward/ordered_words_partial", "reward/ordered_words", "accuracy"} <= row.keys()
     assert math.isfinite(row["loss"])
+
+
+def test_rollout_correction_keeps_the_samplers_log_probs_and_logs_its_weights(tmp_path, tiny_dir):
+    """In float32 the sampler's log-probs equal a forward's to rounding: every weight is 1 to rounding."""
+    out = tmp_path / "corrected"
+    run(_config(out, tiny_dir, "train.total_steps=1", "rollout.old_logprobs=score",
+                "algo.rollout_correction.mode=token_mask"))
+    row = _train_rows(out)[1]
+    assert row["rollout_correction/weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert row["rollout_correction/over_threshold_frac"] == 0.0
