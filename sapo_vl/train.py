@@ -241,6 +241,8 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
     source = r.update.old_logprobs_source()
+    if cfg.algo.rollout_correction.mode != "none":
+        rollout.sampler_logprobs = rollout.old_logprobs
     if source != "sampler":
         rollout.old_logprobs = rollout.routing = None
     unscored = rollout.old_logprobs is None or (cfg.algo.routing_replay != "none" and rollout.routing is None)

@@ -31,8 +31,9 @@ from dataclasses import replace
 import torch
 from torch.distributed.fsdp import register_fsdp_forward_method
 
-from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
+from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty, rollout_correction_weights
 from sapo_vl.checkpoint import load_checkpoint
+from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import use_packing
@@ -302,9 +303,16 @@ class PolicyUpdate:
         old = out.logprobs.detach() if micro.old_logprobs is None else micro.old_logprobs[:, :C].to(device)
         res = self.loss_fn(logprobs=out.logprobs, old_logprobs=old, advantages=micro.advantages.to(device),
                            response_mask=mask, **algo.loss_hparams)
-        loss = aggregate(res.per_token_loss, mask, algo.aggregation, **norm)
+        per_token, metrics = res.per_token_loss, res.metrics
+        if algo.rollout_correction.mode != "none":  # TIS / MIS against the sampler's log-probs
+            if micro.sampler_logprobs is None:
+                raise UserError("algo.rollout_correction needs the sampler's log-probs; this rollout has none")
+            weights, extra = rollout_correction_weights(old, micro.sampler_logprobs[:, :C].to(device), mask,
+                                                        **algo.rollout_correction.model_dump())
+            per_token, metrics = per_token * weights.to(per_token.dtype), {**metrics, **extra}
+        loss = aggregate(per_token, mask, algo.aggregation, **norm)
         n_tok = int(mask.sum())
-        for k, v in res.metrics.items():
+        for k, v in metrics.items():
             means.add(k, v, n_tok)
         if algo.kl_beta > 0:
             kl = kl_penalty(out.logprobs, micro.ref_logprobs[:, :C].to(device), algo.kl_estimator, mask)

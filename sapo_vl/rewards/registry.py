@@ -24,7 +24,8 @@ from sapo_vl.registry import Registry
 from sapo_vl.rewards.format import format_reward, format_reward_lenient, lenient_answer, strict_answer
 from sapo_vl.rewards.math import extract_answer, math_reward
 from sapo_vl.rewards.verifier import Verifier
-from sapo_vl.rewards.vqa import extract_choice, extract_vqa_answer, mcq_reward, vqa_reward
+from sapo_vl.rewards.vqa import (extract_choice, extract_vqa_answer, mcq_reward, ordered_words_partial_reward,
+                                ordered_words_reward, vqa_reward)
 
 RewardFn = Callable[..., list]
 
@@ -104,6 +105,8 @@ REWARDS: Registry = Registry("reward", {
     "math": Verifier("math", math_reward, _math_answer, votable=True),
     "mcq": Verifier("mcq", mcq_reward, _choice, votable=True),
     "vqa": Verifier("vqa", vqa_reward, _vqa_answer, votable=True),
+    "ordered_words": Verifier("ordered_words", ordered_words_reward, _vqa_answer, votable=True),
+    "ordered_words_partial": Verifier("ordered_words_partial", ordered_words_partial_reward, _vqa_answer),
     "format": Verifier("format", format_reward, strict_answer),
     "format_lenient": Verifier("format_lenient", format_reward_lenient, lenient_answer),
     "code": Verifier("code", code, _program),
