@@ -15,12 +15,14 @@ looks up at import (``nms`` and ``qnms``) with ``torch.library``. No kernel is r
 (Torchvision-backed and PIL-backed Qwen2-VL image processors were measured to give identical pixels on our CPU
 machines.) Wherever the extension loads (a matching CUDA machine, a CPU torchvision build), this is a no-op.
 
-``sapo_vl/__init__.py`` calls :func:`ensure_torchvision_importable` before anything imports transformers.
+``sapo_vl/__init__.py`` installs ``patch_on_first_lookup``, which runs :func:`ensure_torchvision_importable` when
+torchvision is first imported or probed (transformers probes it), so importing sapo_vl itself imports no torch.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.abc
 import importlib.util
 import os
 import sys
@@ -33,7 +35,7 @@ _SCHEMAS = (
 
 
 def _extension_loads(package_dir: str) -> bool:
-    import torch
+    import torch  # here: only when torchvision is looked up (see patch_on_first_lookup)
 
     for path in glob.glob(os.path.join(package_dir, "_C*.so")) + glob.glob(os.path.join(package_dir, "_C*.pyd")):
         try:
@@ -45,7 +47,7 @@ def _extension_loads(package_dir: str) -> bool:
 
 
 def _op_exists(name: str) -> bool:
-    import torch
+    import torch  # here: only when torchvision is looked up (see patch_on_first_lookup)
 
     try:
         getattr(torch.ops.torchvision, name)
@@ -68,7 +70,7 @@ def ensure_torchvision_importable() -> str:
         return "absent"
     if _extension_loads(os.path.dirname(spec.origin)) or _LIBRARY is not None:
         return "native" if _LIBRARY is None else "patched"
-    import torch
+    import torch  # here, as above
 
     missing = [s for s in _SCHEMAS if not _op_exists(s.split("(")[0])]
     if missing:
@@ -76,3 +78,19 @@ def ensure_torchvision_importable() -> str:
         for schema in missing:
             _LIBRARY.define(schema)
     return "patched"
+
+
+class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    """First on ``sys.meta_path``: at the first lookup of torchvision, leaves and runs the check, then lets the
+    ordinary finders import it."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision" and self in sys.meta_path:
+            sys.meta_path.remove(self)
+            ensure_torchvision_importable()
+        return None
+
+
+def patch_on_first_lookup() -> None:
+    if "torchvision" not in sys.modules and not any(isinstance(f, _BeforeTorchvision) for f in sys.meta_path):
+        sys.meta_path.insert(0, _BeforeTorchvision())

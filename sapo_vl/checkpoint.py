@@ -29,6 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_optimizer_state_dict,
+                                                     set_optimizer_state_dict)
+from torch.distributed.tensor import DTensor
+from transformers import PreTrainedModel
 
 from sapo_vl.errors import UserError
 from sapo_vl.rundir import disk_full_error, replace_dir
@@ -87,8 +93,6 @@ def _inner(optimizer):
 
 def _hf_model(module):
     """The Hugging Face model: ``module`` itself, or the one a (DDP- or FSDP2-wrapped) ``PolicyModule`` holds."""
-    from transformers import PreTrainedModel
-
     module = _bare(module)
     return module if isinstance(module, PreTrainedModel) else module.model
 
@@ -97,8 +101,6 @@ def model_state(module) -> dict[str, torch.Tensor]:
     """The model's weights keyed by Hugging Face name, as they are: each rank's FSDP2 shards (DTensors), or whole
     tensors in one process or under DDP. No copy, no collective. A tied weight (Qwen3-VL-2B / 4B's LM head) is kept
     once, under its first name."""
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
     model = _hf_model(module)
     state = get_model_state_dict(_bare(module))
     prefix = "model." if _bare(module) is not model else ""
@@ -108,8 +110,6 @@ def model_state(module) -> dict[str, torch.Tensor]:
 
 def _optimizer_state(policy, optimizer) -> dict:
     """AdamW's state keyed by parameter name, this rank's shards (created, zero, when no step ran yet)."""
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-
     return get_optimizer_state_dict(_bare(policy), _inner(optimizer))
 
 
@@ -165,9 +165,6 @@ def write_checkpoint(final: Path, *, policy, optimizer, processor, trainer_state
     """Write a checkpoint directory at ``final``, whole or not at all (collective): the model's (and, when given,
     the optimizer's) shards by DCP from every rank, the model config, processor and ``trainer_state`` from the main
     process, all under a temporary name renamed into place once every rank is done."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.api import CheckpointException  # a BaseException
-
     final = Path(final)
     tmp = final.with_name(f".tmp-{final.name}")
     main = _is_main()
@@ -212,8 +209,6 @@ def _unwrapped(exc: BaseException) -> BaseException:
 
 def _state_bytes(policy, optimizer) -> int:
     """This rank's share of the weights and AdamW moments (for a disk-full message)."""
-    from torch.distributed.tensor import DTensor
-
     local = sum((p.to_local() if isinstance(p, DTensor) else p).nbytes for p in policy.parameters())
     return local * (3 if optimizer is not None else 1)
 
@@ -222,9 +217,6 @@ def load_checkpoint(path: str | Path, policy, optimizer=None, *, weights: bool =
     """Fill ``policy``'s weights (sharded or whole, on their device; unless ``weights`` is false) and, when given,
     ``optimizer``'s state from the checkpoint at ``path``, whatever number of processes wrote it (collective under
     FSDP2). Each rank reads only its shards' bytes."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
-
     state = {"model": model_state(policy)} if weights else {}
     if optimizer is not None:
         state["optim"] = _optimizer_state(policy, optimizer)
@@ -238,8 +230,6 @@ def load_checkpoint(path: str | Path, policy, optimizer=None, *, weights: bool =
 
 def _check_optimizer(path: str | Path, optim_state: dict) -> None:
     """The checkpoint must hold optimizer state for exactly the parameters this optimizer trains."""
-    import torch.distributed.checkpoint as dcp
-
     saved = {k.split(".", 2)[2].rsplit(".", 1)[0] for k in
              dcp.FileSystemReader(str(Path(path) / STATE_DIR)).read_metadata().state_dict_metadata
              if k.startswith("optim.state.")}

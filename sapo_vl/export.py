@@ -24,9 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
+from transformers import AutoConfig, AutoProcessor
+from transformers.core_model_loading import revert_weight_conversion  # runtime names and layouts -> published
 
+from sapo_vl.checkpoint import STATE_DIR, is_checkpoint, latest_checkpoint
 from sapo_vl.errors import UserError
-from sapo_vl.models.shards import units
+from sapo_vl.models.shards import empty_model, units
+from sapo_vl.rundir import replace_dir
 
 _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
                        torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
@@ -43,8 +48,6 @@ class _File:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory (its latest checkpoint)."""
-    from sapo_vl.checkpoint import is_checkpoint, latest_checkpoint
-
     path = Path(path)
     if is_checkpoint(path):
         return path
@@ -57,10 +60,6 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def _stored(checkpoint: Path) -> dict[str, tuple[torch.Size, torch.dtype]]:
     """The model tensors a checkpoint holds: runtime name -> (shape, dtype), from its DCP metadata alone."""
-    import torch.distributed.checkpoint as dcp
-
-    from sapo_vl.checkpoint import STATE_DIR
-
     meta = dcp.FileSystemReader(str(checkpoint / STATE_DIR)).read_metadata().state_dict_metadata
     return {k.removeprefix("model."): (m.size, m.properties.dtype) for k, m in meta.items() if k.startswith("model.")}
 
@@ -81,10 +80,6 @@ def _files(stored: dict, dtype: torch.dtype | None, max_bytes: int) -> list[_Fil
 
 def _load_unit(checkpoint: Path, stored: dict, names: list[str]) -> dict[str, torch.Tensor]:
     """One unit's whole tensors, read from the DCP shards (only the bytes of these tensors)."""
-    import torch.distributed.checkpoint as dcp
-
-    from sapo_vl.checkpoint import STATE_DIR
-
     state = {f"model.{n}": torch.empty(stored[n][0], dtype=stored[n][1]) for n in names}
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.distributed is disabled")
@@ -95,8 +90,6 @@ def _load_unit(checkpoint: Path, stored: dict, names: list[str]) -> dict[str, to
 def _header(model, stored: dict, file: _File, dtype: torch.dtype | None) -> tuple[bytes, list[str]]:
     """The safetensors header of ``file`` (names, dtypes, shapes and offsets in writing order), computed on meta
     tensors; returns it and the tensor order."""
-    from transformers.core_model_loading import revert_weight_conversion  # runtime names and layouts -> published
-
     entries, order, offset = {}, [], 0
     for unit in file.units:
         meta = {n: torch.empty(stored[n][0], dtype=dtype or stored[n][1], device="meta") for n in unit}
@@ -113,8 +106,6 @@ def _header(model, stored: dict, file: _File, dtype: torch.dtype | None) -> tupl
 
 def _write_file(checkpoint: Path, model, stored: dict, file: _File, dtype, path: Path) -> dict[str, str]:
     """Stream ``file``'s units into ``path``: header first, then each unit's tensors as they are converted."""
-    from transformers.core_model_loading import revert_weight_conversion
-
     header, order = _header(model, stored, file, dtype)
     written = []
     with open(path, "wb") as out:
@@ -136,8 +127,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: str
     replaced whole or not at all. ``dtype``: "auto" keeps the trained weights' dtype. Under ``world`` > 1 processes
     every rank calls it (with ``barrier``, a function every rank calls to wait for the others) and writes every
     ``world``-th file; the main process writes the index, config and processor files and renames the result."""
-    from sapo_vl.models.shards import empty_model
-
     if dtype not in DTYPES:
         raise UserError(f"export dtype {dtype!r}: expected one of {list(DTYPES)}")
     barrier = barrier or (lambda: None)
@@ -163,10 +152,6 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, *, dtype: str
 def _finalize(checkpoint: Path, out_dir: Path, dtype: str) -> Path:
     """Main process, once every rank wrote its files: the index, config, generation config and processor files,
     then the temporary directory renamed to ``out_dir``."""
-    from transformers import AutoConfig, AutoProcessor
-
-    from sapo_vl.rundir import replace_dir
-
     tmp = out_dir.with_name(f".tmp-{out_dir.name}")
     weight_map: dict[str, str] = {}
     for part in sorted(tmp.glob("weight_map-*.json")):

@@ -22,10 +22,17 @@ every rank writes its own checkpoint shards (``sapo_vl.checkpoint``).
 from __future__ import annotations
 
 import os
+from collections import Counter
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin, InitProcessGroupKwargs
+import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy
+from torch.distributed.tensor import DTensor
 
 from sapo_vl.errors import UserError
 
@@ -42,11 +49,6 @@ def make_accelerator(train, weights_dtype: torch.dtype = torch.float32) -> Any:
     would upcast them to fp32); FSDP2 restored on CPU; checked against ``train.sharding``; collectives wait up to
     ``train.collective_timeout_s``. Under FSDP2 the model is loaded into its shards by sapo_vl
     (``sapo_vl.models.shards``), so accelerate's own rank-0 broadcast loading is turned off."""
-    from datetime import timedelta
-
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedType, InitProcessGroupKwargs
-
     cuda = torch.cuda.is_available()
     if _env_flag("ACCELERATE_USE_DEEPSPEED"):
         raise UserError("DeepSpeed is not supported: its engine steps the optimizer inside every backward, which "
@@ -63,8 +65,6 @@ def make_accelerator(train, weights_dtype: torch.dtype = torch.float32) -> Any:
     check_sharding(kind, train.sharding, fsdp_asked=_env_flag("ACCELERATE_USE_FSDP"),
                    processes=accelerator.num_processes)
     if kind == "fsdp2":
-        from torch.distributed.fsdp import MixedPrecisionPolicy
-
         plugin = accelerator.state.fsdp_plugin
         plugin.cpu_ram_efficient_loading = False
         # gradients reduced in fp32 (accelerate would reduce them in bf16 under bf16 compute)
@@ -85,9 +85,6 @@ def leave_process_group(accelerator) -> None:
 def _fsdp_on_cpu(accelerator) -> None:
     """What accelerate's state does for FSDP on GPUs (``AcceleratorState.__init__``: distributed type in both
     shared states, plugin, mixed precision), done on CPU, where it stops at MULTI_CPU."""
-    from accelerate import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
     state = accelerator.state
     plugin = FullyShardedDataParallelPlugin()  # from the FSDP_* variables accelerate launch set
     if state.mixed_precision != "no":
@@ -98,8 +95,6 @@ def _fsdp_on_cpu(accelerator) -> None:
 
 def strategy(accelerator) -> str:
     """``single`` (one process), ``ddp``, ``fsdp2`` or ``fsdp1``."""
-    from accelerate.utils import DistributedType
-
     kind = accelerator.distributed_type
     if kind == DistributedType.NO or accelerator.num_processes == 1:
         return "single"
@@ -130,11 +125,6 @@ def is_sharded(accelerator) -> bool:
 def describe_sharding(policy, accelerator) -> str:
     """One line: how many parameters are sharded over how many ranks, the wrap units (``_no_split_modules``) and
     the precision of compute and gradient reduction."""
-    from collections import Counter
-
-    from torch.distributed.fsdp import FSDPModule
-    from torch.distributed.tensor import DTensor
-
     params = list(policy.parameters())
     sharded = sum(p.numel() for p in params if isinstance(p, DTensor))
     units = Counter(type(m).__name__.removeprefix("FSDP") for m in policy.modules() if isinstance(m, FSDPModule))
@@ -153,7 +143,6 @@ def reduce_mean(values: dict[str, float], accelerator) -> dict[str, float]:
     for a SAPO gate statistic, or no prompt of a mixture source)."""
     if accelerator.num_processes == 1 or not values:
         return values
-    import torch.distributed as dist
 
     key_lists: list = [None] * accelerator.num_processes
     dist.all_gather_object(key_lists, sorted(values))
@@ -169,7 +158,6 @@ def reduce_max_values(values: dict[str, float], accelerator) -> dict[str, float]
     needs the most is the one that runs out)."""
     if accelerator is None or accelerator.num_processes == 1:
         return values
-    import torch.distributed as dist
 
     every: list = [None] * accelerator.num_processes
     dist.all_gather_object(every, values)
@@ -196,8 +184,6 @@ def even_share(records: list, fill, accelerator) -> tuple[list, int]:
 
 def compute_dtype(module) -> torch.dtype:
     """The dtype ``module`` computes in: FSDP2's mixed-precision ``param_dtype`` where it has one, else its weights'."""
-    from torch.distributed.fsdp import FSDPModule
-
     if isinstance(module, FSDPModule):
         dtype = module._get_fsdp_state()._mp_policy.param_dtype
         if dtype is not None:
@@ -231,8 +217,6 @@ def kept_units(policy, reserve: float = 0.0) -> list:
     generation itself allocates: KV cache, logits) and ``GENERATION_SLACK`` of the device, each at its size in the
     compute dtype (FSDP2 gathers in the mixed-precision policy's ``param_dtype``), the same number on every rank
     (``sapo-vl plan`` predicts the count). All of them on CPU."""
-    from torch.distributed.fsdp import FSDPModule
-
     visual = getattr(getattr(getattr(policy, "model", None), "model", None), "visual", None)
     skip = {id(m) for m in visual.modules()} if visual is not None else set()
     units = [m for m in policy.modules() if isinstance(m, FSDPModule) and m is not policy and id(m) not in skip]

@@ -66,7 +66,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import psutil
+import torch
+from transformers import AutoConfig, AutoModelForImageTextToText
+
 from sapo_vl.errors import UserError
+from sapo_vl.parallel import GENERATION_SLACK, strategy
 
 GiB = 1024 ** 3
 GB = 1e9
@@ -116,11 +121,6 @@ def model_sizes(config: dict, freeze_vision: bool) -> ModelSizes:
 
 @lru_cache(maxsize=8)
 def _model_sizes(config_json: str, freeze_vision: bool) -> ModelSizes:
-    import torch
-    from transformers import AutoConfig, AutoModelForImageTextToText
-
-    import sapo_vl  # noqa: F401  (torchvision compat before transformers)
-
     try:
         with torch.device("meta"):
             model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(**json.loads(config_json)))
@@ -205,8 +205,6 @@ def cpu_device(processes: int = 1, memory_gib: float | None = None) -> Device:
     """Host memory shared by ``processes`` processes: ``memory_gib`` (default: this machine's RAM) over them."""
     if memory_gib is None:
         try:
-            import psutil
-
             ram = float(psutil.virtual_memory().total)
         except ImportError:
             ram = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
@@ -327,8 +325,6 @@ class Regime:
 
 def regime(cfg, sizes: ModelSizes, prec: Precision, n: int, device: Device, others: float | None) -> Regime:
     """The kept layers (module docstring); ``others``: every other rollout term, None when nothing is sharded."""
-    from sapo_vl.parallel import GENERATION_SLACK
-
     if others is None:
         return Regime(sizes.layers, sizes.layers, sharded=False)
     layer = sizes.layer * prec.compute
@@ -473,10 +469,6 @@ def oom_warning(cfg, config: dict, strategy: str, gpus: int, gpu_bytes: float) -
 def preflight(cfg, path: Path, accelerator) -> None:
     """At the start of ``sapo-vl train``: the prompt and generation budget fit the model's context (a UserError
     otherwise), and on GPUs a warning when the run will likely not fit their memory."""
-    import torch
-
-    from sapo_vl.parallel import strategy
-
     where = Path(path) / "config.json"
     config = read_json(where)
     check_context(cfg, config, str(where))

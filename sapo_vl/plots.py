@@ -23,7 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib as mpl
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from sapo_vl._jsonl import METRICS_FILE, read_metrics
 
@@ -202,9 +205,6 @@ def select_panels(available: Sequence[str], panels: Sequence[Panel] = SUMMARY_PA
 # ----------------------------------------------------------------------------------------------------------
 def _new_figure(n_panels: int, ncols: int, panel_size=(5.4, 3.3), title_space: float = 0.9):
     """A grid of panels sharing the step axis; ``title_space`` inches are kept above it for a suptitle."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     ncols = max(1, min(ncols, n_panels))
     nrows = math.ceil(n_panels / ncols)
     width, height = panel_size[0] * ncols, panel_size[1] * nrows + title_space
@@ -266,8 +266,6 @@ def _draw_stack(ax, panel: Panel, keys: list[str], data: dict[str, Series], colo
 
 def draw_panel(ax, panel: Panel, keys: list[str], data: dict[str, Series], smoothing: float | None) -> None:
     """Draw one panel's keys onto ``ax`` (and a twin axis for ``panel.right`` keys)."""
-    import matplotlib as mpl
-
     colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     left = [k for k in keys if k not in panel.right]
     right = [k for k in keys if k in panel.right]
@@ -393,7 +391,6 @@ def plot_compare(runs: Sequence[str | Path], out_path: str | Path, *, labels: Se
     shown = [spec for spec in COMPARE_KEYS if any(spec[0] in d for d in datas)]
     if not shown:
         raise ValueError(f"none of the runs logged any of {[k for k, _, _ in COMPARE_KEYS]}")
-    import matplotlib as mpl
 
     colors = mpl.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = _new_figure(len(shown), ncols)

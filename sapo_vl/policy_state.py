@@ -6,11 +6,18 @@ model), its frozen KL reference, the state a resume restores, and the final Hugg
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
+from accelerate.utils import fsdp2_prepare_model, set_seed
 
-from sapo_vl.checkpoint import set_rng_state
+from sapo_vl.checkpoint import is_checkpoint, latest_checkpoint, load_checkpoint, set_rng_state, write_checkpoint
+from sapo_vl.export import export_checkpoint
+from sapo_vl.models.load import load_policy, resolve_dtype
+from sapo_vl.models.logprobs import PolicyModule
+from sapo_vl.models.shards import load_safetensors, materialize
+from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 from sapo_vl.sections import Config
 from sapo_vl.errors import ConfigError, UserError
 from sapo_vl.parallel import strategy
@@ -27,8 +34,6 @@ def _complete(path: Path) -> bool:
 def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
     """The policy to load: ``checkpoint`` (resume) or model.path; "tiny" builds the offline tiny Qwen3-VL-MoE into
     the run directory once (atomically, so a kill never leaves half a model)."""
-    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
-
     if checkpoint is not None:
         return checkpoint
     if cfg.model.path != "tiny":
@@ -47,8 +52,6 @@ def model_path(cfg: Config, checkpoint: Path | None = None) -> Path:
 
 def training_dtype(model) -> torch.dtype:
     """The trained weights' dtype (``model.dtype``): "auto" is fp32 master weights on every device."""
-    from sapo_vl.models.load import resolve_dtype
-
     return torch.float32 if model.dtype == "auto" else resolve_dtype(model.dtype)
 
 
@@ -59,10 +62,6 @@ def build_update(path: Path, model_cfg, algo, train, rollout, accelerator,
     section with a concrete dtype). Under FSDP2 no process holds the whole model: it is built empty, sharded, and
     each rank reads its own rows of the weights (the model's safetensors, or the checkpoint's shards). Otherwise it
     is loaded whole, as one process would."""
-    from sapo_vl.checkpoint import load_checkpoint
-    from sapo_vl.models.load import load_policy
-    from sapo_vl.models.shards import load_safetensors, materialize
-
     sharded = strategy(accelerator) == "fsdp2"
     model, _ = load_policy(path, model_cfg, accelerator.device, empty=sharded)
     update = PolicyUpdate(model, algo, train, rollout, accelerator)
@@ -86,8 +85,6 @@ def resume_rng(state: dict, cfg: Config, accelerator) -> None:
     elif isinstance(rng, dict) and accelerator.num_processes == 1:
         set_rng_state(rng)
     else:
-        from accelerate.utils import set_seed
-
         set_seed(cfg.seed + 1_000_003 * state["step"] + accelerator.process_index)
         if accelerator.is_main_process:
             saved = len(rng) if isinstance(rng, list) else 1
@@ -115,13 +112,6 @@ def reference_model(cfg: Config, update: PolicyUpdate, fmt: PromptFormat, accele
 
     When a warm-up changed the weights it is written once to OUTPUT_DIR/reference (a checkpoint directory), so a
     resumed run uses the same one."""
-    import copy
-
-    from sapo_vl.checkpoint import is_checkpoint, load_checkpoint, write_checkpoint
-    from sapo_vl.models.load import load_policy
-    from sapo_vl.models.logprobs import PolicyModule
-    from sapo_vl.models.shards import load_safetensors, materialize
-
     ref_dir = Path(cfg.output_dir) / "reference"
     source = ref_dir if is_checkpoint(ref_dir) or _complete(ref_dir) else None if cfg.warmup.steps > 0 \
         else model_path(cfg)
@@ -133,8 +123,6 @@ def reference_model(cfg: Config, update: PolicyUpdate, fmt: PromptFormat, accele
     if not update.sharded:
         ref = copy.deepcopy(update.model) if source is None else load_policy(source, model_cfg, accelerator.device)[0]
     else:
-        from accelerate.utils import fsdp2_prepare_model
-
         ref = load_policy(model_path(cfg), model_cfg, accelerator.device, empty=True)[0].requires_grad_(False)
         ref = fsdp2_prepare_model(accelerator, PolicyModule(ref, distributed=True))
         materialize(ref, accelerator.device)
@@ -154,9 +142,6 @@ def reference_model(cfg: Config, update: PolicyUpdate, fmt: PromptFormat, accele
 def export_final(out_dir: Path, dtype: str, accelerator) -> None:
     """The final policy as a Hugging Face model in OUTPUT_DIR/model (``log.export``), written from the checkpoint
     just saved, one wrap unit at a time, the files split between the ranks."""
-    from sapo_vl.checkpoint import latest_checkpoint
-    from sapo_vl.export import export_checkpoint
-
     checkpoint = latest_checkpoint(out_dir)
     export_checkpoint(checkpoint, out_dir / "model", dtype=dtype, rank=accelerator.process_index,
                       world=accelerator.num_processes, barrier=accelerator.wait_for_everyone)

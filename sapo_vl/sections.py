@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from sapo_vl.errors import ConfigError, UserError
 
 __all__ = ["AlgoConfig", "Config", "DataConfig", "DataSource", "LogConfig", "ModelConfig", "RewardConfig",
-           "RolloutConfig", "TrainConfig", "WarmupConfig", "parse_override", "validated"]
+           "RolloutConfig", "RolloutCorrection", "TrainConfig", "WarmupConfig", "parse_override", "validated"]
 
 
 class Section(BaseModel):
@@ -124,6 +124,15 @@ class WarmupConfig(Section):
     labels: Literal["shuffled", "gold"] = "shuffled"
 
 
+class RolloutCorrection(Section):
+    """Importance-sampling correction of a scored pi_old against the sampler's log-probs (sapo_vl.algos.correction):
+    token_* / sequence_* (per token, or the sequence's geometric mean), *_truncate (TIS: weights clipped at the
+    threshold) or *_mask (MIS: tokens / sequences over it dropped)."""
+
+    mode: Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "none"
+    threshold: float = Field(2.0, gt=1)
+
+
 class AlgoConfig(Section):
     preset: str | None = None  # a paper's combination (sapo_vl.algos.ALGORITHMS): sets the keys below it
     policy_loss: str = "sapo"
@@ -135,6 +144,7 @@ class AlgoConfig(Section):
     kl_estimator: str = "k3"
     moe_aux_coef: float = Field(0.0, ge=0)  # coefficient of the MoE router load-balancing loss (0 = off)
     routing_replay: Literal["none", "rollout"] = "none"  # rollout: training forwards use the rollout's experts
+    rollout_correction: RolloutCorrection = RolloutCorrection()
 
 
 class TrainConfig(Section):
@@ -200,6 +210,9 @@ class Config(Section):
         if any(s.reward for s in self.data.mixture) and "auto" not in self.reward.funcs:
             raise ValueError("data.mixture[].reward routes records to a reward by their reward column, which only "
                              "reward 'auto' reads: add auto to reward.funcs")
+        if self.algo.rollout_correction.mode != "none" and self.rollout.old_logprobs == "sampler":
+            raise ValueError("algo.rollout_correction weighs a scored pi_old against the sampler's log-probs; with "
+                             "rollout.old_logprobs=sampler they are pi_old (every weight 1): set it to score")
         n = self.rollout.prompts_per_step * self.rollout.group_size
         if n % self.train.num_mini_batches:
             raise ValueError(f"prompts_per_step x group_size ({n}) must be divisible by train.num_mini_batches "

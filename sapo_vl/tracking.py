@@ -45,6 +45,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Column
 from typing_extensions import Self
 
 from sapo_vl._jsonl import METRICS_FILE, read_metrics
@@ -327,11 +331,6 @@ class Progress:
             self._start_rich()
 
     def _start_rich(self) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-        from rich.progress import Progress as RichProgress
-        from rich.table import Column
-
         fixed = {"table_column": Column(no_wrap=True)}  # on a narrow terminal only the metrics text wraps
         self._rich = RichProgress(
             TextColumn("[bold]step", **fixed), MofNCompleteColumn(**fixed), BarColumn(bar_width=20, **fixed),

@@ -18,11 +18,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import sapo_vl  # noqa: F401  (torchvision compat before transformers)
-
 import torch
+import torch.distributed as dist
+from accelerate.utils import set_seed
 from transformers import TrainerState
 
+from sapo_vl.data import check_prompt_length
 from sapo_vl.errors import DataError, Interrupted, UserError
 from sapo_vl.algos import ADVANTAGES, zero_variance_groups
 from sapo_vl.checkpoint import (
@@ -34,18 +35,24 @@ from sapo_vl.checkpoint import (
 )
 from sapo_vl.config import Config, check_resume, config_yaml, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
+from sapo_vl.models.load import load_processor
 from sapo_vl.models.moe import moe_routers
-from sapo_vl.rollout.collate import PromptFormat
-from sapo_vl.rollout.generate import HFEngine, SamplingParams, make_rollout, score_rollout
+from sapo_vl.plots import plot_run
+from sapo_vl.rewards import REWARDS
+from sapo_vl.rewards.pool import RewardPool
+from sapo_vl.rollout.collate import PromptFormat, count_prompt_tokens
+from sapo_vl.rollout.generate import HFEngine, SamplingParams, generate_completions, make_rollout, score_rollout
 from sapo_vl.rollout.types import Rollout
-from sapo_vl.memory import PhasePeaks
+from sapo_vl.memory import PhasePeaks, return_freed_blocks
 from sapo_vl.parallel import (describe_sharding, even_share, leave_process_group, make_accelerator, reduce_max_values,
                               reduce_mean)
 from sapo_vl.plan_terms import preflight
 from sapo_vl.policy_state import (build_update, export_final, model_path, pending_rollouts, reference_model,
                                   resume_rng, training_dtype)
 from sapo_vl.rundir import RunLock, StopFlag
+from sapo_vl.tracking import Progress, Tracker, truncate_metrics_file
 from sapo_vl.update import PolicyUpdate
+from sapo_vl.warmup import warmup
 
 # ----------------------------------------------------------------------------------------------------------------
 # building blocks
@@ -56,8 +63,6 @@ def load_data(cfg: Config) -> list[Source]:
     (the tiny one included)."""
     sources = load_sources(cfg.data)
     if "auto" in cfg.reward.funcs:
-        from sapo_vl.rewards import REWARDS
-
         for src in sources:
             for split, records in (("train", src.train), ("held-out", src.eval)):
                 for rec in records:
@@ -69,9 +74,6 @@ def load_data(cfg: Config) -> list[Source]:
 
 def fit_prompts(cfg: Config, fmt: PromptFormat, sources: list[Source]) -> list[Source]:
     """Over-long prompts dropped or rejected (``data.on_error``), before any model weights are loaded."""
-    from sapo_vl.data import check_prompt_length
-    from sapo_vl.rollout.collate import count_prompt_tokens
-
     count = partial(count_prompt_tokens, fmt)
     for src in sources:
         src.train = check_prompt_length(src.train, count, cfg.data.max_prompt_length, cfg.data.on_error)
@@ -136,11 +138,6 @@ class Run:
 
 
 def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
-    from accelerate.utils import set_seed
-
-    from sapo_vl.models.load import load_processor
-    from sapo_vl.rewards.pool import RewardPool
-
     dtype = training_dtype(cfg.model)
     accelerator = make_accelerator(cfg.train, dtype)
     out_dir, is_main = Path(cfg.output_dir), accelerator.is_main_process
@@ -175,7 +172,6 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     sampler = MixtureSampler([len(s.train) for s in sources], [s.weight for s in sources], cfg.seed,
                              accelerator.process_index, accelerator.num_processes)
     if resume_from is None and cfg.warmup.steps > 0:  # same seed on every rank: identical weights after it
-        from sapo_vl.warmup import warmup
 
         with memory.phase("warmup"):
             warmup(update.policy, fmt, train_records, cfg.warmup, seed=cfg.seed,
@@ -213,8 +209,6 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
 def evaluate(r: Run) -> dict[str, float]:
     """Greedy held-out accuracy (the accuracy reward == 1) and mean reward, on this rank's share of each source
     (``log.eval_limit`` prompts per source), reduced over ranks; per source too when there are several."""
-    from sapo_vl.rollout.generate import generate_completions
-
     acc, limit = r.accelerator, r.cfg.log.eval_limit
     share = [rec for src in r.sources for rec in src.eval[acc.process_index::acc.num_processes][:limit]]
     first = next((src.eval[0] for src in r.sources if src.eval), None)
@@ -247,6 +241,8 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
     t1 = time.perf_counter()
     source = r.update.old_logprobs_source()
+    if cfg.algo.rollout_correction.mode != "none":
+        rollout.sampler_logprobs = rollout.old_logprobs
     if source != "sampler":
         rollout.old_logprobs = rollout.routing = None
     unscored = rollout.old_logprobs is None or (cfg.algo.routing_replay != "none" and rollout.routing is None)
@@ -331,8 +327,6 @@ def run(cfg: Config) -> dict:
     The output directory is locked for the run (``RunLock``). SIGTERM / SIGINT are honoured in every phase: in the
     build and warm-up nothing is saved; mid-step (generation, rewards) the step is dropped and the last completed one
     saved; during an update the update finishes and is saved. A second signal exits at once."""
-    from sapo_vl.memory import return_freed_blocks
-
     out_dir = Path(cfg.output_dir)
     stop = StopFlag().install()  # first thing: a signal during the build or the warm-up still stops cleanly
     return_freed_blocks()  # host memory: freed tensors go back to the OS, not into the allocator's heap
@@ -353,8 +347,6 @@ def run(cfg: Config) -> dict:
 
 def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
     """Held-out eval, the steps (checkpoints on schedule and on a stop), the final eval and the plots."""
-    from sapo_vl.tracking import Progress, Tracker, truncate_metrics_file
-
     cfg, is_main = r.cfg, r.accelerator.is_main_process
     tracker = Tracker(out_dir, cfg.log.backends, project=cfg.log.project, config=cfg.to_dict(),
                       is_main_process=is_main, resume_step=r.start_step if resume_from is not None else None)
@@ -405,8 +397,6 @@ def _loop(r: Run, out_dir: Path, resume_from: Path | None) -> dict:
     progress.close()
     tracker.close()
     if is_main and "eval_after" in summary and cfg.log.plot:
-        from sapo_vl.plots import plot_run
-
         for p in plot_run(out_dir):
             print(f"[sapo-vl] plot: {p}", flush=True)
     summary["step"] = step
@@ -462,8 +452,6 @@ def _save(out_dir: Path, step: int, r: Run, snapshot: tuple | None = None) -> No
     """Checkpoint (collective: every rank writes its own shards); every rank's RNG state and stale-rollout queue are
     gathered so each resumes its own. ``snapshot`` (sampler state, RNG state) replaces the current ones: a step
     dropped mid-way is redone on resume."""
-    import torch.distributed as dist
-
     sampler_state, rng = snapshot if snapshot is not None else (r.sampler.state_dict(), rng_state())
     rngs, pending = [rng], [r.pending]  # one per rank
     if r.accelerator.num_processes > 1 and dist.is_initialized():

@@ -29,13 +29,17 @@ from contextlib import nullcontext
 from dataclasses import replace
 
 import torch
+from torch.distributed.fsdp import register_fsdp_forward_method
 
-from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty
+from sapo_vl.algos import POLICY_LOSSES, aggregate, global_normalizers, kl_penalty, rollout_correction_weights
+from sapo_vl.checkpoint import load_checkpoint
+from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import use_packing
 from sapo_vl.models.prefix import SharedPrefix, forward_inputs, use_shared_prefix
 from sapo_vl.parallel import is_sharded, reduce_max
+from sapo_vl.rollout.generate import score_rollout
 from sapo_vl.rollout.types import Rollout, to_device
 
 
@@ -124,8 +128,6 @@ class PolicyUpdate:
         if accelerator is not None:
             self.policy, self.optimizer = accelerator.prepare(self.policy, self.optimizer)
         if self.sharded:
-            from torch.distributed.fsdp import register_fsdp_forward_method
-
             register_fsdp_forward_method(self.policy, "generate")
             register_fsdp_forward_method(self.policy, "call")
         self.params = [p for p in self.policy.parameters() if p.requires_grad]  # FSDP2's are new (DTensors)
@@ -137,8 +139,6 @@ class PolicyUpdate:
     def resume(self, checkpoint, state: dict) -> None:
         """The optimizer state from ``checkpoint``'s shards (any number of processes wrote them) and the schedule
         from its trainer ``state``. Collective under FSDP2."""
-        from sapo_vl.checkpoint import load_checkpoint
-
         load_checkpoint(checkpoint, self.policy, self.optimizer, weights=False)
         self.scheduler.load_state_dict(state["scheduler"])
 
@@ -200,8 +200,6 @@ class PolicyUpdate:
         """Old log-probs (N, C) and MoE routing of ``batch`` under the policy as it is now: ``score_rollout`` (no
         grad) in eval mode, with this update's temperature, packing and shared-prefix forwards (the computation on
         the other side of the ratio). The rollout phase and ``update`` both score through here."""
-        from sapo_vl.rollout.generate import score_rollout
-
         training = self.model.training
         self.model.eval()
         try:
@@ -305,9 +303,16 @@ class PolicyUpdate:
         old = out.logprobs.detach() if micro.old_logprobs is None else micro.old_logprobs[:, :C].to(device)
         res = self.loss_fn(logprobs=out.logprobs, old_logprobs=old, advantages=micro.advantages.to(device),
                            response_mask=mask, **algo.loss_hparams)
-        loss = aggregate(res.per_token_loss, mask, algo.aggregation, **norm)
+        per_token, metrics = res.per_token_loss, res.metrics
+        if algo.rollout_correction.mode != "none":  # TIS / MIS against the sampler's log-probs
+            if micro.sampler_logprobs is None:
+                raise UserError("algo.rollout_correction needs the sampler's log-probs; this rollout has none")
+            weights, extra = rollout_correction_weights(old, micro.sampler_logprobs[:, :C].to(device), mask,
+                                                        **algo.rollout_correction.model_dump())
+            per_token, metrics = per_token * weights.to(per_token.dtype), {**metrics, **extra}
+        loss = aggregate(per_token, mask, algo.aggregation, **norm)
         n_tok = int(mask.sum())
-        for k, v in res.metrics.items():
+        for k, v in metrics.items():
             means.add(k, v, n_tok)
         if algo.kl_beta > 0:
             kl = kl_penalty(out.logprobs, micro.ref_logprobs[:, :C].to(device), algo.kl_estimator, mask)

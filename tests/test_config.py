@@ -221,8 +221,10 @@ def test_train_help_lists_every_config_key_with_its_default(capsys):
     lines = describe_config()
     assert "  algo.policy_loss = 'sapo'  (sapo | grpo | gspo | gspo-token | cispo)" in lines
     assert "  algo.loss_hparams = {}  (per loss; a key left out takes the loss's default:)" in lines
-    assert ("  data.mixture[].dataset = <required>  (synthetic_shapes | easy_vqa | human_eval | jsonl | json | "
-            "parquet | disk)") in lines
+    assert ("  data.mixture[].dataset = <required>  (synthetic_shapes | synthetic_shapes_colors | easy_vqa | "
+            "human_eval | jsonl | json | parquet | disk)") in lines
+    assert ("  algo.rollout_correction.mode = 'none'  (none | token_truncate | token_mask | sequence_truncate | "
+            "sequence_mask)") in lines
     assert "  train.lr_schedule = 'constant'  (constant | cosine)" in lines  # a Literal's values
     keys = [line.split(" = ")[0].strip() for line in lines if line.startswith("  ") and not line.startswith("    ")]
     assert len(keys) == len(set(keys)) == len(flat_keys(Config)) + len(DataSource.model_fields)
@@ -359,3 +361,14 @@ def test_resume_compares_configs_saved_before_loss_defaults_were_filled_in(tmp_p
     with pytest.raises(ConfigError, match=r"algo.loss_hparams: .*-> .*resume=force"):
         check_resume(old, cfg, tmp_path)
     check_resume(old, load_config(DEMO, ["algo.preset=grpo", "resume=force"]), tmp_path)
+
+
+def test_rollout_correction_is_a_typed_section_and_needs_a_scored_pi_old():
+    cfg = load_config(DEMO, ["algo.rollout_correction.mode=token_mask", "rollout.old_logprobs=score"])
+    assert cfg.algo.rollout_correction.mode == "token_mask" and cfg.algo.rollout_correction.threshold == 2.0
+    with pytest.raises(ConfigError, match="algo.rollout_correction.mode: expected 'none', 'token_truncate'"):
+        load_config(DEMO, ["algo.rollout_correction.mode=token"])
+    with pytest.raises(ConfigError, match="threshold: expected a number greater than 1"):
+        load_config(DEMO, ["algo.rollout_correction.threshold=1"])
+    with pytest.raises(ConfigError, match="with rollout.old_logprobs=sampler they are pi_old"):
+        load_config(DEMO, ["algo.rollout_correction.mode=token_mask", "rollout.old_logprobs=sampler"])

@@ -27,3 +27,9 @@ def test_every_module_imports_first_on_its_own():
     assert out.returncode == 0, out.stderr[-3000:]
     count, *failed = out.stdout.strip().splitlines()
     assert int(count) > 50 and not failed, "\n".join(failed)
+
+
+def test_import_sapo_vl_and_the_command_table_import_no_torch():
+    probe = "import sys, sapo_vl.commands; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:]

@@ -130,12 +130,12 @@ def test_a_missing_plugin_is_a_user_error_on_every_subcommand(capsys):
 
 
 def test_bad_data_is_a_user_error_before_the_weights_load(tmp_path, capsys, monkeypatch):
-    import sapo_vl.models.load as load
+    import sapo_vl.policy_state as policy_state
 
     def no_weights(*args, **kwargs):
         raise AssertionError("the model was loaded before the data was checked")
 
-    monkeypatch.setattr(load, "load_policy", no_weights)
+    monkeypatch.setattr(policy_state, "load_policy", no_weights)
     (tmp_path / "d.jsonl").write_text('{"prompt": "p", "answer": "a", "reward": "vqa_typo"}\n')
     code = main(["train", str(DEMO), f"output_dir={tmp_path / 'run'}", "data.dataset=jsonl",
                  f"data.kwargs={{path: '{tmp_path / 'd.jsonl'}'}}", "reward.funcs={auto: 1.0}", "warmup.steps=0"])

@@ -16,6 +16,7 @@ from transformers import AutoModelForImageTextToText
 from sapo_vl.checkpoint import latest_checkpoint, list_checkpoints
 from sapo_vl.config import load_config
 from sapo_vl.data import RecordError, build_synthetic_shapes, write_jsonl
+from sapo_vl.rewards.text import completion_text
 from sapo_vl.models.load import load_policy
 from sapo_vl.rewards import REWARDS
 from sapo_vl.train import run
@@ -28,8 +29,9 @@ TINY = ["log.plot=false", "log.progress=false", "log.eval_limit=4", "rollout.gro
 
 
 def _length_reward(completions, **kwargs):
-    """A dense reward (so advantages are non-zero and the SAPO gate is active from step 1)."""
-    return [len(c) / 10 for c in completions]
+    """A dense reward (so advantages are non-zero and the SAPO gate is active from step 1); the demo's image
+    prompts are chats, so each completion is one assistant message."""
+    return [len(completion_text(c)) / 10 for c in completions]
 
 
 @pytest.fixture
@@ -301,3 +303,25 @@ def test_a_training_step_gives_the_same_weights_to_the_bit_in_two_processes(tiny
                              text=True, env=env, cwd=ROOT, timeout=280, check=True).stdout.split()[-1]
               for _ in range(2)]
     assert hashes[0] == hashes[1]
+
+
+def test_the_colors_recipe_trains_on_17_token_list_answers_with_partial_credit(tmp_path, tiny_dir):
+    out = tmp_path / "colors"
+    cfg = load_config(ROOT / "recipes" / "tiny" / "colors.yaml", [*TINY[:5], "warmup.steps=2", "warmup.batch_size=4",
+                      "data.kwargs.n=8", "reward.num_workers=1", "train.total_steps=1", f"output_dir={out}",
+                      f"model.path={tiny_dir}"])
+    assert cfg.rollout.max_new_tokens == 24 and cfg.reward.accuracy == "ordered_words"
+    assert run(cfg)["step"] == 1
+    row = _train_rows(out)[1]
+    assert {"reward/ordered_words_partial", "reward/ordered_words", "accuracy"} <= row.keys()
+    assert math.isfinite(row["loss"])
+
+
+def test_rollout_correction_keeps_the_samplers_log_probs_and_logs_its_weights(tmp_path, tiny_dir):
+    """In float32 the sampler's log-probs equal a forward's to rounding: every weight is 1 to rounding."""
+    out = tmp_path / "corrected"
+    run(_config(out, tiny_dir, "train.total_steps=1", "rollout.old_logprobs=score",
+                "algo.rollout_correction.mode=token_mask"))
+    row = _train_rows(out)[1]
+    assert row["rollout_correction/weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert row["rollout_correction/over_threshold_frac"] == 0.0

@@ -6,6 +6,7 @@ from PIL import Image
 
 from sapo_vl.algos import AGGREGATION_MODES
 from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
+from sapo_vl.errors import UserError
 from sapo_vl.models.load import load_policy
 from sapo_vl.models.logprobs import policy_forward
 from sapo_vl.models.packing import use_packing
@@ -138,13 +139,14 @@ def test_an_unscored_rollout_scores_all_but_its_first_mini_batch_and_trains_as_i
     first (the rollout phase's way)."""
     import dataclasses
 
-    from sapo_vl.rollout import generate, score_rollout
+    from sapo_vl import update as update_module
+    from sapo_vl.rollout import score_rollout
 
     _, batch = model_and_batch
     algo, train = AlgoConfig(), TrainConfig(lr=1e-3, num_mini_batches=3, micro_batch_tokens=10**6)
     rollout_cfg = RolloutConfig(max_new_tokens=batch.completion_ids.shape[1], temperature=1.0)
     params, metrics, scored = [], [], []
-    monkeypatch.setattr(generate, "score_rollout",
+    monkeypatch.setattr(update_module, "score_rollout",
                         lambda m, ro, **kw: scored.append(len(ro)) or score_rollout(m, ro, **kw))
     for scored_first in (True, False):
         model, _ = load_policy(tiny_dir)
@@ -215,3 +217,37 @@ def test_pure_bf16_training_follows_the_fp32_losses(tiny_dir, model_and_batch):
         assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.01)
         assert bf16["grad_norm"] == pytest.approx(fp32["grad_norm"], rel=0.02)
     assert len({round(r["loss"], 4) for r in runs["bfloat16"]}) == 4  # the weights moved: each step's loss differs
+
+
+@pytest.mark.parametrize("mode", ["sequence_truncate", "sequence_mask"])
+def test_rollout_correction_weighs_each_sequences_loss_by_its_truncated_or_masked_sampler_ratio(model_and_batch,
+                                                                                                  mode):
+    """A sequence-level weight w_i on every token's loss is, for these losses (linear in a positive advantage), the
+    update with advantage A_i * w_i: the gradient of the corrected update, over micro-batches too."""
+    import dataclasses
+
+    from sapo_vl.algos import rollout_correction_weights
+
+    model, batch = model_and_batch
+    shift = torch.tensor([0.9, 0.1, -0.4, 1.2, 0.0, -0.2])[:, None]  # two sequences' mean ratio over 2
+    sampler = batch.old_logprobs - shift - 0.1 * torch.randn(batch.old_logprobs.shape,
+                                                             generator=torch.Generator().manual_seed(1))
+    corrected = dataclasses.replace(batch, sampler_logprobs=sampler)
+    weights, _ = rollout_correction_weights(batch.old_logprobs, sampler, batch.response_mask, mode)
+    w = weights.max(-1).values  # (N,) one weight per sequence
+    assert (w == 2.0).sum() == 2 if mode == "sequence_truncate" else (w == 0).sum() == 2
+    scaled = dataclasses.replace(batch, advantages=batch.advantages * w)
+    update = PolicyUpdate(model, AlgoConfig(rollout_correction={"mode": mode}), TrainConfig(micro_batch_tokens=40),
+                          RolloutConfig(max_new_tokens=batch.completion_ids.shape[1], temperature=1.0))
+    update.policy.zero_grad(set_to_none=True)
+    metrics = update.accumulate(corrected)
+    got = {n: p.grad.clone() for n, p in update.policy.named_parameters() if p.grad is not None}
+    _, expected = _grads(model, scaled, micro_batch_tokens=40, loss="sapo", aggregation="seq-mean-token-mean")
+    scale = max(g.abs().max() for g in expected.values())
+    assert got.keys() == expected.keys() and scale > 0
+    for name, g in expected.items():
+        torch.testing.assert_close(got[name], g, rtol=1e-5, atol=1e-6 * scale, msg=name)
+    assert {"rollout_correction/weight_mean", "rollout_correction/over_threshold_frac",
+            "rollout_correction/ratio_q50"} <= metrics.keys()
+    with pytest.raises(UserError, match="needs the sampler's log-probs; this rollout has none"):
+        update.accumulate(batch)

@@ -4,6 +4,7 @@
 * ``aggregate`` / ``AGGREGATION_MODES`` / ``global_normalizers``: (B, T) loss -> scalar, micro-batch exact
 * ``ADVANTAGES`` / ``register_advantage``: grpo, dr_grpo, rloo; ``zero_variance_groups`` for DAPO dynamic sampling
 * ``kl_penalty`` / ``KL_ESTIMATORS``: k1 / k2 / k3 to a reference policy
+* ``rollout_correction_weights``: importance weights pi_old / pi_sampler, truncated or masked (TIS / MIS)
 * ``ALGORITHMS``: the papers' loss + aggregation + advantage combinations (e.g. dr_grpo, dapo)
 """
 
@@ -16,6 +17,7 @@ from sapo_vl.algos.advantages import (
     zero_variance_groups,
 )
 from sapo_vl.algos.aggregate import AGGREGATION_MODES, aggregate, global_normalizers
+from sapo_vl.algos.correction import CORRECTION_MODES, rollout_correction_weights
 from sapo_vl.algos.kl import KL_ESTIMATORS, kl_penalty
 from sapo_vl.algos.losses import cispo_loss, grpo_loss, gspo_loss, gspo_token_loss, sapo_loss
 from sapo_vl.algos.presets import ALGORITHMS, AlgorithmPreset
@@ -31,6 +33,7 @@ __all__ = [
     "ADVANTAGES",
     "AGGREGATION_MODES",
     "ALGORITHMS",
+    "CORRECTION_MODES",
     "KL_ESTIMATORS",
     "POLICY_LOSSES",
     "AlgorithmPreset",
@@ -50,6 +53,7 @@ __all__ = [
     "register_advantage",
     "register_policy_loss",
     "rloo_advantages",
+    "rollout_correction_weights",
     "sapo_loss",
     "zero_variance_groups",
 ]

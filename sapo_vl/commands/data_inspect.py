@@ -15,18 +15,30 @@ reward is routed (names the reward registry does not know are flagged). ``--json
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from PIL import Image
 
-from sapo_vl.data.mixture import SOURCE_COLUMN
+from sapo_vl.config import load_config
+from sapo_vl.data.images import decode_images
+from sapo_vl.data.mixture import SOURCE_COLUMN, load_sources
 from sapo_vl.data.records import LoadReport, Records
+from sapo_vl.data.registry import DATASETS, load_dataset_by_name
+from sapo_vl.data.sources import load_records
 from sapo_vl.errors import DataError, UserError
+from sapo_vl.evaluation.tasks import load_task_records, resolve_task
+from sapo_vl.models.load import load_processor
+from sapo_vl.plugins import import_plugins
+from sapo_vl.rewards import REWARDS
+from sapo_vl.rollout.collate import PromptFormat, count_prompt_tokens
 from sapo_vl.sections import parse_override
 
 PERCENTILES = (0, 50, 90, 99, 100)
@@ -43,9 +55,7 @@ def _image_size(image: Any) -> tuple[int, int]:
     """(width, height) from the header only: a lazy eval record holds a path or bytes, not pixels."""
     if hasattr(image, "size") and hasattr(image, "mode"):
         return image.size
-    import io
 
-    from PIL import Image
 
     source = io.BytesIO(image) if isinstance(image, bytes) else image
     with Image.open(source) as img:
@@ -58,8 +68,6 @@ def _answer_key(answer: Any) -> str:
 
 def summarize(records: list[dict], report: LoadReport | None, top: int = 10, count_tokens=None) -> dict:
     """The inspection of one split's records (``count_tokens(record) -> int`` adds prompt-token percentiles)."""
-    from sapo_vl.rewards import REWARDS
-
     sizes = [_image_size(im) for r in records for im in r.get("images") or []]
     answers = Counter(_answer_key(r.get("answer")) for r in records if r.get("answer") is not None)
     rewards = Counter(str(r.get("reward")) for r in records)
@@ -88,8 +96,6 @@ def summarize(records: list[dict], report: LoadReport | None, top: int = 10, cou
 
 
 def _token_stats(records: list[dict], count_tokens) -> tuple[dict | None, dict]:
-    from sapo_vl.data.images import decode_images
-
     lengths, errors = [], Counter()
     for r in records:
         try:
@@ -101,21 +107,13 @@ def _token_stats(records: list[dict], count_tokens) -> tuple[dict | None, dict]:
 
 def _splits(args: argparse.Namespace) -> list[tuple[str, list[dict]]]:
     """(label, records) for every split SOURCE names."""
-    from sapo_vl.data.registry import DATASETS, load_dataset_by_name
-    from sapo_vl.data.sources import load_records
-
     source, path = args.source, Path(args.source)
     options = {k: v for pair in args.options for k, v in parse_override(pair, DataError)[1].items()}
     if source.startswith("task:") or (path.suffix in (".yaml", ".yml") and "source" in _yaml_keys(path)):
-        from sapo_vl.evaluation.tasks import load_task_records, resolve_task
-
         spec = resolve_task(source.removeprefix("task:"))
         data_path = args.data_path or (str(spec.path.parent / spec.fixture) if args.fixture and spec.fixture else None)
         return [(f"task {spec.name}", load_task_records(spec, data_path, args.limit))]
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        from sapo_vl.config import load_config
-        from sapo_vl.data.mixture import load_sources
-
         data = load_config(path, args.options).data.model_copy(update={"on_error": args.on_error})
         return [(f"{s.name} [{split}]", recs) for s in load_sources(data)
                 for split, recs in (("train", s.train), ("held-out", s.eval))]
@@ -182,16 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from sapo_vl.plugins import import_plugins
 
     import_plugins(args.imports)
     count = None
     if args.model:
-        from functools import partial
-
-        from sapo_vl.models.load import load_processor
-        from sapo_vl.rollout.collate import PromptFormat, count_prompt_tokens
-
         if not (Path(args.model) / "config.json").is_file():
             raise UserError(f"--model {args.model}: no Hugging Face checkpoint there (config.json missing)")
         fmt = PromptFormat(load_processor(args.model), args.system_prompt, args.min_pixels, args.max_pixels)

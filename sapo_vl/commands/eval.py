@@ -15,6 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
+from sapo_vl.commands.eval_prompts import write_prompts
+from sapo_vl.errors import UserError
+from sapo_vl.evaluation.harness import EvalConfig, run_eval
+from sapo_vl.evaluation.tasks import available_tasks, task_file
+from sapo_vl.evaluation.writers import markdown_table, sanitize_model_name
+from sapo_vl.plugins import import_plugins, load_entry_points, split_imports
 
 EPILOG = """\
 tasks:
@@ -66,8 +73,6 @@ def _data_path(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sapo_vl.evaluation.tasks import available_tasks
-
     tasks = "\n".join("    " + line for line in textwrap.wrap(", ".join(sorted(available_tasks())), 108))
     p = argparse.ArgumentParser(prog="sapo-vl eval", description="Score benchmarks (official metric, Pass@1, pass@k).",
                                 epilog=EPILOG.replace("{tasks}", tasks),
@@ -103,25 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list_tasks() -> int:
-    from sapo_vl.evaluation.tasks import available_tasks, task_file
-
     for name, loader in sorted(available_tasks().items()):
         print(f"{name:<24} {task_file(loader) or '(registered by a plug-in)'}")
     return 0
 
 
 def _default_output_dir(args: argparse.Namespace) -> str:
-    from pathlib import Path
-
-    from sapo_vl.evaluation.writers import sanitize_model_name
-
     source = Path(args.model or args.samples)
     return str(Path("eval_results") / sanitize_model_name(source.name or str(source)))
 
 
 def _config(args: argparse.Namespace):
-    from sapo_vl.evaluation.harness import EvalConfig
-
     return EvalConfig(
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
         output_dir=args.output_dir or _default_output_dir(args), model=args.model, samples=args.samples,
@@ -133,9 +130,6 @@ def _config(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sapo_vl.errors import UserError
-    from sapo_vl.plugins import import_plugins, load_entry_points, split_imports
-
     argv, imports = split_imports(sys.argv[1:] if argv is None else argv)
     try:  # before the parser is built: --help lists the plug-ins' tasks too
         load_entry_points()
@@ -151,16 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tasks is required")
     try:
         if args.write_prompts:
-            from sapo_vl.commands.eval_prompts import write_prompts
-
             count = write_prompts([t for t in args.tasks.split(",") if t.strip()], args.write_prompts,
                                   limit=args.limit, data_paths=dict(args.data_path))
             print(f"wrote {count} prompts to {args.write_prompts}")
             return 0
         if not (args.model or args.samples):
             parser.error("give --model PATH or --samples FILE")
-        from sapo_vl.evaluation.harness import run_eval
-        from sapo_vl.evaluation.writers import markdown_table
 
         cfg = _config(args)
         results = run_eval(cfg)

@@ -19,10 +19,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
+from sapo_vl.config import load_config
 from sapo_vl.errors import UserError
+from sapo_vl.models.tiny import TinyConfig, build_model_config, build_tokenizer
 from sapo_vl.plan_terms import (BANDWIDTH, GPUS, PHASES, STRATEGIES, Device, GiB, ModelSizes, PhasePlan, Precision,
                                 activation_bytes, check_context, cpu_device, gpu_device, kv_bytes_per_token,
                                 model_sizes, plan_phases, precision, read_json, rollout_sequences, size_text, verdict)
+from sapo_vl.plugins import split_imports
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -34,8 +39,6 @@ def model_config(cfg, recipe: str | Path | None, explicit: str | None = None) ->
     if explicit:
         return read_json(Path(explicit)), explicit
     if cfg.model.path == "tiny":
-        from sapo_vl.models.tiny import TinyConfig, build_model_config, build_tokenizer
-
         tiny = TinyConfig(**cfg.model.tiny)
         return build_model_config(tiny, build_tokenizer(tiny.vocab_size, tiny.seed)).to_dict(), "the tiny model"
     local = Path(cfg.model.path) / "config.json"
@@ -51,7 +54,6 @@ def launch(accelerate_config: str | None, cfg) -> tuple[str, int | None]:
     """(strategy, processes) from an accelerate config file, else from the recipe's ``train.sharding``."""
     if accelerate_config is None:
         return ("fsdp2" if cfg.train.sharding == "fsdp2" else "ddp"), None
-    import yaml
 
     data = yaml.safe_load(Path(accelerate_config).read_text()) or {}
     kind = data.get("distributed_type", "NO")
@@ -137,9 +139,6 @@ def plan(cfg, config: dict, strategy: str, gpus: int, device: Device | float) ->
 
 
 def main(argv: list[str]) -> int:
-    from sapo_vl.config import load_config
-    from sapo_vl.plugins import split_imports
-
     argv, imports = split_imports(argv)
     parser = argparse.ArgumentParser(prog="sapo-vl plan", description=__doc__.split("\n\n")[0])
     parser.add_argument("recipe")

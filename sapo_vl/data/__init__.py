@@ -20,7 +20,7 @@ from sapo_vl.data.records import (
 )
 from sapo_vl.data.registry import DATASETS, load_dataset_by_name, register_dataset
 from sapo_vl.data.sources import image_to_data_uri, load_records, write_jsonl, write_parquet
-from sapo_vl.data.synthetic import ShapesConfig, build_synthetic_shapes
+from sapo_vl.data.synthetic import ShapesConfig, build_synthetic_shapes, build_synthetic_shapes_colors
 
 __all__ = [
     "DATASETS",
@@ -34,6 +34,7 @@ __all__ = [
     "ShapesConfig",
     "build_easy_vqa",
     "build_synthetic_shapes",
+    "build_synthetic_shapes_colors",
     "check_prompt_length",
     "classify_question",
     "decode_image",

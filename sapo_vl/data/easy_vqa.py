@@ -12,6 +12,7 @@ Question types, classified from the question text (``classify_question``):
 
 from __future__ import annotations
 
+import easy_vqa
 import numpy as np
 
 from sapo_vl.data.images import decode_image
@@ -51,10 +52,6 @@ def _question_types(question_types) -> tuple[str, ...]:
 
 
 def _read_split(split: str):
-    try:
-        import easy_vqa
-    except ImportError as exc:  # pragma: no cover - it is a declared dependency
-        raise ImportError("the easy_vqa dataset needs the 'easy-vqa' package (pip install easy-vqa==1.0)") from exc
     if split not in SPLITS:
         raise DataError(f"easy_vqa has splits {SPLITS}, got {split!r}")
     if split == "train":

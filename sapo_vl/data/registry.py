@@ -12,8 +12,8 @@ A builder is any callable ``builder(split: str = "train", **options) -> list[dic
                             on_error=on_error)
 
 A builder that names an ``on_error`` parameter gets the recipe's ``data.on_error``. Built in: "synthetic_shapes",
-"easy_vqa", "human_eval", and the generic file loaders "jsonl", "json", "parquet", "disk" (``path=`` is required;
-a ``{split}`` placeholder in the path is filled with the split).
+"synthetic_shapes_colors", "easy_vqa", "human_eval", and the generic file loaders "jsonl", "json", "parquet", "disk"
+(``path=`` is required; a ``{split}`` placeholder in the path is filled with the split).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sapo_vl.data.easy_vqa import build_easy_vqa
 from sapo_vl.data.human_eval import build_human_eval
 from sapo_vl.data.records import Records
 from sapo_vl.data.sources import load_records
-from sapo_vl.data.synthetic import build_synthetic_shapes
+from sapo_vl.data.synthetic import build_synthetic_shapes, build_synthetic_shapes_colors
 from sapo_vl.errors import DataError
 from sapo_vl.registry import Registry
 
@@ -74,6 +74,7 @@ def _file_loader(fmt: str) -> Callable[..., Records]:
 
 
 register_dataset("synthetic_shapes", build_synthetic_shapes)
+register_dataset("synthetic_shapes_colors", build_synthetic_shapes_colors)
 register_dataset("easy_vqa", build_easy_vqa)
 register_dataset("human_eval", build_human_eval)
 for _fmt in ("jsonl", "json", "parquet", "disk"):

@@ -16,6 +16,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from sapo_vl.data.readers import BadRow, open_rows
 from sapo_vl.data.records import LoadReport, RecordError, Records, RecordSpec, check_on_error, normalize_record
 
@@ -119,9 +122,6 @@ def write_parquet(records: Iterable[dict], path: str | os.PathLike) -> Path:
 
     Arrow needs one type per column: records must agree on the type of prompt, answer and each meta key.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rows = [{**r, "images": [{"bytes": _png_bytes(im), "path": None} for im in r.get("images", [])]}
             for r in records]
     if rows and all(not r.get("meta") for r in rows):  # Parquet cannot store an empty struct; {} comes back

@@ -1,4 +1,5 @@
-"""``synthetic_shapes``: one coloured shape on a plain background, drawn with PIL, deterministic by seed.
+"""``synthetic_shapes``: one coloured shape on a plain background, drawn with PIL, deterministic by seed; and
+``synthetic_shapes_colors``: a grid of shapes whose answer names every colour in reading order (17+ tokens).
 
 The demo task: a random-init tiny model learns to name the colour (default: 3 colours, one question, 32x32
 images, no jitter) from scratch. Harder variants are one argument away: more colours, several shapes and the
@@ -19,7 +20,8 @@ from PIL import Image, ImageDraw
 from sapo_vl.data.records import LoadReport, Records, render_template
 from sapo_vl.errors import DataError
 
-__all__ = ["COLORS", "QUESTIONS", "SHAPES", "ShapesConfig", "build_synthetic_shapes", "draw_shape"]
+__all__ = ["COLORS", "QUESTIONS", "SHAPES", "ShapesConfig", "build_synthetic_shapes", "build_synthetic_shapes_colors",
+           "draw_shape"]
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -152,16 +154,11 @@ def _plan(cfg: ShapesConfig, rng: np.random.Generator) -> list[tuple[str, str, s
     return plan
 
 
-def build_synthetic_shapes(split: str = "train", *, n: int | None = None, **options) -> Records:
-    """Build the ``synthetic_shapes`` records for ``split`` (options: the ``ShapesConfig`` fields).
-
-    ``n`` defaults to 1000 for "train" and 200 for other splits. Each record has reward "vqa" and meta
-    ``{"question_type", "color", "shape"}``; ids are ``synthetic_shapes-<split>-<i>``.
-    """
-    known = set(ShapesConfig.__dataclass_fields__) - {"n"}
+def _shapes_config(name: str, split: str, n: int | None, options: dict, known: set[str]) -> ShapesConfig:
+    """The validated ``ShapesConfig`` of ``options`` (``known``: the option names the dataset takes)."""
     unknown = sorted(set(options) - known)
     if unknown:
-        raise DataError(f"synthetic_shapes got unknown option(s) {unknown}; known: {sorted(known | {'n'})}")
+        raise DataError(f"{name} got unknown option(s) {unknown}; known: {sorted(known | {'n'})}")
     for key in ("colors", "shapes", "questions"):
         if isinstance(options.get(key), str):
             options[key] = (options[key],)
@@ -169,6 +166,16 @@ def build_synthetic_shapes(split: str = "train", *, n: int | None = None, **opti
             options[key] = tuple(options[key])
     cfg = ShapesConfig(n=n if n is not None else DEFAULT_SIZES.get(split, DEFAULT_EVAL_SIZE), **options)
     cfg.validate()
+    return cfg
+
+
+def build_synthetic_shapes(split: str = "train", *, n: int | None = None, **options) -> Records:
+    """Build the ``synthetic_shapes`` records for ``split`` (options: the ``ShapesConfig`` fields).
+
+    ``n`` defaults to 1000 for "train" and 200 for other splits. Each record has reward "vqa" and meta
+    ``{"question_type", "color", "shape"}``; ids are ``synthetic_shapes-<split>-<i>``.
+    """
+    cfg = _shapes_config("synthetic_shapes", split, n, options, set(ShapesConfig.__dataclass_fields__) - {"n"})
     rng = _split_rng(cfg.seed, split)
     records = []
     for i, (question, color, shape) in enumerate(_plan(cfg, rng)):
@@ -185,3 +192,33 @@ def build_synthetic_shapes(split: str = "train", *, n: int | None = None, **opti
         })
     n = len(records)
     return Records(records, LoadReport(source=f"synthetic_shapes[{split}]", total=n, seen=n, kept=n))
+
+
+COLORS_QUESTION = "Name the color of every shape, left to right, top to bottom."
+
+
+def build_synthetic_shapes_colors(split: str = "train", *, n: int | None = None, count: int = 9, columns: int = 3,
+                                  **options) -> Records:
+    """Build the ``synthetic_shapes_colors`` records: ``count`` shapes in a grid ``columns`` wide, each in a cell of
+    ``image_size`` pixels, colour and shape drawn uniformly; the answer names every colour in reading order
+    ("red, blue, green, ..."), reward "ordered_words". Options: the ``ShapesConfig`` fields but ``questions``.
+    Meta: ``{"colors", "shapes"}`` in reading order; ids ``synthetic_shapes_colors-<split>-<i>``."""
+    if not 1 <= columns <= count:
+        raise DataError(f"synthetic_shapes_colors needs 1 <= columns <= count, got columns={columns}, count={count}")
+    known = (set(ShapesConfig.__dataclass_fields__) - {"n", "questions"}) | {"count", "columns"}
+    cfg = _shapes_config("synthetic_shapes_colors", split, n, options, known)
+    rng, colors, shapes = _split_rng(cfg.seed, split), cfg.color_names(), cfg.shape_names()
+    rows, size, records = -(-count // columns), cfg.image_size, []
+    for i in range(cfg.n):
+        picked = [(colors[int(rng.integers(len(colors)))], shapes[int(rng.integers(len(shapes)))])
+                  for _ in range(count)]
+        image = Image.new("RGB", (columns * size, rows * size), COLORS[cfg.background])
+        for j, (color, shape) in enumerate(picked):
+            image.paste(draw_shape(shape, color, cfg, rng), ((j % columns) * size, (j // columns) * size))
+        prompt = COLORS_QUESTION if cfg.prompt_template is None else render_template(cfg.prompt_template,
+                                                                                      {"prompt": COLORS_QUESTION})
+        records.append({"id": f"synthetic_shapes_colors-{split}-{i}", "prompt": prompt, "images": [image],
+                        "answer": ", ".join(c for c, _ in picked), "reward": "ordered_words",
+                        "meta": {"colors": [c for c, _ in picked], "shapes": [s for _, s in picked]}})
+    return Records(records, LoadReport(source=f"synthetic_shapes_colors[{split}]", total=cfg.n, seen=cfg.n,
+                                       kept=cfg.n))

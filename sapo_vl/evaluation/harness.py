@@ -15,12 +15,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+import torch
+
+from sapo_vl import __version__
+from sapo_vl.data import decode_images
 from sapo_vl.evaluation.metrics import mean_with_stderr, task_metrics
 from sapo_vl.evaluation.official import OFFICIAL
 from sapo_vl.evaluation.samples import SampleLog, read_samples_file, run_key
 from sapo_vl.evaluation.scoring import score_docs
 from sapo_vl.errors import UserError
 from sapo_vl.evaluation.tasks import GenerationSpec, TaskSpec, load_task_records, resolve_task
+from sapo_vl.models import load_policy
+from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, generate_completions
+from sapo_vl.rundir import RunLock
 from sapo_vl.sections import ModelConfig, validated
 from sapo_vl.evaluation.writers import (
     file_sha256,
@@ -97,10 +105,6 @@ class _Policy:
 
     def get(self) -> tuple[Any, Any]:
         if self._loaded is None:
-            import torch
-
-            from sapo_vl.models import load_policy
-
             self.device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
             self._loaded = load_policy(self.cfg.model, ModelConfig(dtype=self.cfg.dtype), self.device)
         return self._loaded
@@ -115,11 +119,6 @@ def effective_generation(spec: TaskSpec, cfg: EvalConfig) -> GenerationSpec:
 
 def _generate(policy: _Policy, records: list[dict], gen: GenerationSpec, batch_size: int) -> list[list[str]]:
     """n completions per doc through the training rollout code; images are decoded here, one chunk at a time."""
-    import torch
-
-    from sapo_vl.data import decode_images
-    from sapo_vl.rollout import HFEngine, PromptFormat, SamplingParams, generate_completions
-
     model, processor = policy.get()
     if gen.seed is not None:
         torch.manual_seed(gen.seed + int(records[0]["meta"].get("index", 0)))
@@ -164,15 +163,6 @@ def _check_sample_ids(task: str, records: list[dict], provided: dict[str, list[s
 
 
 def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled, transient=False)
 
@@ -245,8 +235,6 @@ def _model_info(cfg: EvalConfig, policy: _Policy | None) -> dict[str, Any]:
 
 def build_results(runs: list[TaskRun], cfg: EvalConfig, policy: _Policy | None, start: float) -> dict:
     """The results JSON in lmms-eval's layout (see ``writers.py``)."""
-    from sapo_vl import __version__
-
     info = _model_info(cfg, policy)
     out: dict[str, Any] = {"results": {}, "group_subtasks": {}, "configs": {}, "versions": {}, "n-shot": {},
                            "higher_is_better": {}, "n-samples": {}}
@@ -274,8 +262,6 @@ def build_results(runs: list[TaskRun], cfg: EvalConfig, policy: _Policy | None, 
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate every task of ``cfg`` and write results.json, samples_<task>.jsonl, summary.md and exports (the
     output directory is locked: two evaluations never append to the same sample logs)."""
-    from sapo_vl.rundir import RunLock
-
     specs = [resolve_task(t) for t in cfg.tasks]
     with RunLock(cfg.output_dir, "evaluation"):
         return _run_eval(cfg, specs)

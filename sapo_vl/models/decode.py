@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor
 
 from sapo_vl.models.prefix import cache_kwarg
 
@@ -38,7 +39,6 @@ def fused_decoding_supported(model) -> bool:
     text = model.model.language_model
     if not all(hasattr(layer.self_attn, "q_norm") and hasattr(layer, "mlp") for layer in text.layers):
         return False
-    from torch.distributed.tensor import DTensor
 
     return not any(isinstance(p, DTensor) for p in (*text.parameters(), *model.lm_head.parameters()))
 

@@ -10,8 +10,10 @@ import importlib.util
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
 
-import sapo_vl  # noqa: F401  (torchvision compat before transformers)
+from sapo_vl.checkpoint import is_checkpoint, load_checkpoint
+from sapo_vl.models.shards import UnsupportedConversion, empty_model, load_safetensors, materialize, own_memory
 from sapo_vl.sections import ModelConfig
 from sapo_vl.models.vision import patch_embed_as_linear
 
@@ -44,8 +46,6 @@ def resolve_attn_implementation(requested: str | None, device: str | torch.devic
 
 def load_processor(path: str | Path):
     """The checkpoint's processor, tokenizer padding on the left (generation batches)."""
-    from transformers import AutoProcessor
-
     processor = AutoProcessor.from_pretrained(str(path))
     if getattr(processor, "tokenizer", None) is not None:
         processor.tokenizer.padding_side = "left"
@@ -83,11 +83,6 @@ def load_policy(path: str | Path, cfg: ModelConfig | None = None, device: str | 
     "grouped_mm"; None: HF default), gradient_checkpointing (non-reentrant), freeze_vision (requires_grad=False).
     The vision tower's patch embedding runs as one matmul (``patch_embed_as_linear``), its weights unchanged.
     """
-    from transformers import AutoModelForImageTextToText
-
-    from sapo_vl.checkpoint import is_checkpoint, load_checkpoint
-    from sapo_vl.models.shards import UnsupportedConversion, empty_model, load_safetensors, materialize, own_memory
-
     cfg = cfg or ModelConfig()
     path = Path(path)
     if not (path / "config.json").is_file():

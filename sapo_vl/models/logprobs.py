@@ -17,6 +17,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sapo_vl.models.load import is_moe
+from sapo_vl.models.moe import load_balancing_loss
+from sapo_vl.models.prefix import SharedPrefix, shared_forward
+from sapo_vl.models.vision import encoder_inputs, every_rank_encodes
+
 
 @dataclass
 class PolicyForward:
@@ -121,11 +126,6 @@ def policy_forward(model, inputs: dict, prompt_len: int, *, temperature: float =
         packing: the ``Packing`` of packed ``inputs``, or the ``SharedPrefix`` of padded ``inputs`` whose prompts
             repeat (``sapo_vl.models.prefix``); every output is then in the padded layout all the same.
     """
-    from sapo_vl.models.load import is_moe
-    from sapo_vl.models.moe import load_balancing_loss
-    from sapo_vl.models.prefix import SharedPrefix, shared_forward
-    from sapo_vl.models.vision import encoder_inputs
-
     B, T = inputs["input_ids"].shape if packing is None else packing.mask.shape
     if not 0 < prompt_len < T:
         raise ValueError(f"prompt_len must be in (0, {T}), got {prompt_len}")
@@ -201,8 +201,6 @@ class PolicyModule(torch.nn.Module):
 
     def forward(self, inputs: dict, prompt_len: int, temperature: float = 1.0, chunk_size: int = 1024,
                 with_entropy: bool = False, vision=None, packing=None) -> PolicyForward:
-        from sapo_vl.models.vision import every_rank_encodes
-
         with every_rank_encodes(self.distributed) as zeros:
             out = policy_forward(self.model, inputs, prompt_len, temperature=temperature, chunk_size=chunk_size,
                                  with_entropy=with_entropy, vision=vision, packing=packing)

@@ -8,8 +8,9 @@ policy and the policy at update time: the instability that SAPO's soft gate is m
 ``routing(model, replay)`` hooks every MoE router (no fork of transformers' modelling code): it records the expert
 ids each router returns, or, given the ids recorded in the rollout's forward, makes every router return those ids
 again (routing replay, "R3", as verl and ms-swift have it on Megatron). Under replay the router logits still give
-the gate weights, a softmax over the recorded experts renormalised as the router does, so the router keeps
-learning; only which experts run is fixed.
+the gate weights, the softmax at the recorded experts, renormalised where the router renormalises its top-k
+(Qwen3-MoE only with ``norm_topk_prob``), so the router keeps learning; only which experts run is fixed. A replay
+under which no router hook fired raises.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def routing(model, replay: list | None = None) -> Iterator[list]:
                     raise ValueError(f"routing replay for layer {layer}: {tuple(ids.shape)} recorded ids, the "
                                      f"forward routes {tuple(weights.shape)}")
                 top = torch.softmax(logits, dtype=torch.float, dim=-1).gather(-1, ids)  # as the router does
-                weights = (top / top.sum(dim=-1, keepdim=True)).to(logits.dtype)
+                if getattr(module, "norm_topk_prob", True):  # Qwen3-VL-MoE always; Qwen3-MoE when configured
+                    top = top / top.sum(dim=-1, keepdim=True)
+                weights = top.to(logits.dtype)
             used[layer] = ids.detach() if used[layer] is None else torch.cat([used[layer], ids.detach()])
             return logits, weights, ids
 
@@ -73,6 +76,10 @@ def routing(model, replay: list | None = None) -> Iterator[list]:
 
     with _hooked(routers, hook_for):
         yield used
+    silent = [i for i, u in enumerate(used) if u is None]
+    if replay is not None and (silent or not routers):
+        raise UserError(f"routing replay: no router hook fired in the forward (MoE layers {silent or 'none found'});"
+                        " the forward ran on a model whose MoE routers were not hooked")
 
 
 @contextmanager

@@ -26,6 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 from sapo_vl.errors import UserError
 
@@ -69,8 +72,6 @@ def use_packing(model, mode: str) -> bool:
 def sdpa_per_sequence(module, query, key, value, attention_mask, cu_seq_lens_q=None, **kwargs):
     """transformers' sdpa attention; given the sequence boundaries of a packed row (``cu_seq_lens_q``), one causal
     call per sequence: nothing attends across sequences, and no (K, K) mask. query / key / value: (1, heads, K, d)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if cu_seq_lens_q is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     bounds = cu_seq_lens_q.tolist()
@@ -87,9 +88,6 @@ def _packed_attention(model) -> None:
         raise ValueError(f"cannot pack sequences for this model: {reason}")
     text_config = model.config.text_config
     if text_config._attn_implementation == "sdpa":
-        from transformers import AttentionInterface, AttentionMaskInterface
-        from transformers.masking_utils import sdpa_mask
-
         AttentionInterface.register(SDPA_PER_SEQUENCE, sdpa_per_sequence)
         AttentionMaskInterface.register(SDPA_PER_SEQUENCE, sdpa_mask)
         text_config._attn_implementation = SDPA_PER_SEQUENCE

@@ -26,6 +26,12 @@ import re
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
+from safetensors import safe_open
+from torch.distributed.tensor import DTensor, Shard
+from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
+from transformers.conversion_mapping import get_model_conversion_mapping
+from transformers.core_model_loading import Transpose, WeightConverter, WeightRenaming, rename_source_key
 
 from sapo_vl.errors import UserError
 
@@ -37,9 +43,6 @@ class UnsupportedConversion(UserError):
 def empty_model(path: str | Path, kwargs: dict):
     """The Hugging Face model of the checkpoint at ``path`` with its parameters on the meta device and its buffers
     computed; ``kwargs``: what ``from_pretrained`` would get (dtype, attn_implementation, experts_implementation)."""
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForImageTextToText, GenerationConfig
-
     config = AutoConfig.from_pretrained(str(path))
     with init_empty_weights(include_buffers=False):
         model = AutoModelForImageTextToText.from_config(config, **kwargs)
@@ -73,8 +76,6 @@ def materialize(module: torch.nn.Module, device: str | torch.device) -> None:
 def local_rows(param: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     """(this rank's local tensor, first global row, end row) of a parameter: the whole tensor unsharded, else the
     rows FSDP2 gives this rank (``Shard(0)``, as ``torch.chunk`` splits: ceil(rows / N) each, the last ones short)."""
-    from torch.distributed.tensor import DTensor, Shard
-
     if not isinstance(param, DTensor):
         return param.data, 0, param.shape[0] if param.dim() else 0
     if tuple(param.placements) != (Shard(0),):
@@ -91,17 +92,12 @@ class KeyMap:
     rows of the stored tensor are its rows of the parameter)."""
 
     def __init__(self, model, targets: dict[str, torch.Tensor]):
-        from transformers.conversion_mapping import get_model_conversion_mapping
-        from transformers.core_model_loading import WeightConverter, WeightRenaming
-
         transforms = get_model_conversion_mapping(model)
         self.renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
         self.converters = [t for t in transforms if isinstance(t, WeightConverter)]
         self.prefix, self.targets = getattr(model, "base_model_prefix", None), targets
 
     def __call__(self, key: str, stored_shape: list[int]) -> tuple[str, tuple[int, int] | None]:
-        from transformers.core_model_loading import Transpose, rename_source_key
-
         name, pattern = rename_source_key(key, self.renamings, self.converters, self.prefix, self.targets)
         if pattern is None:
             return name, None
@@ -142,7 +138,6 @@ def safetensors_files(path: str | Path) -> dict[str, list[str]]:
         for key, name in json.loads(index.read_text())["weight_map"].items():
             files.setdefault(name, []).append(key)
         return files
-    from safetensors import safe_open
 
     found = sorted(p.name for p in path.glob("*.safetensors"))
     if not found:
@@ -159,8 +154,6 @@ def load_safetensors(model, path: str | Path) -> None:
     """Fill ``model``'s parameters and persistent buffers (sharded or whole, already on their device) from the
     checkpoint at ``path``; each rank reads only its rows. Every parameter must be filled (tied ones once): a missing
     or unexpected tensor is an error naming it."""
-    from safetensors import safe_open
-
     targets = dict(model.named_parameters(remove_duplicate=False))
     persistent = {name for name, _ in model.state_dict(keep_vars=True).items()}
     targets.update({n: b for n, b in model.named_buffers() if n in persistent})

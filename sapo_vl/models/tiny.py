@@ -13,11 +13,19 @@ more than the text layers, the image processor uses ``patch_size=16`` and images
 
 from __future__ import annotations
 
+import json
 import math
+import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import sapo_vl  # noqa: F401  (torchvision compat before transformers)
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+import torch
+from transformers import (AutoModelForImageTextToText, PreTrainedTokenizerFast, Qwen3VLConfig, Qwen3VLMoeConfig,
+                          Qwen3VLProcessor)
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -115,8 +123,6 @@ def mrope_section(head_dim: int) -> list[int]:
 
 
 def _corpus(seed: int) -> list[str]:
-    import random
-
     rng = random.Random(seed)
     lines = [" ".join(_WORDS)]
     for _ in range(3000):
@@ -130,9 +136,6 @@ def _corpus(seed: int) -> list[str]:
 
 def build_tokenizer(vocab_size: int = 1024, seed: int = 0):
     """Train a byte-level BPE tokenizer in memory and wrap it as a transformers fast tokenizer."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -159,10 +162,6 @@ def build_tokenizer(vocab_size: int = 1024, seed: int = 0):
 
 def build_processor(tokenizer, cfg: TinyConfig):
     """A real Qwen3VLProcessor (PIL image processor with patch 16, Qwen3-VL video processor)."""
-    from transformers import Qwen3VLProcessor
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-    from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
-
     common = dict(size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels}, patch_size=16,
                   temporal_patch_size=2, merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     return Qwen3VLProcessor(image_processor=Qwen2VLImageProcessorPil(**common), tokenizer=tokenizer,
@@ -171,8 +170,6 @@ def build_processor(tokenizer, cfg: TinyConfig):
 
 def build_model_config(cfg: TinyConfig, tokenizer):
     """The Qwen3-VL(-MoE) config for the given sizes, with token ids taken from the tokenizer."""
-    from transformers import Qwen3VLConfig, Qwen3VLMoeConfig
-
     cfg.validate()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = dict(
@@ -205,9 +202,6 @@ def build_model_config(cfg: TinyConfig, tokenizer):
 
 def build_tiny(cfg: TinyConfig | None = None):
     """Build (model, processor) in memory, deterministic by ``cfg.seed``."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     cfg = cfg or TinyConfig()
     tokenizer = build_tokenizer(cfg.vocab_size, cfg.seed)
     processor = build_processor(tokenizer, cfg)
@@ -223,8 +217,6 @@ def build_tiny(cfg: TinyConfig | None = None):
 
 def make_tiny_model(out_dir: str | Path, cfg: TinyConfig | None = None) -> Path:
     """Build the tiny model and save model + processor to ``out_dir`` (safetensors, HF layout)."""
-    import json
-
     cfg = cfg or TinyConfig()
     model, processor = build_tiny(cfg)
     out = Path(out_dir)

@@ -7,6 +7,7 @@ built-in ones are :class:`Verifier` objects, which also ``extract(completion_tex
 - ``"math"``: final answer equivalence through math-verify (:mod:`sapo_vl.rewards.math`)
 - ``"mcq"``: multiple-choice letter (:func:`sapo_vl.rewards.vqa.mcq_reward`)
 - ``"vqa"``: free-form visual QA metrics (:func:`sapo_vl.rewards.vqa.vqa_reward`)
+- ``"ordered_words"`` / ``"ordered_words_partial"``: a list answer's words in order, all or the fraction in place
 - ``"format"`` / ``"format_lenient"``: ``<think>``/``<answer>`` output format (:mod:`sapo_vl.rewards.format`)
 - ``"code"``: program execution in a sandbox (:mod:`sapo_vl.rewards.code`, imported on first use)
 - ``"auto"``: routes each sample to the reward named by its ``reward`` (or ``verifier``) column (a plain function)

@@ -87,7 +87,7 @@ def _parse(text: str):
 
 def _verify(pred: str, gold: str, options: dict) -> bool:
     """One check, in a worker: ``verify(parse(gold), parse(pred))`` (not symmetric: gold first)."""
-    from math_verify import verify
+    from math_verify import verify  # in workers only, as in _parse
 
     gold_expr, pred_expr = _parse(gold), _parse(pred)
     return bool(gold_expr and pred_expr and verify(gold_expr, pred_expr, timeout_seconds=None, **options))

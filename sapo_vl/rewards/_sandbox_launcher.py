@@ -211,7 +211,7 @@ def _launcher_child(cfg, fds, zygote_pid):
 
 def _zygote(sock_fd):
     """Fork server: one launcher per request; replies with its pid. Exits when the socket closes."""
-    import socket
+    import socket  # here: the launcher's startup is paid per run, and only the zygote needs it
 
     sock = socket.socket(fileno=sock_fd)
     zygote_pid = os.getpid()

@@ -24,7 +24,8 @@ from sapo_vl.registry import Registry
 from sapo_vl.rewards.format import format_reward, format_reward_lenient, lenient_answer, strict_answer
 from sapo_vl.rewards.math import extract_answer, math_reward
 from sapo_vl.rewards.verifier import Verifier
-from sapo_vl.rewards.vqa import extract_choice, extract_vqa_answer, mcq_reward, vqa_reward
+from sapo_vl.rewards.vqa import (extract_choice, extract_vqa_answer, mcq_reward, ordered_words_partial_reward,
+                                ordered_words_reward, vqa_reward)
 
 RewardFn = Callable[..., list]
 
@@ -38,7 +39,7 @@ def code(completions: list, **columns) -> list[float | None]:
         >>> fn = REWARDS["code"]  # doctest: +SKIP
         >>> fn(["```python\\nprint(1)\\n```"], **columns_of_a_code_dataset)  # doctest: +SKIP
     """
-    from sapo_vl.rewards.code import code_reward
+    from sapo_vl.rewards.code import code_reward  # here: importing sapo_vl.rewards leaves the sandbox unimported
 
     return code_reward(completions, **columns)
 
@@ -59,7 +60,7 @@ def _vqa_answer(text: str, /, **row) -> str | None:
 
 def _program(text: str, /, entry_point: str | None = None, fn_name: str | None = None, **row) -> str | None:
     """:func:`sapo_vl.rewards.code.extract_code`, imported on first call (like ``code``)."""
-    from sapo_vl.rewards.code import extract_code
+    from sapo_vl.rewards.code import extract_code  # here, as in code()
 
     return extract_code(text, entry_point=entry_point or fn_name)
 
@@ -104,6 +105,8 @@ REWARDS: Registry = Registry("reward", {
     "math": Verifier("math", math_reward, _math_answer, votable=True),
     "mcq": Verifier("mcq", mcq_reward, _choice, votable=True),
     "vqa": Verifier("vqa", vqa_reward, _vqa_answer, votable=True),
+    "ordered_words": Verifier("ordered_words", ordered_words_reward, _vqa_answer, votable=True),
+    "ordered_words_partial": Verifier("ordered_words_partial", ordered_words_partial_reward, _vqa_answer),
     "format": Verifier("format", format_reward, strict_answer),
     "format_lenient": Verifier("format_lenient", format_reward_lenient, lenient_answer),
     "code": Verifier("code", code, _program),

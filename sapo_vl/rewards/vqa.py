@@ -14,6 +14,8 @@ plug-in adds its own):
   when ``NL < 0.5``, else 0, max over golds; compared lower-cased with collapsed whitespace, NL over the normalised
   lengths (the DocVQA script's, :func:`sapo_vl.evaluation.official.anls`, keeps 0.5 and uses raw lengths).
 - ``"yesno"``: the polarity of the answer ("Yes.", "yes, it is" -> yes); an answer with both or neither is wrong.
+- ``"ordered_words"`` / ``"ordered_words_partial"``: a list answer ("red, blue, red") word by word in order: all
+  equal, or the fraction in place over the longer list (rewards of the same names).
 
 No metric matches substrings: an empty answer scores 0, and "red green blue" is not "red" (a list-everything answer
 must not collect reward). A gold that is only an article ("A", "The") is compared with its article kept
@@ -250,6 +252,19 @@ def yes_no_match(pred: str, golds: Sequence[str]) -> float:
     return float(polarity is not None and any(polarity == yes_no(g) for g in golds))
 
 
+def ordered_words_match(pred: str, golds: Sequence[str], partial: bool = False) -> float:
+    """The answer's words (:func:`answer_form`: commas and case dropped) against a gold's, in order: 1.0 when the
+    lists are equal, else 0.0; with ``partial``, the fraction of positions that agree over the longer list (a
+    missing or an extra word costs). Max over golds."""
+    words = answer_form(pred).split()
+    scores = []
+    for gold in golds:
+        target = answer_form(gold).split()
+        agree = sum(a == b for a, b in zip(words, target)) / max(len(words), len(target), 1)
+        scores.append(agree if partial else float(words == target))
+    return max(scores)
+
+
 VQA_METRICS = Registry("VQA metric", {
     "exact": exact_match,
     "vqa_soft": vqa_soft_accuracy,
@@ -257,6 +272,8 @@ VQA_METRICS = Registry("VQA metric", {
     "relaxed": relaxed_accuracy,
     "anls": anls,
     "yesno": yes_no_match,
+    "ordered_words": ordered_words_match,
+    "ordered_words_partial": lambda pred, golds: ordered_words_match(pred, golds, partial=True),
 })
 
 
@@ -470,3 +487,23 @@ def vqa_reward(
         pred = extract_vqa_answer(completion_text(completion, index=i))
         rewards.append(0.0 if not pred else float(fn(pred, golds, **(metric_kwargs or {}))))
     return rewards
+
+
+def ordered_words_reward(completions: list, answer: list | None = None, **kwargs) -> list[float | None]:
+    """Every word of the gold answer in order, nothing else (a list answer such as ``synthetic_shapes_colors``'s):
+    :func:`vqa_reward` with the metric ``"ordered_words"``, 1.0 or 0.0.
+
+    >>> ordered_words_reward(["Red, blue, red.", "red, red, blue"], answer=["red, blue, red"] * 2)
+    [1.0, 0.0]
+    """
+    return vqa_reward(completions, answer, "ordered_words")
+
+
+def ordered_words_partial_reward(completions: list, answer: list | None = None, **kwargs) -> list[float | None]:
+    """Partial credit for a list answer: the fraction of the gold's words in their place, over the longer list
+    (:func:`vqa_reward` with the metric ``"ordered_words_partial"``).
+
+    >>> ordered_words_partial_reward(["red, red, blue", "red, blue, red, red"], answer=["red, blue, red"] * 2)
+    [0.3333333333333333, 0.75]
+    """
+    return vqa_reward(completions, answer, "ordered_words_partial")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from qwen_vl_utils import process_vision_info
+from qwen_vl_utils.vision_process import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, MAX_RATIO
 
 from sapo_vl.chat import as_messages
 from sapo_vl.errors import DataError
@@ -97,8 +99,6 @@ def _factor(processor) -> int:
 def pixel_bounds(fmt: PromptFormat) -> tuple[int, int]:
     """The explicit (min, max) pixel budget of an image: qwen-vl-utils' defaults (4 and 16384 merged tokens) where
     unset, with the default minimum lowered to a smaller given maximum (qwen-vl-utils asserts min <= max)."""
-    from qwen_vl_utils.vision_process import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM
-
     factor = _factor(fmt.processor)
     hi = int(fmt.max_pixels) if fmt.max_pixels else IMAGE_MAX_TOKEN_NUM * factor ** 2
     lo = int(fmt.min_pixels) if fmt.min_pixels else min(IMAGE_MIN_TOKEN_NUM * factor ** 2, hi)
@@ -134,8 +134,6 @@ def resized_image_size(height: int, width: int, factor: int, min_pixels: int, ma
     Each side is at least one ``factor``: under a small ``max_pixels`` a narrow image's short side would
     otherwise round down to zero (qwen-vl-utils 0.0.14 then fails inside PIL); its long side then gets what the
     budget leaves."""
-    from qwen_vl_utils.vision_process import MAX_RATIO
-
     if min(height, width) < 1 or max(height, width) / min(height, width) > MAX_RATIO:
         raise CollateError(f"{where}: a {width}x{height} image; expected an aspect ratio of at most {MAX_RATIO}")
     h_bar = max(factor, round(height / factor) * factor)
@@ -210,8 +208,6 @@ def _check_image_tokens(batch: dict, records: list[dict], processor) -> list[int
 def collate_prompts(fmt: PromptFormat, records: list[dict]) -> PromptBatch:
     """Left-padded model inputs for a list of records. Images are resized (``resized_image_size`` within the
     format's pixel budget) and turned into patches exactly once."""
-    from qwen_vl_utils import process_vision_info
-
     if not records:
         raise CollateError("collate_prompts got no records")
     processor = fmt.processor

@@ -24,9 +24,9 @@ from transformers.generation.logits_process import (
 from sapo_vl.errors import Interrupted
 from sapo_vl.models.decode import FusedDecoder, LayerDecoder, fused_decoding_supported
 from sapo_vl.models.logprobs import PolicyModule, scale_logits
-from sapo_vl.models.moe import recorded_calls
+from sapo_vl.models.moe import recorded_calls, routing, routing_dtype
 from sapo_vl.models.packing import PACKED_MODELS, position_ids
-from sapo_vl.models.prefix import cache_kwarg
+from sapo_vl.models.prefix import cache_kwarg, forward_inputs
 from sapo_vl.models.vision import VisionCache, encoder_inputs, every_rank_encodes
 from sapo_vl.parallel import compute_dtype, gathered, kept_units
 from sapo_vl.rollout.collate import PromptFormat, collate_prompts
@@ -312,9 +312,6 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference).
     ``packed``, ``share`` (auto | always | off): padding-free packed forwards and shared-prefix forwards where they
     apply, as the update's (the same computation on both sides of the ratio)."""
-    from sapo_vl.models.moe import routing, routing_dtype
-    from sapo_vl.models.prefix import forward_inputs
-
     N, C = rollout.completion_ids.shape
     P = rollout.prompt_len
     logprobs = torch.zeros(N, C)

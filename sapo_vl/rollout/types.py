@@ -99,6 +99,7 @@ class Rollout:
     image_keys: list = field(default_factory=list)  # one per image; the G copies of a prompt's image share a key
     vision: object = None  # the step's VisionCache (shared by every select of this rollout)
     old_logprobs: torch.Tensor | None = None  # (N, C) from policy_forward, no grad
+    sampler_logprobs: torch.Tensor | None = None  # (N, C) the sampler's own, kept for algo.rollout_correction
     routing: torch.Tensor | None = None  # (N, P + C, L, k) MoE expert ids of every token at rollout time
     ref_logprobs: torch.Tensor | None = None  # (N, C) reference policy (only when KL is on)
     rewards: torch.Tensor | None = None  # (N,)

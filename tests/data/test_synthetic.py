@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from sapo_vl.data import build_synthetic_shapes, load_dataset_by_name
+from sapo_vl.data import build_synthetic_shapes, build_synthetic_shapes_colors, load_dataset_by_name
 from sapo_vl.data.synthetic import COLORS
 from sapo_vl.errors import DataError
 
@@ -88,3 +88,37 @@ def test_invalid_options_are_rejected(kwargs, needle):
 def test_unknown_option_lists_known_ones():
     with pytest.raises(DataError, match="known:.*num_colors"):
         build_synthetic_shapes(n=4, num_colours=4)
+
+
+def test_shapes_colors_answer_names_every_shape_colour_in_reading_order():
+    records = load_dataset_by_name("synthetic_shapes_colors", n=6, image_size=64)
+    for r in records:
+        image, colors = r["images"][0], r["meta"]["colors"]
+        assert image.size == (3 * 64, 3 * 64) and len(colors) == 9 and r["reward"] == "ordered_words"
+        assert r["answer"] == ", ".join(colors)
+        centres = [image.getpixel((64 * (j % 3) + 32, 64 * (j // 3) + 32)) for j in range(9)]  # rows, then columns
+        assert centres == [COLORS[c] for c in colors]
+
+
+def test_shapes_colors_answers_take_at_least_16_tokens_of_the_tiny_tokenizer():
+    from sapo_vl.models.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    for kwargs in ({}, {"num_colors": 5}):
+        lengths = {len(tokenizer(r["answer"])["input_ids"]) for r in build_synthetic_shapes_colors(n=50, **kwargs)}
+        assert min(lengths) >= 16, lengths  # 9 colours and 8 commas: 17 tokens, the end-of-turn token aside
+
+
+def test_shapes_colors_splits_differ_and_a_seed_repeats():
+    def answers(split, seed):
+        return [r["answer"] for r in build_synthetic_shapes_colors(split, n=20, seed=seed)]
+
+    assert answers("train", 3) == answers("train", 3) and answers("train", 3) != answers("test", 3)
+    assert len(build_synthetic_shapes_colors("test")) == 200
+
+
+def test_shapes_colors_bad_options_are_clear_errors():
+    with pytest.raises(DataError, match="needs 1 <= columns <= count"):
+        build_synthetic_shapes_colors(count=2, columns=3)
+    with pytest.raises(DataError, match=r"synthetic_shapes_colors got unknown option\(s\) \['questions'\]"):
+        build_synthetic_shapes_colors(questions=("shape",))

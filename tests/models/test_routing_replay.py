@@ -185,3 +185,82 @@ def test_a_replay_without_ids_for_a_calls_token_count_is_a_clear_error(policy):
     replay = [{7: ids} for ids in ro.replay_routing()]
     with pytest.raises(ValueError, match=r"recorded ids for calls of \[7\] tokens"), routing(model, replay):
         policy_forward(model, inputs, P)
+
+
+def _moe_block(family: str, tiny_dir, norm_topk_prob: bool = True):
+    """One MoE block in float64: the tiny Qwen3-VL-MoE's first, or a Qwen3-MoE block with random weights."""
+    if family == "qwen3_vl_moe":
+        from sapo_vl.config import ModelConfig
+
+        model = load_policy(tiny_dir, ModelConfig(experts_implementation="eager"))[0]  # grouped_mm has no float64
+        block = next(m for m in model.modules() if type(m).__name__.endswith("SparseMoeBlock"))
+    else:
+        from transformers import Qwen3MoeConfig
+        from transformers.models.qwen3_moe.modeling_qwen3_moe import Qwen3MoeSparseMoeBlock
+
+        cfg = Qwen3MoeConfig(hidden_size=16, moe_intermediate_size=8, num_experts=8, num_experts_per_tok=2,
+                             norm_topk_prob=norm_topk_prob, experts_implementation="eager")
+        block = Qwen3MoeSparseMoeBlock(cfg)
+        with torch.no_grad():
+            for p in block.parameters():
+                p.copy_(torch.randn_like(p) * 0.5)
+    return block.double()
+
+
+def _by_hand(block, x, experts, renormalise: bool):
+    """sum_j w_j * expert_{e_j}(x), with w the softmax of the live router's logits at the recorded experts e,
+    renormalised over them when the family's router renormalises its top-k."""
+    probs = torch.softmax(x @ block.gate.weight.T, dim=-1)  # (N, E)
+    w = probs.gather(-1, experts)
+    w = w / w.sum(-1, keepdim=True) if renormalise else w
+    gate_up, down, act = block.experts.gate_up_proj, block.experts.down_proj, block.experts.act_fn
+    out = torch.zeros_like(x)
+    for j in range(experts.shape[1]):
+        g, u = torch.einsum("nfh,nh->nf", gate_up[experts[:, j]], x).chunk(2, dim=-1)
+        out = out + w[:, j, None] * torch.einsum("nhf,nf->nh", down[experts[:, j]], act(g) * u)
+    return out
+
+
+@pytest.mark.parametrize("family,norm", [("qwen3_vl_moe", True), ("qwen3_moe", True), ("qwen3_moe", False)],
+                         ids=["qwen3-vl-moe", "qwen3-moe-norm-topk", "qwen3-moe-raw-topk"])
+def test_under_replay_the_moe_block_output_is_the_recorded_experts_weighted_by_the_live_router(tiny_dir, family,
+                                                                                                 norm):
+    """Proof by output, not bookkeeping: the block's output (and the router's gradient) equal a computation by hand
+    from the recorded experts, which differ from the router's own choice, and the live router's probabilities at
+    them, renormalised exactly when the family's router renormalises (Qwen3-MoE: ``norm_topk_prob``)."""
+    torch.manual_seed(0)
+    block = _moe_block(family, tiny_dir, norm)
+    k, E = block.gate.top_k, block.gate.weight.shape[0]
+    x = torch.randn(12, block.gate.weight.shape[1], dtype=torch.float64)
+    own = torch.topk(x @ block.gate.weight.T, k, dim=-1).indices
+    recorded = torch.topk(-(x @ block.gate.weight.T), k, dim=-1).indices  # the router's least likely experts
+    assert not (own[:, :, None] == recorded[:, None, :]).any() and E > 2 * k - 1
+    with routing(block, [recorded]) as used:
+        out = block(x[None])[0]
+    assert torch.equal(used[0], recorded)
+    expected = _by_hand(block, x, recorded, renormalise=norm)
+    scale = expected.abs().max().item()  # the router's softmax runs in float32: agreement to ~1e-7 of the output
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6 * scale)
+    (out.sum()).backward()
+    router_grad = block.gate.weight.grad.clone()
+    block.zero_grad()
+    expected.sum().backward()
+    torch.testing.assert_close(router_grad, block.gate.weight.grad, rtol=0, atol=1e-6 * router_grad.abs().max())
+
+
+def test_replay_under_which_no_router_hook_fired_is_a_clear_error(policy, tmp_path):
+    import copy
+
+    from sapo_vl.models.tiny import TinyConfig, make_tiny_model
+
+    model, processor = policy
+    ro = _rollout(model, processor, n_prompts=1, group=2)
+    inputs, P = ro.model_inputs()
+    unhooked = copy.deepcopy(model)  # the forward runs on a copy: the hooked routers never see it
+    with pytest.raises(UserError, match=r"routing replay: no router hook fired in the forward \(MoE layers \[0, 1"):
+        with torch.no_grad(), routing(model, ro.replay_routing()):
+            policy_forward(unhooked, inputs, P)
+    dense = load_policy(make_tiny_model(tmp_path / "dense", TinyConfig(moe=False)))[0]
+    with pytest.raises(UserError, match=r"no router hook fired in the forward \(MoE layers none found\)"):
+        with torch.no_grad(), routing(dense, []):
+            policy_forward(dense, inputs, P)

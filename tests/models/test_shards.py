@@ -62,12 +62,12 @@ def test_every_weight_gets_memory_of_its_own_aligned_as_torch_allocates_it(tiny_
 
 
 def test_a_conversion_row_loading_cannot_apply_falls_back_to_from_pretrained(tiny_dir, monkeypatch):
-    import sapo_vl.models.shards as shards
+    import sapo_vl.models.load as load
 
     def refuse(model, path):
         raise UnsupportedConversion("a many-to-one conversion")
 
-    monkeypatch.setattr(shards, "load_safetensors", refuse)
+    monkeypatch.setattr(load, "load_safetensors", refuse)
     ours, _ = load_policy(tiny_dir)
     _same_weights(ours, AutoModelForImageTextToText.from_pretrained(tiny_dir))
     assert all(p.data_ptr() % 64 == 0 for p in ours.parameters())  # copied out of the mapped file

@@ -99,8 +99,9 @@ def test_code_entry_imports_lazily_and_forwards(monkeypatch):
 # ------------------------------------------------------------------ each verifier's extract is what it grades
 def test_builtin_verifiers_say_which_answers_can_be_majority_voted():
     votable = {name: getattr(fn, "votable", None) for name, fn in REWARDS.items()}
-    assert votable == {"math": True, "mcq": True, "vqa": True, "code": False, "format": False,
-                       "format_lenient": False, "auto": None}  # auto routes; it has no answer of its own
+    assert votable == {"math": True, "mcq": True, "vqa": True, "ordered_words": True, "ordered_words_partial": False,
+                       "code": False, "format": False, "format_lenient": False,
+                       "auto": None}  # auto routes; it has no answer of its own
     assert not hasattr(REWARDS["auto"], "extract")
 
 

@@ -285,9 +285,25 @@ def test_vqa_reward_metric_kwargs():
 
 def test_vqa_reward_unknown_metric_is_a_clear_error():
     with pytest.raises(ValueError, match="^vqa_reward: sample 0: unknown VQA metric 'fuzzy'; registered VQA metrics: "
-                                         "anls, exact, numeric, relaxed, vqa_soft, yesno$"):
+                                         "anls, exact, numeric, ordered_words, ordered_words_partial, relaxed, "
+                                         "vqa_soft, yesno$"):
         vqa_reward(["red"], answer=["red"], vqa_metric="fuzzy")
 
 
 def test_vqa_reward_none_answer_not_applicable():
     assert vqa_reward(["red", "red"], answer=[None, "red"], prompts=["p", "p"]) == [None, 1.0]
+
+
+# --- list answers in order ------------------------------------------------------------------------------------------
+
+
+def test_ordered_words_scores_the_whole_list_in_order_and_partial_credit_counts_words_in_place():
+    from sapo_vl.rewards import REWARDS
+
+    gold = ["red, blue, red, green"]
+    completions = ["<answer>Red, blue, red, green.</answer>", "red blue red green", "blue, red, red, green",
+                   "red, blue, red", "red, blue, red, green, red", "", "<think>red, blue</think>red, blue, red, green"]
+    assert REWARDS["ordered_words"](completions, answer=gold * 7) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert REWARDS["ordered_words_partial"](completions, answer=gold * 7) == [1.0, 1.0, 0.5, 0.75, 0.8, 0.0, 1.0]
+    assert REWARDS["ordered_words"](["red"], answer=[None]) == [None]
+    assert REWARDS["ordered_words"].extract("<answer>red, blue</answer>") == "red, blue"
