@@ -1,6 +1,5 @@
 """What fused decoding buys: ``HFEngine`` generation with each new token through ``FusedDecoder`` against the same
-engine through the text model's layer calls (``fused_decoding=False``), against Hugging Face ``generate``, and
-(MoE) against fused decoding that runs each MoE block's experts as transformers' module instead of ``moe_rows``.
+engine through the text model's layer calls (``fused_decoding=False``) and against Hugging Face ``generate``.
 
 All three prefill the same prompts and draw from the same distribution; they differ in how each new token runs through
 the decoder. Tiny Qwen3-VL(-MoE) (4 layers by default), 4 prompts x G completions of ``--tokens`` tokens each (the
@@ -23,7 +22,6 @@ import torch
 
 def main(argv: list[str] | None = None) -> int:
     from sapo_vl.data import build_synthetic_shapes
-    from sapo_vl.models.decode import FusedDecoder
     from sapo_vl.models.load import load_policy
     from sapo_vl.models.tiny import TinyConfig, make_tiny_model
     from sapo_vl.models.vision import VisionCache
@@ -43,33 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     engines = {"generate": HFEngine(model, processor, shared_prefill=False),
                "layer calls": HFEngine(model, processor, fused_decoding=False),
-               "fused, experts as the module": HFEngine(model, processor),
                "fused": HFEngine(model, processor)}
-    if args.dense:  # no experts
-        del engines["fused, experts as the module"]
     prompts = collate_prompts(PromptFormat(processor), build_synthetic_shapes("train", n=args.prompts, image_size=64))
     params = SamplingParams(max_new_tokens=args.tokens, temperature=1.0)
     times: dict[str, list[float]] = {name: [] for name in engines}
     tokens: dict[str, int] = {}
-    try:
-        for r in range(args.rounds + 1):  # round 0 warms up
-            for name, engine in engines.items():
-                torch.manual_seed(r)
-                FusedDecoder.moe_rows = name != "fused, experts as the module"
-                start = time.perf_counter()
-                ids = engine.generate(prompts, params, args.group, VisionCache())
-                if r:
-                    times[name].append(time.perf_counter() - start)
-                    tokens[name] = ids.shape[1]
-    finally:
-        FusedDecoder.moe_rows = True
+    for r in range(args.rounds + 1):  # round 0 warms up
+        for name, engine in engines.items():
+            torch.manual_seed(r)
+            start = time.perf_counter()
+            ids = engine.generate(prompts, params, args.group, VisionCache())
+            if r:
+                times[name].append(time.perf_counter() - start)
+                tokens[name] = ids.shape[1]
     print(f"{args.prompts} prompts x G {args.group}, up to {args.tokens} new tokens, tiny {args.layers}-layer "
           f"{'dense' if args.dense else 'MoE'}, {torch.get_num_threads()} threads, {args.rounds} rounds (median)")
     base = statistics.median(times["fused"])
     for name, t in times.items():
         med = statistics.median(t)
         per_round = sorted(a / b for a, b in zip(t, times["fused"]))
-        print(f"  {name:28s} {med * 1e3:8.1f} ms per generation, {med / tokens[name] * 1e3:6.2f} ms per step; "
+        print(f"  {name:12s} {med * 1e3:8.1f} ms per generation, {med / tokens[name] * 1e3:6.2f} ms per step; "
               f"fused is {med / base:.2f}x faster (per round {per_round[0]:.2f}-{per_round[-1]:.2f}x)")
     return 0
 

@@ -12,7 +12,8 @@ process's median moves by up to 30% from run to run, so use 5+ rounds for a numb
 
 Workloads (the issue's table): micro (3 prompts x G 16, 4 tokens, 64 px, 2-layer MoE, 1 optimizer step), decode-bound
 (4 x G 8, 64 tokens, 64 px, 4 layers, 2 optimizer steps), image-heavy (4 x G 8, 16 tokens, 224 px, 4 layers, 1 step).
-Targets: micro <= 0.6x TRL's time and <= 0.75x its peak RSS; decode-bound and image-heavy >= 2x its throughput.
+Targets: micro <= 0.6x TRL's time and <= 0.75x its peak RSS; decode-bound and image-heavy >= 1.8x its
+throughput (issue 21's; issue 10 asked 2x, with CPU-only speed paths since removed).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ WORKLOADS = {
     "decode-bound": dict(prompts=4, group=8, tokens=64, pixels=64, layers=4, steps=2),
     "image-heavy": dict(prompts=4, group=8, tokens=16, pixels=224, layers=4, steps=1),
 }
-# issue 10's targets: (most of TRL's step time, most of its peak RSS) sapo_vl may take; throughput is 1 / time
-TARGETS = {"micro": (0.6, 0.75), "decode-bound": (0.5, None), "image-heavy": (0.5, None)}
+# issue 21's targets: (most of TRL's step time, most of its peak RSS) sapo_vl may take; throughput is 1 / time
+TARGETS = {"micro": (0.6, 0.75), "decode-bound": (1 / 1.8, None), "image-heavy": (1 / 1.8, None)}
 QUESTION = "What color is the shape?"
 PHASES = ("rollout", "logprob", "reward", "update")  # sapo_vl's time/* metrics: where its step time goes
 PHASE_TIMES: dict[str, list[float]] = {}
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
 def verdict(workload: str, time_ratio: float, rss_ratio: float, per_round: list[float]) -> str:
     """Whether the medians meet the workload's target (``TARGETS``), and in how many rounds the time ratio does."""
     max_time, max_rss = TARGETS[workload]
-    wanted = f"time <= {max_time:.2f}x TRL's" if max_time != 0.5 else "throughput >= 2x TRL's"
+    wanted = f"time <= {max_time:.2f}x TRL's" if max_rss is not None else f"throughput >= {1 / max_time:.1f}x TRL's"
     met = time_ratio <= max_time
     if max_rss is not None:
         wanted += f", peak RSS <= {max_rss:.2f}x"

@@ -8,12 +8,9 @@ its operation count, not its FLOPs. ``FusedDecoder`` computes the same layers fr
 - the prompt's KV cache copied once, already repeated to the n completions of each prompt, into buffers sized for
   the whole completion; each new token's keys and values written in place, attention reading a view;
 - the additive padding mask and the rotary cos/sin of every step computed once per call;
-- ``torch.nn.functional.rms_norm`` (one fused kernel) for each RMSNorm; the attention of one query as two matmuls
-  on CPU (with grouped-query heads folded, no repeat), ``scaled_dot_product_attention`` elsewhere;
-- each layer's MLP called as a module; an MoE block's router too (its hooks fire: recorded routing), and its
-  experts, where transformers would run them with its ``grouped_mm`` kernel on CPU, through the same
-  ``torch._grouped_mm`` calls with about half the surrounding operations (``moe_rows``); any other experts
-  kernel (``eager``, ``batched_mm``, or a GPU's) as the module.
+- ``torch.nn.functional.rms_norm`` (one fused kernel) for each RMSNorm, ``scaled_dot_product_attention`` for the
+  attention of one query;
+- each layer's MLP called as a module (an MoE block's router hooks fire: recorded routing).
 
 The logits equal the text model's to float rounding (tested within 2e-5, MoE and dense, padded prompts). It reads the
 layers' weights directly, so it needs them unsharded: under FSDP2 it runs when every text layer is kept gathered for
@@ -59,44 +56,12 @@ def _linear(x: torch.Tensor, module) -> torch.Tensor:
     return F.linear(x, module.weight, module.bias)
 
 
-def moe_rows(block, x: torch.Tensor) -> torch.Tensor:
-    """A Qwen3-VL-MoE sparse block on (R, H) rows, as transformers' ``grouped_mm`` experts compute it: each row's
-    k (expert, weight) pairs from the router module (its hooks fire), the pairs sorted by expert, each expert's rows
-    through its gate/up and down projections by ``torch._grouped_mm``, weighted, then summed per row in router order.
-    The same kernels and per-row summation, equal to the module's result to float rounding, with ~10 operations
-    fewer per call (no histc on floats, no inverse permutation by scatter, no dispatch through the experts
-    interface): a decoding step pays per operation."""
-    _, weights, index = block.gate(x)  # (R, k) each
-    experts = block.experts
-    rows, k = index.shape
-    flat = index.reshape(-1)  # (R * k,)
-    order = flat.argsort(stable=True)  # pairs grouped by expert
-    ends = torch.bincount(flat, minlength=experts.num_experts).cumsum(0, dtype=torch.int32)  # (E,)
-    gate, up = torch._grouped_mm(x.index_select(0, order // k), experts.gate_up_proj.transpose(1, 2),
-                                 offs=ends).chunk(2, dim=-1)  # (R * k, I) each
-    out = torch._grouped_mm(experts.act_fn(gate) * up, experts.down_proj.transpose(1, 2), offs=ends)  # (R * k, H)
-    out = out * weights.reshape(-1, 1)[order]
-    return torch.empty_like(out).index_copy_(0, order, out).view(rows, k, -1).sum(1).to(x.dtype)
-
-
-def _by_moe_rows(block, device: torch.device) -> bool:
-    """Whether ``moe_rows`` computes ``block``: a Qwen3-VL-MoE sparse block whose experts transformers runs with
-    its ``grouped_mm`` kernel, on CPU (where it is measured and tested; a GPU keeps the module)."""
-    experts = getattr(block, "experts", None)
-    return (device.type == "cpu" and hasattr(block, "gate") and hasattr(torch, "_grouped_mm")
-            and getattr(getattr(experts, "config", None), "_experts_implementation", None) == "grouped_mm"
-            and getattr(experts, "has_gate", False) and not getattr(experts, "has_bias", True)
-            and not getattr(experts, "is_transposed", True) and not getattr(experts, "_is_expert_parallel", True)
-            and getattr(experts, "gate_up_proj", torch.empty(0)).dim() == 3)
-
-
 class _Layer:
     """One text layer's modules and norm weights, looked up once per call, not per token."""
 
-    def __init__(self, layer, moe_rows: bool):
+    def __init__(self, layer):
         attn = layer.self_attn
         self.q, self.k, self.v, self.o, self.mlp = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, layer.mlp
-        self.by_moe_rows = moe_rows and _by_moe_rows(layer.mlp, attn.q_proj.weight.device)
         self.norm_in, self.norm_post = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
         self.q_norm, self.k_norm = _norm(attn.q_norm), _norm(attn.k_norm)
 
@@ -108,11 +73,9 @@ class FusedDecoder:
     ...). ``decoder(tokens)`` feeds one token per row ((B * n,) ids) and returns the next logits (B * n, V), float32.
     """
 
-    moe_rows = True  # an MoE block's experts by ``moe_rows`` where it applies; False: the module (benchmarks compare)
-
     def __init__(self, model, cache, mask: torch.Tensor, position: torch.Tensor, n: int, steps: int):
         self.text, self.head = model.model.language_model, model.lm_head
-        self.layers = [_Layer(layer, self.moe_rows) for layer in self.text.layers]
+        self.layers = [_Layer(layer) for layer in self.text.layers]
         self.norm = _norm(self.text.norm)
         attn = self.text.layers[0].self_attn
         self.groups, self.head_dim, self.scale = attn.num_key_value_groups, attn.head_dim, attn.scaling
@@ -128,10 +91,6 @@ class FusedDecoder:
         seen = torch.cat([mask.repeat_interleave(n, 0).bool(), mask.new_ones(rows, steps, dtype=torch.bool)], 1)
         # additive, (B * n, 1, 1, P + steps): 0 where a key is attended, -inf at prompt padding
         self.bias = torch.zeros(seen.shape, dtype=dtype, device=device).masked_fill(~seen, float("-inf"))[:, None, None]
-        # one query per row: on CPU two small batched matmuls beat the flash kernel scaled_dot_product_attention picks
-        self.batched_matmuls = device.type == "cpu"
-        kv = self.keys[0].shape[1]  # and per key/value head for them: (B * n * kv_heads, groups, P + steps)
-        self.bias_per_head = self.bias.expand(rows, kv, self.groups, -1).reshape(rows * kv, self.groups, -1)
         ahead = position.repeat_interleave(n, 1) + torch.arange(1, steps + 1, device=device)  # (4, B * n, steps)
         cos, sin = self.text.rotary_emb(self.keys[0], ahead[1:])  # (B * n, steps, D), the text model's own
         half = cos.shape[-1] // 2
@@ -146,7 +105,7 @@ class FusedDecoder:
         for i, layer in enumerate(self.layers):
             h = h + self._attention(layer, _rms(h, layer.norm_in), i, cos, sin, bias)
             x = _rms(h, layer.norm_post)
-            h = h + (moe_rows(layer.mlp, x) if layer.by_moe_rows else layer.mlp(x[:, None])[:, 0])
+            h = h + layer.mlp(x[:, None])[:, 0]
         self.step, self.length = t + 1, L
         return _linear(_rms(h, self.norm), self.head).float()
 
@@ -159,15 +118,8 @@ class FusedDecoder:
         k = k * cos + k.roll(D // 2, -1) * sin
         self.keys[i][:, :, L - 1], self.values[i][:, :, L - 1] = k, v
         keys, values = self.keys[i][:, :, :L], self.values[i][:, :, :L]  # (R, kv_heads, L, D)
-        if self.batched_matmuls:
-            kv = keys.shape[1]  # the query heads of each key/value head attend together, no repeat
-            scores = torch.baddbmm(self.bias_per_head[..., :L], q.reshape(R * kv, self.groups, D),
-                                   keys.reshape(R * kv, L, D).transpose(1, 2), alpha=self.scale)
-            probs = torch.softmax(scores, -1, dtype=torch.float32).to(q.dtype)  # (R * kv, groups, L)
-            out = torch.bmm(probs, values.reshape(R * kv, L, D))
-        else:
-            q = q.view(R, keys.shape[1], self.groups, D)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scale)
+        q = q.view(R, keys.shape[1], self.groups, D)  # the query heads of each key/value head together, no repeat
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=bias, scale=self.scale)
         return _linear(out.reshape(R, -1), layer.o)
 
 

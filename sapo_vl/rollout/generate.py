@@ -126,7 +126,8 @@ class HFEngine:
     Each new token runs through ``FusedDecoder`` (``sapo_vl.models.decode``: the same layers in fewer operations, KV
     cache written in place; logits equal to float rounding); sharded, only when every decoder layer is kept gathered,
     through the text model's layers otherwise.
-    ``shared_prefill=False`` always uses ``generate``, ``fused_decoding=False`` the layer calls (for comparisons)."""
+    ``shared_prefill=False`` samples by ``generate`` and ``fused_decoding=False`` through the layer calls (the paths of
+    other models and of sharded ones, both kept) on a model that needs neither, so tests and benchmarks compare them."""
 
     def __init__(self, model, processor, *, batch_size: int = 64, stop=None, synced: bool = False,
                  shared_prefill: bool = True, fused_decoding: bool = True, record_routing: bool = False):

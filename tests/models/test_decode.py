@@ -63,21 +63,18 @@ def _full_forward_logits(model, inputs, tokens):
     return logits[:, -tokens.shape[1] - 1:]  # after the prompt, then after each fed token
 
 
-def _fed_logits(model, inputs, tokens, attention: str) -> dict:
+def _fed_logits(model, inputs, tokens) -> dict:
     """Each decoder's logits after the prefill, then after each fed token: (3 * N, 1 + STEPS, V)."""
     out = {}
     for decoder in (FusedDecoder, LayerDecoder):
         first, cache, position = _prefill(model, inputs)
         feed = decoder(model, cache, inputs["attention_mask"], position, N, STEPS)
-        if decoder is FusedDecoder:
-            feed.batched_matmuls = attention == "batched matmuls"
         with torch.no_grad():
             out[decoder] = torch.stack([first.repeat_interleave(N, 0)] + [feed(tokens[:, t]) for t in range(STEPS)], 1)
     return out
 
 
-@pytest.mark.parametrize("attention", ["batched matmuls", "sdpa"])  # the CPU path; the GPU one, here on CPU
-def test_fused_decoding_gives_the_logits_of_a_full_forward_over_prompt_and_tokens(policy, attention):
+def test_fused_decoding_gives_the_logits_of_a_full_forward_over_prompt_and_tokens(policy):
     model, processor = policy
     assert fused_decoding_supported(model)
     inputs = collate_prompts(PromptFormat(processor), RECORDS).model_inputs(keyed=False)
@@ -85,7 +82,7 @@ def test_fused_decoding_gives_the_logits_of_a_full_forward_over_prompt_and_token
     torch.manual_seed(0)
     tokens = torch.randint(0, 900, (3 * N, STEPS))
     expected = _full_forward_logits(model, inputs, tokens)
-    for decoder, got in _fed_logits(model, inputs, tokens, attention).items():
+    for decoder, got in _fed_logits(model, inputs, tokens).items():
         torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-5, msg=decoder.__name__)
     assert not torch.equal(expected[:, 1], expected[:, 2])  # the fed tokens change the logits
 
@@ -108,15 +105,14 @@ def test_fused_decoding_writes_each_token_into_buffers_sized_once(policy):
     assert torch.equal(feed.keys[-1][0], feed.keys[-1][N - 1]) and not torch.equal(feed.keys[-1][0], feed.keys[-1][N])
 
 
-@pytest.mark.parametrize("attention", ["batched matmuls", "sdpa"])
-def test_fused_decoding_in_bfloat16_stays_within_bfloat16_rounding_of_the_layer_calls(policy, attention):
+def test_fused_decoding_in_bfloat16_stays_within_bfloat16_rounding_of_the_layer_calls(policy):
     model, processor = policy
     model = model.to(torch.bfloat16)
     try:
         inputs = collate_prompts(PromptFormat(processor), RECORDS).model_inputs(keyed=False)
         inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
         tokens = torch.randint(0, 900, (3 * N, STEPS), generator=torch.Generator().manual_seed(1))
-        got = _fed_logits(model, inputs, tokens, attention)
+        got = _fed_logits(model, inputs, tokens)
         assert got[FusedDecoder].dtype == torch.float32
         scale = got[LayerDecoder].abs().max()
         assert (got[FusedDecoder] - got[LayerDecoder]).abs().max() <= 0.03 * scale
@@ -143,50 +139,3 @@ def test_fused_decoding_waits_for_gathered_weights_a_sharded_one_means_the_layer
         proj.weight = plain
         dist.destroy_process_group()
     assert fused_decoding_supported(model)
-
-
-@pytest.mark.parametrize("rows", [1, 5, 24])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_decoding_moe_rows_equal_the_moe_block_module_and_fire_its_router_hooks(policy, rows, dtype):
-    from sapo_vl.models.decode import _by_moe_rows, moe_rows
-    from sapo_vl.models.moe import recorded_calls
-
-    model, _ = policy
-    block = model.model.language_model.layers[1].mlp
-    if not hasattr(block, "experts"):
-        assert not _by_moe_rows(block, torch.device("cpu"))  # a dense MLP: called as the module
-        return
-    assert _by_moe_rows(block, torch.device("cpu"))
-    model.to(dtype)
-    try:
-        x = torch.randn(rows, model.config.text_config.hidden_size, generator=torch.Generator().manual_seed(rows))
-        x = x.to(dtype)
-        with torch.no_grad(), recorded_calls(model) as calls:
-            got = moe_rows(block, x)
-            expected = block(x[:, None])[:, 0]
-        assert got.dtype == dtype and got.shape == x.shape
-        scale = expected.abs().max()
-        assert scale > 0 and (got - expected).abs().max() <= (1e-5 if dtype == torch.float32 else 1e-2) * scale
-        assert torch.equal(calls[1][0], calls[1][1])  # the router ran, hooks and all, in both
-        if rows > 1:
-            assert len(calls[1][0].unique()) > 1  # the rows go to several experts (some get none)
-    finally:
-        model.float()
-
-
-def test_decoding_moe_rows_leave_other_experts_kernels_to_the_module(policy):
-    from sapo_vl.models.decode import _by_moe_rows
-
-    model, _ = policy
-    experts = getattr(model.model.language_model.layers[0].mlp, "experts", None)
-    if experts is None:  # a dense MLP: the module
-        assert not _by_moe_rows(model.model.language_model.layers[0].mlp, torch.device("cpu"))
-        return
-    saved = experts.config._experts_implementation
-    try:
-        for implementation in ("eager", "batched_mm"):
-            experts.config._experts_implementation = implementation
-            assert not _by_moe_rows(model.model.language_model.layers[0].mlp, torch.device("cpu"))
-    finally:
-        experts.config._experts_implementation = saved
-    assert not _by_moe_rows(model.model.language_model.layers[0].mlp, torch.device("cuda"))
