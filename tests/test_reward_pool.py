@@ -9,8 +9,9 @@ from sapo_vl.rewards import REWARDS
 from sapo_vl.rewards.pool import RewardPool, record_columns
 
 
-def _records(n):
-    return [{"id": f"r{i}", "prompt": f"question {i}", "images": [object()], "answer": str(i), "reward": "vqa",
+def _records(n, images=()):
+    """Plain-text records (their completions reach a reward as strings); ``images`` makes their prompts chats."""
+    return [{"id": f"r{i}", "prompt": f"question {i}", "images": list(images), "answer": str(i), "reward": "vqa",
              "meta": {"i": i}, "difficulty": i % 3} for i in range(n)]
 
 
@@ -60,11 +61,13 @@ def test_functions_receive_record_columns_trl_style(register):
         return [0.0] * len(completions)
 
     register("t_spy", spy)
-    records = _records(3)
+    records = _records(3, images=[object()])
     pool = RewardPool({"t_spy": 1.0}, chunk_size=8)
     pool.score(["a", "b", "c"], records)
     assert seen["answer"] == ["0", "1", "2"] and seen["difficulty"] == [0, 1, 2]
-    assert seen["prompts"] == ["question 0", "question 1", "question 2"]
+    chats = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"question {i}"}]}]
+             for i in range(3)]
+    assert seen["prompts"] == chats  # a prompt with images is a chat
     assert {"id", "prompt", "reward", "meta"} <= seen["keys"] and "images" not in seen["keys"]
 
 

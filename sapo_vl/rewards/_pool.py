@@ -6,19 +6,18 @@ interrupt. So every check runs in a worker process of a :class:`pebble.ProcessPo
 timeouts off, scheduled with ``timeout=``: pebble kills a worker whose check overruns (the check counts as failed)
 and starts a replacement. The deadline runs from the moment a worker takes the check, so start-up never counts.
 
-Workers are forked (spawned off Linux), then import math-verify and run one warm-up check before taking work
-(about a second). Each dies with SIGTERM at once (pebble's handler cannot run while sympy holds the GIL). On Linux
-each also caps its address space at ``mem_mb`` above what it inherited (a huge integer raises MemoryError instead of
-swapping the machine) and never outlives the trainer (``PR_SET_PDEATHSIG``, which follows the forking thread: the
-pool is started from one long-lived thread, and pebble forks replacements from its own manager thread). A forked
-trainer gets its own pool.
+Workers are spawned (fresh interpreters: forking the threaded trainer can deadlock a child), then import
+math-verify and run one warm-up check before taking work (about a second). Each dies with SIGTERM at once
+(pebble's handler cannot run while sympy holds the GIL). On Linux each also caps its address space at ``mem_mb``
+above its start-up size (a huge integer raises MemoryError instead of swapping the machine) and never outlives the
+trainer (``PR_SET_PDEATHSIG``, which follows the starting thread: the pool is started from one long-lived thread,
+and pebble starts replacements from its own manager thread). A forked trainer gets its own pool.
 """
 
 from __future__ import annotations
 
 import atexit
 import ctypes
-import gc
 import logging
 import multiprocessing
 import os
@@ -33,7 +32,9 @@ from functools import lru_cache
 
 from pebble import ProcessExpired, ProcessPool
 
-_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"  # forking a threaded process is unsafe on macOS
+# fresh interpreters: forking the trainer (torch's, pebble's and the reward threads) can copy a lock another thread
+# holds, and the child then hangs before it takes its check, where no deadline runs (seen in the test suite)
+_START_METHOD = "spawn"
 
 
 def default_pool_size() -> int:
@@ -45,7 +46,6 @@ def default_pool_size() -> int:
 
 
 def _init_worker(parent_pid: int, mem_mb: int) -> None:
-    gc.freeze()  # the collector never walks the objects inherited from the trainer, so their pages stay shared
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         import resource  # POSIX only
@@ -135,7 +135,7 @@ class VerifierPool:
                     self._pool.join()
                 self._pool = ProcessPool(self.size, initializer=_init_worker, initargs=(os.getpid(), self.mem_mb),
                                          context=multiprocessing.get_context(_START_METHOD))
-                _starter().submit(self._pool.schedule, _worker_pid).result()  # forks the first workers there
+                _starter().submit(self._pool.schedule, _worker_pid).result()  # starts the first workers there
             future = self._pool.schedule(fn, args, timeout=timeout)
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)

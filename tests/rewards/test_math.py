@@ -224,13 +224,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-# The child loads _pool.py by path (it imports no torch), starts a worker on an endless check, and is SIGKILLed: the
-# worker must not survive it.
+# The child starts a worker on an endless check and is SIGKILLed: the worker must not survive it.
 _ORPHAN_SCRIPT = """
-import importlib.util, multiprocessing, os, signal, sys, threading
-spec = importlib.util.spec_from_file_location("mvpool", sys.argv[1])
-pool = sys.modules["mvpool"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pool)
+import multiprocessing, os, signal, threading
+from sapo_vl.rewards import _pool as pool
 p = pool.VerifierPool(1)
 p.warm_up()
 print(*[c.pid for c in multiprocessing.active_children()], flush=True)
@@ -242,7 +239,7 @@ p.check_many([("9^{9^{9^{9}}}", "1")], timeout_s=600)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 def test_worker_does_not_outlive_a_killed_parent():
     out = subprocess.run(
-        [sys.executable, "-c", _ORPHAN_SCRIPT, _pool.__file__], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", _ORPHAN_SCRIPT], capture_output=True, text=True, timeout=120
     )
     worker_pids = [int(pid) for pid in out.stdout.split()]
     assert worker_pids, out.stderr
