@@ -33,3 +33,14 @@ def tiny_dir(tmp_path_factory):
     from sapo_vl.models.tiny import TinyConfig, make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_moe"), TinyConfig(seed=0))
+
+
+@pytest.fixture
+def register(monkeypatch):
+    """Register a reward function for one test only: ``register(name, fn)``."""
+    from sapo_vl.rewards import REWARDS
+
+    def add(name, fn):
+        monkeypatch.setitem(REWARDS, name, fn)
+        return name
+    return add

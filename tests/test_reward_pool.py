@@ -5,7 +5,6 @@ import time
 
 import pytest
 
-from sapo_vl.rewards import REWARDS
 from sapo_vl.rewards.pool import RewardPool, record_columns
 
 
@@ -15,13 +14,6 @@ def _records(n, images=()):
              "meta": {"i": i}, "difficulty": i % 3} for i in range(n)]
 
 
-@pytest.fixture
-def register(monkeypatch):
-    """Register a reward function for one test only."""
-    def add(name, fn):
-        monkeypatch.setitem(REWARDS, name, fn)
-        return name
-    return add
 
 
 def test_total_is_the_weighted_sum_of_the_functions(register):

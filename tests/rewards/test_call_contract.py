@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sapo_vl.errors import Interrupted
-from sapo_vl.rewards import REWARDS, combine_rewards
+from sapo_vl.rewards import combine_rewards
 from sapo_vl.rewards.pool import RewardPool
 
 CHAT = [{"role": "user", "content": "Colour?"}]
@@ -18,12 +18,6 @@ def _records(n, prompt="Colour?"):
     return [{"id": f"r{i}", "prompt": prompt, "answer": str(i), "images": []} for i in range(n)]
 
 
-@pytest.fixture
-def register(monkeypatch):
-    def add(name, fn):
-        monkeypatch.setitem(REWARDS, name, fn)
-        return name
-    return add
 
 
 def test_a_kwargs_function_gets_the_whole_trl_keyword_set(register):
