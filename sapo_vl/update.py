@@ -157,7 +157,8 @@ class PolicyUpdate:
         ro, train = self.rollout, self.train
         by_update = (train.epochs == 1 and ro.staleness == 0 and self.algo.routing_replay == "none"
                      and (train.num_mini_batches == 1 or not self.sharded))
-        exact = self.model.dtype == torch.float32 and getattr(self.accelerator, "mixed_precision", "no") == "no"
+        exact = (self.model.dtype == torch.float32 and getattr(self.accelerator, "mixed_precision", "no") == "no"
+                 and ro.sampler_dtype == "float32")
         free = by_update and train.num_mini_batches == 1
         if ro.old_logprobs == "sampler" or (ro.old_logprobs == "auto" and exact and not free):
             return "sampler"
@@ -192,6 +193,9 @@ class PolicyUpdate:
             self.scheduler.step()
         metrics = {key: sum(m[key] for m in per_step if key in m) / sum(1 for m in per_step if key in m)
                    for key in sorted({k for m in per_step for k in m})}
+        # the first mini-batch's ratio, before this update moved the policy: the mismatch with pi_old's source
+        first = per_step[0] if per_step else {}
+        metrics.update({k.replace("ratio/", "ratio_start/"): v for k, v in first.items() if k.startswith("ratio/")})
         metrics.update({"lr": self.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step)),
                         "time/logprob": scoring})
         return metrics
