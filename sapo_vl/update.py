@@ -149,8 +149,8 @@ class PolicyUpdate:
           replay; FSDP2-sharded only with one mini-batch, as ranks may keep different numbers of rows and every
           forward is collective there), so the rollout comes without them and ``update`` scores them itself.
         - ``"sampler"``: the sampler's own (``HFEngine.sample``), no forward at all. Always with "sampler"; with
-          "auto" where they equal a scoring forward's to float32 rounding (float32 weights, no bf16 autocast) and
-          a forward would run (not "update" with one mini-batch, which costs no pass and gives ratio 1 exactly).
+          "auto" where they equal a scoring forward's to float32 rounding (float32 weights and sampler, no bf16
+          autocast) and a forward would run (not "update" with one mini-batch: no pass, ratio 1 exactly).
           In bf16 they differ from a forward's by bf16 rounding; "sampler" then takes pi_old to be the
           distribution the tokens were drawn from, as vLLM-based trainers do.
         - ``"score"``: a no-grad forward of the policy in the rollout phase (``score``)."""

@@ -260,9 +260,10 @@ def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_
     from sapo_vl.update import PolicyUpdate
 
     def source(choice="auto", dtype=torch.float32, mp="no", replay="none", mini_batches=2, epochs=1, staleness=0,
-               sharded=False):
+               sharded=False, sampler="float32"):
         cfg = Config()
         cfg.rollout.old_logprobs, cfg.rollout.staleness, cfg.algo.routing_replay = choice, staleness, replay
+        cfg.rollout.sampler_dtype = sampler
         cfg.train.num_mini_batches, cfg.train.epochs = mini_batches, epochs
         update = SimpleNamespace(algo=cfg.algo, train=cfg.train, rollout=cfg.rollout, sharded=sharded,
                                  model=SimpleNamespace(dtype=dtype), accelerator=SimpleNamespace(mixed_precision=mp))
@@ -277,6 +278,9 @@ def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_
     assert source("score", epochs=2) == source("score", staleness=1) == source("score", replay="rollout") == "score"
     assert source("score", sharded=True) == "score" and source("score", sharded=True, mini_batches=1) == "update"
     assert source("sampler", dtype=torch.bfloat16) == "sampler"
+    # a bf16 sampler's log-probs are not a float32 forward's: auto scores; the mismatch stress names "sampler"
+    assert source(sampler="bfloat16") == "update" and source(sampler="bfloat16", staleness=1) == "score"
+    assert source("sampler", sampler="bfloat16") == "sampler"
 
 
 _ONE_STEP = """
