@@ -1,20 +1,43 @@
-"""The MoE stability ablation: every policy loss (and routing replay) x several seeds on one base recipe, then one
-comparison figure and a markdown table. Resumable: a finished run is skipped, an interrupted one continues from its
-last checkpoint. Runs go ``--jobs`` at a time, one CPU thread each.
+"""The MoE stability grid, round two (issue 22): policy losses x off-policy stresses x seeds on one task, one CSV row
+per finished run (docs/stability_runs.csv, committed), and the table and figure regenerated from that CSV alone.
+Resumable: a finished run is skipped (its row kept), an interrupted one continues from its last checkpoint. Runs go
+``--jobs`` at a time, one CPU thread each.
 
-    python benchmarks/stability_grid.py                                  # the full grid, 3 seeds
-    python benchmarks/stability_grid.py --configs sapo grpo --seeds 0 --steps 100 --out runs/pilot
-    python benchmarks/stability_grid.py --report-only                    # redraw from finished runs
+    python benchmarks/stability_grid.py --stress lr1e-3 mismatch          # every arm x 5 seeds, shapes task
+    python benchmarks/stability_grid.py --task colors --stress stale2 stale4
+    python benchmarks/stability_grid.py --lr-sweep                        # SAPO vs GRPO over learning rates
+    python benchmarks/stability_grid.py --report-only                     # docs/stability.md's table + figure
 
-Writes OUT/stability.png (held-out accuracy and token entropy against step: mean over seeds, min-max band) and
-OUT/stability.md (final and best held-out accuracy, steps to the threshold, collapses: runs whose held-out accuracy
-falls more than 0.3 below their own best after reaching it, and blow-ups: runs whose training-batch token entropy
-passes 4 nats, i.e. the policy sampling near-uniformly over the vocabulary).
+Stresses (each alone, over the task's recipe):
+  lr1e-3    round one's setting, kept comparable: lr 1e-3, 4 mini-batches per rollout (three off-policy).
+  mismatch  the train/inference mismatch: a bf16 copy of the weights samples, its log-probs and experts are pi_old
+            (``rollout.sampler_dtype=bfloat16``, ``rollout.old_logprobs=sampler``); the update in float32.
+  stale2/4  the update trains on the rollout made 2 / 4 steps earlier (``rollout.staleness``).
+  The last three run at ``--stress-lr`` with one mini-batch, so their only off-policy noise is the stress itself.
+  sweep<X>  (``--lr-sweep``) round one's 4 mini-batches at learning rate X, 60 steps, 3 seeds, SAPO and GRPO.
+The arms ``*_tis`` (token-level truncated importance sampling against the sampler, ``algo.rollout_correction``, with
+pi_old from a float32 scoring forward) run only under ``mismatch``: elsewhere the sampler's log-probs are pi_old's.
+
+Collapse criterion, fixed before any round-two run (columns ``collapse_*``; ``collapsed`` is any of them):
+  eval    some held-out evaluation (``eval/accuracy``; on colors ``eval/reward``, the partial credit, as whole-list
+          accuracy stays near 0) falls below half of the best earlier one, that best being >= 0.1;
+  reward  some 10-step moving mean of the training reward falls below half of the best earlier one (>= 0.1);
+  blow_up the training batch's token entropy passes 4 nats (sampling near-uniformly over the vocabulary).
+
+Time, on the 2-core CPU with nothing else running, 2 runs at a time: two 80-step runs took 40 s together (shapes,
+mismatch) and 36 s (colors, lr1e-3), warm-up and evaluations included, i.e. about 0.25 s per step per run of grid
+throughput. At the defaults (250 steps, round one's length; 5 seeds) a run costs about 65 s of grid time, so per task:
+  --stress lr1e-3 mismatch     7 + 9 arms x 5 seeds = 80 runs, about 90 min
+  --stress stale2 stale4       7 + 7 arms x 5 seeds = 70 runs, about 75 min
+  --lr-sweep                   2 arms x 4 lrs x 3 seeds x 60 steps, about 10 min
+Each is one grid of at most 2 hours; round one saw steps up to 3x slower while other work shared the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -24,19 +47,49 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE = ROOT / "recipes" / "ablations" / "base.yaml"
-GRID = {  # name -> overrides of the base recipe (papers' settings via algo.preset)
-    "sapo": ["algo.preset=sapo"],
-    "sapo_reversed": ["algo.preset=sapo", "algo.loss_hparams={tau_pos: 1.05, tau_neg: 1.0}"],
-    "sapo_tau0.5": ["algo.preset=sapo", "algo.loss_hparams={tau_pos: 0.5, tau_neg: 0.5}"],
+TASKS = {"shapes": ROOT / "recipes" / "ablations" / "base.yaml", "colors": ROOT / "recipes" / "tiny" / "colors.yaml"}
+EVAL_KEY = {"shapes": "eval/accuracy", "colors": "eval/reward"}
+SAPO = ["algo.preset=sapo"]  # tau_pos 1.0, tau_neg 1.05
+TIS = ["rollout.old_logprobs=score", "algo.rollout_correction.mode=token_truncate"]
+ARMS = {  # name -> overrides, after the stress's
+    "sapo": SAPO,
+    "sapo_reversed": [*SAPO, "algo.loss_hparams={tau_pos: 1.05, tau_neg: 1.0}"],
     "grpo": ["algo.preset=grpo"],
     "grpo_replay": ["algo.preset=grpo", "algo.routing_replay=rollout"],
     "gspo": ["algo.preset=gspo"],
     "gspo_replay": ["algo.preset=gspo", "algo.routing_replay=rollout"],
     "cispo": ["algo.preset=cispo"],
+    "sapo_tis": [*SAPO, *TIS],
+    "grpo_tis": ["algo.preset=grpo", *TIS],
 }
-COLLAPSE_DROP = 0.3
-BLOW_UP_NATS = 4.0
+ONLY_UNDER = {"sapo_tis": "mismatch", "grpo_tis": "mismatch"}
+STRESS_NAMES = ["lr1e-3", "mismatch", "stale2", "stale4"]
+SWEEP_LRS = [3e-5, 1e-4, 3e-4, 1e-3]
+COMMON = ["log.eval_every=25", "log.save_every=25", "log.keep_last=1", "log.plot=false", "log.progress=false"]
+COLUMNS = ["commit", "config_hash", "task", "stress", "arm", "seed", "steps", "seconds", "final_acc", "best_acc",
+           "final_train_reward", "collapse_eval", "collapse_reward", "blow_up", "collapsed", "ratio_q05", "ratio_q50",
+           "ratio_q95", "ratio_outside_frac", "ratio_start_q05", "ratio_start_q95", "clip_frac", "gate_mean_pos",
+           "gate_mean_neg", "grad_norm", "grad_norm_max"]
+MEANS = {"ratio_q05": "ratio/q05", "ratio_q50": "ratio/q50", "ratio_q95": "ratio/q95",
+         "ratio_outside_frac": "ratio/outside_frac", "ratio_start_q05": "ratio_start/q05",
+         "ratio_start_q95": "ratio_start/q95", "clip_frac": "clip_frac", "gate_mean_pos": "sapo/gate_mean_pos",
+         "gate_mean_neg": "sapo/gate_mean_neg", "grad_norm": "grad_norm"}
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def stress_overrides(stress: str, stress_lr: float) -> list[str]:
+    """The config overrides of a named stress (module docstring); an unknown name is an error."""
+    at_lr = [f"train.lr={stress_lr}", "train.num_mini_batches=1"]
+    if stress == "mismatch":
+        return [*at_lr, "rollout.sampler_dtype=bfloat16", "rollout.old_logprobs=sampler"]
+    if stress.startswith("stale") and stress[5:].isdigit():
+        return [*at_lr, f"rollout.staleness={int(stress[5:])}"]
+    if stress.startswith(("lr", "sweep")):
+        try:
+            return [f"train.lr={float(stress.removeprefix('lr').removeprefix('sweep'))}", "train.num_mini_batches=4"]
+        except ValueError:
+            pass
+    raise SystemExit(f"unknown stress {stress!r}: expected mismatch, stale<N>, lr<X> or sweep<X> (e.g. lr1e-3)")
 
 
 def read_rows(run: Path) -> list[dict]:
@@ -52,105 +105,232 @@ def read_rows(run: Path) -> list[dict]:
     return rows
 
 
-def finished(run: Path, steps: int) -> bool:
-    return any(r.get("step") == steps and "eval/accuracy" in r for r in read_rows(run))
+def finished(rows: list[dict], steps: int) -> bool:
+    return any(r.get("step") == steps and any(k.startswith("eval/") for k in r) for r in rows)
 
 
-def train_one(name: str, seed: int, args) -> tuple[str, int, float, int]:
-    run = args.out / name / f"seed{seed}"
-    if finished(run, args.steps):
-        return name, seed, 0.0, 0
-    cmd = [sys.executable, "-m", "sapo_vl.cli", "train", str(args.base), f"output_dir={run}", f"seed={seed}",
-           f"train.total_steps={args.steps}", *GRID[name], *args.override]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    run.mkdir(parents=True, exist_ok=True)
+def series(rows: list[dict], key: str) -> list[float]:
+    return [v for _, v in sorted((r["step"], r[key]) for r in rows if r.get(key) is not None and "step" in r)]
+
+
+def halved(values: list[float], floor: float = 0.1) -> bool:
+    """Some value below half of the best earlier one, that best being >= ``floor``."""
+    best = -float("inf")
+    for v in values:
+        if best >= floor and v < best / 2:
+            return True
+        best = max(best, v)
+    return False
+
+
+def summarize(rows: list[dict], eval_key: str) -> dict:
+    """The CSV's per-run statistics from a run's metrics.jsonl rows (means over training steps)."""
+    evals, reward = series(rows, eval_key), series(rows, "reward/mean")
+    window = [sum(reward[i - 10:i]) / 10 for i in range(10, len(reward) + 1)]
+    out = {"final_acc": evals[-1] if evals else "", "best_acc": max(evals) if evals else "",
+           "final_train_reward": window[-1] if window else (sum(reward) / len(reward) if reward else ""),
+           "collapse_eval": halved(evals), "collapse_reward": halved(window),
+           "blow_up": any(v > 4.0 for v in series(rows, "entropy"))}
+    out["collapsed"] = out["collapse_eval"] or out["collapse_reward"] or out["blow_up"]
+    for col, key in MEANS.items():
+        values = series(rows, key)
+        out[col] = sum(values) / len(values) if values else ""
+    out["grad_norm_max"] = max(series(rows, "grad_norm"), default="")
+    return out
+
+
+def config_hash(run: Path) -> str:
+    """The run's resolved config without output_dir and seed (the same for every seed of a cell)."""
+    path = run / "config.yaml"
+    if not path.is_file():
+        return ""
+    lines = [x for x in path.read_text().splitlines() if not x.startswith(("output_dir:", "seed:"))]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12]
+
+
+def commit() -> str:
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "sapo_vl"], capture_output=True,
+                           text=True).stdout.strip()
+    return head + ("-dirty" if dirty else "")
+
+
+def train_one(job: tuple, args) -> dict:
+    task, stress, arm, seed = job
+    run = args.out / task / stress / arm / f"seed{seed}"
     start = time.monotonic()
-    with open(run / "train.log", "a") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
-    return name, seed, time.monotonic() - start, rc
-
-
-def series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
-    pts = sorted((r["step"], r[key]) for r in rows if r.get(key) is not None and "step" in r)
-    return [s for s, _ in pts], [v for _, v in pts]
-
-
-def run_summary(rows: list[dict], threshold: float) -> dict:
-    steps, acc = series(rows, "eval/accuracy")
-    if not acc:
+    if not finished(read_rows(run), args.steps):
+        cmd = [sys.executable, "-m", "sapo_vl.cli", "train", str(TASKS[task]), f"output_dir={run}", f"seed={seed}",
+               f"train.total_steps={args.steps}", *COMMON, *stress_overrides(stress, args.stress_lr), *ARMS[arm],
+               *args.override]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+               "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        run.mkdir(parents=True, exist_ok=True)
+        with open(run / "train.log", "a") as log:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+        if rc:
+            print(f"[grid] {task} {stress} {arm} seed {seed}: exit {rc} (see {run / 'train.log'})", flush=True)
+    rows = read_rows(run)
+    if not finished(rows, args.steps):
         return {}
-    best, collapsed, peak = max(acc), False, acc[0]
-    for value in acc:
-        peak = max(peak, value)
-        collapsed |= value < peak - COLLAPSE_DROP
-    reach = next((s for s, v in zip(steps, acc) if v >= threshold), None)
-    blow_up = any(v > BLOW_UP_NATS for v in series(rows, "entropy")[1])
-    return {"final": acc[-1], "best": best, "reach": reach, "collapsed": collapsed, "blow_up": blow_up,
-            "last_step": steps[-1]}
+    return {"commit": args.commit, "config_hash": config_hash(run), "task": task, "stress": stress, "arm": arm,
+            "seed": seed, "steps": args.steps, "seconds": round(time.monotonic() - start),
+            **summarize(rows, EVAL_KEY[task])}
 
 
-def report(args) -> str:
+def key(row: dict) -> tuple:
+    return row["task"], row["stress"], row["arm"], str(row["seed"]), str(row["steps"])
+
+
+def load_csv(path: Path) -> list[dict]:
+    return list(csv.DictReader(path.open())) if path.is_file() else []
+
+
+def save_row(path: Path, row: dict) -> None:
+    """Append ``row`` unless a row of the same run is there already (its commit is the one it ran on)."""
+    if any(key(r) == key(row) for r in load_csv(path)):
+        return
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow({c: (f"{v:.4g}" if isinstance(v, float) else v) for c, v in row.items()})
+
+
+def cell_stats(values: list[float]) -> tuple[float, float, float]:
+    """Mean, sample sd and the 95% t-interval's half-width (nan for one value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan"), float("nan")
+    sd = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+    return mean, sd, T975.get(n - 1, 1.96) * sd / n ** 0.5
+
+
+def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["task"], r["stress"], r["arm"]), []).append(r)
+    return out
+
+
+def _num(rows: list[dict], col: str) -> str:
+    values = [float(r[col]) for r in rows if r.get(col) not in ("", None)]
+    return f"{sum(values) / len(values):.3g}" if values else "-"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| task | stress | arm | n | final acc (mean ± sd) | 95% CI | best acc | train reward | collapsed "
+             "(eval/reward/blow-up) | ratio q05-q95 | outside [0.8,1.2] | start ratio q05-q95 | clip frac | gate +/- "
+             "| grad norm |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for (task, stress, arm), rs in cells(rows).items():
+        mean, sd, half = cell_stats([float(r["final_acc"]) for r in rs])
+        flags = "/".join(str(sum(r[c] == "True" for r in rs)) for c in ("collapse_eval", "collapse_reward", "blow_up"))
+        lines.append(f"| {task} | {stress} | {arm} | {len(rs)} | {mean:.3f} ± {sd:.3f} | "
+                     f"[{mean - half:.3f}, {mean + half:.3f}] | {_num(rs, 'best_acc')} | "
+                     f"{_num(rs, 'final_train_reward')} | {sum(r['collapsed'] == 'True' for r in rs)} ({flags}) | "
+                     f"{_num(rs, 'ratio_q05')}-{_num(rs, 'ratio_q95')} | {_num(rs, 'ratio_outside_frac')} | "
+                     f"{_num(rs, 'ratio_start_q05')}-{_num(rs, 'ratio_start_q95')} | {_num(rs, 'clip_frac')} | "
+                     f"{_num(rs, 'gate_mean_pos')}/{_num(rs, 'gate_mean_neg')} | {_num(rs, 'grad_norm')} |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(rows: list[dict], path: Path) -> None:
+    """Final held-out accuracy per arm, one panel per (task, stress): each seed a dot, the mean and its 95% CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    lines = [f"| config | final acc (mean ± sd) | best acc | steps to {args.threshold:.2f} | collapses | "
-             f"entropy blow-ups |", "|---|---:|---:|---:|---:|---:|"]
-    for i, name in enumerate(args.configs):
-        runs = [read_rows(args.out / name / f"seed{s}") for s in args.seeds]
-        sums = [run_summary(r, args.threshold) for r in runs if r]
-        sums = [s for s in sums if s]
-        for ax, key in zip(axes, ("eval/accuracy", "entropy")):
-            curves = [series(r, key) for r in runs if r]
-            if not curves or not curves[0][0]:
-                continue
-            n = min(len(c[0]) for c in curves)
-            x, ys = curves[0][0][:n], np.array([c[1][:n] for c in curves])
-            color = f"C{i}"
-            ax.plot(x, ys.mean(0), color=color, label=name, ls="--" if "replay" in name else "-")
-            ax.fill_between(x, ys.min(0), ys.max(0), color=color, alpha=0.12)
-        if not sums:
-            continue
-        final = np.array([s["final"] for s in sums])
-        reach = [s["reach"] for s in sums if s["reach"] is not None]
-        reached = f"{np.mean(reach):.0f} ({len(reach)}/{len(sums)} runs)" if reach else "not reached"
-        lines.append(f"| {name} | {final.mean():.3f} ± {final.std():.3f} | {max(s['best'] for s in sums):.3f} | "
-                     f"{reached} | {sum(s['collapsed'] for s in sums)}/{len(sums)} | "
-                     f"{sum(s['blow_up'] for s in sums)}/{len(sums)} |")
-    axes[0].set(title="Held-out accuracy (greedy)", xlabel="step", ylabel="accuracy")
-    axes[1].set(title="Token entropy (training batch, smoothed by eval cadence)", xlabel="step", ylabel="nats")
-    axes[0].legend(fontsize=8, ncol=2)
+    panels = sorted({(r["task"], r["stress"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
+    for ax, (task, stress) in zip(axes[0], panels):
+        by_arm = {arm: rs for (t, s, arm), rs in cells(rows).items() if (t, s) == (task, stress)}
+        for i, rs in enumerate(by_arm.values()):
+            finals = [float(r["final_acc"]) for r in rs]
+            mean, _, half = cell_stats(finals)
+            ax.scatter([i] * len(finals), finals, s=10, color="0.6")
+            ax.errorbar([i], [mean], yerr=[0 if half != half else half], fmt="o", color=f"C{i}", capsize=3)
+        ax.set_xticks(range(len(by_arm)), list(by_arm), rotation=60, fontsize=7)
+        ax.set(title=f"{task}, {stress}", ylabel="final held-out accuracy")
     fig.tight_layout()
-    fig.savefig(args.out / "stability.png", dpi=120)
-    table = "\n".join(lines) + "\n"
-    (args.out / "stability.md").write_text(table)
-    return table
+    fig.savefig(path, dpi=110)
+
+
+def sweep_report(rows: list[dict]) -> str:
+    """SAPO vs GRPO final accuracy per swept learning rate; the first lr whose difference's 95% Welch interval
+    (normal approximation of the t quantile) excludes 0."""
+    lines, first = ["| lr | sapo final | grpo final | difference (95% CI) |", "|---:|---:|---:|---:|"], None
+    lrs = sorted({r["stress"] for r in rows if r["stress"].startswith("sweep")}, key=lambda s: float(s[5:]))
+    for stress in lrs:
+        got = {arm: [float(r["final_acc"]) for r in rows if r["stress"] == stress and r["arm"] == arm]
+               for arm in ("sapo", "grpo")}
+        if not all(len(v) >= 2 for v in got.values()):
+            continue
+        (ms, ss, _), (mg, sg, _) = cell_stats(got["sapo"]), cell_stats(got["grpo"])
+        half = T975.get(min(len(got["sapo"]), len(got["grpo"])) - 1, 1.96) * (
+            ss ** 2 / len(got["sapo"]) + sg ** 2 / len(got["grpo"])) ** 0.5
+        if first is None and abs(ms - mg) > half:
+            first = stress
+        lines.append(f"| {stress[5:]} | {ms:.3f} ± {ss:.3f} | {mg:.3f} ± {sg:.3f} | {ms - mg:+.3f} ± {half:.3f} |")
+    return "\n".join(lines) + f"\n\nFirst learning rate where SAPO and GRPO differ: {first or 'none swept'}\n"
+
+
+def write_report(args) -> str:
+    rows = [r for r in load_csv(args.csv) if r["final_acc"] != ""]
+    grid = [r for r in rows if not r["stress"].startswith("sweep")]
+    text = table(grid)
+    if len(grid) < len(rows):
+        text += "\n" + sweep_report(rows)
+    if grid:
+        figure(grid, args.figure)
+    if args.doc.is_file():
+        doc = args.doc.read_text()
+        start, end = "<!-- grid table: benchmarks/stability_grid.py --report-only -->", "<!-- /grid table -->"
+        if start in doc and end in doc:
+            head, rest = doc.split(start, 1)
+            args.doc.write_text(head + start + "\n" + text + end + rest.split(end, 1)[1])
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--base", type=Path, default=BASE)
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
-    p.add_argument("--configs", nargs="+", default=list(GRID), choices=list(GRID))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--task", choices=list(TASKS), default="shapes")
+    p.add_argument("--stress", nargs="+", default=["lr1e-3", "mismatch"], help=f"of {STRESS_NAMES}, lr<X>")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=250)
+    p.add_argument("--stress-lr", type=float, default=3e-4, help="learning rate of mismatch / stale<N>")
+    p.add_argument("--lr-sweep", action="store_true", help=f"sapo and grpo at lr {SWEEP_LRS}, 3 seeds, 60 steps")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one CPU thread each)")
-    p.add_argument("--threshold", type=float, default=0.6, help="held-out accuracy for 'steps to threshold'")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "stability2")
+    p.add_argument("--csv", type=Path, default=ROOT / "docs" / "stability_runs.csv")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "stability.md")
+    p.add_argument("--figure", type=Path, default=ROOT / "docs" / "stability_grid.png")
     p.add_argument("--override", nargs="*", default=[], help="extra dotted.key=value for every run")
     p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
+    if args.lr_sweep:
+        args.stress, args.arms = [f"sweep{lr:.0e}".replace("e-0", "e-") for lr in SWEEP_LRS], ["sapo", "grpo"]
+        if args.seeds == p.get_default("seeds"):
+            args.seeds = [0, 1, 2]
+        if args.steps == p.get_default("steps"):
+            args.steps = 60
+    for stress in args.stress:
+        stress_overrides(stress, args.stress_lr)  # an unknown stress fails before any run
     if not args.report_only:
-        jobs = [(name, seed) for seed in args.seeds for name in args.configs]
+        args.commit = commit()
+        jobs = [(args.task, stress, arm, seed) for stress in args.stress for seed in args.seeds for arm in args.arms
+                if ONLY_UNDER.get(arm, stress) == stress]
         with ThreadPoolExecutor(args.jobs) as pool:
-            for name, seed, seconds, rc in pool.map(lambda job: train_one(*job, args), jobs):
-                status = "skipped (done)" if seconds == 0 else f"{seconds:.0f} s" + (f", exit {rc}" if rc else "")
-                print(f"[grid] {name} seed {seed}: {status}", flush=True)
-    print(report(args), end="")
-    print(f"[grid] figure: {args.out / 'stability.png'}")
+            for job, row in zip(jobs, pool.map(lambda job: train_one(job, args), jobs)):
+                if row:
+                    save_row(args.csv, row)
+                print(f"[grid] {' '.join(map(str, job))}: " + (f"{row['seconds']} s" if row else "not finished"),
+                      flush=True)
+    print(write_report(args), end="")
     return 0
 
 

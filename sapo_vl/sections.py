@@ -96,6 +96,9 @@ class RolloutConfig(Section):
     # pi_old: sampler (the sampler's own log-probs and MoE experts, no scoring forward) | score (a no-grad forward
     # of the policy) | auto (sampler where they equal a scoring forward's to float32 rounding: a float32 policy)
     old_logprobs: Literal["auto", "sampler", "score"] = "auto"
+    # bfloat16: the rollout runs on a bf16 copy of the weights (a separate inference engine's numerics and routing);
+    # with old_logprobs=sampler its log-probs and experts are pi_old (the train/inference mismatch stress)
+    sampler_dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 class RewardConfig(Section):

@@ -9,6 +9,7 @@ normalisers are reduced over ranks).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -37,6 +38,7 @@ from sapo_vl.config import Config, check_resume, config_yaml, save_config
 from sapo_vl.data.mixture import SOURCE_COLUMN, MixtureSampler, Source, load_sources
 from sapo_vl.models.load import load_processor
 from sapo_vl.models.moe import moe_routers
+from sapo_vl.models.vision import VisionCache
 from sapo_vl.plots import plot_run
 from sapo_vl.rewards import REWARDS
 from sapo_vl.rewards.pool import RewardPool
@@ -186,6 +188,8 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         resume_rng(state, cfg, accelerator)
         if is_main:
             print(f"[sapo-vl] resumed from {resume_from} at step {start_step}", flush=True)
+    if update.sharded and cfg.rollout.sampler_dtype != "float32":
+        raise UserError("rollout.sampler_dtype=bfloat16 samples with a copy of the whole model: not under FSDP2")
     if update.sharded and is_main:
         print(f"[sapo-vl] {describe_sharding(update.policy, accelerator)}", flush=True)
     r = cfg.rollout
@@ -238,7 +242,13 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     cfg = r.cfg
     r.hf_model.eval()
     t0 = time.perf_counter()
-    rollout = make_rollout(r.engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
+    engine = r.engine
+    if cfg.rollout.sampler_dtype == "bfloat16":  # the mismatch stress: a bf16 copy samples, as a separate engine would
+        engine = copy.copy(r.engine)
+        engine.model = copy.deepcopy(r.hf_model).to(torch.bfloat16)
+    rollout = make_rollout(engine, r.fmt, records, cfg.rollout.group_size, r.sampling)
+    if engine is not r.engine:
+        rollout.vision = VisionCache()  # not the copy's bf16 image features: the float32 forwards encode their own
     t1 = time.perf_counter()
     source = r.update.old_logprobs_source()
     if cfg.algo.rollout_correction.mode != "none":

@@ -149,15 +149,16 @@ class PolicyUpdate:
           replay; FSDP2-sharded only with one mini-batch, as ranks may keep different numbers of rows and every
           forward is collective there), so the rollout comes without them and ``update`` scores them itself.
         - ``"sampler"``: the sampler's own (``HFEngine.sample``), no forward at all. Always with "sampler"; with
-          "auto" where they equal a scoring forward's to float32 rounding (float32 weights, no bf16 autocast) and
-          a forward would run (not "update" with one mini-batch, which costs no pass and gives ratio 1 exactly).
+          "auto" where they equal a scoring forward's to float32 rounding (float32 weights and sampler, no bf16
+          autocast) and a forward would run (not "update" with one mini-batch: no pass, ratio 1 exactly).
           In bf16 they differ from a forward's by bf16 rounding; "sampler" then takes pi_old to be the
           distribution the tokens were drawn from, as vLLM-based trainers do.
         - ``"score"``: a no-grad forward of the policy in the rollout phase (``score``)."""
         ro, train = self.rollout, self.train
         by_update = (train.epochs == 1 and ro.staleness == 0 and self.algo.routing_replay == "none"
                      and (train.num_mini_batches == 1 or not self.sharded))
-        exact = self.model.dtype == torch.float32 and getattr(self.accelerator, "mixed_precision", "no") == "no"
+        exact = (self.model.dtype == torch.float32 and getattr(self.accelerator, "mixed_precision", "no") == "no"
+                 and ro.sampler_dtype == "float32")
         free = by_update and train.num_mini_batches == 1
         if ro.old_logprobs == "sampler" or (ro.old_logprobs == "auto" and exact and not free):
             return "sampler"
@@ -192,6 +193,9 @@ class PolicyUpdate:
             self.scheduler.step()
         metrics = {key: sum(m[key] for m in per_step if key in m) / sum(1 for m in per_step if key in m)
                    for key in sorted({k for m in per_step for k in m})}
+        # the first mini-batch's ratio, before this update moved the policy: the mismatch with pi_old's source
+        first = per_step[0] if per_step else {}
+        metrics.update({k.replace("ratio/", "ratio_start/"): v for k, v in first.items() if k.startswith("ratio/")})
         metrics.update({"lr": self.scheduler.get_last_lr()[0], "optimizer_steps": float(len(per_step)),
                         "time/logprob": scoring})
         return metrics

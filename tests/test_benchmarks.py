@@ -125,3 +125,31 @@ def test_bench_memory_reads_each_phase_peak_and_reports_the_scaling_targets_and_
     assert "checkpoint          2.50        1.40   0.56*" in out
     assert "whole run, 2 processes: 0.62x of one process (target <= 0.75) met" in out
     assert "largest plan error" in out and out.rstrip().endswith("scaling targets NOT met")
+
+
+@pytest.mark.timeout(600)
+def test_stability_grid_writes_one_csv_row_per_run_and_regenerates_the_table_from_the_csv_alone(tmp_path, capsys):
+    grid = _load("stability_grid")
+    doc = tmp_path / "stability.md"
+    doc.write_text("# Stability\n<!-- grid table: benchmarks/stability_grid.py --report-only -->\nold\n"
+                   "<!-- /grid table -->\nafter\n")
+    paths = ["--out", str(tmp_path / "runs"), "--csv", str(tmp_path / "runs.csv"), "--doc", str(doc),
+             "--figure", str(tmp_path / "grid.png")]
+    small = ["--override", "warmup.steps=1", "warmup.batch_size=4", "data.kwargs.n=16", "data.eval_kwargs.n=4",
+             "log.eval_limit=4", "rollout.prompts_per_step=2", "rollout.group_size=4", "reward.num_workers=1"]
+    args = ["--arms", "grpo", "--seeds", "0", "--steps", "2", "--stress", "lr1e-3", "mismatch", *paths, *small]
+    assert grid.main(args) == 0
+    rows = grid.load_csv(tmp_path / "runs.csv")
+    assert list(rows[0]) == grid.COLUMNS and sorted(r["stress"] for r in rows) == ["lr1e-3", "mismatch"]
+    mismatch = next(r for r in rows if r["stress"] == "mismatch")
+    assert float(mismatch["ratio_start_q95"]) > float(mismatch["ratio_start_q05"]) and mismatch["config_hash"]
+    assert grid.main(args) == 0 and len(grid.load_csv(tmp_path / "runs.csv")) == 2  # resumed: nothing re-run
+    (tmp_path / "runs").rename(tmp_path / "gone")  # the report needs the CSV only
+    capsys.readouterr()
+    assert grid.main(["--report-only", *paths]) == 0
+    text = doc.read_text()
+    assert "old" not in text and text.endswith("<!-- /grid table -->\nafter\n")
+    assert "| shapes | mismatch | grpo | 1 |" in text and "| shapes | lr1e-3 | grpo | 1 |" in text
+    assert (tmp_path / "grid.png").stat().st_size > 0 and "| shapes | mismatch |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="unknown stress 'hot'"):
+        grid.main(["--stress", "hot", "--report-only", *paths])

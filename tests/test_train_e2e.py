@@ -15,6 +15,7 @@ from transformers import AutoModelForImageTextToText
 
 from sapo_vl.checkpoint import latest_checkpoint, list_checkpoints
 from sapo_vl.config import load_config
+from sapo_vl.errors import ConfigError
 from sapo_vl.data import RecordError, build_synthetic_shapes, write_jsonl
 from sapo_vl.rewards.text import completion_text
 from sapo_vl.models.load import load_policy
@@ -259,9 +260,10 @@ def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_
     from sapo_vl.update import PolicyUpdate
 
     def source(choice="auto", dtype=torch.float32, mp="no", replay="none", mini_batches=2, epochs=1, staleness=0,
-               sharded=False):
+               sharded=False, sampler="float32"):
         cfg = Config()
         cfg.rollout.old_logprobs, cfg.rollout.staleness, cfg.algo.routing_replay = choice, staleness, replay
+        cfg.rollout.sampler_dtype = sampler
         cfg.train.num_mini_batches, cfg.train.epochs = mini_batches, epochs
         update = SimpleNamespace(algo=cfg.algo, train=cfg.train, rollout=cfg.rollout, sharded=sharded,
                                  model=SimpleNamespace(dtype=dtype), accelerator=SimpleNamespace(mixed_precision=mp))
@@ -276,6 +278,9 @@ def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_
     assert source("score", epochs=2) == source("score", staleness=1) == source("score", replay="rollout") == "score"
     assert source("score", sharded=True) == "score" and source("score", sharded=True, mini_batches=1) == "update"
     assert source("sampler", dtype=torch.bfloat16) == "sampler"
+    # a bf16 sampler's log-probs are not a float32 forward's: auto scores; the mismatch stress names "sampler"
+    assert source(sampler="bfloat16") == "update" and source(sampler="bfloat16", staleness=1) == "score"
+    assert source("sampler", sampler="bfloat16") == "sampler"
 
 
 _ONE_STEP = """
@@ -325,3 +330,27 @@ def test_rollout_correction_keeps_the_samplers_log_probs_and_logs_its_weights(tm
     row = _train_rows(out)[1]
     assert row["rollout_correction/weight_mean"] == pytest.approx(1.0, abs=1e-4)
     assert row["rollout_correction/over_threshold_frac"] == 0.0
+
+
+def test_a_bf16_sampler_gives_pi_old_that_differs_from_the_float32_policy_and_the_run_trains(tmp_path, tiny_dir,
+                                                                                             length_reward):
+    """rollout.sampler_dtype=bfloat16 with old_logprobs=sampler: the first mini-batch's ratio (the float32 policy
+    that sampled, before any step, over the bf16 copy's log-probs) is the mismatch, measured and non-zero; in float32
+    it is 1 to rounding. Under rollout_correction the scored pi_old is weighed against the bf16 sampler's."""
+    rows = {}
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / dtype
+        run(_config(out, tiny_dir, "train.total_steps=2", "train.num_mini_batches=2", "warmup.steps=0",
+                    length_reward, "rollout.old_logprobs=sampler", f"rollout.sampler_dtype={dtype}"))
+        rows[dtype] = _train_rows(out)
+    fp32, bf16 = rows["float32"][1], rows["bfloat16"][1]
+    assert fp32["ratio_start/q05"] == pytest.approx(1.0, abs=1e-4) == fp32["ratio_start/q95"]
+    assert bf16["ratio_start/q95"] - bf16["ratio_start/q05"] > 1e-3 and bf16["ratio_start/outside_frac"] < 0.5
+    assert all(math.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in rows["bfloat16"].values())
+    out = tmp_path / "corrected"
+    run(_config(out, tiny_dir, "train.total_steps=1", "warmup.steps=0", length_reward, "rollout.old_logprobs=score",
+                "rollout.sampler_dtype=bfloat16", "algo.rollout_correction.mode=token_truncate"))
+    row = _train_rows(out)[1]
+    assert row["rollout_correction/ratio_q95"] - row["rollout_correction/ratio_q05"] > 1e-3
+    with pytest.raises(ConfigError, match="rollout.sampler_dtype: expected 'float32' or 'bfloat16'"):
+        _config(tmp_path, tiny_dir, "rollout.sampler_dtype=fp16")

@@ -191,7 +191,8 @@ def masked_frac(cond: Tensor, mask: Tensor) -> Tensor:
 
 
 def common_metrics(inp: LossInputs) -> dict[str, Tensor]:
-    """ratio/mean|max|min and approx_kl over response tokens (empty dict if there are none).
+    """ratio/mean|max|min, its 5 / 50 / 95 % quantiles, ``ratio/outside_frac`` (tokens with r outside [0.8, 1.2])
+    and approx_kl over response tokens (empty dict if there are none).
 
     approx_kl is Schulman's k3 estimate of KL(pi_old || pi_theta) from tokens sampled by pi_old:
     k3 = (r - 1) - log r with r = pi_theta / pi_old (unbiased, always >= 0), on the clamped log-ratio.
@@ -200,7 +201,11 @@ def common_metrics(inp: LossInputs) -> dict[str, Tensor]:
         return {}
     logr = inp.log_ratio.detach()  # (B, T)
     r = torch.exp(logr)  # (B, T)
+    q = torch.quantile(r[inp.mask].to(torch.float64), torch.tensor([0.05, 0.5, 0.95], dtype=torch.float64,
+                                                                   device=r.device))
     return {
+        "ratio/q05": q[0], "ratio/q50": q[1], "ratio/q95": q[2],
+        "ratio/outside_frac": masked_frac((r < 0.8) | (r > 1.2), inp.mask),
         "ratio/mean": masked_mean(r, inp.mask),
         "ratio/max": masked_max(r, inp.mask),
         "ratio/min": masked_min(r, inp.mask),
