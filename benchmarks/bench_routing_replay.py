@@ -4,19 +4,27 @@ without it, and the rollout's log-prob forward with its recording hooks against 
 shared-prefix forwards (the default) against padded ones (``train.prefix_sharing=off``, the only layout replay had
 before).
 
+``--whole-step`` measures what issue 22 asks for instead: the median wall time of whole training steps (rollout,
+any scoring forward replay forces, reward, update) of the demo recipe, launched as users launch it, with and without
+replay, with fp32 and with pure-bf16 weights (``model.dtype``); runs interleaved, ``--repeats`` of each.
+
     python benchmarks/bench_routing_replay.py [--repeats 15] [--layers 4]
+    python benchmarks/bench_routing_replay.py --whole-step [--repeats 2] [--steps 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import sapo_vl  # noqa: F401  (torchvision compat before transformers)
+from sapo_vl.cli import main as sapo_vl_main
 from sapo_vl.config import AlgoConfig, RolloutConfig, TrainConfig
 from sapo_vl.data import build_synthetic_shapes
 from sapo_vl.models.load import load_policy
@@ -36,7 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--whole-step", action="store_true", help="whole training steps of the demo, fp32 and bf16")
+    p.add_argument("--steps", type=int, default=30, help="--whole-step: steps per run (the first 3 are not timed)")
     args = p.parse_args(argv)
+    if args.whole_step:
+        return whole_steps(args.repeats if args.repeats != 15 else 2, args.steps)
     torch.manual_seed(0)
     model_dir = make_tiny_model(tempfile.mkdtemp(), TinyConfig(num_hidden_layers=args.layers))
     model, processor = load_policy(model_dir)
@@ -74,6 +86,35 @@ def main(argv: list[str] | None = None) -> None:
     print(f"recording hooks / bare forward (rollout log-probs): {record:.3f}x")
     shared = med["update, replay, padded"] / med["update, routing replay"]
     print(f"replayed update, shared-prefix forwards vs padded: {shared:.2f}x faster")
+
+
+DEMO = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "demo.yaml"
+
+
+def step_times(out: Path, dtype: str, replay: str, steps: int) -> list[float]:
+    """``time/step`` of each step after the first 3 of one ``sapo-vl train`` run of the demo."""
+    rc = sapo_vl_main(["train", str(DEMO), f"output_dir={out}", f"model.dtype={dtype}", f"algo.routing_replay={replay}",
+                       f"train.total_steps={steps}", "log.eval_limit=8", "log.export=false", "log.plot=false",
+                       "log.progress=false", "log.save_every=0", "log.backends=[jsonl]", "resume=never"])
+    assert rc == 0, f"sapo-vl train exited {rc}"
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["time/step"] for r in rows if "time/step" in r][3:]
+
+
+def whole_steps(repeats: int, steps: int) -> None:
+    cases = [(dtype, replay) for dtype in ("float32", "bfloat16") for replay in ("none", "rollout")]
+    times: dict[tuple, list[float]] = {case: [] for case in cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeats):
+            for dtype, replay in cases:  # interleaved: machine load hits every case alike
+                times[dtype, replay] += step_times(Path(tmp) / f"{dtype}-{replay}-{r}", dtype, replay, steps)
+    print(f"demo recipe, whole steps: median of {repeats} runs x {steps - 3} timed steps "
+          f"(torch threads {torch.get_num_threads()})")
+    for dtype in ("float32", "bfloat16"):
+        base, replay = (statistics.median(times[dtype, mode]) for mode in ("none", "rollout"))
+        ratio = replay / base
+        print(f"  {dtype:<9} no replay {base * 1000:7.1f} ms  replay {replay * 1000:7.1f} ms  {ratio:.3f}x  "
+              f"({'under' if ratio < 1.1 else 'OVER'} the 1.10x target)")
 
 
 if __name__ == "__main__":
