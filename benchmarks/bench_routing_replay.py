@@ -42,13 +42,14 @@ def timed(fn) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--repeats", type=int, default=None, help="default: 15 (2 with --whole-step)")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--whole-step", action="store_true", help="whole training steps of the demo, fp32 and bf16")
     p.add_argument("--steps", type=int, default=30, help="--whole-step: steps per run (the first 3 are not timed)")
     args = p.parse_args(argv)
     if args.whole_step:
-        return whole_steps(args.repeats if args.repeats != 15 else 2, args.steps)
+        return whole_steps(args.repeats or 2, args.steps)
+    args.repeats = args.repeats or 15
     torch.manual_seed(0)
     model_dir = make_tiny_model(tempfile.mkdtemp(), TinyConfig(num_hidden_layers=args.layers))
     model, processor = load_policy(model_dir)

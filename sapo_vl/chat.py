@@ -33,3 +33,9 @@ def reward_prompt(record: dict):
     """The prompt as TRL hands it to a reward function: messages if conversational (see above), else the string."""
     prompt, images = record.get("prompt"), record.get("images") or []
     return as_messages(prompt, len(images), record.get("id", "?")) if isinstance(prompt, str) and images else prompt
+
+
+def reward_completions(completions: list[str], prompts: list) -> list:
+    """Completions in their prompts' format, as TRL hands them to a reward: an assistant message for a chat prompt,
+    the text for a plain one (``prompts`` as :func:`reward_prompt` gives them)."""
+    return [[{"role": "assistant", "content": c}] if isinstance(p, list) else c for c, p in zip(completions, prompts)]

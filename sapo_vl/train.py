@@ -174,7 +174,6 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
     sampler = MixtureSampler([len(s.train) for s in sources], [s.weight for s in sources], cfg.seed,
                              accelerator.process_index, accelerator.num_processes)
     if resume_from is None and cfg.warmup.steps > 0:  # same seed on every rank: identical weights after it
-
         with memory.phase("warmup"):
             warmup(update.policy, fmt, train_records, cfg.warmup, seed=cfg.seed,
                    log=(lambda m: print(m, flush=True)) if is_main else None, stop=stop)

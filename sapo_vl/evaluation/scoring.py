@@ -20,7 +20,7 @@ import hashlib
 import json
 from typing import Any
 
-from sapo_vl.chat import reward_prompt
+from sapo_vl.chat import reward_completions, reward_prompt
 from sapo_vl.errors import UnknownNameError, UserError
 from sapo_vl.evaluation.metrics import majority_vote
 from sapo_vl.evaluation.official import OFFICIAL, official_scores
@@ -52,8 +52,7 @@ def _call_verifier(name: str, completions: list[str], columns: dict[str, list], 
     prompts = columns.pop("prompts")
     call = {**columns, **kwargs, "prompts": prompts, "completion_ids": None, "trainer_state": None,
             "log_metric": lambda *_: None, "log_extra": lambda *_: None,
-            "completions": [[{"role": "assistant", "content": c}] if isinstance(p, list) else c
-                            for c, p in zip(completions, prompts)]}
+            "completions": reward_completions(completions, prompts)}
     try:
         return call_reward(name, fn, call)
     except Exception as exc:

@@ -24,7 +24,7 @@ import weakref
 from collections import defaultdict
 from functools import partial
 
-from sapo_vl.chat import reward_prompt
+from sapo_vl.chat import reward_completions, reward_prompt
 from sapo_vl.errors import Interrupted
 from sapo_vl.rewards.registry import acall_reward, call_reward, combine_rewards, is_async
 
@@ -71,8 +71,7 @@ class RewardPool:
             columns = record_columns(records[start:end])
             kwargs = {**columns, "trainer_state": trainer_state,
                       "completion_ids": None if completion_ids is None else completion_ids[start:end],
-                      "completions": [[{"role": "assistant", "content": c}] if isinstance(p, list) else c
-                                      for c, p in zip(completions[start:end], columns["prompts"])]}
+                      "completions": reward_completions(completions[start:end], columns["prompts"])}
             for name, fn, _ in self.combined.items:
                 calls[start, name] = fn, {
                     **kwargs, "log_extra": partial(log_extra, range(start, min(end, len(completions)))),
