@@ -216,52 +216,111 @@ def cells(rows: list[dict]) -> dict[tuple, list[dict]]:
     return out
 
 
-def _num(rows: list[dict], col: str) -> str:
+def _num(rows: list[dict], col: str, digits: int = 3) -> str:
     values = [float(r[col]) for r in rows if r.get(col) not in ("", None)]
-    return f"{sum(values) / len(values):.3g}" if values else "-"
+    return f"{sum(values) / len(values):.{digits}g}" if values else "-"
+
+
+STRESS_ORDER = ["lr1e-3", "stale0", "mismatch", "stale2", "stale4"]
+PAIRS = [("sapo", "sapo_reversed"), ("sapo", "grpo"), ("sapo", "gspo"), ("sapo", "cispo"), ("grpo_replay", "grpo"),
+         ("gspo_replay", "gspo"), ("sapo_tis", "sapo"), ("grpo_tis", "grpo")]
+
+
+def _order(cell: tuple) -> tuple:
+    task, stress, arm = cell
+    return (task, STRESS_ORDER.index(stress) if stress in STRESS_ORDER else len(STRESS_ORDER), stress,
+            list(ARMS).index(arm) if arm in ARMS else len(ARMS), arm)
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| task | stress | arm | n | final acc (mean ± sd) | 95% CI | best acc | train reward | collapsed "
-             "(eval/reward/blow-up) | ratio q05-q95 | outside [0.8,1.2] | start ratio q05-q95 | clip frac | gate +/- "
-             "| grad norm |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for (task, stress, arm), rs in cells(rows).items():
+    """Two tables over the cells (task, stress, arm): outcomes, then the mechanism statistics (means over runs of
+    each run's mean over its training steps)."""
+    out = ["| task | stress | arm | n | final acc (mean ± sd) | 95% CI | best acc | train reward | collapsed "
+           "(eval/reward/blow-up) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    mech = ["| task | stress | arm | ratio q05-q95 | outside [0.8,1.2] | start ratio q05-q95 | clip frac | gate +/- "
+            "| grad norm (mean / max) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for (task, stress, arm), rs in sorted(cells(rows).items(), key=lambda kv: _order(kv[0])):
         mean, sd, half = cell_stats([float(r["final_acc"]) for r in rs])
         flags = "/".join(str(sum(r[c] == "True" for r in rs)) for c in ("collapse_eval", "collapse_reward", "blow_up"))
-        lines.append(f"| {task} | {stress} | {arm} | {len(rs)} | {mean:.3f} ± {sd:.3f} | "
-                     f"[{mean - half:.3f}, {mean + half:.3f}] | {_num(rs, 'best_acc')} | "
-                     f"{_num(rs, 'final_train_reward')} | {sum(r['collapsed'] == 'True' for r in rs)} ({flags}) | "
-                     f"{_num(rs, 'ratio_q05')}-{_num(rs, 'ratio_q95')} | {_num(rs, 'ratio_outside_frac')} | "
-                     f"{_num(rs, 'ratio_start_q05')}-{_num(rs, 'ratio_start_q95')} | {_num(rs, 'clip_frac')} | "
-                     f"{_num(rs, 'gate_mean_pos')}/{_num(rs, 'gate_mean_neg')} | {_num(rs, 'grad_norm')} |")
+        out.append(f"| {task} | {stress} | {arm} | {len(rs)} | {mean:.3f} ± {sd:.3f} | "
+                   f"[{mean - half:.3f}, {mean + half:.3f}] | {_num(rs, 'best_acc')} | "
+                   f"{_num(rs, 'final_train_reward')} | {sum(r['collapsed'] == 'True' for r in rs)} ({flags}) |")
+        mech.append(f"| {task} | {stress} | {arm} | {_num(rs, 'ratio_q05')}-{_num(rs, 'ratio_q95')} | "
+                    f"{_num(rs, 'ratio_outside_frac')} | {_num(rs, 'ratio_start_q05')}-{_num(rs, 'ratio_start_q95')} "
+                    f"| {_num(rs, 'clip_frac')} | {_num(rs, 'gate_mean_pos', 5)}/{_num(rs, 'gate_mean_neg', 5)} | "
+                    f"{_num(rs, 'grad_norm')} / {_num(rs, 'grad_norm_max')} |")
+    return "\n".join(out) + "\n\nMechanism statistics:\n\n" + "\n".join(mech) + "\n"
+
+
+def welch(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean difference a - b and its 95% interval's half-width (Welch's standard error, the t quantile of the
+    smaller sample's n - 1 degrees of freedom: conservative)."""
+    (ma, sa, _), (mb, sb, _) = cell_stats(a), cell_stats(b)
+    return ma - mb, T975.get(min(len(a), len(b)) - 1, 1.96) * (sa ** 2 / len(a) + sb ** 2 / len(b)) ** 0.5
+
+
+def difference(ra: list[dict], rb: list[dict], col: str = "final_acc") -> tuple[float, float, str]:
+    """Mean difference of ``col`` between two cells with its 95% half-width: paired by seed where both cells ran
+    the same seeds (a seed fixes the data order, the warm-up and the sampling noise of both arms), else ``welch``."""
+    a, b = {r["seed"]: float(r[col]) for r in ra}, {r["seed"]: float(r[col]) for r in rb}
+    if a.keys() == b.keys():
+        mean, _, half = cell_stats([a[k] - b[k] for k in a])
+        return mean, half, "paired"
+    return (*welch(list(a.values()), list(b.values())), "welch")
+
+
+def comparisons(rows: list[dict]) -> str:
+    """The pairs a claim rests on (``PAIRS``), per task and stress: final-accuracy difference with its 95% interval
+    (``difference``), and the collapsed runs of each side."""
+    by = cells(rows)
+    lines = ["| task | stress | comparison | final acc difference (95% CI) | differs | collapsed |",
+             "|---|---|---|---:|---|---:|"]
+    for task, stress in sorted({(t, s) for t, s, _ in by}, key=lambda ts: _order((*ts, ""))):
+        for a, b in PAIRS:
+            ra, rb = by.get((task, stress, a), []), by.get((task, stress, b), [])
+            if len(ra) < 2 or len(rb) < 2:
+                continue
+            diff, half, test = difference(ra, rb)
+            differs = "yes" if abs(diff) > half else "no"
+            lines.append(f"| {task} | {stress} | {a} - {b} | {diff:+.3f} ± {half:.3f} ({test}) | {differs} | "
+                         f"{sum(r['collapsed'] == 'True' for r in ra)}/{len(ra)} vs "
+                         f"{sum(r['collapsed'] == 'True' for r in rb)}/{len(rb)} |")
     return "\n".join(lines) + "\n"
 
 
 def figure(rows: list[dict], path: Path) -> None:
-    """Final held-out accuracy per arm, one panel per (task, stress): each seed a dot, the mean and its 95% CI."""
+    """Per (task, stress) panel, per arm: final held-out accuracy (top) and the final 10-step training reward
+    (bottom), each seed a dot, the mean and its 95% CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({(r["task"], r["stress"]) for r in rows})
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), squeeze=False)
-    for ax, (task, stress) in zip(axes[0], panels):
-        by_arm = {arm: rs for (t, s, arm), rs in cells(rows).items() if (t, s) == (task, stress)}
-        for i, rs in enumerate(by_arm.values()):
-            finals = [float(r["final_acc"]) for r in rs]
-            mean, _, half = cell_stats(finals)
-            ax.scatter([i] * len(finals), finals, s=10, color="0.6")
-            ax.errorbar([i], [mean], yerr=[0 if half != half else half], fmt="o", color=f"C{i}", capsize=3)
-        ax.set_xticks(range(len(by_arm)), list(by_arm), rotation=60, fontsize=7)
-        ax.set(title=f"{task}, {stress}", ylabel="final held-out accuracy")
+    panels = sorted({(r["task"], r["stress"]) for r in rows}, key=lambda ts: _order((*ts, "")))
+    fig, axes = plt.subplots(2, len(panels), figsize=(3.6 * len(panels), 6.4), squeeze=False, sharey="row")
+    for j, (task, stress) in enumerate(panels):
+        by_arm = sorted(((arm, rs) for (t, s, arm), rs in cells(rows).items() if (t, s) == (task, stress)),
+                        key=lambda kv: _order((task, stress, kv[0])))
+        for ax, col, label in ((axes[0][j], "final_acc", "final held-out accuracy"),
+                               (axes[1][j], "final_train_reward", "final training reward")):
+            for i, (_, rs) in enumerate(by_arm):
+                values = [float(r[col]) for r in rs if r.get(col) not in ("", None)]
+                if not values:
+                    continue
+                mean, _, half = cell_stats(values)
+                ax.scatter([i] * len(values), values, s=10, color="0.6")
+                ax.errorbar([i], [mean], yerr=[0 if half != half else half], fmt="o", color=f"C{i}", capsize=3)
+            ax.set_xticks(range(len(by_arm)), [arm for arm, _ in by_arm], rotation=60, fontsize=7)
+            if j == 0:
+                ax.set_ylabel(label)
+        axes[0][j].set_title(f"{task}, {stress}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def sweep_report(rows: list[dict]) -> str:
-    """SAPO vs GRPO final accuracy per swept learning rate; the first lr whose difference's 95% Welch interval
-    (normal approximation of the t quantile) excludes 0."""
+    """SAPO vs GRPO final accuracy per swept learning rate; the first lr whose difference's 95% interval
+    (``welch``) excludes 0."""
     lines, first = ["| lr | sapo final | grpo final | difference (95% CI) |", "|---:|---:|---:|---:|"], None
     lrs = sorted({r["stress"] for r in rows if r["stress"].startswith("sweep")}, key=lambda s: float(s[5:]))
     for stress in lrs:
@@ -270,18 +329,17 @@ def sweep_report(rows: list[dict]) -> str:
         if not all(len(v) >= 2 for v in got.values()):
             continue
         (ms, ss, _), (mg, sg, _) = cell_stats(got["sapo"]), cell_stats(got["grpo"])
-        half = T975.get(min(len(got["sapo"]), len(got["grpo"])) - 1, 1.96) * (
-            ss ** 2 / len(got["sapo"]) + sg ** 2 / len(got["grpo"])) ** 0.5
-        if first is None and abs(ms - mg) > half:
+        diff, half = welch(got["sapo"], got["grpo"])
+        if first is None and abs(diff) > half:
             first = stress
-        lines.append(f"| {stress[5:]} | {ms:.3f} ± {ss:.3f} | {mg:.3f} ± {sg:.3f} | {ms - mg:+.3f} ± {half:.3f} |")
+        lines.append(f"| {stress[5:]} | {ms:.3f} ± {ss:.3f} | {mg:.3f} ± {sg:.3f} | {diff:+.3f} ± {half:.3f} |")
     return "\n".join(lines) + f"\n\nFirst learning rate where SAPO and GRPO differ: {first or 'none swept'}\n"
 
 
 def write_report(args) -> str:
     rows = [r for r in load_csv(args.csv) if r["final_acc"] != ""]
     grid = [r for r in rows if not r["stress"].startswith("sweep")]
-    text = table(grid)
+    text = table(grid) + "\nComparisons (final held-out accuracy):\n\n" + comparisons(grid)
     if len(grid) < len(rows):
         text += "\n" + sweep_report(rows)
     if grid:
