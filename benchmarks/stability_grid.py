@@ -12,7 +12,8 @@ Stresses (each alone, over the task's recipe):
   lr1e-3    round one's setting, kept comparable: lr 1e-3, 4 mini-batches per rollout (three off-policy).
   mismatch  the train/inference mismatch: a bf16 copy of the weights samples, its log-probs and experts are pi_old
             (``rollout.sampler_dtype=bfloat16``, ``rollout.old_logprobs=sampler``); the update in float32.
-  stale2/4  the update trains on the rollout made 2 / 4 steps earlier (``rollout.staleness``).
+  stale<s>  the update trains on the rollout made s steps earlier (``rollout.staleness``); ``stale0`` is the
+            unstressed control of the two stresses above: the same learning rate and mini-batch, on-policy.
   The last three run at ``--stress-lr`` with one mini-batch, so their only off-policy noise is the stress itself.
   sweep<X>  (``--lr-sweep``) round one's 4 mini-batches at learning rate X, 60 steps, 3 seeds, SAPO and GRPO.
 The arms ``*_tis`` (token-level truncated importance sampling against the sampler, ``algo.rollout_correction``, with
@@ -63,7 +64,7 @@ ARMS = {  # name -> overrides, after the stress's
     "grpo_tis": ["algo.preset=grpo", *TIS],
 }
 ONLY_UNDER = {"sapo_tis": "mismatch", "grpo_tis": "mismatch"}
-STRESS_NAMES = ["lr1e-3", "mismatch", "stale2", "stale4"]
+STRESS_NAMES = ["lr1e-3", "stale0", "mismatch", "stale2", "stale4"]  # also the report order
 SWEEP_LRS = [3e-5, 1e-4, 3e-4, 1e-3]
 COMMON = ["log.eval_every=25", "log.save_every=25", "log.keep_last=1", "log.plot=false", "log.progress=false"]
 COLUMNS = ["commit", "config_hash", "task", "stress", "arm", "seed", "steps", "seconds", "final_acc", "best_acc",
@@ -221,14 +222,13 @@ def _num(rows: list[dict], col: str, digits: int = 3) -> str:
     return f"{sum(values) / len(values):.{digits}g}" if values else "-"
 
 
-STRESS_ORDER = ["lr1e-3", "stale0", "mismatch", "stale2", "stale4"]
 PAIRS = [("sapo", "sapo_reversed"), ("sapo", "grpo"), ("sapo", "gspo"), ("sapo", "cispo"), ("grpo_replay", "grpo"),
          ("gspo_replay", "gspo"), ("sapo_tis", "sapo"), ("grpo_tis", "grpo")]
 
 
 def _order(cell: tuple) -> tuple:
     task, stress, arm = cell
-    return (task, STRESS_ORDER.index(stress) if stress in STRESS_ORDER else len(STRESS_ORDER), stress,
+    return (task, STRESS_NAMES.index(stress) if stress in STRESS_NAMES else len(STRESS_NAMES), stress,
             list(ARMS).index(arm) if arm in ARMS else len(ARMS), arm)
 
 
