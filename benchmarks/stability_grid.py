@@ -320,19 +320,19 @@ def figure(rows: list[dict], path: Path) -> None:
 
 def sweep_report(rows: list[dict]) -> str:
     """SAPO vs GRPO final accuracy per swept learning rate; the first lr whose difference's 95% interval
-    (``welch``) excludes 0."""
+    (``difference``) excludes 0."""
     lines, first = ["| lr | sapo final | grpo final | difference (95% CI) |", "|---:|---:|---:|---:|"], None
     lrs = sorted({r["stress"] for r in rows if r["stress"].startswith("sweep")}, key=lambda s: float(s[5:]))
     for stress in lrs:
-        got = {arm: [float(r["final_acc"]) for r in rows if r["stress"] == stress and r["arm"] == arm]
-               for arm in ("sapo", "grpo")}
+        got = {arm: [r for r in rows if r["stress"] == stress and r["arm"] == arm] for arm in ("sapo", "grpo")}
         if not all(len(v) >= 2 for v in got.values()):
             continue
-        (ms, ss, _), (mg, sg, _) = cell_stats(got["sapo"]), cell_stats(got["grpo"])
-        diff, half = welch(got["sapo"], got["grpo"])
+        (ms, ss, _), (mg, sg, _) = (cell_stats([float(r["final_acc"]) for r in got[a]]) for a in ("sapo", "grpo"))
+        diff, half, test = difference(got["sapo"], got["grpo"])
         if first is None and abs(diff) > half:
             first = stress
-        lines.append(f"| {stress[5:]} | {ms:.3f} ± {ss:.3f} | {mg:.3f} ± {sg:.3f} | {diff:+.3f} ± {half:.3f} |")
+        lines.append(f"| {stress[5:]} | {ms:.3f} ± {ss:.3f} | {mg:.3f} ± {sg:.3f} | "
+                     f"{diff:+.3f} ± {half:.3f} ({test}) |")
     return "\n".join(lines) + f"\n\nFirst learning rate where SAPO and GRPO differ: {first or 'none swept'}\n"
 
 
