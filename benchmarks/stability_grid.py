@@ -288,6 +288,21 @@ def comparisons(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stress_effects(rows: list[dict], control: str = "stale0") -> str:
+    """Each arm under each stress against the same arm in the ``control`` cell (same lr and mini-batches,
+    on-policy): final-accuracy difference with its 95% interval (``difference``)."""
+    by = cells(rows)
+    lines = [f"| task | arm | stress | final acc, stress - {control} (95% CI) | differs |", "|---|---|---|---:|---|"]
+    for task, stress, arm in sorted(by, key=_order):
+        base = by.get((task, control, arm), [])
+        if stress in (control, "lr1e-3") or min(len(base), len(by[task, stress, arm])) < 2:  # lr1e-3: other lr
+            continue
+        diff, half, test = difference(by[task, stress, arm], base)
+        lines.append(f"| {task} | {arm} | {stress} | {diff:+.3f} ± {half:.3f} ({test}) | "
+                     f"{'yes' if abs(diff) > half else 'no'} |")
+    return "\n".join(lines) + "\n"
+
+
 def figure(rows: list[dict], path: Path) -> None:
     """Per (task, stress) panel, per arm: final held-out accuracy (top) and the final 10-step training reward
     (bottom), each seed a dot, the mean and its 95% CI."""
@@ -339,7 +354,8 @@ def sweep_report(rows: list[dict]) -> str:
 def write_report(args) -> str:
     rows = [r for r in load_csv(args.csv) if r["final_acc"] != ""]
     grid = [r for r in rows if not r["stress"].startswith("sweep")]
-    text = table(grid) + "\nComparisons (final held-out accuracy):\n\n" + comparisons(grid)
+    text = (table(grid) + "\nComparisons (final held-out accuracy):\n\n" + comparisons(grid)
+            + "\nEach stress against the on-policy control:\n\n" + stress_effects(grid))
     if len(grid) < len(rows):
         text += "\n" + sweep_report(rows)
     if grid:
