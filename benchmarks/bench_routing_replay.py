@@ -92,19 +92,20 @@ def main(argv: list[str] | None = None) -> None:
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "demo.yaml"
 
 
-def step_times(out: Path, dtype: str, replay: str, steps: int) -> list[float]:
-    """``time/step`` of each step after the first 3 of one ``sapo-vl train`` run of the demo."""
+def step_times(out: Path, dtype: str, replay: str, steps: int) -> list[tuple[float, float]]:
+    """(``time/step``, ``time/logprob``: the scoring forward's share) of each step after the first 3 of one
+    ``sapo-vl train`` run of the demo."""
     rc = sapo_vl_main(["train", str(DEMO), f"output_dir={out}", f"model.dtype={dtype}", f"algo.routing_replay={replay}",
                        f"train.total_steps={steps}", "log.eval_limit=8", "log.export=false", "log.plot=false",
                        "log.progress=false", "log.save_every=0", "log.backends=[jsonl]", "resume=never"])
     assert rc == 0, f"sapo-vl train exited {rc}"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["time/step"] for r in rows if "time/step" in r][3:]
+    return [(r["time/step"], r.get("time/logprob", 0.0)) for r in rows if "time/step" in r][3:]
 
 
 def whole_steps(repeats: int, steps: int) -> None:
     cases = [(dtype, replay) for dtype in ("float32", "bfloat16") for replay in ("none", "rollout")]
-    times: dict[tuple, list[float]] = {case: [] for case in cases}
+    times: dict[tuple, list[tuple[float, float]]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for dtype, replay in cases:  # interleaved: machine load hits every case alike
@@ -112,10 +113,13 @@ def whole_steps(repeats: int, steps: int) -> None:
     print(f"demo recipe, whole steps: median of {repeats} runs x {steps - 3} timed steps "
           f"(torch threads {torch.get_num_threads()})")
     for dtype in ("float32", "bfloat16"):
-        base, replay = (statistics.median(times[dtype, mode]) for mode in ("none", "rollout"))
+        (base, base_lp), (replay, replay_lp) = ((statistics.median(t[0] for t in times[dtype, mode]),
+                                                 statistics.median(t[1] for t in times[dtype, mode]))
+                                                for mode in ("none", "rollout"))
         ratio = replay / base
         print(f"  {dtype:<9} no replay {base * 1000:7.1f} ms  replay {replay * 1000:7.1f} ms  {ratio:.3f}x  "
-              f"({'under' if ratio < 1.1 else 'OVER'} the 1.10x target)")
+              f"({'under' if ratio < 1.1 else 'OVER'} the 1.10x target); scoring forward "
+              f"{base_lp * 1000:.1f} / {replay_lp * 1000:.1f} ms")
 
 
 if __name__ == "__main__":
