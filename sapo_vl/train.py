@@ -204,7 +204,8 @@ def setup(cfg: Config, resume_from: Path | None, stop) -> Run:
         memory=memory, ref_model=ref_model, start_step=start_step, data_report=_data_report(sources, is_main),
         trainer_state=TrainerState(global_step=start_step, max_steps=cfg.train.total_steps),
         last_saved=start_step, pending=pending_rollouts(state, accelerator))
-    run.engine.record_routing = bool(moe_routers(hf_model)) and update.old_logprobs_source() == "sampler"  # drift
+    run.engine.record_routing = bool(moe_routers(hf_model)) and (  # what routing drift reads, and replay replays
+        update.old_logprobs_source() == "sampler" or cfg.algo.routing_replay != "none")
     return run
 
 
@@ -253,9 +254,10 @@ def rollout_phase(r: Run, records: list[dict]) -> tuple[Rollout, dict]:
     if cfg.algo.rollout_correction.mode != "none":
         rollout.sampler_logprobs = rollout.old_logprobs
     if source != "sampler":
-        rollout.old_logprobs = rollout.routing = None
-    unscored = rollout.old_logprobs is None or (cfg.algo.routing_replay != "none" and rollout.routing is None)
-    if unscored and source != "update":
+        rollout.old_logprobs = None
+        if cfg.algo.routing_replay == "none":  # replay keeps the sampler's experts: every forward replays them
+            rollout.routing = None
+    if rollout.old_logprobs is None and source != "update":
         rollout.old_logprobs, rollout.routing = r.update.score(rollout)
     if r.ref_model is not None:
         rollout.ref_logprobs, _ = score_rollout(r.ref_model, rollout, temperature=r.sampling.temperature,

@@ -37,7 +37,7 @@ from sapo_vl.errors import UserError
 from sapo_vl.models.logprobs import PolicyModule
 from sapo_vl.models.moe import completion_topk, router_stats, routing, routing_drift
 from sapo_vl.models.packing import use_packing
-from sapo_vl.models.prefix import SharedPrefix, forward_inputs, use_shared_prefix
+from sapo_vl.models.prefix import forward_inputs, replay_inputs, use_shared_prefix
 from sapo_vl.parallel import is_sharded, reduce_max
 from sapo_vl.rollout.generate import score_rollout
 from sapo_vl.rollout.types import Rollout, to_device
@@ -145,22 +145,25 @@ class PolicyUpdate:
     def old_logprobs_source(self) -> str:
         """Where pi_old's log-probs (and MoE routing) come from; the one place that decides (``rollout.old_logprobs``):
 
-        - ``"update"``: this update trains the very policy that made the rollout (one epoch, no staleness, no routing
-          replay; FSDP2-sharded only with one mini-batch, as ranks may keep different numbers of rows and every
-          forward is collective there), so the rollout comes without them and ``update`` scores them itself.
+        - ``"update"``: this update trains the very policy that made the rollout (one epoch, no staleness;
+          FSDP2-sharded only with one mini-batch, as ranks may keep different numbers of rows and every forward is
+          collective there), so the rollout comes without log-probs and ``update`` scores them itself.
         - ``"sampler"``: the sampler's own (``HFEngine.sample``), no forward at all. Always with "sampler"; with
           "auto" where they equal a scoring forward's to float32 rounding (float32 weights and sampler, no bf16
-          autocast) and a forward would run (not "update" with one mini-batch: no pass, ratio 1 exactly).
+          autocast) and a forward would run (not "update" with one mini-batch: no pass, ratio 1 exactly),
+          or under routing replay (the sampler's log-probs are then those of the very experts it replays).
           In bf16 they differ from a forward's by bf16 rounding; "sampler" then takes pi_old to be the
           distribution the tokens were drawn from, as vLLM-based trainers do.
-        - ``"score"``: a no-grad forward of the policy in the rollout phase (``score``)."""
-        ro, train = self.rollout, self.train
-        by_update = (train.epochs == 1 and ro.staleness == 0 and self.algo.routing_replay == "none"
-                     and (train.num_mini_batches == 1 or not self.sharded))
+        - ``"score"``: a no-grad forward of the policy in the rollout phase (``score``).
+
+        Under routing replay the experts are always the sampler's: the engine records them, and every scoring and
+        training forward replays them (R3, arXiv 2510.11370), so replay adds no forward to any of the three."""
+        ro, train, replay = self.rollout, self.train, self.algo.routing_replay != "none"
+        by_update = (train.epochs == 1 and ro.staleness == 0 and (train.num_mini_batches == 1 or not self.sharded))
         exact = (self.model.dtype == torch.float32 and getattr(self.accelerator, "mixed_precision", "no") == "no"
                  and ro.sampler_dtype == "float32")
         free = by_update and train.num_mini_batches == 1
-        if ro.old_logprobs == "sampler" or (ro.old_logprobs == "auto" and exact and not free):
+        if ro.old_logprobs == "sampler" or (ro.old_logprobs == "auto" and exact and (replay or not free)):
             return "sampler"
         return "update" if by_update else "score"
 
@@ -186,7 +189,8 @@ class PolicyUpdate:
             for k, idx in enumerate(minis):
                 mb = batch.select(idx)
                 if k == 0 and first_free:  # pi_old is the policy now: its own forward gives them
-                    mb = replace(mb, old_logprobs=None, routing=None)
+                    mb = replace(mb, old_logprobs=None, routing=mb.routing if self.algo.routing_replay != "none"
+                                 else None)  # replayed: the sampler's experts; else drift 0
                 per_step.append(self.step(mb))
         with warnings.catch_warnings():  # a step with nothing to train (every group dropped) still counts
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
@@ -200,6 +204,17 @@ class PolicyUpdate:
                         "time/logprob": scoring})
         return metrics
 
+    def _forward_inputs(self, micro: Rollout) -> tuple[tuple, list | None]:
+        """(inputs, P, layout) of a forward of ``micro`` and, under routing replay, the experts it replays."""
+        batch = forward_inputs(self.model, micro, self.packed, self.share)
+        if self.algo.routing_replay == "none":
+            return batch, None
+        if micro.routing is None:
+            raise ValueError("routing replay: the rollout has no recorded experts to replay (the engine records "
+                             "the sampler's whenever algo.routing_replay is on)")
+        agree = (lambda flag: bool(reduce_max(int(flag), self.accelerator))) if self.sharded else None
+        return replay_inputs(micro, batch, agree)
+
     def score(self, batch: Rollout) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Old log-probs (N, C) and MoE routing of ``batch`` under the policy as it is now: ``score_rollout`` (no
         grad) in eval mode, with this update's temperature, packing and shared-prefix forwards (the computation on
@@ -209,19 +224,21 @@ class PolicyUpdate:
         try:
             return score_rollout(self.policy, batch, temperature=self.rollout.temperature,
                                  micro_batch_size=self.rollout.generation_batch_size,
-                                 chunk_size=self.train.logprob_chunk_size, packed=self.packed, share=self.share)
+                                 chunk_size=self.train.logprob_chunk_size, inputs=self._forward_inputs)
         finally:
             self.model.train(training)
 
     def _score(self, batch: Rollout, rows: list[int]) -> Rollout:
         """``batch`` with the old log-probs and routing of ``rows`` scored (``score``); the other rows' stay zero
-        (never read)."""
+        (never read). Under routing replay the routing stays the sampler's, which the scoring forward replayed."""
         if not rows:
             return batch
         old, recorded = self.score(batch.select(rows))
         index = torch.as_tensor(rows)
         logprobs = old.new_zeros(batch.completion_ids.shape).index_copy_(0, index, old)
-        if recorded is not None:
+        if self.algo.routing_replay != "none":
+            recorded = batch.routing
+        elif recorded is not None:
             recorded = recorded.new_zeros((len(batch),) + recorded.shape[1:]).index_copy_(0, index, recorded)
         return replace(batch, old_logprobs=logprobs, routing=recorded)
 
@@ -260,20 +277,9 @@ class PolicyUpdate:
         loss_total, n_tokens_total = 0.0, max(int(mb.response_mask.sum()), 1)
         for j, idx in enumerate(groups):
             micro = mb.select(idx or [0])
-            inputs, P, packing = forward_inputs(self.model, micro, self.packed, self.share)
             last = j == len(groups) - 1
             sync = nullcontext() if acc is None or last or self.sharded else acc.no_sync(self.policy)
-            replay = micro.replay_routing() if algo.routing_replay == "rollout" else None
-            if replay is not None and isinstance(packing, SharedPrefix):
-                shared = packing.replay(replay)  # one per forward call; None: not exact, the padded forward then
-                if self.sharded and reduce_max(int(shared is None), acc):  # on every rank: the same forward calls
-                    shared = None
-                if shared is None:
-                    (inputs, P), packing = micro.model_inputs(), None
-                else:
-                    replay = shared
-            elif replay is not None and packing is not None:  # the recorded experts in packed order
-                replay = [packing.to_packed(ids) for ids in replay]
+            (inputs, P, packing), replay = self._forward_inputs(micro)
             with sync, routing(self.policy, replay) as used:  # hooks stay for a checkpointed backward's re-forward
                 loss, out, mask = self._micro_loss(micro, (to_device(inputs, device), P, packing), norm,
                                                    len(idx) / len(mb), means if idx else _WeightedMeans())

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -253,6 +254,65 @@ def test_a_float32_run_takes_pi_old_from_the_sampler_and_trains_as_if_scored(tmp
     assert any(not torch.equal(w, before[k]) for k, w in weights["auto"].items() if k in before)  # it trained
 
 
+def test_under_replay_every_scoring_and_training_forward_replays_the_samplers_experts_with_no_extra_forward(
+        tmp_path, tiny_dir, length_reward, monkeypatch):
+    """Routing replay with pi_old scored by the policy (here ``old_logprobs=score``, as bf16 does under ``auto``):
+    the update scores only the rows outside its first mini-batch, as without replay, and both that scoring forward
+    and the training forwards replay the experts the sampler recorded. The step equals the one that takes pi_old and
+    the experts from the sampler, within float32 rounding; the scoring forward follows the experts it is given."""
+    import sapo_vl.rollout.generate as generate_module
+    import sapo_vl.update as update_module
+    from sapo_vl.rundir import StopFlag
+    from sapo_vl.train import rollout_phase, setup
+    from sapo_vl.update import PolicyUpdate
+
+    scored, real_score = [], PolicyUpdate.score
+    monkeypatch.setattr(PolicyUpdate, "score", lambda self, batch: scored.append(len(batch)) or real_score(self, batch))
+    replayed = []
+    for module in (update_module, generate_module):
+        def spy(model, replay=None, real=module.routing):
+            replayed.append(replay)
+            return real(model, replay)
+
+        monkeypatch.setattr(module, "routing", spy)
+    results, weights, rollouts = {}, {}, {}
+    for choice in ("score", "sampler"):  # "score" with one epoch, no staleness: the update scores
+        cfg = _config(tmp_path / choice, tiny_dir, "train.num_mini_batches=2", "warmup.steps=0", length_reward,
+                      "algo.routing_replay=rollout", f"rollout.old_logprobs={choice}")
+        r = setup(cfg, None, StopFlag())
+        assert r.update.old_logprobs_source() == ("update" if choice == "score" else "sampler")
+        assert r.engine.record_routing
+        torch.manual_seed(0)
+        rollout, _ = rollout_phase(r, r.train_records[:2])
+        assert scored == [] and rollout.routing is not None
+        assert (rollout.old_logprobs is None) == (choice == "score")
+        rollout.advantages = torch.linspace(-1.0, 1.0, len(rollout))
+        rollouts[choice], replayed[:] = rollout, []
+        metrics = r.update.update(rollout)
+        assert scored == ([len(rollout) // 2] if choice == "score" else [])  # the second mini-batch's rows
+        assert replayed and all(x is not None for x in replayed)  # every forward replays
+        assert metrics["moe/routing_drift"] == 0.0 and metrics["grad_norm"] > 0
+        results[choice] = [metrics[k] for k in ("loss", "grad_norm", "ratio/mean", "ratio_start/mean")]
+        weights[choice] = {k: v.detach().clone() for k, v in r.hf_model.state_dict().items()}
+        scored.clear()
+    assert results["score"][3] == 1.0  # pi_old of the first mini-batch is its own forward
+    assert results["score"] == pytest.approx(results["sampler"], rel=1e-4, abs=1e-5)
+    for key, w in weights["sampler"].items():
+        torch.testing.assert_close(weights["score"][key], w, atol=1e-5, rtol=0, msg=key)
+
+    # the scoring forward runs the experts it is handed, and reports them; with none it refuses
+    rollout = rollouts["sampler"]
+    mask = torch.cat([rollout.prompt_mask, rollout.response_mask], dim=1).bool()
+    experts = r.hf_model.config.text_config.num_experts
+    moved = replace(rollout, routing=(rollout.routing.long() + 1) % experts)
+    own, _ = r.update.score(rollout)
+    other, recorded = r.update.score(moved)
+    assert torch.equal(recorded.long()[mask], moved.routing[mask])
+    assert (other - own).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="no recorded experts to replay"):
+        r.update.score(replace(rollout, routing=None))
+
+
 def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_would_score():
     from types import SimpleNamespace
 
@@ -271,11 +331,14 @@ def test_pi_old_comes_from_the_sampler_where_it_equals_a_forwards_and_a_forward_
 
     assert source() == source(mini_batches=1, epochs=2) == "sampler"
     assert source(replay="rollout") == source(replay="rollout", mini_batches=1) == "sampler"
+    # bf16 under replay: the update scores, as without replay (replaying the sampler's experts)
+    assert source(dtype=torch.bfloat16, replay="rollout") == source("score", replay="rollout") == "update"
+    assert source(dtype=torch.bfloat16, replay="rollout", epochs=2) == "score"
     # one mini-batch, one epoch: the update's own forward gives pi_old with no pass at all (and ratio 1 exactly)
     assert source(mini_batches=1) == "update"
     # bf16: the update scores what it trains on the policy that made the rollout, a forward scores the rest
     assert source(dtype=torch.bfloat16) == source(mp="bf16") == source("score") == "update"
-    assert source("score", epochs=2) == source("score", staleness=1) == source("score", replay="rollout") == "score"
+    assert source("score", epochs=2) == source("score", staleness=1) == "score"
     assert source("score", sharded=True) == "score" and source("score", sharded=True, mini_batches=1) == "update"
     assert source("sampler", dtype=torch.bfloat16) == "sampler"
     # a bf16 sampler's log-probs are not a float32 forward's: auto scores; the mismatch stress names "sampler"

@@ -224,3 +224,24 @@ def forward_inputs(model, micro, packed: bool, share: str = "off") -> tuple[dict
     if shared is not None and (share == "always" or shared.tokens < (real if packed else padded)):
         return inputs, P, shared
     return pack(model, micro) if packed and real < padded else (inputs, P, None)
+
+
+def replay_inputs(micro, batch: tuple, any_rank=None) -> tuple[tuple, list | None]:
+    """``forward_inputs``' (inputs, P, layout) of the Rollout ``micro`` and the routing to replay in that forward
+    (``moe.routing``'s ``replay``): its recorded experts, in packed order for a ``Packing``, one per forward call
+    for a ``SharedPrefix`` (or the padded forward where that is not exact; ``any_rank(flag)`` makes the choice the
+    same on every rank under FSDP2). None where ``micro`` has no recorded experts."""
+    replay = micro.replay_routing()
+    inputs, P, layout = batch
+    if replay is None:
+        return batch, None
+    if isinstance(layout, SharedPrefix):
+        shared = layout.replay(replay)  # None: not exact, the padded forward then
+        if any_rank is not None and any_rank(shared is None):
+            shared = None
+        if shared is None:
+            return (*micro.model_inputs(), None), replay
+        return batch, shared
+    if layout is not None:
+        return batch, [layout.to_packed(ids) for ids in replay]
+    return batch, replay

@@ -305,13 +305,15 @@ def generation_bytes(config, sequences: int, tokens: int, itemsize: int) -> floa
 
 @torch.no_grad()
 def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_size: int, chunk_size: int = 1024,
-                  packed: bool = False, share: str = "off") -> tuple[torch.Tensor, torch.Tensor | None]:
+                  packed: bool = False, share: str = "off", inputs=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N, C) of the rollout's completions under ``model``, micro-batched, and for an MoE model the
     expert ids every router chose for every token (N, P + C, L, k), recorded for drift metrics and routing replay.
     ``model``: a Hugging Face model or a ``PolicyModule`` (under FSDP2, the sharded one: its forward gathers).
     Images come from the rollout's vision cache when ``model`` is the policy that made it (not a reference).
     ``packed``, ``share`` (auto | always | off): padding-free packed forwards and shared-prefix forwards where they
-    apply, as the update's (the same computation on both sides of the ratio)."""
+    apply, as the update's (the same computation on both sides of the ratio). ``inputs(micro)``, where given (the
+    update's), replaces them: it returns ((inputs, P, layout), routing to replay or None); the recorded experts are
+    then the replayed ones."""
     N, C = rollout.completion_ids.shape
     P = rollout.prompt_len
     logprobs = torch.zeros(N, C)
@@ -321,10 +323,14 @@ def score_rollout(model, rollout: Rollout, *, temperature: float, micro_batch_si
     for start in range(0, N, micro_batch_size):
         idx = list(range(start, min(start + micro_batch_size, N)))
         mb = rollout.select(idx)
-        inputs, P_mb, packing = forward_inputs(policy.model, mb, packed, share)
+        if inputs is None:
+            batch, replay = forward_inputs(policy.model, mb, packed, share), None
+        else:
+            batch, replay = inputs(mb)
+        model_inputs, P_mb, packing = batch
         (p0, c1), n = mb.span(), len(idx)
-        with routing(policy) as used:
-            out = policy(to_device(inputs, device), P_mb, temperature=temperature, chunk_size=chunk_size,
+        with routing(policy, replay) as used:
+            out = policy(to_device(model_inputs, device), P_mb, temperature=temperature, chunk_size=chunk_size,
                          vision=rollout.vision, packing=packing)
         width = out.logprobs.shape[1]
         logprobs[start:start + n, :width] = out.logprobs.float().cpu()
