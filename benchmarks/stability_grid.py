@@ -25,13 +25,15 @@ Collapse criterion, fixed before any round-two run (columns ``collapse_*``; ``co
   reward  some 10-step moving mean of the training reward falls below half of the best earlier one (>= 0.1);
   blow_up the training batch's token entropy passes 4 nats (sampling near-uniformly over the vocabulary).
 
-Time, on the 2-core CPU with nothing else running, 2 runs at a time: two 80-step runs took 40 s together (shapes,
-mismatch) and 36 s (colors, lr1e-3), warm-up and evaluations included, i.e. about 0.25 s per step per run of grid
-throughput. At the defaults (250 steps, round one's length; 5 seeds) a run costs about 65 s of grid time, so per task:
-  --stress lr1e-3 mismatch     7 + 9 arms x 5 seeds = 80 runs, about 90 min
-  --stress stale2 stale4       7 + 7 arms x 5 seeds = 70 runs, about 75 min
-  --lr-sweep                   2 arms x 4 lrs x 3 seeds x 60 steps, about 10 min
-Each is one grid of at most 2 hours; round one saw steps up to 3x slower while other work shared the cores.
+Time, on the 2-core CPU with nothing else running, 2 runs at a time (measured 2026-12-08, 250 steps, shapes):
+median wall time per run 45-49 s for stale0/2/4, 54 s for mismatch (the bf16 copy samples), 72 s for lr1e-3 (4
+mini-batches), i.e. half that of grid time per run. So, per task with the default 5 seeds:
+  --stress lr1e-3 mismatch     7 + 9 arms x 5 seeds = 80 runs, about 45 min (shapes)
+  --stress stale2 stale4       7 + 7 arms x 5 seeds = 70 runs, about 28 min
+  --stress stale0              35 runs, about 13 min
+  --lr-sweep                   2 arms x 4 lrs x 3 seeds x 60 steps, about 5 min
+colors runs take about 1.3x as long (17-token answers). Each grid fits well within 2 hours; round one saw steps up to
+3x slower while other work shared the cores.
 """
 
 from __future__ import annotations
