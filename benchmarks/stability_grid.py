@@ -230,8 +230,10 @@ PAIRS = [("sapo", "sapo_reversed"), ("sapo", "grpo"), ("sapo", "gspo"), ("sapo",
 
 def _order(cell: tuple) -> tuple:
     task, stress, arm = cell
-    return (task, STRESS_NAMES.index(stress) if stress in STRESS_NAMES else len(STRESS_NAMES), stress,
-            list(ARMS).index(arm) if arm in ARMS else len(ARMS), arm)
+    def rank(name: str, names) -> int:
+        return list(names).index(name) if name in names else len(names)
+
+    return rank(task, TASKS), task, rank(stress, STRESS_NAMES), stress, rank(arm, ARMS), arm
 
 
 def table(rows: list[dict]) -> str:
@@ -318,16 +320,18 @@ def figure(rows: list[dict], path: Path) -> None:
     for j, (task, stress) in enumerate(panels):
         by_arm = sorted(((arm, rs) for (t, s, arm), rs in cells(rows).items() if (t, s) == (task, stress)),
                         key=lambda kv: _order((task, stress, kv[0])))
-        for ax, col, label in ((axes[0][j], "final_acc", "final held-out accuracy"),
+        for ax, col, label in ((axes[0][j], "final_acc", "final held-out accuracy\n(colors: partial credit)"),
                                (axes[1][j], "final_train_reward", "final training reward")):
-            for i, (_, rs) in enumerate(by_arm):
+            for i, (arm, rs) in enumerate(by_arm):
                 values = [float(r[col]) for r in rs if r.get(col) not in ("", None)]
                 if not values:
                     continue
                 mean, _, half = cell_stats(values)
                 ax.scatter([i] * len(values), values, s=10, color="0.6")
-                ax.errorbar([i], [mean], yerr=[0 if half != half else half], fmt="o", color=f"C{i}", capsize=3)
+                colour = f"C{list(ARMS).index(arm) % 10}" if arm in ARMS else "k"  # one colour per arm throughout
+                ax.errorbar([i], [mean], yerr=[0 if half != half else half], fmt="o", color=colour, capsize=3)
             ax.set_xticks(range(len(by_arm)), [arm for arm, _ in by_arm], rotation=60, fontsize=7)
+            ax.set_xlim(-0.6, max(len(by_arm), 3) - 0.4)
             if j == 0:
                 ax.set_ylabel(label)
         axes[0][j].set_title(f"{task}, {stress}")
