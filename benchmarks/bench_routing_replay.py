@@ -9,7 +9,7 @@ any scoring forward replay forces, reward, update) of the demo recipe, launched 
 replay, with fp32 and with pure-bf16 weights (``model.dtype``); runs interleaved, ``--repeats`` of each.
 
     python benchmarks/bench_routing_replay.py [--repeats 15] [--layers 4]
-    python benchmarks/bench_routing_replay.py --whole-step [--repeats 2] [--steps 30]
+    python benchmarks/bench_routing_replay.py --whole-step [--repeats 2] [--steps 30] [--recipe RECIPE]
 """
 
 from __future__ import annotations
@@ -46,9 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--whole-step", action="store_true", help="whole training steps of the demo, fp32 and bf16")
     p.add_argument("--steps", type=int, default=30, help="--whole-step: steps per run (the first 3 are not timed)")
+    p.add_argument("--recipe", type=Path, default=DEMO, help="--whole-step: the recipe (default: the demo, 4-token "
+                   "answers; recipes/tiny/colors.yaml has 17-24)")
     args = p.parse_args(argv)
     if args.whole_step:
-        return whole_steps(args.repeats or 2, args.steps)
+        return whole_steps(args.repeats or 2, args.steps, args.recipe)
     args.repeats = args.repeats or 15
     torch.manual_seed(0)
     model_dir = make_tiny_model(tempfile.mkdtemp(), TinyConfig(num_hidden_layers=args.layers))
@@ -92,25 +94,26 @@ def main(argv: list[str] | None = None) -> None:
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "demo.yaml"
 
 
-def step_times(out: Path, dtype: str, replay: str, steps: int) -> list[tuple[float, float]]:
+def step_times(recipe: Path, out: Path, dtype: str, replay: str, steps: int) -> list[tuple[float, float]]:
     """(``time/step``, ``time/logprob``: the scoring forward's share) of each step after the first 3 of one
-    ``sapo-vl train`` run of the demo."""
-    rc = sapo_vl_main(["train", str(DEMO), f"output_dir={out}", f"model.dtype={dtype}", f"algo.routing_replay={replay}",
-                       f"train.total_steps={steps}", "log.eval_limit=8", "log.export=false", "log.plot=false",
-                       "log.progress=false", "log.save_every=0", "log.backends=[jsonl]", "resume=never"])
+    ``sapo-vl train`` run of ``recipe``."""
+    rc = sapo_vl_main(["train", str(recipe), f"output_dir={out}", f"model.dtype={dtype}",
+                       f"algo.routing_replay={replay}", f"train.total_steps={steps}", "log.eval_limit=8",
+                       "log.export=false", "log.plot=false", "log.progress=false", "log.save_every=0",
+                       "log.backends=[jsonl]", "resume=never"])
     assert rc == 0, f"sapo-vl train exited {rc}"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [(r["time/step"], r.get("time/logprob", 0.0)) for r in rows if "time/step" in r][3:]
 
 
-def whole_steps(repeats: int, steps: int) -> None:
+def whole_steps(repeats: int, steps: int, recipe: Path = DEMO) -> None:
     cases = [(dtype, replay) for dtype in ("float32", "bfloat16") for replay in ("none", "rollout")]
     times: dict[tuple, list[tuple[float, float]]] = {case: [] for case in cases}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(repeats):
             for dtype, replay in cases:  # interleaved: machine load hits every case alike
-                times[dtype, replay] += step_times(Path(tmp) / f"{dtype}-{replay}-{r}", dtype, replay, steps)
-    print(f"demo recipe, whole steps: median of {repeats} runs x {steps - 3} timed steps "
+                times[dtype, replay] += step_times(recipe, Path(tmp) / f"{dtype}-{replay}-{r}", dtype, replay, steps)
+    print(f"{recipe.name}, whole steps: median of {repeats} runs x {steps - 3} timed steps "
           f"(torch threads {torch.get_num_threads()})")
     for dtype in ("float32", "bfloat16"):
         (base, base_lp), (replay, replay_lp) = ((statistics.median(t[0] for t in times[dtype, mode]),
