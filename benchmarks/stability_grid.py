@@ -57,6 +57,7 @@ TIS = ["rollout.old_logprobs=score", "algo.rollout_correction.mode=token_truncat
 ARMS = {  # name -> overrides, after the stress's
     "sapo": SAPO,
     "sapo_reversed": [*SAPO, "algo.loss_hparams={tau_pos: 1.05, tau_neg: 1.0}"],
+    "sapo_replay": [*SAPO, "algo.routing_replay=rollout"],  # the paper: SAPO needs no replay
     "grpo": ["algo.preset=grpo"],
     "grpo_replay": ["algo.preset=grpo", "algo.routing_replay=rollout"],
     "gspo": ["algo.preset=gspo"],
@@ -224,8 +225,8 @@ def _num(rows: list[dict], col: str, digits: int = 3) -> str:
     return f"{sum(values) / len(values):.{digits}g}" if values else "-"
 
 
-PAIRS = [("sapo", "sapo_reversed"), ("sapo", "grpo"), ("sapo", "gspo"), ("sapo", "cispo"), ("grpo_replay", "grpo"),
-         ("gspo_replay", "gspo"), ("sapo_tis", "sapo"), ("grpo_tis", "grpo")]
+PAIRS = [("sapo", "sapo_reversed"), ("sapo", "grpo"), ("sapo", "gspo"), ("sapo", "cispo"), ("sapo_replay", "sapo"),
+         ("grpo_replay", "grpo"), ("gspo_replay", "gspo"), ("sapo_tis", "sapo"), ("grpo_tis", "grpo")]
 
 
 def _order(cell: tuple) -> tuple:
