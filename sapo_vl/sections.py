@@ -127,12 +127,15 @@ class WarmupConfig(Section):
     labels: Literal["shuffled", "gold"] = "shuffled"
 
 
+CorrectionMode = Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"]
+
+
 class RolloutCorrection(Section):
     """Importance-sampling correction of a scored pi_old against the sampler's log-probs (sapo_vl.algos.correction):
     token_* / sequence_* (per token, or the sequence's geometric mean), *_truncate (TIS: weights clipped at the
     threshold) or *_mask (MIS: tokens / sequences over it dropped)."""
 
-    mode: Literal["none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = "none"
+    mode: CorrectionMode = "none"
     threshold: float = Field(2.0, gt=1)
 
 

@@ -209,9 +209,6 @@ class PolicyUpdate:
         batch = forward_inputs(self.model, micro, self.packed, self.share)
         if self.algo.routing_replay == "none":
             return batch, None
-        if micro.routing is None:
-            raise ValueError("routing replay: the rollout has no recorded experts to replay (the engine records "
-                             "the sampler's whenever algo.routing_replay is on)")
         agree = (lambda flag: bool(reduce_max(int(flag), self.accelerator))) if self.sharded else None
         return replay_inputs(micro, batch, agree)
 

@@ -16,12 +16,15 @@ The weights multiply the per-token policy loss. They are constants (no gradient)
 
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import Tensor
 
 from sapo_vl.algos.types import as_bool_mask, compute_dtype, masked_mean, to_floats
+from sapo_vl.sections import CorrectionMode
 
-CORRECTION_MODES = ("none", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+CORRECTION_MODES = get_args(CorrectionMode)  # the config's choices (algo.rollout_correction.mode)
 
 
 def rollout_correction_weights(old_logprobs: Tensor, sampler_logprobs: Tensor, response_mask: Tensor,

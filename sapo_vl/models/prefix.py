@@ -230,11 +230,12 @@ def replay_inputs(micro, batch: tuple, any_rank=None) -> tuple[tuple, list | Non
     """``forward_inputs``' (inputs, P, layout) of the Rollout ``micro`` and the routing to replay in that forward
     (``moe.routing``'s ``replay``): its recorded experts, in packed order for a ``Packing``, one per forward call
     for a ``SharedPrefix`` (or the padded forward where that is not exact; ``any_rank(flag)`` makes the choice the
-    same on every rank under FSDP2). None where ``micro`` has no recorded experts."""
+    same on every rank under FSDP2). A ``micro`` without recorded experts is an error."""
     replay = micro.replay_routing()
-    inputs, P, layout = batch
     if replay is None:
-        return batch, None
+        raise ValueError("routing replay: the rollout has no recorded experts to replay (the engine records the "
+                         "sampler's whenever algo.routing_replay is on)")
+    layout = batch[2]
     if isinstance(layout, SharedPrefix):
         shared = layout.replay(replay)  # None: not exact, the padded forward then
         if any_rank is not None and any_rank(shared is None):
