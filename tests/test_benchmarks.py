@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,24 @@ def test_stability_grid_writes_one_csv_row_per_run_and_regenerates_the_table_fro
     assert (tmp_path / "grid.png").stat().st_size > 0 and "| shapes | mismatch |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="unknown stress 'hot'"):
         grid.main(["--stress", "hot", "--report-only", *paths])
+
+
+def test_stability_grid_pairs_differences_by_seed_and_compares_each_stress_with_its_on_policy_control():
+    grid = _load("stability_grid")
+
+    def rows(stress, arm, accs, seeds=(0, 1, 2)):
+        return [{"task": "shapes", "stress": stress, "arm": arm, "seed": str(s), "final_acc": str(a),
+                 "collapsed": "False"} for s, a in zip(seeds, accs)]
+
+    a, b = rows("stale2", "sapo", [0.5, 0.7, 0.9]), rows("stale2", "grpo", [0.4, 0.5, 0.9])
+    diff, half, test = grid.difference(a, b)  # per-seed differences 0.1, 0.2, 0.0: mean 0.1, sd 0.1
+    assert test == "paired" and diff == pytest.approx(0.1) and half == pytest.approx(4.303 * 0.1 / 3 ** 0.5)
+    diff, half, test = grid.difference(a, rows("stale2", "grpo", [0.4, 0.5, 0.9], seeds=(0, 1, 3)))
+    assert test == "welch" and diff == pytest.approx(0.1)
+    sd_a, sd_b = statistics.stdev([0.5, 0.7, 0.9]), statistics.stdev([0.4, 0.5, 0.9])
+    assert half == pytest.approx(4.303 * (sd_a ** 2 / 3 + sd_b ** 2 / 3) ** 0.5)  # Welch's standard error, 2 df
+    control, lr = rows("stale0", "sapo", [0.4, 0.6, 0.9]), rows("lr1e-3", "sapo", [0.1, 0.1, 0.1])
+    effects = grid.stress_effects([*a, *b, *control, *lr])
+    assert "| shapes | sapo | stale2 | +0.067 ± " in effects and "(paired) | no |" in effects
+    assert "lr1e-3" not in effects and "grpo" not in effects  # other lr; no grpo control
+    assert "| shapes | stale2 | sapo - grpo | +0.100 ± 0.248 (paired) | no | 0/3 vs 0/3 |" in grid.comparisons(a + b)
